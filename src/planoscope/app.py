@@ -1,0 +1,83 @@
+"""The planoscope process: every long-running part entered on one ``AsyncExitStack`` and torn
+down in reverse (receivers stop taking requests, then the writer drains, then the store closes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import timedelta
+
+from .dedupe import RecentSpans
+from .httpserver import HttpServer, StartupError, bind, bound_address
+from .ingest import Ingest
+from .receiver.grpc import GrpcReceiver
+from .receiver.http import otlp_http_app
+from .settings import Settings
+from .spanmetrics import SpanMetrics
+from .store import DuckDBStore, StoreError
+from .web import create_web_app
+from .writer import SpanWriter
+
+log = logging.getLogger("planoscope")
+
+
+class Planoscope:
+    """The running server. Example::
+
+        async with Planoscope(Settings(data_dir=tmp, listen="127.0.0.1:0")) as p:
+            print(p.addresses["listen"])
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.addresses: dict[str, str] = {}
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Planoscope:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> None:
+        s = self.settings
+        stack = self._stack
+        try:
+            self.store = store = DuckDBStore(s.data_dir)
+        except StoreError as e:
+            raise StartupError(str(e)) from None
+        stack.callback(store.close)
+        self.metrics = metrics = SpanMetrics(s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms)
+        if store.meta("spanmetrics") != metrics.fingerprint:
+            log.info("span-metric settings changed: recomputing span metrics from the stored spans")
+            store.rebuild_metric_totals(metrics.aggregate_sql, metrics.fingerprint)
+        metrics.load(store.metric_totals())
+        recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
+        recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
+
+        # Bind every port before serving anything, so a taken port fails the start cleanly.
+        web_sock = bind(s.listen, "the UI, API and /metrics")
+        stack.callback(web_sock.close)
+        http_sock = bind(s.otlp_http, "OTLP/HTTP")
+        stack.callback(http_sock.close)
+
+        self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
+        ingest = Ingest(writer)
+        await stack.enter_async_context(HttpServer(create_web_app(metrics, writer), web_sock))
+        await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
+        try:
+            grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes))
+        except OSError as e:
+            raise StartupError(f"{e} (OTLP/gRPC)") from None
+        host = s.otlp_grpc.rpartition(":")[0]
+        self.addresses = {
+            "otlp_grpc": f"{host}:{grpc_rx.port}",
+            "otlp_http": bound_address(http_sock),
+            "listen": bound_address(web_sock),
+        }

@@ -1,0 +1,68 @@
+"""Serving an ASGI app with uvicorn on a socket we bound ourselves, inside our own event loop.
+
+Binding first lets port 0 report the port it got and lets a taken port fail with a clear
+message before anything else starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import uvicorn
+
+from .settings import split_address
+
+
+class StartupError(RuntimeError):
+    """planoscope cannot start; the message is meant for the user."""
+
+
+def bind(address: str, what: str) -> socket.socket:
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except socket.gaierror as e:
+        raise StartupError(f"cannot listen on {address} for {what}: unknown host ({e.strerror})") from None
+    except OSError as e:
+        raise StartupError(f"cannot listen on {address} for {what}: {e.strerror}") from None
+
+
+def bound_address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    # The process owns SIGINT/SIGTERM (see cli.py); uvicorn must not take them over.
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class HttpServer:
+    """Async context manager: serves ``app`` on ``sock`` until exit, then drains connections."""
+
+    def __init__(self, app, sock: socket.socket):
+        self.sock = sock
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=10, server_header=False)
+        self._server = _Server(config)
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> HttpServer:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self.sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise StartupError("HTTP server stopped during startup")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self.sock.close()

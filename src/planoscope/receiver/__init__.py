@@ -1,0 +1,1 @@
+"""OTLP receivers: thin transports over one shared ``Ingest`` callable."""

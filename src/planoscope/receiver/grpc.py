@@ -1,0 +1,70 @@
+"""OTLP/gRPC ``TraceService/Export``.
+
+Registered as a generic handler that receives the raw request bytes, so the message is parsed
+exactly once, by the shared decoder. gzip (``grpc-encoding: gzip``) is handled by gRPC itself.
+"""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from ..decode import BadRequest
+from ..ingest import Ingest
+from ..writer import WriterUnavailable
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class GrpcReceiver:
+    """Async context manager serving OTLP/gRPC on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, address: str, ingest: Ingest, max_message_bytes: int):
+        self.address = address
+        self.ingest = ingest
+        self.max_message_bytes = max_message_bytes
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            batch = await self.ingest(body, "protobuf")
+        except BadRequest as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except WriterUnavailable as e:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        resp = ExportTraceServiceResponse()
+        if batch.rejected:
+            resp.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=batch.rejected, error_message=batch.error_message)
+            )
+        return resp.SerializeToString()
+
+    async def __aenter__(self) -> GrpcReceiver:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        try:
+            self.port = server.add_insecure_port(self.address)
+        except RuntimeError as e:
+            raise OSError(f"cannot listen on {self.address}: {e}") from None
+        if not self.port:
+            raise OSError(f"cannot listen on {self.address}: address in use or not available")
+        await server.start()
+        self._server = server
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._server is not None:
+            # Stop taking new RPCs; in-flight ones get the grace period to be committed.
+            await self._server.stop(grace=10)

@@ -1,0 +1,97 @@
+"""OTLP/HTTP ``POST /v1/traces``: protobuf or JSON, optionally gzip-compressed.
+
+Responses follow the OTLP/HTTP spec: the body's encoding matches the request's; a bad request
+is 400 with a ``google.rpc.Status``; a store that cannot commit is 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..decode import BadRequest
+from ..ingest import Ingest
+from ..writer import WriterUnavailable
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+GRPC_INVALID_ARGUMENT = 3
+GRPC_UNAVAILABLE = 14
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"invalid gzip body: {e}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge(f"decompressed body exceeds {limit} bytes")
+    if not d.eof:
+        raise BadRequest("invalid gzip body: truncated")
+    return out
+
+
+def _status(fmt: str, http_code: int, grpc_code: int, message: str, headers=None) -> Response:
+    if fmt == "json":
+        body = json.dumps({"code": grpc_code, "message": message}).encode()
+        return Response(body, http_code, media_type=JSON, headers=headers)
+    return Response(Status(code=grpc_code, message=message).SerializeToString(), http_code,
+                    media_type=PROTOBUF, headers=headers)
+
+
+def otlp_http_app(ingest: Ingest, max_request_bytes: int) -> Starlette:
+    """The Starlette app for the OTLP/HTTP port."""
+
+    async def traces(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == PROTOBUF:
+            fmt = "protobuf"
+        elif ctype == JSON:
+            fmt = "json"
+        else:
+            return _status("json", 415, GRPC_INVALID_ARGUMENT,
+                           f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_request_bytes:
+                return _status(fmt, 413, GRPC_INVALID_ARGUMENT, f"request body exceeds {max_request_bytes} bytes")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        try:
+            if encoding == "gzip":
+                data = _gunzip(bytes(body), max_request_bytes)
+            elif encoding in ("identity", ""):
+                data = bytes(body)
+            else:
+                return _status(fmt, 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
+            batch = await ingest(data, fmt)
+        except TooLarge as e:
+            return _status(fmt, 413, GRPC_INVALID_ARGUMENT, str(e))
+        except BadRequest as e:
+            return _status(fmt, 400, GRPC_INVALID_ARGUMENT, str(e))
+        except WriterUnavailable as e:
+            return _status(fmt, 503, GRPC_UNAVAILABLE, str(e), headers={"Retry-After": "1"})
+        if fmt == "json":
+            out: dict = {}
+            if batch.rejected:
+                out["partialSuccess"] = {"rejectedSpans": str(batch.rejected), "errorMessage": batch.error_message}
+            return Response(json.dumps(out).encode(), 200, media_type=JSON)
+        resp = ExportTraceServiceResponse()
+        if batch.rejected:
+            resp.partial_success.rejected_spans = batch.rejected
+            resp.partial_success.error_message = batch.error_message
+        return Response(resp.SerializeToString(), 200, media_type=PROTOBUF)
+
+    return Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])

@@ -1,0 +1,93 @@
+"""The span table: the OpenTelemetry Collector ClickHouse exporter's ``otel_traces`` columns,
+plus typed copies of the attributes that dashboards filter and group on.
+
+One definition serves the Arrow batches built at decode time and the DuckDB DDL, so the two
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+ATTR_MAP = pa.map_(pa.string(), pa.string())
+
+EVENT = pa.struct(
+    [("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", ATTR_MAP)]
+)
+LINK = pa.struct(
+    [
+        ("TraceId", pa.string()),
+        ("SpanId", pa.string()),
+        ("TraceState", pa.string()),
+        ("Attributes", ATTR_MAP),
+    ]
+)
+
+# (column, arrow type, DuckDB type) in table order. The first 17 are otel_traces'.
+OTEL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("Timestamp", pa.timestamp("ns"), "TIMESTAMP_NS"),
+    ("TraceId", pa.string(), "VARCHAR"),
+    ("SpanId", pa.string(), "VARCHAR"),
+    ("ParentSpanId", pa.string(), "VARCHAR"),
+    ("TraceState", pa.string(), "VARCHAR"),
+    ("SpanName", pa.string(), "VARCHAR"),
+    ("SpanKind", pa.string(), "VARCHAR"),
+    ("ServiceName", pa.string(), "VARCHAR"),
+    ("ResourceAttributes", ATTR_MAP, "MAP(VARCHAR, VARCHAR)"),
+    ("ScopeName", pa.string(), "VARCHAR"),
+    ("ScopeVersion", pa.string(), "VARCHAR"),
+    ("SpanAttributes", ATTR_MAP, "MAP(VARCHAR, VARCHAR)"),
+    ("Duration", pa.int64(), "BIGINT"),
+    ("StatusCode", pa.string(), "VARCHAR"),
+    ("StatusMessage", pa.string(), "VARCHAR"),
+    (
+        "Events",
+        pa.list_(EVENT),
+        'STRUCT("Timestamp" TIMESTAMP_NS, "Name" VARCHAR, "Attributes" MAP(VARCHAR, VARCHAR))[]',
+    ),
+    (
+        "Links",
+        pa.list_(LINK),
+        'STRUCT("TraceId" VARCHAR, "SpanId" VARCHAR, "TraceState" VARCHAR,'
+        ' "Attributes" MAP(VARCHAR, VARCHAR))[]',
+    ),
+]
+
+# Typed columns: (column, arrow type, DuckDB type, span attribute keys in order of preference).
+# The OpenTelemetry GenAI names map onto the same columns as Plano's own.
+TYPED_COLUMNS: list[tuple[str, pa.DataType, str, tuple[str, ...]]] = [
+    ("LlmModel", pa.string(), "VARCHAR", ("llm.model", "gen_ai.request.model", "gen_ai.response.model")),
+    ("LlmProvider", pa.string(), "VARCHAR", ("llm.provider", "gen_ai.system", "gen_ai.provider.name")),
+    ("AgentId", pa.string(), "VARCHAR", ("agent_id", "gen_ai.agent.id")),
+    ("SelectionListener", pa.string(), "VARCHAR", ("selection.listener",)),
+    ("HttpMethod", pa.string(), "VARCHAR", ("http.method", "http.request.method")),
+    ("HttpStatusCode", pa.int32(), "INTEGER", ("http.status_code", "http.response.status_code")),
+    ("IsStreaming", pa.bool_(), "BOOLEAN", ("llm.is_streaming",)),
+    ("TimeToFirstTokenMs", pa.float64(), "DOUBLE", ("llm.time_to_first_token",)),
+    ("PromptTokens", pa.int64(), "BIGINT", ("llm.usage.prompt_tokens", "gen_ai.usage.input_tokens")),
+    (
+        "CompletionTokens",
+        pa.int64(),
+        "BIGINT",
+        ("llm.usage.completion_tokens", "gen_ai.usage.output_tokens"),
+    ),
+    ("TotalTokens", pa.int64(), "BIGINT", ("llm.usage.total_tokens",)),
+    ("CostUsd", pa.float64(), "DOUBLE", ("llm.usage.total_cost_usd",)),
+]
+
+SPAN_SCHEMA = pa.schema(
+    [pa.field(n, t) for n, t, _ in OTEL_COLUMNS]
+    + [pa.field(n, t) for n, t, _, _ in TYPED_COLUMNS]
+)
+
+COLUMN_NAMES = SPAN_SCHEMA.names
+
+SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
+STATUS_CODES = ("Unset", "Ok", "Error")
+
+
+def duckdb_ddl(table: str = "otel_traces") -> str:
+    cols = [f'"{n}" {d}' for n, _, d in OTEL_COLUMNS]
+    cols += [f'"{n}" {d}' for n, _, d, _ in TYPED_COLUMNS]
+    cols.append('"IngestedAt" TIMESTAMP NOT NULL')
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"

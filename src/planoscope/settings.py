@@ -1,0 +1,164 @@
+"""Settings: one typed object, built once at the edge from a YAML file, ``PLANOSCOPE_*``
+environment variables and command-line flags (in rising precedence).
+
+Every setting has the same name in all three places: ``data_dir`` in YAML is
+``PLANOSCOPE_DATA_DIR`` in the environment and ``--data-dir`` on the command line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_DIMENSIONS
+
+ENV_PREFIX = "PLANOSCOPE_"
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing description of a bad setting."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(v: Any) -> float:
+    """``90``, ``"90s"``, ``"10m"``, ``"7d"`` → seconds."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    m = _DURATION.match(str(v))
+    if not m:
+        raise ValueError(f"not a duration: {v!r} (use e.g. 30s, 10m, 7d)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _split_list(v: Any) -> Any:
+    if isinstance(v, str):
+        return [x.strip() for x in v.split(",") if x.strip()]
+    return v
+
+
+def parse_address(v: Any) -> str:
+    """``host:port`` (``[v6]:port`` for IPv6); port 0 picks a free one."""
+    s = str(v).strip()
+    m = re.match(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$", s)
+    if not m or int(m.group(2)) > 65535:
+        raise ValueError(f"not a HOST:PORT address: {v!r}")
+    return s
+
+
+def split_address(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Address = Annotated[str, BeforeValidator(parse_address)]
+StrList = Annotated[list[str], BeforeValidator(_split_list)]
+FloatList = Annotated[list[float], BeforeValidator(_split_list)]
+
+
+class Settings(BaseModel):
+    """Everything planoscope can be told. Field descriptions are the reference documentation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(Path("planoscope-data"), description="Directory of the database; created on first run.")
+    otlp_grpc: Address = Field("127.0.0.1:4317", description="OTLP/gRPC listen address (HOST:PORT; port 0 picks one).")
+    otlp_http: Address = Field("127.0.0.1:4318", description="OTLP/HTTP listen address for POST /v1/traces.")
+    listen: Address = Field("127.0.0.1:9000", description="Address of the UI, the query API, /metrics and /healthz.")
+    metrics_namespace: str = Field(
+        "", description="Prefix of span-metric names: empty gives calls_total (collector 0.102, the reference "
+        "dashboard); traces_span_metrics gives the names of newer collectors.")
+    metrics_dimensions: StrList = Field(
+        list(DEFAULT_DIMENSIONS), description="Span (or resource) attributes added as span-metric labels, "
+        "dots turned into underscores.")
+    metrics_buckets_ms: FloatList = Field(
+        list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds.")
+    dedupe_window: Duration = Field(
+        600.0, description="How long a stored span's id is remembered, so a client's retry is not stored twice.")
+    dedupe_max_spans: int = Field(
+        1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("metrics_buckets_ms")
+    @classmethod
+    def _increasing(cls, v: list[float]) -> list[float]:
+        if not v or any(b <= a for a, b in zip(v, v[1:])) or v[0] <= 0:
+            raise ValueError("must be positive and strictly increasing")
+        return v
+
+    @field_validator("metrics_namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        if v and not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", v):
+            raise ValueError("must start with a letter or _ and hold only letters, digits, _ and .")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        if v.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("must be debug, info, warning or error")
+        return v.lower()
+
+
+def env_name(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config file {path} must be a mapping of setting: value")
+    return doc
+
+
+def build_settings(
+    config_file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]
+) -> Settings:
+    """Merge file < environment < flags into ``Settings``; raises ``ConfigError`` naming the key."""
+    fields = Settings.model_fields
+    sources: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        for key, value in load_yaml(config_file).items():
+            if key not in fields:
+                raise ConfigError(f"unknown setting {key!r} in {config_file} (known: {', '.join(fields)})")
+            merged[key] = value
+            sources[key] = str(config_file)
+    for key in fields:
+        if env_name(key) in environ:
+            merged[key] = environ[env_name(key)]
+            sources[key] = env_name(key)
+    for key, value in flags.items():
+        if value is not None:
+            merged[key] = value
+            sources[key] = "--" + key.replace("_", "-")
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        msg = err["msg"].removeprefix("Value error, ")
+        src = sources.get(key)
+        raise ConfigError(f"bad value for {key}" + (f" (from {src})" if src else "") + f": {msg}") from None

@@ -1,0 +1,45 @@
+"""The HTTP app on the UI/API port: ``/metrics`` and ``/healthz`` (the UI and the query API
+join it in later issues)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from . import __version__
+from .spanmetrics import SpanMetrics
+from .writer import SpanWriter
+
+
+def create_web_app(metrics: SpanMetrics, writer: SpanWriter) -> FastAPI:
+    """The FastAPI app for ``--listen``; everything it shows comes from its arguments."""
+    app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    started = time.time()
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
+
+    @app.get("/healthz")
+    def healthz() -> JSONResponse:
+        """Liveness: 200 while the writer can commit."""
+        alive = writer.alive
+        return JSONResponse(
+            {
+                "status": "ok" if alive else "writer stopped",
+                "version": __version__,
+                "uptime_s": round(time.time() - started, 3),
+                "spans_written": writer.spans_written,
+                "commits": writer.commits,
+            },
+            status_code=200 if alive else 503,
+        )
+
+    return app

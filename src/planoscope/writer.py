@@ -1,0 +1,135 @@
+"""The single writer: a thread that owns all writes to the store, with group commit.
+
+Receivers call ``await writer.write(batch)``; it resolves only once the batch's spans are
+committed. Requests that arrive while a commit is in flight are grouped into the next one, so a
+busy server makes few, large transactions and durability costs little throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from .decode import SpanBatch
+from .dedupe import RecentSpans
+from .spanmetrics import SpanMetrics
+from .store import DuckDBStore
+
+log = logging.getLogger("planoscope.writer")
+
+_STOP = object()
+
+
+class WriterUnavailable(RuntimeError):
+    """The spans could not be committed; the client should retry."""
+
+
+@dataclass
+class _Pending:
+    batch: SpanBatch
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+class SpanWriter:
+    """Async context manager running the writer thread. Example::
+
+        async with SpanWriter(store, metrics, recent) as writer:
+            await writer.write(batch)
+    """
+
+    def __init__(self, store: DuckDBStore, metrics: SpanMetrics, recent: RecentSpans,
+                 max_group_spans: int = 50_000):
+        self.store = store
+        self.metrics = metrics
+        self.recent = recent
+        self.max_group_spans = max_group_spans
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="planoscope-writer", daemon=True)
+        self.commits = 0
+        self.spans_written = 0
+
+    async def __aenter__(self) -> SpanWriter:
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    async def write(self, batch: SpanBatch) -> None:
+        """Commit ``batch``; returns once durable, raises ``WriterUnavailable`` if it is not."""
+        if batch.table.num_rows == 0:
+            return
+        if not self._thread.is_alive():
+            raise WriterUnavailable("the writer has stopped")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put(_Pending(batch, fut, loop))
+        await fut
+
+    # --- the writer thread -------------------------------------------------------------
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            group = [item]
+            n = item.batch.table.num_rows
+            while n < self.max_group_spans:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True  # commit what is already queued, then stop
+                    break
+                group.append(item)
+                n += item.batch.table.num_rows
+            self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        keys = [k for p in group for k in p.batch.keys]
+        table = pa.concat_tables([p.batch.table for p in group]) if len(group) > 1 else group[0].batch.table
+        mask = self.recent.new_mask(keys)
+        if mask is not None:
+            table = table.filter(pa.array(mask))
+            keys = [k for k, m in zip(keys, mask) if m]
+        error: BaseException | None = None
+        try:
+            if table.num_rows:
+                totals: list = []
+
+                def merge(deltas):
+                    totals[:] = self.metrics.merge(deltas)
+                    return totals
+
+                self.store.append_spans(table, self.metrics.aggregate_sql, merge)
+                self.metrics.apply(totals)
+                self.recent.add(keys)
+                self.commits += 1
+                self.spans_written += table.num_rows
+        except Exception as e:  # the store failed: nothing of the group is acknowledged
+            log.error("commit of %d spans failed: %s", table.num_rows, e)
+            error = e
+        for p in group:
+            p.loop.call_soon_threadsafe(_settle, p.future, error)
+
+
+def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(WriterUnavailable(f"could not store spans: {error}"))
