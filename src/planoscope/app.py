@@ -56,7 +56,7 @@ class Planoscope:
         self.metrics = metrics = SpanMetrics(s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms)
         if store.meta("spanmetrics") != metrics.fingerprint:
             log.info("span-metric settings changed: recomputing span metrics from the stored spans")
-            store.rebuild_metric_totals(metrics.aggregate_sql, metrics.fingerprint)
+            store.rebuild_metric_totals(metrics.prepare, metrics.aggregate_sql, metrics.fingerprint)
         metrics.load(store.metric_totals())
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))

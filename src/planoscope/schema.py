@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-ATTR_MAP = pa.map_(pa.string(), pa.string())
+# Attributes are lists of (key, value) structs: DuckDB's MAP has exactly this physical layout, but
+# building a MAP validates its keys at ~10 us a row, which alone would cap ingest near 50k spans/s
+# on this class of machine. Look a value up with the ``attr`` macro: attr(SpanAttributes, 'llm.model').
+ATTR_MAP = pa.list_(pa.struct([("key", pa.string()), ("value", pa.string())]))
+ATTR_DDL = 'STRUCT("key" VARCHAR, "value" VARCHAR)[]'
+ATTR_MACRO = (
+    "CREATE OR REPLACE MACRO attr(attributes, name) AS "
+    "list_filter(attributes, lambda a: a.key = name)[1].value"
+)
 
 EVENT = pa.struct(
     [("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", ATTR_MAP)]
@@ -33,28 +41,28 @@ OTEL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("SpanName", pa.string(), "VARCHAR"),
     ("SpanKind", pa.string(), "VARCHAR"),
     ("ServiceName", pa.string(), "VARCHAR"),
-    ("ResourceAttributes", ATTR_MAP, "MAP(VARCHAR, VARCHAR)"),
+    ("ResourceAttributes", ATTR_MAP, ATTR_DDL),
     ("ScopeName", pa.string(), "VARCHAR"),
     ("ScopeVersion", pa.string(), "VARCHAR"),
-    ("SpanAttributes", ATTR_MAP, "MAP(VARCHAR, VARCHAR)"),
+    ("SpanAttributes", ATTR_MAP, ATTR_DDL),
     ("Duration", pa.int64(), "BIGINT"),
     ("StatusCode", pa.string(), "VARCHAR"),
     ("StatusMessage", pa.string(), "VARCHAR"),
     (
         "Events",
         pa.list_(EVENT),
-        'STRUCT("Timestamp" TIMESTAMP_NS, "Name" VARCHAR, "Attributes" MAP(VARCHAR, VARCHAR))[]',
+        f'STRUCT("Timestamp" TIMESTAMP_NS, "Name" VARCHAR, "Attributes" {ATTR_DDL})[]',
     ),
     (
         "Links",
         pa.list_(LINK),
-        'STRUCT("TraceId" VARCHAR, "SpanId" VARCHAR, "TraceState" VARCHAR,'
-        ' "Attributes" MAP(VARCHAR, VARCHAR))[]',
+        f'STRUCT("TraceId" VARCHAR, "SpanId" VARCHAR, "TraceState" VARCHAR, "Attributes" {ATTR_DDL})[]',
     ),
 ]
 
 # Typed columns: (column, arrow type, DuckDB type, span attribute keys in order of preference).
-# The OpenTelemetry GenAI names map onto the same columns as Plano's own.
+# Filled at decode time from SpanAttributes (attributes.typed_columns); a value that does not
+# parse as the type is null. The OpenTelemetry GenAI names fill the same columns.
 TYPED_COLUMNS: list[tuple[str, pa.DataType, str, tuple[str, ...]]] = [
     ("LlmModel", pa.string(), "VARCHAR", ("llm.model", "gen_ai.request.model", "gen_ai.response.model")),
     ("LlmProvider", pa.string(), "VARCHAR", ("llm.provider", "gen_ai.system", "gen_ai.provider.name")),
@@ -75,15 +83,20 @@ TYPED_COLUMNS: list[tuple[str, pa.DataType, str, tuple[str, ...]]] = [
     ("CostUsd", pa.float64(), "DOUBLE", ("llm.usage.total_cost_usd",)),
 ]
 
+# A decoded batch: otel_traces' columns, then the typed ones.
 SPAN_SCHEMA = pa.schema(
-    [pa.field(n, t) for n, t, _ in OTEL_COLUMNS]
-    + [pa.field(n, t) for n, t, _, _ in TYPED_COLUMNS]
+    [pa.field(n, t) for n, t, _ in OTEL_COLUMNS] + [pa.field(n, t) for n, t, _, _ in TYPED_COLUMNS]
 )
-
 COLUMN_NAMES = SPAN_SCHEMA.names
 
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
+
+
+def insert_sql(table: str = "otel_traces", source: str = "_batch") -> str:
+    """INSERT of a decoded batch registered as ``source``, stamped with ``$ingested``."""
+    cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
+    return f'INSERT INTO {table} ({cols}, "IngestedAt") SELECT {cols}, $ingested FROM {source}'
 
 
 def duckdb_ddl(table: str = "otel_traces") -> str:

@@ -15,15 +15,15 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client.core import Metric
+
+from .attributes import AttributeIndex
 
 BASE_LABELS = ("service_name", "span_name", "span_kind", "status_code")
 DEFAULT_DIMENSIONS = ("llm.model", "agent_id", "selection.listener", "http.method", "http.status_code")
 DEFAULT_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
-
-
-def _sql_str(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _label_name(dimension: str) -> str:
@@ -61,40 +61,35 @@ class SpanMetrics:
             json.dumps([self.dimensions, self.buckets]).encode()
         ).hexdigest()[:16]
 
+    def prepare(self, spans: pa.Table | pa.RecordBatch) -> pa.Table:
+        """The columns the aggregate reads: the base labels, Duration and one per dimension."""
+        base = [spans.column(n) for n in ("ServiceName", "SpanName", "SpanKind", "StatusCode", "Duration")]
+        span_attrs = AttributeIndex(spans.column("SpanAttributes"))
+        res_attrs = AttributeIndex(spans.column("ResourceAttributes"))
+        dims = [pc.coalesce(span_attrs.get(d), res_attrs.get(d)) for d in self.dimensions]
+        names = ["ServiceName", "SpanName", "SpanKind", "StatusCode", "Duration"]
+        names += [f"d{i}" for i in range(len(dims))]
+        return pa.Table.from_arrays([*base, *dims], names=names)
+
     def _aggregate_sql(self) -> str:
-        dims = [
-            f"coalesce(SpanAttributes[{_sql_str(d)}], ResourceAttributes[{_sql_str(d)}])"
-            for d in self.dimensions
-        ]
+        """Deltas ``(series, calls, sum_ms, cumulative buckets)`` of a prepared batch ``_metrics_in``."""
+        dims = [f"d{i}" for i in range(len(self.dimensions))]
+        buckets = ", ".join(f"count(*) FILTER (WHERE Duration / 1e6 <= {_num(b)})" for b in self.buckets)
+        # Group on the raw columns first: the label strings are then built once per series.
         values = ["ServiceName", "SpanName", "'SPAN_KIND_' || upper(SpanKind)",
                   "'STATUS_CODE_' || upper(StatusCode)", *dims]
-        buckets = ", ".join(
-            f"count(*) FILTER (WHERE Duration / 1e6 <= {_num(b)})" for b in self.buckets
-        )
         return (
-            f"SELECT CAST(to_json([{', '.join(values)}]) AS VARCHAR) AS series,"
-            " count(*)::BIGINT, coalesce(sum(Duration / 1e6), 0)::DOUBLE,"
-            f" CAST([{buckets}] AS BIGINT[])"
-            " FROM _batch GROUP BY series"
+            f"SELECT CAST(to_json([{', '.join(values)}]) AS VARCHAR) AS series, calls, sum_ms, buckets FROM ("
+            f" SELECT {', '.join(['ServiceName', 'SpanName', 'SpanKind', 'StatusCode', *dims])},"
+            " count(*)::BIGINT AS calls, coalesce(sum(Duration / 1e6), 0)::DOUBLE AS sum_ms,"
+            f" CAST([{buckets}] AS BIGINT[]) AS buckets"
+            " FROM _metrics_in GROUP BY ALL)"
         )
 
     # --- state -------------------------------------------------------------------------
     def load(self, rows: Iterable[tuple[str, int, float, list[int]]]) -> None:
         with self._lock:
             self._totals = {s: [c, m, list(b)] for s, c, m, b in rows}
-
-    def merge(self, deltas: Iterable[tuple[str, int, float, list[int]]]) -> list[tuple]:
-        """New totals for the series in ``deltas`` (not yet applied: see ``apply``)."""
-        out = []
-        with self._lock:
-            for series, calls, sum_ms, buckets in deltas:
-                old = self._totals.get(series)
-                if old is None:
-                    out.append((series, calls, sum_ms, list(buckets)))
-                else:
-                    out.append((series, old[0] + calls, old[1] + sum_ms,
-                                [a + b for a, b in zip(old[2], buckets)]))
-        return out
 
     def apply(self, totals: Iterable[tuple]) -> None:
         """Install totals once the transaction that stored them has committed."""

@@ -108,13 +108,8 @@ class SpanWriter:
         error: BaseException | None = None
         try:
             if table.num_rows:
-                totals: list = []
-
-                def merge(deltas):
-                    totals[:] = self.metrics.merge(deltas)
-                    return totals
-
-                self.store.append_spans(table, self.metrics.aggregate_sql, merge)
+                metrics_in = self.metrics.prepare(table)
+                totals = self.store.append_spans(table, metrics_in, self.metrics.aggregate_sql)
                 self.metrics.apply(totals)
                 self.recent.add(keys)
                 self.commits += 1

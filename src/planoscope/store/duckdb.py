@@ -7,7 +7,6 @@ the metrics restored after a restart always match exactly what was acknowledged.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -16,17 +15,13 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ..schema import COLUMN_NAMES, duckdb_ddl
+from ..schema import ATTR_MACRO, duckdb_ddl, insert_sql
 
 DB_FILE = "planoscope.duckdb"
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or written; the message is meant for the user."""
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class DuckDBStore:
@@ -49,6 +44,8 @@ class DuckDBStore:
         except duckdb.Error as e:
             raise StoreError(f"cannot open {self.path}: {str(e).splitlines()[0]}") from None
         self._local = threading.local()
+        self._con.execute("SET threads = 1")
+        self._con.execute(ATTR_MACRO)
         self._con.execute(duckdb_ddl())
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS spanmetrics_state ("
@@ -58,13 +55,7 @@ class DuckDBStore:
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS planoscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
         )
-        self._insert_sql = (
-            "INSERT INTO otel_traces ("
-            + ", ".join(_quote(c) for c in [*COLUMN_NAMES, "IngestedAt"])
-            + ") SELECT "
-            + ", ".join(_quote(c) for c in COLUMN_NAMES)
-            + ", $ingested FROM _batch"
-        )
+        self._insert_sql = insert_sql()
 
     # --- reads: any thread --------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -81,48 +72,47 @@ class DuckDBStore:
         return self._cursor().execute(sql, params).to_arrow_table()
 
     # --- writes: the writer thread only -------------------------------------------------
-    def append_spans(
-        self, batch: pa.Table, aggregate_sql: str, merge
-    ) -> None:
+    def append_spans(self, batch: pa.Table, metrics_in: pa.Table, aggregate_sql: str) -> list[tuple]:
         """Append ``batch`` and fold its span-metric deltas into the stored totals, atomically.
 
-        ``aggregate_sql`` selects ``(series, calls, sum_ms, buckets)`` deltas from ``_batch``;
-        ``merge(rows)`` returns the new ``(series, calls, sum_ms, buckets)`` totals to store.
+        ``aggregate_sql`` selects ``(series, calls, sum_ms, buckets)`` deltas from ``_metrics_in``;
+        returns the new totals of the series it touched, to be installed once this returns.
         """
         con = self._con
         con.register("_batch", batch)
+        con.register("_metrics_in", metrics_in)
         try:
             con.begin()
             try:
                 con.execute(self._insert_sql, {"ingested": datetime.now(timezone.utc).replace(tzinfo=None)})
-                deltas = con.execute(aggregate_sql).fetchall()
-                totals = merge(deltas)
-                if totals:
-                    con.executemany(
-                        "INSERT OR REPLACE INTO spanmetrics_state VALUES (?, ?, ?, ?)", totals
-                    )
+                totals = con.execute(_UPSERT.format(select=aggregate_sql)).fetchall()
                 con.commit()
             except BaseException:
                 con.rollback()
                 raise
         finally:
             con.unregister("_batch")
+            con.unregister("_metrics_in")
+        return totals
 
     def metric_totals(self) -> list[tuple[str, int, float, list[int]]]:
         return self._con.execute("SELECT series, calls, sum_ms, buckets FROM spanmetrics_state").fetchall()
 
-    def rebuild_metric_totals(self, aggregate_sql: str, fingerprint: str) -> None:
-        """Recompute all span-metric totals from the stored spans (after a config change)."""
+    def rebuild_metric_totals(self, prepare, aggregate_sql: str, fingerprint: str) -> None:
+        """Recompute all span-metric totals from the stored spans (after a settings change)."""
         con = self._con
+        reader = self._con.cursor().sql(
+            "SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration, SpanAttributes, ResourceAttributes"
+            " FROM otel_traces"
+        ).to_arrow_reader(100_000)
         con.begin()
         try:
-            con.execute("CREATE OR REPLACE TEMP VIEW _batch AS SELECT * FROM otel_traces")
-            rows = con.execute(aggregate_sql).fetchall()
             con.execute("DELETE FROM spanmetrics_state")
-            if rows:
-                con.executemany("INSERT INTO spanmetrics_state VALUES (?, ?, ?, ?)", rows)
+            for rb in reader:
+                con.register("_metrics_in", prepare(rb))
+                con.execute(_UPSERT.format(select=aggregate_sql)).fetchall()
+                con.unregister("_metrics_in")
             con.execute("INSERT OR REPLACE INTO planoscope_meta VALUES ('spanmetrics', ?)", [fingerprint])
-            con.execute("DROP VIEW _batch")
             con.commit()
         except BaseException:
             con.rollback()
@@ -152,5 +142,10 @@ class DuckDBStore:
             self._con.close()
 
 
-def series_key(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+_UPSERT = (
+    "INSERT INTO spanmetrics_state {select} ON CONFLICT (series) DO UPDATE SET"
+    " calls = spanmetrics_state.calls + excluded.calls,"
+    " sum_ms = spanmetrics_state.sum_ms + excluded.sum_ms,"
+    " buckets = list_transform(list_zip(spanmetrics_state.buckets, excluded.buckets), lambda p: p[1] + p[2])"
+    " RETURNING series, calls, sum_ms, buckets"
+)

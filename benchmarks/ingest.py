@@ -1,0 +1,92 @@
+"""Ingest benchmark: durable OTLP/gRPC spans per second on this machine.
+
+Starts a real ``planoscope serve`` on free ports with a fresh data directory, drives it with
+``planoscope load`` (Plano-shaped spans, ~15 attributes, batches of 512, several concurrent
+clients in a separate process), and reports acknowledged spans/s and the server's peak RSS.
+Runs several times and prints the median, since a 2-core machine is noisy.
+
+    python benchmarks/ingest.py [--runs 5] [--duration 20] [--concurrency 8] [--protocol grpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def start_server(data_dir: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planoscope", "serve", "--data-dir", data_dir, "--otlp-grpc", "127.0.0.1:0",
+         "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    addrs: dict[str, str] = {}
+    lines = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"OTLP/gRPC listening on (\S+)", line):
+            addrs["grpc"] = m.group(1)
+        if m := re.search(r"OTLP/HTTP listening on (\S+)", line):
+            addrs["http"] = m.group(1)
+        if "ready" in line:
+            return proc, addrs
+    proc.kill()
+    sys.exit("server did not start:\n" + "".join(lines))
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one_run(args) -> tuple[float, float, int]:
+    with tempfile.TemporaryDirectory() as d:
+        proc, addrs = start_server(d)
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "planoscope", "load", "--target", addrs[args.protocol],
+                 "--protocol", args.protocol, "--duration", str(args.duration),
+                 "--concurrency", str(args.concurrency), "--batch", str(args.batch)],
+                capture_output=True, text=True, check=True).stdout
+            rate = float(re.search(r"acked spans/s: ([\d,]+)", out).group(1).replace(",", ""))
+            acked = int(re.search(r"acknowledged: (\d+)", out).group(1))
+            rss = peak_rss_mib(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        return rate, rss, acked
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=20)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    args = ap.parse_args()
+    rates, rsss = [], []
+    for i in range(args.runs):
+        rate, rss, acked = one_run(args)
+        rates.append(rate)
+        rsss.append(rss)
+        print(f"run {i + 1}/{args.runs}: {rate:,.0f} acked spans/s ({acked:,} spans), server peak RSS {rss:,.0f} MiB",
+              flush=True)
+    print(f"median: {statistics.median(rates):,.0f} durable spans/s over {args.runs} runs "
+          f"(min {min(rates):,.0f}, max {max(rates):,.0f}); peak RSS median {statistics.median(rsss):,.0f} MiB, "
+          f"max {max(rsss):,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
