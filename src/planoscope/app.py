@@ -8,6 +8,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from .decode import Decoder
 from .dedupe import RecentSpans
 from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
@@ -54,10 +55,14 @@ class Planoscope:
             raise StartupError(str(e)) from None
         stack.callback(store.close)
         self.metrics = metrics = SpanMetrics(s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms)
-        if store.meta("spanmetrics") != metrics.fingerprint:
+        stored = store.metric_totals(metrics.fingerprint)
+        if stored is None and store.span_count():
             log.info("span-metric settings changed: recomputing span metrics from the stored spans")
-            store.rebuild_metric_totals(metrics.prepare, metrics.aggregate_sql, metrics.fingerprint)
-        metrics.load(store.metric_totals())
+        totals, watermark = stored or ([], None)
+        metrics.load(totals)
+        for batch in store.scan_for_metrics(after=watermark):  # what the last snapshot missed
+            metrics.apply(metrics.merge(metrics.deltas(batch)))
+        store.save_metric_totals(metrics.snapshot(), store.last_ingested(), metrics.fingerprint, replace=True)
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
 
@@ -68,9 +73,11 @@ class Planoscope:
         stack.callback(http_sock.close)
 
         self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
-        ingest = Ingest(writer)
+        ingest = Ingest(writer, Decoder(metrics.dimensions))
         await stack.enter_async_context(HttpServer(create_web_app(metrics, writer), web_sock))
         await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
+        if not s.otlp_grpc.endswith(":0"):
+            bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
             grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes))
         except OSError as e:

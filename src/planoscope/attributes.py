@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .schema import TYPED_COLUMNS
 
 
 class AttributeIndex:
@@ -68,9 +67,3 @@ def cast(strings: pa.Array, typ: pa.DataType) -> pa.Array:
         return pc.cast(strings, typ)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pa.array([None if s is None else _convert(s, typ) for s in strings.to_pylist()], typ)
-
-
-def typed_columns(span_attrs: pa.Array) -> list[pa.Array]:
-    """The typed columns of ``schema.TYPED_COLUMNS`` for a batch's SpanAttributes."""
-    index = AttributeIndex(span_attrs)
-    return [cast(index.first_of(keys), typ) for _, typ, _, keys in TYPED_COLUMNS]

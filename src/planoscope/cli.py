@@ -60,6 +60,7 @@ def main() -> None:
     Settings come from --config FILE, PLANOSCOPE_* environment variables and flags, in
     rising precedence.
     """
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc loads: its INFO lines are noise here
 
 
 @main.command()
@@ -74,6 +75,9 @@ def serve(config_file: Path | None, **flags) -> None:
 
 
 def run_server(settings: Settings) -> int:
+    # The writer thread hands the GIL back and forth with DuckDB many times per commit; with the
+    # default 5 ms switch interval each hand-back can wait for a decoding thread's full slice.
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_serve(settings))
 

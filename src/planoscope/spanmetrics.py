@@ -1,9 +1,11 @@
 """Span metrics, as the OpenTelemetry Collector's spanmetrics connector derives them.
 
 ``calls_total`` and ``duration_milliseconds`` (an explicit-bucket histogram) per service, span
-name, kind, status and the configured dimensions. The per-batch deltas are aggregated by the
-store in SQL (in C, not per span in Python) inside the transaction that stores the spans; the
-totals live in the store too, so they are cumulative since the data began, across restarts.
+name, kind, status and the configured dimensions. A batch's deltas are aggregated with Arrow's
+hash aggregation (in C, not per span in Python). The totals are snapshotted into the store with
+a watermark and the spans after it are replayed on start (see the writer and the store), so
+after a restart the metrics continue from exactly what was acknowledged: cumulative since the
+data began, not since the process started.
 
 ``SpanMetrics`` is a prometheus-client Collector: values are read at scrape time.
 """
@@ -15,6 +17,7 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client.core import Metric
@@ -24,6 +27,11 @@ from .attributes import AttributeIndex
 BASE_LABELS = ("service_name", "span_name", "span_kind", "status_code")
 DEFAULT_DIMENSIONS = ("llm.model", "agent_id", "selection.listener", "http.method", "http.status_code")
 DEFAULT_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_BASE_COLUMNS = ("ServiceName", "SpanName", "SpanKind", "StatusCode")
+
+# One stored row per series: the label values (JSON list, null = label absent), the call count,
+# the duration sum and the per-bucket counts (not cumulative; the last one is the overflow).
+Totals = tuple[str, int, float, list[int]]
 
 
 def _label_name(dimension: str) -> str:
@@ -32,12 +40,14 @@ def _label_name(dimension: str) -> str:
     return "key_" + out if out[:1].isdigit() else out
 
 
-def _num(x: float) -> str:
-    return repr(float(x))
+def _bucket_label(b: float) -> str:
+    # As Go's Prometheus client writes bounds: 5, 2.5, 10000.
+    return str(int(b)) if b == int(b) else repr(float(b))
 
 
 class SpanMetrics:
-    """Cumulative span metrics; ``apply`` folds in committed deltas, ``collect`` exposes them."""
+    """Cumulative span metrics. ``deltas`` aggregates a batch, ``merge`` gives the new totals to
+    store, ``apply`` installs them once stored, ``collect`` exposes them."""
 
     def __init__(
         self,
@@ -46,77 +56,98 @@ class SpanMetrics:
         buckets_ms: Sequence[float] = DEFAULT_BUCKETS_MS,
     ):
         self.dimensions = tuple(dimensions)
-        self.buckets = tuple(float(b) for b in buckets_ms)
-        if list(self.buckets) != sorted(set(self.buckets)):
+        self.buckets = np.array([float(b) for b in buckets_ms])
+        if len(self.buckets) == 0 or np.any(np.diff(self.buckets) <= 0):
             raise ValueError("buckets must be strictly increasing")
         prefix = namespace.replace(".", "_") + "_" if namespace else ""
         self.calls_name = prefix + "calls"
         self.duration_name = prefix + "duration_milliseconds"
         self.label_names = BASE_LABELS + tuple(_label_name(d) for d in self.dimensions)
         self._lock = threading.Lock()
-        # series key (JSON list of label values, null = absent) -> [calls, sum_ms, cumulative buckets]
-        self._totals: dict[str, list] = {}
-        self.aggregate_sql = self._aggregate_sql()
+        self._totals: dict[str, list] = {}  # series -> [calls, sum_ms, bucket counts]
         self.fingerprint = hashlib.sha256(
-            json.dumps([self.dimensions, self.buckets]).encode()
+            json.dumps([self.dimensions, list(self.buckets)]).encode()
         ).hexdigest()[:16]
 
-    def prepare(self, spans: pa.Table | pa.RecordBatch) -> pa.Table:
-        """The columns the aggregate reads: the base labels, Duration and one per dimension."""
-        base = [spans.column(n) for n in ("ServiceName", "SpanName", "SpanKind", "StatusCode", "Duration")]
-        span_attrs = AttributeIndex(spans.column("SpanAttributes"))
-        res_attrs = AttributeIndex(spans.column("ResourceAttributes"))
-        dims = [pc.coalesce(span_attrs.get(d), res_attrs.get(d)) for d in self.dimensions]
-        names = ["ServiceName", "SpanName", "SpanKind", "StatusCode", "Duration"]
-        names += [f"d{i}" for i in range(len(dims))]
-        return pa.Table.from_arrays([*base, *dims], names=names)
+    # --- aggregation -------------------------------------------------------------------
+    def deltas(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:
+        """Per series: [calls, sum_ms, bucket counts] of ``spans``.
 
-    def _aggregate_sql(self) -> str:
-        """Deltas ``(series, calls, sum_ms, cumulative buckets)`` of a prepared batch ``_metrics_in``."""
-        dims = [f"d{i}" for i in range(len(self.dimensions))]
-        buckets = ", ".join(f"count(*) FILTER (WHERE Duration / 1e6 <= {_num(b)})" for b in self.buckets)
-        # Group on the raw columns first: the label strings are then built once per series.
-        values = ["ServiceName", "SpanName", "'SPAN_KIND_' || upper(SpanKind)",
-                  "'STATUS_CODE_' || upper(StatusCode)", *dims]
-        return (
-            f"SELECT CAST(to_json([{', '.join(values)}]) AS VARCHAR) AS series, calls, sum_ms, buckets FROM ("
-            f" SELECT {', '.join(['ServiceName', 'SpanName', 'SpanKind', 'StatusCode', *dims])},"
-            " count(*)::BIGINT AS calls, coalesce(sum(Duration / 1e6), 0)::DOUBLE AS sum_ms,"
-            f" CAST([{buckets}] AS BIGINT[]) AS buckets"
-            " FROM _metrics_in GROUP BY ALL)"
+        ``dims`` are the dimension values the decoder already pulled out; without them they are
+        looked up in the attribute columns (when recomputing from the store).
+        """
+        if spans.num_rows == 0:
+            return {}
+        if dims is None:
+            span_attrs = AttributeIndex(spans.column("SpanAttributes"))
+            res_attrs = AttributeIndex(spans.column("ResourceAttributes"))
+            dims = [pc.coalesce(span_attrs.get(d), res_attrs.get(d)) for d in self.dimensions]
+        # The collector's latency: float64(end - start) / 1e6; bucket i holds bounds[i-1] < ms <= bounds[i].
+        ms = pc.divide(pc.cast(spans.column("Duration"), pa.float64()), 1e6)
+        bucket = np.searchsorted(self.buckets, np.asarray(ms), side="left").astype(np.int32)
+        names = [*_BASE_COLUMNS, *(f"d{i}" for i in range(len(dims))), "bucket"]
+        table = pa.Table.from_arrays(
+            [*(spans.column(c) for c in _BASE_COLUMNS), *dims, pa.array(bucket), ms], names=[*names, "ms"]
         )
+        grouped = table.group_by(names, use_threads=False).aggregate([("ms", "sum"), ("ms", "count")])
+        rows = zip(*(grouped.column(c).to_pylist() for c in [*names, "ms_sum", "ms_count"]))
+        out: dict[str, list] = {}
+        nb = len(self.buckets) + 1
+        for *labels, b, total_ms, count in rows:
+            service, name, kind, status, *dim_values = labels
+            series = json.dumps(
+                [service, name, "SPAN_KIND_" + kind.upper(), "STATUS_CODE_" + status.upper(), *dim_values],
+                separators=(",", ":"), ensure_ascii=False,
+            )
+            acc = out.get(series)
+            if acc is None:
+                acc = out[series] = [0, 0.0, [0] * nb]
+            acc[0] += count
+            acc[1] += total_ms
+            acc[2][b] += count
+        return out
 
-    # --- state -------------------------------------------------------------------------
-    def load(self, rows: Iterable[tuple[str, int, float, list[int]]]) -> None:
+    def merge(self, deltas: dict[str, list]) -> list[Totals]:
+        """The new totals of the series in ``deltas`` (not yet applied: see ``apply``)."""
+        out = []
         with self._lock:
-            self._totals = {s: [c, m, list(b)] for s, c, m, b in rows}
+            for series, (calls, sum_ms, buckets) in deltas.items():
+                old = self._totals.get(series)
+                if old is not None:
+                    calls, sum_ms = calls + old[0], sum_ms + old[1]
+                    buckets = [a + b for a, b in zip(buckets, old[2])]
+                out.append((series, calls, sum_ms, buckets))
+        return out
 
-    def apply(self, totals: Iterable[tuple]) -> None:
+    def apply(self, totals: Iterable[Totals]) -> None:
         """Install totals once the transaction that stored them has committed."""
         with self._lock:
             for series, calls, sum_ms, buckets in totals:
-                self._totals[series] = [calls, sum_ms, buckets]
+                self._totals[series] = [calls, sum_ms, list(buckets)]
+
+    def snapshot(self) -> list[Totals]:
+        with self._lock:
+            return [(s, v[0], v[1], list(v[2])) for s, v in self._totals.items()]
+
+    def load(self, totals: Iterable[Totals]) -> None:
+        with self._lock:
+            self._totals = {}
+        self.apply(totals)
 
     # --- exposition --------------------------------------------------------------------
     def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            items = [(s, v[0], v[1], list(v[2])) for s, v in self._totals.items()]
+        items = sorted(self.snapshot())
         calls = Metric(self.calls_name, "Number of spans, as the spanmetrics connector counts them", "counter")
         hist = Metric(self.duration_name, "Span duration in milliseconds", "histogram")
-        names = self.label_names
-        bounds = [_bucket_label(b) for b in self.buckets]
-        for series, n, sum_ms, buckets in sorted(items):
-            labels = {k: v for k, v in zip(names, json.loads(series)) if v is not None}
+        bounds = [_bucket_label(b) for b in self.buckets] + ["+Inf"]
+        for series, n, sum_ms, buckets in items:
+            labels = {k: v for k, v in zip(self.label_names, json.loads(series)) if v is not None}
             calls.add_sample(self.calls_name + "_total", labels, n)
+            cumulative = 0
             for le, c in zip(bounds, buckets):
-                hist.add_sample(self.duration_name + "_bucket", {**labels, "le": le}, c)
-            hist.add_sample(self.duration_name + "_bucket", {**labels, "le": "+Inf"}, n)
+                cumulative += c
+                hist.add_sample(self.duration_name + "_bucket", {**labels, "le": le}, cumulative)
             hist.add_sample(self.duration_name + "_sum", labels, sum_ms)
             hist.add_sample(self.duration_name + "_count", labels, n)
         yield calls
         yield hist
-
-
-def _bucket_label(b: float) -> str:
-    # Prometheus' Go client writes bounds with %g-style shortest form: 5, 2.5, 10000.
-    return str(int(b)) if b == int(b) else repr(b)

@@ -3,6 +3,9 @@
 Receivers call ``await writer.write(batch)``; it resolves only once the batch's spans are
 committed. Requests that arrive while a commit is in flight are grouped into the next one, so a
 busy server makes few, large transactions and durability costs little throughput.
+
+The writer also keeps the span metrics and the de-duplication window in step with what is
+committed, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
@@ -44,13 +49,17 @@ class SpanWriter:
     """
 
     def __init__(self, store: DuckDBStore, metrics: SpanMetrics, recent: RecentSpans,
-                 max_group_spans: int = 50_000):
+                 max_group_spans: int = 50_000, snapshot_every: float = 10.0):
         self.store = store
         self.metrics = metrics
         self.recent = recent
         self.max_group_spans = max_group_spans
+        self.snapshot_every = snapshot_every
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="planoscope-writer", daemon=True)
+        self._last_ingested = store.last_ingested() or datetime(1970, 1, 1)
+        self._dirty: set[str] = set()  # series changed since the last snapshot
+        self._snapshot_at = time.monotonic()
         self.commits = 0
         self.spans_written = 0
 
@@ -81,7 +90,11 @@ class SpanWriter:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self.snapshot_every)
+            except queue.Empty:
+                self._snapshot()
+                continue
             if item is _STOP:
                 break
             group = [item]
@@ -97,20 +110,32 @@ class SpanWriter:
                 group.append(item)
                 n += item.batch.table.num_rows
             self._commit(group)
+            if time.monotonic() - self._snapshot_at >= self.snapshot_every:
+                self._snapshot()
+        self._snapshot()
 
     def _commit(self, group: list[_Pending]) -> None:
         keys = [k for p in group for k in p.batch.keys]
-        table = pa.concat_tables([p.batch.table for p in group]) if len(group) > 1 else group[0].batch.table
+        table = pa.concat_tables([p.batch.table for p in group]).combine_chunks()
+        dims = [pa.concat_arrays([p.batch.dimensions[i] for p in group])
+                for i in range(len(self.metrics.dimensions))]
         mask = self.recent.new_mask(keys)
         if mask is not None:
-            table = table.filter(pa.array(mask))
+            keep = pa.array(mask)
+            table = table.filter(keep)
+            dims = [d.filter(keep) for d in dims]
             keys = [k for k, m in zip(keys, mask) if m]
         error: BaseException | None = None
         try:
             if table.num_rows:
-                metrics_in = self.metrics.prepare(table)
-                totals = self.store.append_spans(table, metrics_in, self.metrics.aggregate_sql)
-                self.metrics.apply(totals)
+                deltas = self.metrics.deltas(table, dims)
+                # Strictly increasing, so a snapshot's watermark splits commits cleanly.
+                now = datetime.now(timezone.utc).replace(tzinfo=None)
+                ingested = max(now, self._last_ingested + timedelta(microseconds=1))
+                self.store.append_spans(table, ingested)
+                self._last_ingested = ingested
+                self.metrics.apply(self.metrics.merge(deltas))
+                self._dirty.update(deltas)
                 self.recent.add(keys)
                 self.commits += 1
                 self.spans_written += table.num_rows
@@ -119,6 +144,17 @@ class SpanWriter:
             error = e
         for p in group:
             p.loop.call_soon_threadsafe(_settle, p.future, error)
+
+    def _snapshot(self) -> None:
+        self._snapshot_at = time.monotonic()
+        if not self._dirty:
+            return
+        totals = [t for t in self.metrics.snapshot() if t[0] in self._dirty]
+        try:
+            self.store.save_metric_totals(totals, self._last_ingested, self.metrics.fingerprint)
+            self._dirty.clear()
+        except Exception as e:  # not fatal: the spans are stored and are replayed on start
+            log.warning("could not snapshot span metrics: %s", e)
 
 
 def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
