@@ -6,8 +6,9 @@
  * and AnyValue), and turning Python strings into Arrow another 50 ns each, which caps a
  * 15-attribute span near 20k spans/s. This module reads the protobuf wire format and appends
  * every string straight into Arrow's layout (int32 offsets + UTF-8 bytes), so no Python object
- * is made per attribute. It also pulls out the values of a few requested attribute keys
- * (typed columns, span-metric dimensions) while it passes them.
+ * is made per attribute. Each attribute set becomes one JSON object of string values (one string
+ * per span costs DuckDB far less to store than a list of key/value pairs). It also pulls out
+ * the values of a few requested attribute keys (typed columns, span-metric dimensions).
  *
  * planoscope.decode assembles the buffers into a pyarrow Table and validates UTF-8 in bulk;
  * its reference walker over protobuf objects must give identical tables (tests/test_decode.py).
@@ -28,8 +29,12 @@ typedef struct {
 
 static PyObject *DecodeError;
 
+/* The parse runs without the GIL, so errors are noted here and raised once it is held again. */
+static __thread const char *g_error;
+static __thread int g_pyerror; /* a Python exception is already set (from a callback) */
+
 static int fail(const char *msg) {
-    PyErr_Format(DecodeError, "cannot decode OTLP protobuf request: %s", msg);
+    if (!g_error) g_error = msg;
     return -1;
 }
 
@@ -44,11 +49,8 @@ static int bb_reserve(bytes_t *b, Py_ssize_t extra) {
     if (b->len + extra <= b->cap) return 0;
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + extra) cap *= 2;
-    char *d = PyMem_Realloc(b->d, cap);
-    if (!d) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    char *d = PyMem_RawRealloc(b->d, cap);
+    if (!d) return fail("out of memory");
     b->d = d;
     b->cap = cap;
     return 0;
@@ -109,16 +111,10 @@ static int sc_null(strcol_t *c) {
     return 0;
 }
 
-static int sc_push_str(strcol_t *c, PyObject *s) { /* a Python str, as UTF-8 */
-    Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
-    return u ? sc_push(c, u, n) : -1;
-}
-
 static void sc_free(strcol_t *c) {
-    PyMem_Free(c->off.d);
-    PyMem_Free(c->data.d);
-    PyMem_Free(c->valid.d);
+    PyMem_RawFree(c->off.d);
+    PyMem_RawFree(c->data.d);
+    PyMem_RawFree(c->valid.d);
 }
 
 static PyObject *bytes_of(bytes_t *b) { return PyBytes_FromStringAndSize(b->d ? b->d : "", b->len); }
@@ -199,16 +195,15 @@ static int skip(buf_t *b, int wire) {
 /* ---- decoding --------------------------------------------------------------------------- */
 
 enum {
-    S_TID, S_SID, S_PID, S_TSTATE, S_NAME, S_KIND, S_STATUS, S_SMSG, S_SKEYS, S_SVALS,
-    S_EVNAME, S_EVKEYS, S_EVVALS, S_LNTID, S_LNSID, S_LNSTATE, S_LNKEYS, S_LNVALS,
-    S_SCOPENAME, S_SCOPEVER, S_SERVICE, S_RKEYS, S_RVALS, S_N
+    S_TID, S_SID, S_PID, S_TSTATE, S_NAME, S_KIND, S_STATUS, S_SMSG, S_SATTRS,
+    S_EVNAME, S_EVATTRS, S_LNTID, S_LNSID, S_LNSTATE, S_LNATTRS,
+    S_SCOPENAME, S_SCOPEVER, S_SERVICE, S_RATTRS, S_N
 };
 static const char *S_NAMES[S_N] = {
-    "tid", "sid", "pid", "tstate", "name", "kind", "status", "smsg", "skeys", "svals",
-    "evname", "evkeys", "evvals", "lntid", "lnsid", "lnstate", "lnkeys", "lnvals",
-    "scopename", "scopever", "service", "rkeys", "rvals"};
-enum { I_SOFF, I_EVOFF, I_EVAOFF, I_LNOFF, I_LNAOFF, I_ROFF, I_SCOPEIDX, I_RESIDX, I_N };
-static const char *I_NAMES[I_N] = {"soff", "evoff", "evaoff", "lnoff", "lnaoff", "roff", "scopeidx", "residx"};
+    "tid", "sid", "pid", "tstate", "name", "kind", "status", "smsg", "sattrs",
+    "evname", "evattrs", "lntid", "lnsid", "lnstate", "lnattrs", "scopename", "scopever", "service", "rattrs"};
+enum { I_EVOFF, I_LNOFF, I_SCOPEIDX, I_RESIDX, I_N };
+static const char *I_NAMES[I_N] = {"evoff", "lnoff", "scopeidx", "residx"};
 enum { L_TS, L_DUR, L_EVTS, L_N };
 static const char *L_NAMES[L_N] = {"ts", "dur", "evts"};
 
@@ -220,8 +215,13 @@ typedef struct {
     const char *xkey[MAX_EXTRACT];
     Py_ssize_t xlen[MAX_EXTRACT], nx;
     uint64_t xlens; /* bit k set if some requested key is k bytes long */
-    Py_ssize_t xstart[MAX_EXTRACT], xend[MAX_EXTRACT]; /* per row: value's range in vals, -1 if absent */
-    PyObject *keys, *errors;
+    char xfound[MAX_EXTRACT];
+    bytes_t xval[MAX_EXTRACT];           /* per row: the requested keys' values */
+    bytes_t scratch, obj, evobj, service; /* a value; the JSON objects being built */
+    int has_service;
+    bytes_t keys;      /* trace_id + span_id, 24 bytes a span */
+    PyObject *errors;
+    PyThreadState *ts; /* saved while the GIL is released */
     Py_ssize_t rejected, max_errors, nspans, nevents, nlinks;
 } out_t;
 
@@ -241,18 +241,57 @@ static int push_hex(strcol_t *c, buf_t s) {
     return sc_push(c, "", 0);
 }
 
-static int push_rendered(out_t *o, strcol_t *vals, PyObject *arg, int kind) {
-    if (!arg) return -1;
-    PyObject *s = PyObject_CallFunction(o->render, "iO", kind, arg);
-    Py_DECREF(arg);
-    if (!s) return -1;
-    int r = sc_push_str(vals, s);
-    Py_DECREF(s);
+/* Rare values are rendered by Python: take the GIL for the call. arg_bytes or else the double. */
+static int push_rendered(out_t *o, bytes_t *out, int kind, const uint8_t *raw, Py_ssize_t len, double d) {
+    PyEval_RestoreThread(o->ts);
+    int r = -1;
+    PyObject *arg = raw ? PyBytes_FromStringAndSize((const char *)raw, len) : PyFloat_FromDouble(d);
+    PyObject *s = arg ? PyObject_CallFunction(o->render, "iO", kind, arg) : NULL;
+    Py_XDECREF(arg);
+    if (s) {
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+        if (u) r = bb_put(out, u, n);
+        Py_DECREF(s);
+    }
+    if (r < 0 && PyErr_Occurred()) g_pyerror = 1;
+    o->ts = PyEval_SaveThread();
     return r;
 }
 
-/* AnyValue → its string form, the collector's AsString(), appended to vals. */
-static int push_value(out_t *o, buf_t v, strcol_t *vals) {
+/* s as a JSON string, escaped as Python's json.dumps(s, ensure_ascii=False) does. */
+static int json_str(bytes_t *out, const char *p, Py_ssize_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (bb_reserve(out, n + 2) < 0) return -1;
+    out->d[out->len++] = '"';
+    Py_ssize_t run = 0; /* bytes not yet copied, ending at p + i */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (bb_put(out, p + run, i - run) < 0) return -1;
+        run = i + 1;
+        char esc[6] = {'\\', 0};
+        int len = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0'; esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
+            len = 6;
+        }
+        if (bb_put(out, esc, len) < 0) return -1;
+    }
+    if (bb_put(out, p + run, n - run) < 0) return -1;
+    return bb_put(out, "\"", 1);
+}
+
+/* AnyValue → its string form, the collector's AsString(), appended to out. */
+static int push_value(out_t *o, buf_t v, bytes_t *out) {
     uint32_t f;
     int w, r, kind = 0;
     uint64_t num = 0;
@@ -266,38 +305,37 @@ static int push_value(out_t *o, buf_t v, strcol_t *vals) {
     }
     if (r < 0) return -1;
     switch (kind) {
-    case 0: return sc_push(vals, "", 0);
-    case 1: return sc_push(vals, s.p, LEN(s));
-    case 2: return num ? sc_push(vals, "true", 4) : sc_push(vals, "false", 5);
+    case 0: return 0;
+    case 1: return bb_put(out, s.p, LEN(s));
+    case 2: return num ? bb_put(out, "true", 4) : bb_put(out, "false", 5);
     case 3: {
         char tmp[24], *e = tmp + sizeof tmp, *q = e;
         int64_t i = (int64_t)num;
         uint64_t u = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
         do { *--q = (char)('0' + u % 10); u /= 10; } while (u);
         if (i < 0) *--q = '-';
-        return sc_push(vals, q, e - q);
+        return bb_put(out, q, e - q);
     }
     case 4: {
         double d;
         memcpy(&d, &num, 8);
-        char *txt = PyOS_double_to_string(d, 'r', 0, 0, NULL);
-        if (!txt) return -1;
-        if (!strpbrk(txt, "eni")) { /* plain digits: repr's shortest form is also the ES6 form */
-            int rr = sc_push(vals, txt, (Py_ssize_t)strlen(txt));
-            PyMem_Free(txt);
-            return rr;
-        }
-        PyMem_Free(txt);
-        return push_rendered(o, vals, PyFloat_FromDouble(d), 4);
+        /* If 15 significant digits round-trip, %.15g is the shortest form (repr's), and without an
+           exponent it is also the ES6 form. Anything else goes to Python's exact rendering. */
+        char txt[32];
+        int n = snprintf(txt, sizeof txt, "%.15g", d);
+        if (n > 0 && n < (int)sizeof txt && !strpbrk(txt, "eni") && strtod(txt, NULL) == d)
+            return bb_put(out, txt, n);
+        return push_rendered(o, out, 4, NULL, 0, d);
     }
     default: /* array, kvlist, bytes: rendered in Python from the AnyValue's bytes */
-        return push_rendered(o, vals, PyBytes_FromStringAndSize((const char *)whole.p, LEN(whole)), kind);
+        return push_rendered(o, out, kind, whole.p, LEN(whole), 0.0);
     }
 }
 
-/* One KeyValue → keys/vals; if its key is requested and not yet seen for this row, remember where
-   its value went (xstart/xend index vals' data). */
-static int push_kv(out_t *o, buf_t kvb, strcol_t *keys, strcol_t *vals, int extract) {
+/* One KeyValue appended to the JSON object being built in obj ("{" already there). With extract,
+   if its key is requested and not yet seen for this row, its value is kept in xval; with
+   extract == 2 (resource attributes) service.name's value is kept in service. */
+static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract) {
     uint32_t f;
     int w, r;
     buf_t key = {kvb.p, kvb.p}, val = {kvb.p, kvb.p};
@@ -307,29 +345,47 @@ static int push_kv(out_t *o, buf_t kvb, strcol_t *keys, strcol_t *vals, int extr
         else if (skip(&kvb, w) < 0) return -1;
     }
     if (r < 0) return -1;
-    if (sc_push(keys, key.p, LEN(key)) < 0) return -1;
-    Py_ssize_t before = vals->data.len;
-    if (push_value(o, val, vals) < 0) return -1;
+    o->scratch.len = 0;
+    if (push_value(o, val, &o->scratch) < 0) return -1;
     Py_ssize_t kl = LEN(key);
+    if (obj->len > 1 && bb_put(obj, ",", 1) < 0) return -1;
+    if (json_str(obj, (const char *)key.p, kl) < 0 || bb_put(obj, ":", 1) < 0 ||
+        json_str(obj, o->scratch.d, o->scratch.len) < 0)
+        return -1;
     if (extract && kl < 64 && (o->xlens >> kl) & 1) {
         for (Py_ssize_t j = 0; j < o->nx; j++) {
-            if (o->xlen[j] == kl && o->xstart[j] < 0 && memcmp(o->xkey[j], key.p, kl) == 0) {
-                o->xstart[j] = before;
-                o->xend[j] = vals->data.len;
+            if (o->xlen[j] == kl && !o->xfound[j] && memcmp(o->xkey[j], key.p, kl) == 0) {
+                o->xfound[j] = 1;
+                o->xval[j].len = 0;
+                if (bb_put(&o->xval[j], o->scratch.d, o->scratch.len) < 0) return -1;
             }
         }
+    }
+    if (extract == 2 && kl == 12 && memcmp(key.p, "service.name", 12) == 0) { /* the last one wins */
+        o->service.len = 0;
+        o->has_service = 1;
+        if (bb_put(&o->service, o->scratch.d, o->scratch.len) < 0) return -1;
     }
     return 0;
 }
 
-static void extract_reset(out_t *o) {
-    for (Py_ssize_t j = 0; j < o->nx; j++) o->xstart[j] = -1;
+static int obj_begin(bytes_t *obj) {
+    obj->len = 0;
+    return bb_put(obj, "{", 1);
 }
 
-static int extract_emit(out_t *o, strcol_t *cols, strcol_t *vals) {
+static int obj_end(bytes_t *obj, strcol_t *col) {
+    if (bb_put(obj, "}", 1) < 0) return -1;
+    return sc_push(col, obj->d, obj->len);
+}
+
+static void extract_reset(out_t *o) {
+    memset(o->xfound, 0, sizeof o->xfound);
+}
+
+static int extract_emit(out_t *o, strcol_t *cols) {
     for (Py_ssize_t j = 0; j < o->nx; j++) {
-        int r = o->xstart[j] < 0 ? sc_null(&cols[j])
-                                 : sc_push(&cols[j], vals->data.d + o->xstart[j], o->xend[j] - o->xstart[j]);
+        int r = o->xfound[j] ? sc_push(&cols[j], o->xval[j].d, o->xval[j].len) : sc_null(&cols[j]);
         if (r < 0) return -1;
     }
     return 0;
@@ -337,14 +393,16 @@ static int extract_emit(out_t *o, strcol_t *cols, strcol_t *vals) {
 
 static int reject(out_t *o, buf_t name, const char *what) {
     o->rejected++;
-    if (PyList_GET_SIZE(o->errors) >= o->max_errors) return 0;
+    if (o->rejected > o->max_errors) return 0;
+    PyEval_RestoreThread(o->ts); /* rare: take the GIL to write the message */
+    int r = -1;
     PyObject *n = PyUnicode_DecodeUTF8((const char *)name.p, LEN(name), "replace");
-    if (!n) return -1;
-    PyObject *m = PyUnicode_FromFormat("span %R: %s", n, what);
-    Py_DECREF(n);
-    if (!m) return -1;
-    int r = PyList_Append(o->errors, m);
-    Py_DECREF(m);
+    PyObject *m = n ? PyUnicode_FromFormat("span %R: %s", n, what) : NULL;
+    if (m) r = PyList_Append(o->errors, m);
+    Py_XDECREF(n);
+    Py_XDECREF(m);
+    if (r < 0) g_pyerror = 1;
+    o->ts = PyEval_SaveThread();
     return r;
 }
 
@@ -405,56 +463,56 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
         if (r < 0) return -1;
     }
     extract_reset(o);
+    if (obj_begin(&o->obj) < 0) return -1;
     s = sp;
     while ((r = next_field(&s, &f, &w)) > 0) {
         buf_t sub;
         if (w != 2) { if (skip(&s, w) < 0) return -1; continue; }
         if (read_len(&s, &sub) < 0) return -1;
         if (f == 9) {
-            if (push_kv(o, sub, &o->s[S_SKEYS], &o->s[S_SVALS], 1) < 0) return -1;
+            if (push_kv(o, sub, &o->obj, 1) < 0) return -1;
         } else if (f == 11) {
             uint64_t t = 0;
             buf_t en = {sub.p, sub.p}, e = sub, a;
             uint32_t ef;
             int ew, er;
+            if (obj_begin(&o->evobj) < 0) return -1;
             while ((er = next_field(&e, &ef, &ew)) > 0) {
                 if (ef == 1 && ew == 1) { if (read_fixed64(&e, &t) < 0) return -1; }
                 else if (ef == 2 && ew == 2) { if (read_len(&e, &en) < 0) return -1; }
                 else if (ef == 3 && ew == 2) {
-                    if (read_len(&e, &a) < 0 || push_kv(o, a, &o->s[S_EVKEYS], &o->s[S_EVVALS], 0) < 0) return -1;
+                    if (read_len(&e, &a) < 0 || push_kv(o, a, &o->evobj, 0) < 0) return -1;
                 } else if (skip(&e, ew) < 0) return -1;
             }
             if (er < 0) return -1;
             if (bb_i64(&o->i64[L_EVTS], t > (uint64_t)INT64_MAX ? 0 : (int64_t)t) < 0 ||
-                sc_push(&o->s[S_EVNAME], en.p, LEN(en)) < 0 ||
-                bb_i32(&o->i32[I_EVAOFF], (int32_t)o->s[S_EVKEYS].n) < 0)
+                sc_push(&o->s[S_EVNAME], en.p, LEN(en)) < 0 || obj_end(&o->evobj, &o->s[S_EVATTRS]) < 0)
                 return -1;
             o->nevents++;
         } else if (f == 13) {
             buf_t lt = {sub.p, sub.p}, ls = lt, lst = lt, l = sub, a;
             uint32_t lf;
             int lw, lr;
+            if (obj_begin(&o->evobj) < 0) return -1;
             while ((lr = next_field(&l, &lf, &lw)) > 0) {
                 if (lw == 2 && lf >= 1 && lf <= 4) {
                     if (read_len(&l, &a) < 0) return -1;
                     if (lf == 1) lt = a;
                     else if (lf == 2) ls = a;
                     else if (lf == 3) lst = a;
-                    else if (push_kv(o, a, &o->s[S_LNKEYS], &o->s[S_LNVALS], 0) < 0) return -1;
+                    else if (push_kv(o, a, &o->evobj, 0) < 0) return -1;
                 } else if (skip(&l, lw) < 0) return -1;
             }
             if (lr < 0) return -1;
             if (push_hex(&o->s[S_LNTID], lt) < 0 || push_hex(&o->s[S_LNSID], ls) < 0 ||
-                sc_push(&o->s[S_LNSTATE], lst.p, LEN(lst)) < 0 ||
-                bb_i32(&o->i32[I_LNAOFF], (int32_t)o->s[S_LNKEYS].n) < 0)
+                sc_push(&o->s[S_LNSTATE], lst.p, LEN(lst)) < 0 || obj_end(&o->evobj, &o->s[S_LNATTRS]) < 0)
                 return -1;
             o->nlinks++;
         }
     }
     if (r < 0) return -1;
-    if (extract_emit(o, o->xspan, &o->s[S_SVALS]) < 0) return -1;
-    if (bb_i32(&o->i32[I_SOFF], (int32_t)o->s[S_SKEYS].n) < 0 ||
-        bb_i32(&o->i32[I_EVOFF], (int32_t)o->nevents) < 0 || bb_i32(&o->i32[I_LNOFF], (int32_t)o->nlinks) < 0 ||
+    if (extract_emit(o, o->xspan) < 0 || obj_end(&o->obj, &o->s[S_SATTRS]) < 0) return -1;
+    if (bb_i32(&o->i32[I_EVOFF], (int32_t)o->nevents) < 0 || bb_i32(&o->i32[I_LNOFF], (int32_t)o->nlinks) < 0 ||
         bb_i64(&o->i64[L_TS], (int64_t)start) < 0 || bb_i64(&o->i64[L_DUR], (int64_t)(end - start)) < 0 ||
         bb_i32(&o->i32[I_SCOPEIDX], scope_i) < 0)
         return -1;
@@ -464,14 +522,9 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
         sc_push(&o->s[S_KIND], k, (Py_ssize_t)strlen(k)) < 0 ||
         sc_push(&o->s[S_STATUS], c, (Py_ssize_t)strlen(c)) < 0 || sc_push(&o->s[S_SMSG], smsg.p, LEN(smsg)) < 0)
         return -1;
-    PyObject *key = PyBytes_FromStringAndSize(NULL, 24);
-    if (!key) return -1;
-    memcpy(PyBytes_AS_STRING(key), tid.p, 16);
-    memcpy(PyBytes_AS_STRING(key) + 16, sid.p, 8);
-    int rr = PyList_Append(o->keys, key);
-    Py_DECREF(key);
+    if (bb_put(&o->keys, tid.p, 16) < 0 || bb_put(&o->keys, sid.p, 8) < 0) return -1;
     o->nspans++;
-    return rr;
+    return 0;
 }
 
 static int decode_scope_spans(out_t *o, buf_t ss, int32_t res_i) {
@@ -517,27 +570,21 @@ static int decode_resource_spans(out_t *o, buf_t rs) {
     /* requested keys are pulled from the resource attributes too (span-metric dimensions fall back
        to them); service.name is found on the way */
     extract_reset(o);
-    Py_ssize_t svc = -1, svc_end = 0;
+    o->has_service = 0;
+    if (obj_begin(&o->obj) < 0) return -1;
     if (res.p) {
         while ((r = next_field(&res, &f, &w)) > 0) {
             buf_t kv;
             if (f == 1 && w == 2) {
-                if (read_len(&res, &kv) < 0) return -1;
-                Py_ssize_t before_keys = o->s[S_RKEYS].data.len, before = o->s[S_RVALS].data.len;
-                if (push_kv(o, kv, &o->s[S_RKEYS], &o->s[S_RVALS], 1) < 0) return -1;
-                if (o->s[S_RKEYS].data.len - before_keys == 12 &&
-                    memcmp(o->s[S_RKEYS].data.d + before_keys, "service.name", 12) == 0) {
-                    svc = before; /* the last one wins, as in the reference walker */
-                    svc_end = o->s[S_RVALS].data.len;
-                }
+                if (read_len(&res, &kv) < 0 || push_kv(o, kv, &o->obj, 2) < 0) return -1;
             } else if (skip(&res, w) < 0) return -1;
         }
         if (r < 0) return -1;
     }
     int32_t res_i = (int32_t)o->s[S_SERVICE].n;
-    if ((svc < 0 ? sc_push(&o->s[S_SERVICE], "", 0)
-                 : sc_push(&o->s[S_SERVICE], o->s[S_RVALS].data.d + svc, svc_end - svc)) < 0 ||
-        bb_i32(&o->i32[I_ROFF], (int32_t)o->s[S_RKEYS].n) < 0 || extract_emit(o, o->xres, &o->s[S_RVALS]) < 0)
+    if ((o->has_service ? sc_push(&o->s[S_SERVICE], o->service.d, o->service.len)
+                        : sc_push(&o->s[S_SERVICE], "", 0)) < 0 ||
+        obj_end(&o->obj, &o->s[S_RATTRS]) < 0 || extract_emit(o, o->xres) < 0)
         return -1;
     s = rs;
     while ((r = next_field(&s, &f, &w)) > 0) {
@@ -551,13 +598,18 @@ static int decode_resource_spans(out_t *o, buf_t rs) {
 
 static void out_free(out_t *o) {
     for (int i = 0; i < S_N; i++) sc_free(&o->s[i]);
-    for (int i = 0; i < I_N; i++) PyMem_Free(o->i32[i].d);
-    for (int i = 0; i < L_N; i++) PyMem_Free(o->i64[i].d);
+    for (int i = 0; i < I_N; i++) PyMem_RawFree(o->i32[i].d);
+    for (int i = 0; i < L_N; i++) PyMem_RawFree(o->i64[i].d);
     for (Py_ssize_t j = 0; j < o->nx; j++) {
         sc_free(&o->xspan[j]);
         sc_free(&o->xres[j]);
+        PyMem_RawFree(o->xval[j].d);
     }
-    Py_XDECREF(o->keys);
+    PyMem_RawFree(o->scratch.d);
+    PyMem_RawFree(o->obj.d);
+    PyMem_RawFree(o->evobj.d);
+    PyMem_RawFree(o->service.d);
+    PyMem_RawFree(o->keys.d);
     Py_XDECREF(o->errors);
 }
 
@@ -580,7 +632,7 @@ static PyObject *export(out_t *o) {
     }
     SET("xspan", xs);
     SET("xres", xr);
-    SET("keys", (Py_INCREF(o->keys), o->keys));
+    SET("keys", bytes_of(&o->keys));
     SET("errors", (Py_INCREF(o->errors), o->errors));
     SET("rejected", PyLong_FromSsize_t(o->rejected));
     SET("n", PyLong_FromSsize_t(o->nspans));
@@ -594,7 +646,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     PyObject *render, *xkeys;
     Py_ssize_t max_errors;
     if (!PyArg_ParseTuple(args, "y*OnO!", &view, &render, &max_errors, &PyTuple_Type, &xkeys)) return NULL;
-    out_t *o = PyMem_Calloc(1, sizeof(out_t));
+    out_t *o = PyMem_RawCalloc(1, sizeof(out_t));
     if (!o) {
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
@@ -620,28 +672,36 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         }
         o->xlens |= (uint64_t)1 << o->xlen[j];
     }
+    g_error = NULL;
+    g_pyerror = 0;
+    if (!(o->errors = PyList_New(0))) goto done;
     for (int i = 0; i < S_N; i++)
-        if (sc_init(&o->s[i]) < 0) goto done;
+        if (sc_init(&o->s[i]) < 0) goto raise;
     for (Py_ssize_t j = 0; j < o->nx; j++)
-        if (sc_init(&o->xspan[j]) < 0 || sc_init(&o->xres[j]) < 0) goto done;
-    if (!(o->keys = PyList_New(0)) || !(o->errors = PyList_New(0))) goto done;
-    int offs[] = {I_SOFF, I_EVOFF, I_EVAOFF, I_LNOFF, I_LNAOFF, I_ROFF};
-    for (int i = 0; i < 6; i++)
-        if (bb_i32(&o->i32[offs[i]], 0) < 0) goto done;
+        if (sc_init(&o->xspan[j]) < 0 || sc_init(&o->xres[j]) < 0) goto raise;
+    int offs[] = {I_EVOFF, I_LNOFF};
+    for (int i = 0; i < 2; i++)
+        if (bb_i32(&o->i32[offs[i]], 0) < 0) goto raise;
     buf_t b = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
     uint32_t f;
     int w, r;
+    o->ts = PyEval_SaveThread(); /* the parse touches no Python object: other threads run meanwhile */
     while ((r = next_field(&b, &f, &w)) > 0) {
         buf_t rs;
         if (f == 1 && w == 2) {
-            if (read_len(&b, &rs) < 0 || decode_resource_spans(o, rs) < 0) goto done;
-        } else if (skip(&b, w) < 0) goto done;
+            if (read_len(&b, &rs) < 0 || decode_resource_spans(o, rs) < 0) { r = -1; break; }
+        } else if (skip(&b, w) < 0) { r = -1; break; }
     }
-    if (r < 0) goto done;
-    result = export(o);
+    PyEval_RestoreThread(o->ts);
+    if (r >= 0) {
+        result = export(o);
+        goto done;
+    }
+raise:
+    if (!g_pyerror) PyErr_Format(DecodeError, "cannot decode OTLP protobuf request: %s", g_error ? g_error : "?");
 done:
     out_free(o);
-    PyMem_Free(o);
+    PyMem_RawFree(o);
     PyBuffer_Release(&view);
     return result;
 }

@@ -60,7 +60,7 @@ class Planoscope:
             log.info("span-metric settings changed: recomputing span metrics from the stored spans")
         totals, watermark = stored or ([], None)
         metrics.load(totals)
-        for batch in store.scan_for_metrics(after=watermark):  # what the last snapshot missed
+        for batch in store.scan_for_metrics(metrics.dimensions, after=watermark):  # what the last snapshot missed
             metrics.apply(metrics.merge(metrics.deltas(batch)))
         store.save_metric_totals(metrics.snapshot(), store.last_ingested(), metrics.fingerprint, replace=True)
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
@@ -73,7 +73,7 @@ class Planoscope:
         stack.callback(http_sock.close)
 
         self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
-        ingest = Ingest(writer, Decoder(metrics.dimensions))
+        ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
         await stack.enter_async_context(HttpServer(create_web_app(metrics, writer), web_sock))
         await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
         if not s.otlp_grpc.endswith(":0"):

@@ -26,8 +26,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from .attributes import cast
-from .schema import ATTR_MAP, EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
+from .schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
 
 MAX_ERROR_MESSAGES = 5
 _ZERO_TRACE = bytes(16)
@@ -46,6 +45,7 @@ class SpanBatch:
     table: pa.Table
     keys: list[bytes]  # trace_id + span_id per row, for de-duplication
     dimensions: list[pa.Array] = field(default_factory=list)  # span-metric dimension values per row
+    metric_deltas: dict | None = None  # SpanMetrics.deltas of this batch, when computed
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -67,7 +67,7 @@ def _double_str(f: float) -> str:
     if math.isinf(f):
         return "Infinity" if f > 0 else "-Infinity"
     if f == int(f) and abs(f) < 1e21:
-        return str(int(f))
+        return "-0" if f == 0 and math.copysign(1, f) < 0 else str(int(f))
     r = repr(f)
     if "e" in r:
         mant, exp = r.split("e")
@@ -115,42 +115,46 @@ def _render(kind: int, raw) -> str:
 
 # --- the reference walker -------------------------------------------------------------------
 
-_STR = ("tid sid pid tstate name kind status smsg skeys svals evname evkeys evvals lntid lnsid lnstate "
-        "lnkeys lnvals scopename scopever service rkeys rvals").split()
-_I32 = "soff evoff evaoff lnoff lnaoff roff scopeidx residx".split()
+_STR = ("tid sid pid tstate name kind status smsg sattrs evname evattrs lntid lnsid lnstate lnattrs "
+        "scopename scopever service rattrs").split()
+_I32 = "evoff lnoff scopeidx residx".split()
+
+
+def _json_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def attributes_json(kvs, found: dict | None = None) -> tuple[str, dict[str, str]]:
+    """KeyValues → (a JSON object of their string forms, {key: value} in order, first wins)."""
+    parts = []
+    values: dict[str, str] = {}
+    for kv in kvs:
+        s = value_str(kv.value)
+        parts.append(f"{_json_str(kv.key)}:{_json_str(s)}")
+        values.setdefault(kv.key, s)
+    return "{" + ",".join(parts) + "}", values
 _I64 = "ts dur evts".split()
 
 
 def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
     """Columns of ``req`` as arrays, the same as ``_otlp.decode`` gives, from protobuf objects."""
     c: dict[str, list] = {name: [] for name in _STR + _I32 + _I64}
-    for name in ("soff", "evoff", "evaoff", "lnoff", "lnaoff", "roff"):
-        c[name].append(0)
+    c["evoff"].append(0)
+    c["lnoff"].append(0)
     xspan: list[list] = [[] for _ in extract]
     xres: list[list] = [[] for _ in extract]
     keys, errors, rejected = [], [], 0
-
-    def attrs(kvs, kcol, vcol, found=None):
-        for kv in kvs:
-            s = value_str(kv.value)
-            c[kcol].append(kv.key)
-            c[vcol].append(s)
-            if found is not None and kv.key in found and found[kv.key] is None:
-                found[kv.key] = s
-
     for rs in req.resource_spans:
-        found = dict.fromkeys(extract)
-        first = len(c["rkeys"])
-        attrs(rs.resource.attributes, "rkeys", "rvals", found)
+        text, values = attributes_json(rs.resource.attributes)
         service = ""
-        for k, v in zip(c["rkeys"][first:], c["rvals"][first:]):
-            if k == "service.name":
-                service = v
+        for kv in rs.resource.attributes:  # the last one wins
+            if kv.key == "service.name":
+                service = value_str(kv.value)
         r_i = len(c["service"])
         c["service"].append(service)
-        c["roff"].append(len(c["rkeys"]))
+        c["rattrs"].append(text)
         for j, k in enumerate(extract):
-            xres[j].append(found[k])
+            xres[j].append(values.get(k))
         for ss in rs.scope_spans:
             s_i = len(c["scopename"])
             c["scopename"].append(ss.scope.name)
@@ -175,23 +179,20 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
                     if len(errors) < MAX_ERROR_MESSAGES:
                         errors.append(f"span {span.name!r}: {bad}")
                     continue
-                found = dict.fromkeys(extract)
-                attrs(span.attributes, "skeys", "svals", found)
+                text, values = attributes_json(span.attributes)
+                c["sattrs"].append(text)
                 for j, k in enumerate(extract):
-                    xspan[j].append(found[k])
+                    xspan[j].append(values.get(k))
                 for ev in span.events:
                     t = ev.time_unix_nano
                     c["evts"].append(t if t <= _INT64_MAX else 0)
                     c["evname"].append(ev.name)
-                    attrs(ev.attributes, "evkeys", "evvals")
-                    c["evaoff"].append(len(c["evkeys"]))
+                    c["evattrs"].append(attributes_json(ev.attributes)[0])
                 for ln in span.links:
                     c["lntid"].append(ln.trace_id.hex())
                     c["lnsid"].append(ln.span_id.hex())
                     c["lnstate"].append(ln.trace_state)
-                    attrs(ln.attributes, "lnkeys", "lnvals")
-                    c["lnaoff"].append(len(c["lnkeys"]))
-                c["soff"].append(len(c["skeys"]))
+                    c["lnattrs"].append(attributes_json(ln.attributes)[0])
                 c["evoff"].append(len(c["evts"]))
                 c["lnoff"].append(len(c["lntid"]))
                 c["ts"].append(start)
@@ -232,7 +233,8 @@ def _from_native(d: dict) -> dict:
     out.update({n: pa.Array.from_buffers(pa.int64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _I64})
     out["xspan"] = [_string_array(x) for x in d["xspan"]]
     out["xres"] = [_string_array(x) for x in d["xres"]]
-    out.update(keys=d["keys"], errors=d["errors"], rejected=d["rejected"])
+    kb = d["keys"]
+    out.update(keys=[kb[i:i + 24] for i in range(0, len(kb), 24)], errors=d["errors"], rejected=d["rejected"])
     try:
         for name in _STR:  # protobuf strings must be UTF-8; checked in bulk, in C
             out[name].validate(full=True)
@@ -244,9 +246,24 @@ def _from_native(d: dict) -> dict:
 # --- the batch ------------------------------------------------------------------------------
 
 
-def _attr_list(offsets: pa.Array, keys: pa.Array, vals: pa.Array) -> pa.Array:
-    return pa.ListArray.from_arrays(offsets, pa.StructArray.from_arrays([keys, vals], ["key", "value"]),
-                                    type=ATTR_MAP)
+def _convert(value: str, typ: pa.DataType):
+    try:
+        if pa.types.is_boolean(typ):
+            return {"true": True, "false": False, "1": True, "0": False}.get(value.lower())
+        f = float(value)
+        return int(f) if pa.types.is_integer(typ) else f
+    except (ValueError, OverflowError):
+        return None
+
+
+def cast(strings: pa.Array, typ: pa.DataType) -> pa.Array:
+    """Strings → ``typ``; a value that does not parse becomes null instead of failing the batch."""
+    if pa.types.is_string(typ):
+        return strings
+    try:
+        return pc.cast(strings, typ)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.array([None if s is None else _convert(s, typ) for s in strings.to_pylist()], typ)
 
 
 class Decoder:
@@ -287,22 +304,22 @@ class Decoder:
         events = pa.ListArray.from_arrays(
             c["evoff"],
             pa.StructArray.from_arrays(
-                [c["evts"].cast(pa.timestamp("ns")), c["evname"], _attr_list(c["evaoff"], c["evkeys"], c["evvals"])],
+                [c["evts"].cast(pa.timestamp("ns")), c["evname"], c["evattrs"]],
                 fields=list(EVENT)),
         )
         links = pa.ListArray.from_arrays(
             c["lnoff"],
             pa.StructArray.from_arrays(
-                [c["lntid"], c["lnsid"], c["lnstate"], _attr_list(c["lnaoff"], c["lnkeys"], c["lnvals"])],
+                [c["lntid"], c["lnsid"], c["lnstate"], c["lnattrs"]],
                 fields=list(LINK)),
         )
         xspan, xres = c["xspan"], c["xres"]
         columns = [
             c["ts"].cast(pa.timestamp("ns")), c["tid"], c["sid"], c["pid"], c["tstate"], c["name"], c["kind"],
             c["service"].take(res_take),
-            _attr_list(c["roff"], c["rkeys"], c["rvals"]).take(res_take),
+            c["rattrs"].take(res_take),
             c["scopename"].take(scope_take), c["scopever"].take(scope_take),
-            _attr_list(c["soff"], c["skeys"], c["svals"]),
+            c["sattrs"],
             c["dur"], c["status"], c["smsg"], events, links,
         ]
         for _, typ, _, keys in TYPED_COLUMNS:
@@ -310,7 +327,7 @@ class Decoder:
             columns.append(cast(values[0] if len(values) == 1 else pc.coalesce(*values), typ))
         dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
-        return SpanBatch(table, c["keys"], dims, c["rejected"], c["errors"])
+        return SpanBatch(table, c["keys"], dimensions=dims, rejected=c["rejected"], errors=c["errors"])
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 
 import uvicorn
@@ -27,7 +28,8 @@ def bind(address: str, what: str) -> socket.socket:
     except socket.gaierror as e:
         raise StartupError(f"cannot listen on {address} for {what}: unknown host ({e.strerror})") from None
     except OSError as e:
-        raise StartupError(f"cannot listen on {address} for {what}: {e.strerror}") from None
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise StartupError(f"cannot listen on {address} for {what}: {reason}") from None
 
 
 def bound_address(sock: socket.socket) -> str:

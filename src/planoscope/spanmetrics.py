@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client.core import Metric
 
-from .attributes import AttributeIndex
 
 BASE_LABELS = ("service_name", "span_name", "span_kind", "status_code")
 DEFAULT_DIMENSIONS = ("llm.model", "agent_id", "selection.listener", "http.method", "http.status_code")
@@ -65,6 +64,7 @@ class SpanMetrics:
         self.label_names = BASE_LABELS + tuple(_label_name(d) for d in self.dimensions)
         self._lock = threading.Lock()
         self._totals: dict[str, list] = {}  # series -> [calls, sum_ms, bucket counts]
+        self._series_keys: dict[tuple, str] = {}  # label values -> series (its JSON), a cache
         self.fingerprint = hashlib.sha256(
             json.dumps([self.dimensions, list(self.buckets)]).encode()
         ).hexdigest()[:16]
@@ -73,15 +73,14 @@ class SpanMetrics:
     def deltas(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:
         """Per series: [calls, sum_ms, bucket counts] of ``spans``.
 
-        ``dims`` are the dimension values the decoder already pulled out; without them they are
-        looked up in the attribute columns (when recomputing from the store).
+        ``dims`` are the dimension values (span attribute, else resource attribute) per span, as
+        the decoder pulls them out; without them they are read from columns ``d0``, ``d1``, …
+        (as ``DuckDBStore.scan_for_metrics`` selects them).
         """
         if spans.num_rows == 0:
             return {}
         if dims is None:
-            span_attrs = AttributeIndex(spans.column("SpanAttributes"))
-            res_attrs = AttributeIndex(spans.column("ResourceAttributes"))
-            dims = [pc.coalesce(span_attrs.get(d), res_attrs.get(d)) for d in self.dimensions]
+            dims = [spans.column(f"d{i}") for i in range(len(self.dimensions))]
         # The collector's latency: float64(end - start) / 1e6; bucket i holds bounds[i-1] < ms <= bounds[i].
         ms = pc.divide(pc.cast(spans.column("Duration"), pa.float64()), 1e6)
         bucket = np.searchsorted(self.buckets, np.asarray(ms), side="left").astype(np.int32)
@@ -93,12 +92,18 @@ class SpanMetrics:
         rows = zip(*(grouped.column(c).to_pylist() for c in [*names, "ms_sum", "ms_count"]))
         out: dict[str, list] = {}
         nb = len(self.buckets) + 1
+        keys = self._series_keys
+        if len(keys) > 100_000:  # a bound on memory if some label has unbounded values
+            keys.clear()
         for *labels, b, total_ms, count in rows:
-            service, name, kind, status, *dim_values = labels
-            series = json.dumps(
-                [service, name, "SPAN_KIND_" + kind.upper(), "STATUS_CODE_" + status.upper(), *dim_values],
-                separators=(",", ":"), ensure_ascii=False,
-            )
+            labels = tuple(labels)
+            series = keys.get(labels)
+            if series is None:
+                service, name, kind, status, *dim_values = labels
+                series = keys[labels] = json.dumps(
+                    [service, name, "SPAN_KIND_" + kind.upper(), "STATUS_CODE_" + status.upper(), *dim_values],
+                    separators=(",", ":"), ensure_ascii=False,
+                )
             acc = out.get(series)
             if acc is None:
                 acc = out[series] = [0, 0.0, [0] * nb]

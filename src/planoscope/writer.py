@@ -116,19 +116,22 @@ class SpanWriter:
 
     def _commit(self, group: list[_Pending]) -> None:
         keys = [k for p in group for k in p.batch.keys]
-        table = pa.concat_tables([p.batch.table for p in group]).combine_chunks()
-        dims = [pa.concat_arrays([p.batch.dimensions[i] for p in group])
-                for i in range(len(self.metrics.dimensions))]
+        table = pa.concat_tables([p.batch.table for p in group])
         mask = self.recent.new_mask(keys)
-        if mask is not None:
-            keep = pa.array(mask)
-            table = table.filter(keep)
-            dims = [d.filter(keep) for d in dims]
-            keys = [k for k, m in zip(keys, mask) if m]
+        if mask is None and all(p.batch.metric_deltas is not None for p in group):
+            deltas = _sum_deltas([p.batch.metric_deltas for p in group])
+        else:  # duplicates dropped (or deltas not computed upstream): aggregate what remains
+            dims = [pa.concat_arrays([p.batch.dimensions[i] for p in group])
+                    for i in range(len(self.metrics.dimensions))]
+            if mask is not None:
+                keep = pa.array(mask)
+                table = table.filter(keep)
+                dims = [d.filter(keep) for d in dims]
+                keys = [k for k, m in zip(keys, mask) if m]
+            deltas = self.metrics.deltas(table, dims)
         error: BaseException | None = None
         try:
             if table.num_rows:
-                deltas = self.metrics.deltas(table, dims)
                 # Strictly increasing, so a snapshot's watermark splits commits cleanly.
                 now = datetime.now(timezone.utc).replace(tzinfo=None)
                 ingested = max(now, self._last_ingested + timedelta(microseconds=1))
@@ -155,6 +158,22 @@ class SpanWriter:
             self._dirty.clear()
         except Exception as e:  # not fatal: the spans are stored and are replayed on start
             log.warning("could not snapshot span metrics: %s", e)
+
+
+def _sum_deltas(parts: list[dict]) -> dict:
+    if len(parts) == 1:
+        return parts[0]
+    out: dict = {}
+    for part in parts:
+        for series, (calls, sum_ms, buckets) in part.items():
+            acc = out.get(series)
+            if acc is None:
+                out[series] = [calls, sum_ms, list(buckets)]
+            else:
+                acc[0] += calls
+                acc[1] += sum_ms
+                acc[2] = [a + b for a, b in zip(acc[2], buckets)]
+    return out
 
 
 def _settle(fut: asyncio.Future, error: BaseException | None) -> None:

@@ -130,14 +130,17 @@ class DuckDBStore:
         mark = self.meta("spanmetrics_watermark")
         return rows, (datetime.fromisoformat(mark) if mark else None)
 
-    def scan_for_metrics(self, after: datetime | None = None, batch_rows: int = 100_000):
-        """The columns span metrics derive from, of the spans ingested after ``after``, as Arrow batches."""
-        sql = ("SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration, SpanAttributes, ResourceAttributes"
-               " FROM otel_traces")
-        cur = self._con.cursor()
-        if after is None:
-            return cur.sql(sql).to_arrow_reader(batch_rows)
-        return cur.execute(sql + " WHERE IngestedAt > ?", [after]).to_arrow_reader(batch_rows)
+    def scan_for_metrics(self, dimensions: Sequence[str], after: datetime | None = None,
+                         batch_rows: int = 100_000):
+        """What span metrics derive from, of the spans ingested after ``after``, as Arrow batches:
+        the label columns, Duration and ``d0``, ``d1``, … per dimension."""
+        dims = "".join(
+            f", coalesce(attr(SpanAttributes, ${i}), attr(ResourceAttributes, ${i})) AS d{i - 1}"
+            for i in range(1, len(dimensions) + 1))
+        where = f" WHERE IngestedAt > ${len(dimensions) + 1}" if after else ""
+        params = [*dimensions, *([after] if after else [])]
+        sql = f"SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration{dims} FROM otel_traces{where}"
+        return self._con.cursor().sql(sql, params=params).to_arrow_reader(batch_rows)
 
     def last_ingested(self) -> datetime | None:
         return self._con.execute("SELECT max(IngestedAt) FROM otel_traces").fetchall()[0][0]
