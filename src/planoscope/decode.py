@@ -247,13 +247,19 @@ def _from_native(d: dict) -> dict:
 
 
 def _convert(value: str, typ: pa.DataType):
+    if pa.types.is_boolean(typ):
+        return {"true": True, "false": False, "1": True, "0": False}.get(value.lower())
     try:
-        if pa.types.is_boolean(typ):
-            return {"true": True, "false": False, "1": True, "0": False}.get(value.lower())
-        f = float(value)
-        return int(f) if pa.types.is_integer(typ) else f
+        if not pa.types.is_integer(typ):
+            return float(value)
+        try:
+            i = int(value)
+        except ValueError:
+            i = int(float(value))  # "12.0", "1e3"
     except (ValueError, OverflowError):
         return None
+    limit = 1 << (typ.bit_width - 1)
+    return i if -limit <= i < limit else None
 
 
 def cast(strings: pa.Array, typ: pa.DataType) -> pa.Array:
