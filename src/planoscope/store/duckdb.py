@@ -79,9 +79,6 @@ class DuckDBStore:
         """Run a read-only parameterized query on this thread's cursor."""
         return self._cursor().execute(sql, params).fetchall()
 
-    def query_arrow(self, sql: str, params: Sequence | dict | None = None) -> pa.Table:
-        return self._cursor().execute(sql, params).to_arrow_table()
-
     # --- writes: the writer thread only -------------------------------------------------
     def append_spans(self, batch: pa.Table, ingested_at: datetime) -> None:
         """Append ``batch`` in one durable transaction, stamped ``ingested_at``."""
