@@ -74,7 +74,7 @@ class Planoscope:
 
         self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
         ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
-        await stack.enter_async_context(HttpServer(create_web_app(metrics, writer), web_sock))
+        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer), web_sock))
         await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first

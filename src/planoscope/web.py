@@ -6,18 +6,28 @@ from __future__ import annotations
 import time
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__
+from .api import create_api
 from .spanmetrics import SpanMetrics
+from .store import DuckDBStore
 from .writer import SpanWriter
 
 
-def create_web_app(metrics: SpanMetrics, writer: SpanWriter) -> FastAPI:
+def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter) -> FastAPI:
     """The FastAPI app for ``--listen``; everything it shows comes from its arguments."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
+    app.include_router(create_api(store))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One clear sentence per bad parameter, as 400 like every other client error here.
+        problems = [f"{'.'.join(str(x) for x in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
     started = time.time()

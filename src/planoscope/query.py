@@ -1,0 +1,141 @@
+"""Evaluating the panels of ``panels.py`` on the store.
+
+Time steps follow Prometheus' range queries, so a panel and the PromQL it stands for can be
+compared point by point: points sit at ``start + k * step`` and the point at ``t`` counts the
+spans that started in ``(t - step, t]``. Rates are exact counts divided by the step; latency
+quantiles are exact, from every span's duration (the reference stack can only interpolate
+between histogram buckets).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+
+from .panels import LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
+from .store import DuckDBStore
+
+NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+TARGET_POINTS = 250
+MAX_POINTS = 11_000  # Prometheus refuses more points than this per series, and so do we
+
+
+class QueryError(ValueError):
+    """A bad query parameter; the message is meant for the user."""
+
+
+def default_step(start: float, end: float) -> float:
+    """The step for a range: the smallest nice step giving at most ~250 points."""
+    want = (end - start) / TARGET_POINTS
+    return next((s for s in NICE_STEPS if s >= want), NICE_STEPS[-1])
+
+
+def check_bounds(start: float, end: float) -> None:
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise QueryError("start and end must be finite numbers")
+    if end <= start:
+        raise QueryError(f"end ({end}) must be after start ({start})")
+
+
+def check_range(start: float, end: float, step: float) -> None:
+    check_bounds(start, end)
+    if not math.isfinite(step) or step <= 0:
+        raise QueryError(f"step must be a positive number, got {step}")
+    if (end - start) / step > MAX_POINTS:
+        raise QueryError(f"too many points: (end - start) / step exceeds {MAX_POINTS}; use a larger step")
+
+
+def _ts(unix_s: float) -> datetime:
+    return datetime.fromtimestamp(unix_s, timezone.utc).replace(tzinfo=None)
+
+
+def evaluate(store: DuckDBStore, panel: Panel, start: float, end: float, step: float) -> dict:
+    """``{"id", "title", "unit", "series": [{"name", "labels", "points"}], ...}`` for the range."""
+    check_range(start, end, step)
+    q = panel.query
+    out = {"id": panel.id, "title": panel.title, "unit": panel.unit, "kind": panel.kind,
+           "start": start, "end": end, "step": step}
+    if isinstance(q, SpanRate):
+        out["series"] = _span_rate(store, q, start, end, step)
+    elif isinstance(q, LatencyQuantiles):
+        out["series"] = _latency(store, q, start, end, step)
+    elif isinstance(q, SpanCount):
+        out["series"] = _count(store, q, end)
+    elif isinstance(q, ScrapedRate):
+        out["series"] = []
+        out["notice"] = ("No Envoy scrape target yet: this panel shows the rate of "
+                         f"{q.metric} once planoscope scrapes Envoy's admin /stats/prometheus.")
+    else:  # pragma: no cover - the Query union is closed
+        raise TypeError(q)
+    return out
+
+
+def _n_points(start: float, end: float, step: float) -> int:
+    return int(math.floor((end - start) / step + 1e-9)) + 1
+
+
+def _window(start: float, end: float, step: float) -> tuple[list, str]:
+    """Parameters and SQL: the bucket index k of each span, and the time filter."""
+    start_ns, step_ns = round(start * 1e9), round(step * 1e9)
+    sql_k = f"(epoch_ns(Timestamp) - {start_ns} + {step_ns} - 1) // {step_ns}"
+    return [_ts(start - step), _ts(end)], sql_k
+
+
+def _points(start: float, step: float, n: int, values: dict[int, float], fill: float | None) -> list:
+    if fill is None:
+        return [[start + k * step, values[k]] for k in sorted(values) if 0 <= k < n]
+    return [[start + k * step, values.get(k, fill)] for k in range(n)]
+
+
+def _span_rate(store: DuckDBStore, q: SpanRate, start: float, end: float, step: float) -> list[dict]:
+    params, k = _window(start, end, step)
+    services = ", ".join("?" for _ in q.services)
+    group = q.by if q.by else "ServiceName"
+    rows = store.query(
+        f"SELECT {k} AS k, {group} AS g, count(*) FROM otel_traces"
+        f" WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({services}) GROUP BY ALL",
+        [*params, *q.services],
+    )
+    by_group: dict[str | None, dict[int, float]] = defaultdict(dict)
+    for kk, g, n in rows:
+        by_group[g][kk] = n / step
+    n_points = _n_points(start, end, step)
+    if q.by:
+        return [
+            {"name": g or "", "labels": {q.label: g or ""}, "points": _points(start, step, n_points, v, 0.0)}
+            for g, v in sorted(by_group.items(), key=lambda kv: kv[0] or "")
+        ]
+    return [
+        {"name": name, "labels": {"service_name": svc},
+         "points": _points(start, step, n_points, by_group.get(svc, {}), 0.0)}
+        for svc, name in zip(q.services, q.names)
+    ]
+
+
+def _latency(store: DuckDBStore, q: LatencyQuantiles, start: float, end: float, step: float) -> list[dict]:
+    params, k = _window(start, end, step)
+    rows = store.query(
+        f"SELECT {k} AS k, {q.by} AS g, quantile_cont(Duration, ?) FROM otel_traces"
+        " WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName = ? GROUP BY ALL",
+        [list(q.quantiles), *params, q.service],
+    )
+    series: dict[tuple[float, str], dict[int, float]] = defaultdict(dict)
+    for kk, g, values in rows:
+        for quantile, v in zip(q.quantiles, values):
+            series[(quantile, g or "")][kk] = v / 1e6
+    n_points = _n_points(start, end, step)
+    return [
+        {"name": f"p{round(quantile * 100)} {g}".strip(), "labels": {"quantile": str(quantile), q.label: g},
+         "points": _points(start, step, n_points, v, None)}
+        for (quantile, g), v in sorted(series.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]
+
+
+def _count(store: DuckDBStore, q: SpanCount, end: float) -> list[dict]:
+    rows = store.query(
+        f"SELECT {q.by} AS g, count(*) FROM otel_traces WHERE Timestamp <= ? AND ServiceName = ? GROUP BY ALL",
+        [_ts(end), q.service],
+    )
+    return [{"name": g or "", "labels": {q.label: g or ""}, "points": [[end, n]]}
+            for g, n in sorted(rows, key=lambda r: r[0] or "")]
