@@ -1,13 +1,14 @@
-"""The HTTP app on the UI/API port: ``/metrics`` and ``/healthz`` (the UI and the query API
-join it in later issues)."""
+"""The HTTP app on the UI/API port: the dashboard UI, the query API, ``/metrics``, ``/healthz``."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -16,6 +17,9 @@ from .api import create_api
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
 from .writer import SpanWriter
+
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter) -> FastAPI:
@@ -52,4 +56,6 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter)
             status_code=200 if alive else 503,
         )
 
+    # The UI: static files, no build step. Mounted last so the routes above take precedence.
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app
