@@ -47,6 +47,7 @@ class Dashboard(BaseModel):
     start: float
     end: float
     step: float
+    spans_stored: int = Field(description="All spans in the store, whatever the range (0: nothing received yet)")
     panels: list[PanelData]
 
 
@@ -96,7 +97,7 @@ def create_api(store: DuckDBStore) -> APIRouter:
     def dashboard(start: Start = None, end: End = None, step: Step = None) -> dict:
         """Every panel over one range: what the UI asks for on each refresh."""
         start, end, step = _range(start, end, step)
-        return {"start": start, "end": end, "step": step,
+        return {"start": start, "end": end, "step": step, "spans_stored": store.span_count(),
                 "panels": [run(p.id, start, end, step) for p in PANELS]}
 
     return api

@@ -331,8 +331,7 @@ async function refresh() {
     const body = await r.json();
     if (!r.ok) throw new Error(body.detail || r.statusText);
     for (const p of body.panels) renderPanel(state.views.get(p.id), p);
-    const anyData = body.panels.some((p) => p.series.length);
-    $("#empty").hidden = anyData;
+    $("#empty").hidden = body.spans_stored > 0;
     document.body.dataset.loaded = String(Date.now());
     document.body.dataset.step = String(body.step);
     $("#grid").setAttribute("aria-busy", "false");

@@ -1,0 +1,152 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against a real server
+holding an hour of simulated Plano traffic. Screenshots go to test-output/ (look at them)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from conftest import grpc_export
+from planoscope.simulate import Simulation, export_requests
+
+CHROMIUM = "/usr/bin/chromium"
+OUT = Path(__file__).resolve().parent.parent / "test-output"
+# Chromium as root in a closed network: no sandbox, and no background calls that would be refused.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def live(module_server_factory, tmp_path_factory):
+    """A server with the last hour of simulated traffic (seed 3), and the API's own view of it."""
+    srv = module_server_factory(tmp_path_factory.mktemp("ui"))
+    now = int(time.time())
+    spans = (span for t in Simulation(rate=4, seed=3).traces(now - 3600, now) for span in t.spans)
+    for req in export_requests(spans):
+        assert grpc_export(srv.grpc_target, req).partial_success.rejected_spans == 0
+    return srv
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield pg
+    ctx.close()
+    assert errors == [], f"errors in the page: {errors}"
+
+
+def _open(page: Page, srv, query: str = "") -> None:
+    page.goto(srv.web_url + "/" + query)
+    page.wait_for_selector("body[data-loaded]", timeout=15_000)
+
+
+def _legend(page: Page, panel: str) -> list[str]:
+    return page.locator(f'[data-panel="{panel}"] .legend tbody td:first-child').all_inner_texts()
+
+
+def _api_names(srv, panel: str, query: str) -> list[str]:
+    return [s["name"] for s in srv.get(f"/api/v1/panels/{panel}?{query}").json()["series"]]
+
+
+def test_all_six_panels_render_with_their_series(live, page):
+    _open(page, live)
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "dashboard.png"), full_page=True)
+    titles = page.locator(".panel h2").all_inner_texts()
+    assert titles == ["LLM Requests / sec by Model", "Agent Requests / sec by Agent", "Total LLM Requests / sec",
+                      "Rate-Limited Requests / sec", "LLM Request Latency p50 / p95 / p99 by Model",
+                      "Cumulative Request Count by Model"]
+    step = page.locator("body").get_attribute("data-step")
+    end = time.time()
+    q = f"start={end - 3600}&end={end}&step={step}"
+    for panel in ("llm_requests_per_second", "agent_requests_per_second", "llm_latency_ms"):
+        names = _legend(page, panel)
+        assert names and sorted(names) == sorted(_api_names(live, panel, q)), panel
+        assert page.locator(f'[data-panel="{panel}"] canvas').count() >= 1
+    assert _legend(page, "total_requests_per_second") == ["llm", "agent", "orchestrator"]
+    assert {"p50", "p95", "p99"} == {n.split()[0] for n in _legend(page, "llm_latency_ms")}
+    tiles = page.locator('[data-panel="llm_cumulative_requests"] .stat .label').all_inner_texts()
+    assert sorted(tiles) == sorted(_api_names(live, "llm_cumulative_requests", f"end={end}"))
+    expect(page.locator('[data-panel="rate_limited_per_second"] .notice')).to_contain_text("Envoy")
+    assert page.locator("#empty").is_hidden()
+
+
+def test_tooltip_shows_values_with_units_at_the_crosshair(live, page):
+    _open(page, live)
+    over = page.locator('[data-panel="llm_requests_per_second"] .u-over')
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
+    tip = page.locator("#tooltip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("req/s")
+    page.screenshot(path=str(OUT / "dashboard-tooltip.png"))
+
+
+def test_range_picker_changes_the_data_and_the_url(live, page):
+    _open(page, live, "?range=1h")
+    assert page.locator("body").get_attribute("data-step") == "15"
+    before = page.locator("body").get_attribute("data-loaded")
+    page.click('#range button[data-range="15m"]')
+    expect(page.locator("body")).not_to_have_attribute("data-loaded", before)
+    assert "range=15m" in page.url
+    assert page.locator("body").get_attribute("data-step") == "5"
+    expect(page.locator('#range button[data-range="15m"]')).to_have_attribute("aria-pressed", "true")
+    page.click('#range button[data-range="7d"]')
+    expect(page.locator("body")).to_have_attribute("data-step", "3600")
+
+
+def test_custom_range_is_applied_and_shareable(live, page):
+    _open(page, live)
+    page.click('#range button[data-range="custom"]')
+    expect(page.locator("#custom")).to_be_visible()
+    assert "from=" in page.url and "to=" in page.url
+    shared = page.url
+    page.goto(shared)
+    page.wait_for_selector("body[data-loaded]")
+    expect(page.locator('#range button[data-range="custom"]')).to_have_attribute("aria-pressed", "true")
+
+
+def test_refresh_button_and_auto_refresh_reload_the_data(live, page):
+    _open(page, live, "?range=1h&refresh=off")
+    assert page.locator("#auto-refresh").input_value() == "off"
+    first = page.locator("body").get_attribute("data-loaded")
+    page.click("#refresh-now")
+    expect(page.locator("body")).not_to_have_attribute("data-loaded", first)
+    second = page.locator("body").get_attribute("data-loaded")
+    page.select_option("#auto-refresh", "5s")
+    assert "refresh=5s" in page.url
+    # The next automatic reload comes within one interval, with no click.
+    expect(page.locator("body")).not_to_have_attribute("data-loaded", second, timeout=8_000)
+
+
+def test_legend_click_toggles_a_series(live, page):
+    _open(page, live)
+    row = page.locator('[data-panel="llm_requests_per_second"] .legend tbody tr').first
+    row.click()
+    expect(row).to_have_class("off")
+    row.click()
+    expect(row).not_to_have_class("off")
+
+
+def test_empty_store_tells_how_to_point_plano_here(server_factory, tmp_path, page):
+    srv = server_factory(tmp_path / "empty")
+    _open(page, srv)
+    empty = page.locator("#empty")
+    expect(empty).to_be_visible()
+    expect(empty).to_contain_text("opentracing_grpc_endpoint")
+    page.screenshot(path=str(OUT / "dashboard-empty.png"))
