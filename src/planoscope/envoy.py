@@ -10,7 +10,7 @@ of this process.
 Example::
 
     stats = EnvoyStats()
-    stats.track(trace.calls)                  # simulated upstream LLM calls
+    stats.track(trace.calls)                  # simulated upstream LLM calls, ending now or later
     async with FakeEnvoyAdmin(stats, "127.0.0.1:9901") as envoy:
         print(envoy.url)                      # http://127.0.0.1:9901/stats/prometheus
 """
@@ -62,16 +62,17 @@ def _num(v: float) -> str:
 
 
 class EnvoyStats:
-    """Envoy's stats of the simulated upstream LLM calls, as of a given time.
+    """Envoy's stats of the simulated upstream LLM calls, as of ``clock()`` (Unix ns).
 
-    ``track`` takes calls (possibly still in the future); ``render(now_ns)`` counts those that
-    have ended by ``now_ns``: a rate-limited call (429, rejected by Plano's filter) increments
+    ``track`` takes calls that may end in the future; each is counted once ``clock()`` has
+    passed its end: a rate-limited call (429, rejected by Plano's filter) increments
     ``ratelimited_rq``, any other is an upstream request of its provider's cluster, and a
     success is observed by the histograms. ``active_http_calls`` is the calls in flight.
     """
 
-    def __init__(self, started_ns: int | None = None):
-        self.started_ns = time.time_ns() if started_ns is None else started_ns
+    def __init__(self, clock: Callable[[], int] = time.time_ns):
+        self.clock = clock
+        self.started_ns = clock()
         self.ratelimited_rq = 0
         self.upstream_rq: Counter[tuple[str, int]] = Counter()  # (cluster, response code)
         self.histograms = {name: _Histogram() for name in HISTOGRAMS}
@@ -81,6 +82,7 @@ class EnvoyStats:
     def track(self, calls: Iterable[LlmCall]) -> None:
         for call in calls:
             heapq.heappush(self._pending, (call.end_ns, next(self._seq), call))
+        self._fold(self.clock())  # keeps only calls in flight or to come, scraped or not
 
     def _fold(self, now_ns: int) -> None:
         while self._pending and self._pending[0][0] <= now_ns:
@@ -104,8 +106,9 @@ class EnvoyStats:
     def active_calls(self, now_ns: int) -> int:
         return sum(1 for _, _, c in self._pending if c.start_ns <= now_ns < c.end_ns)
 
-    def render(self, now_ns: int) -> str:
-        """The ``/stats/prometheus`` page as of ``now_ns``."""
+    def render(self) -> str:
+        """The ``/stats/prometheus`` page, now."""
+        now_ns = self.clock()
         self._fold(now_ns)
         families: dict[str, list[str]] = {
             PREFIX + "ratelimited_rq": [f"# TYPE {PREFIX}ratelimited_rq counter",
@@ -124,11 +127,11 @@ class EnvoyStats:
         return "".join(line + "\n" for name in sorted(families) for line in families[name])
 
 
-def envoy_admin_app(stats: EnvoyStats, clock: Callable[[], int] = time.time_ns) -> Starlette:
+def envoy_admin_app(stats: EnvoyStats) -> Starlette:
     """The ASGI app of the fake admin endpoint: ``/stats/prometheus`` and ``/ready``."""
 
     async def prometheus(request: Request) -> PlainTextResponse:
-        return PlainTextResponse(stats.render(clock()), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(stats.render(), media_type="text/plain; version=0.0.4")
 
     async def ready(request: Request) -> PlainTextResponse:
         return PlainTextResponse("LIVE\n")
@@ -139,16 +142,20 @@ def envoy_admin_app(stats: EnvoyStats, clock: Callable[[], int] = time.time_ns) 
 class FakeEnvoyAdmin:
     """Async context manager serving ``envoy_admin_app(stats)`` on ``address`` (port 0 picks one)."""
 
-    def __init__(self, stats: EnvoyStats, address: str = "127.0.0.1:9901", clock: Callable[[], int] = time.time_ns):
-        self.stats, self.address, self.clock = stats, address, clock
+    def __init__(self, stats: EnvoyStats, address: str = "127.0.0.1:9901"):
+        self.stats, self.address = stats, address
         self.url = ""
 
     async def __aenter__(self) -> FakeEnvoyAdmin:
         sock = bind(self.address, "the fake Envoy admin endpoint")
         self.address = bound_address(sock)
         self.url = f"http://{self.address}/stats/prometheus"
-        self._server = HttpServer(envoy_admin_app(self.stats, self.clock), sock)
-        await self._server.__aenter__()
+        self._server = HttpServer(envoy_admin_app(self.stats), sock)
+        try:
+            await self._server.__aenter__()
+        except BaseException:
+            sock.close()
+            raise
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -124,8 +125,9 @@ SERVER_ERRORS = ((500, "UpstreamServerError", "upstream returned 500 Internal Se
 
 # Shape of the rate.
 SERVER_ERROR_RATE = 0.012
-RATE_LIMIT_BASE = 0.006  # share of LLM calls rejected with 429 at the average rate; grows with load²
-RATE_LIMIT_MAX = 0.12
+# Share of LLM calls rejected with 429: a floor (users over their own budget) plus a part that
+# grows with the square of the load (load = rate now / average rate), so bursts get throttled.
+RATE_LIMIT_FLOOR, RATE_LIMIT_LOAD, RATE_LIMIT_MAX = 0.005, 0.005, 0.12
 SLOW_TAIL = 0.015  # share of calls that wait in an upstream queue: time to first token × 3–8
 BURST_CHANCE, BURST_S, BURST_X = 0.3, (4.0, 16.0), (2.5, 5.0)  # per minute; duration; rate multiplier
 # Bursts add to the average; the base rate is scaled down by their expected factor, so that
@@ -162,10 +164,6 @@ class Trace:
     kind: str  # LLM or AGENT
     spans: list[tuple[str, Span]] = field(default_factory=list)
     calls: list[LlmCall] = field(default_factory=list)
-
-    @property
-    def start_ns(self) -> int:
-        return min(s.start_time_unix_nano for _, s in self.spans)
 
     @property
     def end_ns(self) -> int:
@@ -233,11 +231,9 @@ class Simulation:
         if self.steady:
             return 1.0
         for minute in (second // 60, second // 60 - 1):
-            rng = random.Random(f"{self.seed}:burst:{minute}")
-            if rng.random() < BURST_CHANCE:
-                start = minute * 60 + rng.uniform(0, 60)
-                if start <= second < start + rng.uniform(*BURST_S):
-                    return rng.uniform(*BURST_X)
+            burst = _burst(self.seed, minute)
+            if burst and burst[0] <= second < burst[1]:
+                return burst[2]
         return 1.0
 
     def second(self, second: int) -> list[Trace]:
@@ -245,7 +241,7 @@ class Simulation:
         rng = random.Random(f"{self.seed}:{second}")
         lam = self.intensity(second)
         load = lam / self.rate
-        draw = _Draw(self, rng, second, min(RATE_LIMIT_MAX, RATE_LIMIT_BASE * load * load))
+        draw = _Draw(self, rng, second, min(RATE_LIMIT_MAX, RATE_LIMIT_FLOOR + RATE_LIMIT_LOAD * load * load))
         traces = []
         t = rng.expovariate(lam)
         while t < 1.0:
@@ -262,6 +258,16 @@ class Simulation:
         """A session of the current 10-minute window: (id, its pinned model)."""
         srng = random.Random(f"{self.seed}:session:{second // 600}:{rng.randrange(self._sessions)}")
         return _uuid(srng), _pick(srng, ROUTES[_pick(srng, {r: w for r, (w, _) in ROUTES.items()})][1])
+
+
+@functools.lru_cache(maxsize=256)
+def _burst(seed: int, minute: int) -> tuple[float, float, float] | None:
+    """The burst that starts in ``minute``, if any: (start s, end s, rate multiplier)."""
+    rng = random.Random(f"{seed}:burst:{minute}")
+    if rng.random() >= BURST_CHANCE:
+        return None
+    start = minute * 60 + rng.uniform(0, 60)
+    return start, start + rng.uniform(*BURST_S), rng.uniform(*BURST_X)
 
 
 def _pick(rng: random.Random, weighted) -> str:
