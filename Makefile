@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/planoscope serve
+	$(BIN)/planoscope demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

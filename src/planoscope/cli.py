@@ -155,3 +155,109 @@ def load(target: str, protocol: str, spans: int | None, duration: float | None, 
     click.echo(f"acked spans/s: {res.acked_per_s:,.0f}")
     if res.failed:
         sys.exit(1)
+
+
+DEMO_DATA_DIR = Path("planoscope-data/demo")  # its own database, never serve's (and git-ignored with it)
+
+
+@main.command()
+@settings_options
+@click.option("--rate", type=click.FloatRange(min=0.01, max=1000), default=5.0, show_default=True,
+              metavar="REQUESTS_PER_S",
+              help="Average simulated gateway requests (traces) per second. Bursts and a slow drift "
+                   "(time of day, tens of minutes) vary the rate around it.")
+@click.option("--mix", default="llm=0.7,agent=0.3", show_default=True, metavar="KIND=SHARE,...",
+              help="Shares of the request kinds, normalized: llm (a direct LLM call, routed two times in "
+                   "three: plano(llm) with a plano(routing) child) and agent (plano(orchestrator) → "
+                   "plano(filter)s → plano(agent) → plano(llm)). A kind left out is not sent.")
+@click.option("--seed", type=int, default=None,
+              help="Seed of the simulation: the same seed sends the same traffic for the same time "
+                   "(and the same span ids, so re-sent traffic is stored once). [default: random, printed]")
+@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True,
+              help="OTLP transport of the simulated gateway.")
+@click.option("--envoy-port", type=click.IntRange(0, 65535), default=9901, show_default=True,
+              help="Port of the fake Envoy admin endpoint (/stats/prometheus) on 127.0.0.1; 0 picks a free one.")
+@click.option("--backfill", default="0s", metavar="DURATION",
+              help="At start, also send the traffic of this much time before now (e.g. 15m), so the "
+                   "charts start full.  [default: 0s]")
+def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, protocol: str, envoy_port: int,
+         backfill: str, **flags) -> None:
+    """Run planoscope with simulated Plano traffic: a live dashboard without Plano.
+
+    Starts the server (the options of serve; the data goes to planoscope-data/demo unless a data
+    directory is given), a fake Envoy admin endpoint with Plano's rate-limit and LLM metrics, and a
+    simulated Plano gateway sending OTLP traces to the server. Stops on Ctrl-C or SIGTERM.
+
+    Example: planoscope demo --rate 10 --mix llm=0.5,agent=0.5 --seed 42 --backfill 15m
+    """
+    import random
+
+    from .settings import parse_duration
+    from .simulate import Simulation, parse_mix
+
+    settings = load_settings(config_file, flags)
+    if "data_dir" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"data_dir": DEMO_DATA_DIR})
+    try:
+        shares = parse_mix(mix)
+    except ValueError as e:
+        fail(f"bad value for --mix: {e}")
+    try:
+        backfill_s = parse_duration(backfill)
+    except ValueError as e:
+        fail(f"bad value for --backfill: {e}")
+    seed = random.SystemRandom().randrange(1_000_000) if seed is None else seed
+    sim = Simulation(rate=rate, mix=shares, seed=seed)
+    sys.setswitchinterval(0.0005)  # as run_server
+    logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
+    sys.exit(asyncio.run(_demo(settings, sim, protocol, envoy_port, backfill_s)))
+
+
+async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfill_s: float) -> int:
+    from .app import Planoscope
+    from .envoy import EnvoyStats, FakeEnvoyAdmin
+    from .httpserver import StartupError
+    from .settings import split_address
+    from .simulate import OtlpExporter, Player
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stats = EnvoyStats()
+    try:
+        async with Planoscope(settings) as app, FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy:
+            a = app.addresses
+            address = a["otlp_grpc"] if protocol == "grpc" else a["otlp_http"]
+            host, port = split_address(address)
+            if host in ("0.0.0.0", "::"):  # a wildcard listens everywhere; send over loopback
+                host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+            elif ":" in host:
+                host = f"[{host}]"
+            target = f"{host}:{port}" if protocol == "grpc" else f"http://{host}:{port}/v1/traces"
+            mix = ", ".join(f"{k} {v:.0%}" for k, v in sim.mix.items() if v)
+            print("\n".join([
+                f"planoscope {__version__}: data in {settings.data_dir.resolve()} ({app.store.span_count()} spans)",
+                f"planoscope: OTLP/gRPC listening on {a['otlp_grpc']}",
+                f"planoscope: OTLP/HTTP listening on http://{a['otlp_http']}/v1/traces",
+                f"planoscope: UI, API and /metrics on http://{a['listen']}",
+                f"planoscope: fake Envoy admin on {envoy.url}",
+                f"planoscope: simulating Plano: {sim.rate:g} requests/s ({mix}), seed {sim.seed}, "
+                f"OTLP/{protocol} to {target}" + (f", backfilling {backfill_s:g} s" if backfill_s else ""),
+            ]), flush=True)
+            async with OtlpExporter(target, protocol) as exporter:
+                player = Player(sim, exporter, stats)
+                playing = asyncio.create_task(player.run(stop, backfill_s))
+                print("planoscope: ready", flush=True)
+                stopping = asyncio.create_task(stop.wait())
+                await asyncio.wait({playing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                print("planoscope: stopping: the simulator, then the server", flush=True)
+                stop.set()
+                await playing  # re-raises if the simulator failed
+            print(f"planoscope: simulated {player.traces} requests; spans acknowledged {exporter.acknowledged}, "
+                  f"rejected {exporter.rejected}, failed {exporter.failed}", flush=True)
+    except StartupError as e:
+        print(f"planoscope: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    print("planoscope: stopped", flush=True)
+    return 0
