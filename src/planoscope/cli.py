@@ -74,11 +74,36 @@ def serve(config_file: Path | None, **flags) -> None:
     sys.exit(run_server(settings))
 
 
-def run_server(settings: Settings) -> int:
+def setup_process(settings: Settings) -> None:
+    """What the planoscope process sets once, for serve and demo alike."""
     # The writer thread hands the GIL back and forth with DuckDB many times per commit; with the
     # default 5 ms switch interval each hand-back can wait for a decoding thread's full slice.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT (Ctrl-C) or SIGTERM: the process' signal to stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def listening_lines(settings: Settings, app) -> list[str]:
+    """The start-up lines scripts and tests parse: one per listener."""
+    a = app.addresses
+    return [
+        f"planoscope {__version__}: data in {settings.data_dir.resolve()} ({app.store.span_count()} spans)",
+        f"planoscope: OTLP/gRPC listening on {a['otlp_grpc']}",
+        f"planoscope: OTLP/HTTP listening on http://{a['otlp_http']}/v1/traces",
+        f"planoscope: UI, API and /metrics on http://{a['listen']}",
+    ]
+
+
+def run_server(settings: Settings) -> int:
+    setup_process(settings)
     return asyncio.run(_serve(settings))
 
 
@@ -86,22 +111,10 @@ async def _serve(settings: Settings) -> int:
     from .app import Planoscope
     from .httpserver import StartupError
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         async with Planoscope(settings) as app:
-            a = app.addresses
-            spans = app.store.span_count()
-            lines = [
-                f"planoscope {__version__}: data in {settings.data_dir.resolve()} ({spans} spans)",
-                f"planoscope: OTLP/gRPC listening on {a['otlp_grpc']}",
-                f"planoscope: OTLP/HTTP listening on http://{a['otlp_http']}/v1/traces",
-                f"planoscope: UI, API and /metrics on http://{a['listen']}",
-                "planoscope: ready",
-            ]
-            print("\n".join(lines), flush=True)
+            print("\n".join([*listening_lines(settings, app), "planoscope: ready"]), flush=True)
             await stop.wait()
             print("planoscope: stopping: finishing in-flight requests", flush=True)
     except StartupError as e:
@@ -208,8 +221,7 @@ def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, prot
         fail(f"bad value for --backfill: {e}")
     seed = random.SystemRandom().randrange(1_000_000) if seed is None else seed
     sim = Simulation(rate=rate, mix=shares, seed=seed)
-    sys.setswitchinterval(0.0005)  # as run_server
-    logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
+    setup_process(settings)
     sys.exit(asyncio.run(_demo(settings, sim, protocol, envoy_port, backfill_s)))
 
 
@@ -220,10 +232,7 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
     from .settings import split_address
     from .simulate import OtlpExporter, Player
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     stats = EnvoyStats()
     try:
         async with Planoscope(settings) as app, FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy:
@@ -237,10 +246,7 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
             target = f"{host}:{port}" if protocol == "grpc" else f"http://{host}:{port}/v1/traces"
             mix = ", ".join(f"{k} {v:.0%}" for k, v in sim.mix.items() if v)
             print("\n".join([
-                f"planoscope {__version__}: data in {settings.data_dir.resolve()} ({app.store.span_count()} spans)",
-                f"planoscope: OTLP/gRPC listening on {a['otlp_grpc']}",
-                f"planoscope: OTLP/HTTP listening on http://{a['otlp_http']}/v1/traces",
-                f"planoscope: UI, API and /metrics on http://{a['listen']}",
+                *listening_lines(settings, app),
                 f"planoscope: fake Envoy admin on {envoy.url}",
                 f"planoscope: simulating Plano: {sim.rate:g} requests/s ({mix}), seed {sim.seed}, "
                 f"OTLP/{protocol} to {target}" + (f", backfilling {backfill_s:g} s" if backfill_s else ""),

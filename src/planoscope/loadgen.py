@@ -29,7 +29,8 @@ MODELS = [("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-sonnet-4", "
           ("llama-3.1-70b", "groq")]
 
 
-def _kv(key: str, value) -> KeyValue:
+def key_value(key: str, value) -> KeyValue:
+    """An OTLP attribute from a Python bool, int, float or str."""
     if isinstance(value, bool):
         return KeyValue(key=key, value=AnyValue(bool_value=value))
     if isinstance(value, int):
@@ -42,7 +43,7 @@ def _kv(key: str, value) -> KeyValue:
 def _llm_attrs(rng: random.Random) -> list[KeyValue]:
     model, provider = rng.choice(MODELS)
     prompt, completion = rng.randint(50, 4000), rng.randint(10, 1500)
-    return [_kv(k, v) for k, v in [
+    return [key_value(k, v) for k, v in [
         ("llm.model", model), ("llm.provider", provider), ("llm.is_streaming", rng.random() < 0.7),
         ("llm.time_to_first_token", rng.randint(80, 900)), ("llm.usage.prompt_tokens", prompt),
         ("llm.usage.completion_tokens", completion), ("llm.usage.total_tokens", prompt + completion),
@@ -60,7 +61,7 @@ def template_request(spans: int, seed: int = 1) -> ExportTraceServiceRequest:
     groups = {}
     for service in ("plano(llm)", "plano(routing)", "plano(agent)", "plano(orchestrator)"):
         rs = req.resource_spans.add()
-        rs.resource.attributes.extend([_kv("service.name", service), _kv("telemetry.sdk.language", "rust")])
+        rs.resource.attributes.extend([key_value("service.name", service), key_value("telemetry.sdk.language", "rust")])
         ss = rs.scope_spans.add()
         ss.scope.name = "brightstaff"
         groups[service] = ss
@@ -79,17 +80,17 @@ def template_request(spans: int, seed: int = 1) -> ExportTraceServiceRequest:
         elif service == "plano(routing)":
             s.name = "POST /v1/chat/completions"
             s.kind = 2
-            s.attributes.extend([_kv("routing.strategy", "preference"), _kv("plano.route.name", "code"),
-                                 _kv("http.method", "POST"), _kv("http.status_code", 200)])
+            s.attributes.extend([key_value("routing.strategy", "preference"), key_value("plano.route.name", "code"),
+                                 key_value("http.method", "POST"), key_value("http.status_code", 200)])
         elif service == "plano(agent)":
             agent = rng.choice(["weather", "flights", "hotels"])
             s.name = f"{agent} /v1/chat/completions"
-            s.attributes.extend([_kv("agent_id", agent), _kv("message_count", rng.randint(1, 20))])
+            s.attributes.extend([key_value("agent_id", agent), key_value("message_count", rng.randint(1, 20))])
         else:
             s.name = "POST /agents/v1/chat/completions"
             s.kind = 2
-            s.attributes.extend([_kv("selection.listener", "travel"), _kv("selection.agent_count", 3),
-                                 _kv("selection.agents", "weather,flights,hotels")])
+            s.attributes.extend([key_value("selection.listener", "travel"), key_value("selection.agent_count", 3),
+                                 key_value("selection.agents", "weather,flights,hotels")])
     return req
 
 
@@ -146,7 +147,10 @@ class LoadResult:
         return self.acknowledged / self.seconds if self.seconds else 0.0
 
 
-class _Sender:
+class OtlpSender:
+    """One OTLP client (gRPC or HTTP/protobuf) that sends serialized requests and classifies the
+    answers as the exporters of the OpenTelemetry SDKs do: ok, retryable or fatal."""
+
     def __init__(self, target: str, protocol: str, gzip: bool):
         self.protocol = protocol
         self.gzip = gzip
@@ -199,7 +203,7 @@ async def run_load(target: str, protocol: str = "grpc", spans: int | None = None
     if spans is None and duration is None:
         spans = 100_000
     res = LoadResult()
-    sender = _Sender(target, protocol, gzip)
+    sender = OtlpSender(target, protocol, gzip)
     start = time.perf_counter()
     deadline = start + duration if duration else None
     budget = [spans if spans is not None else float("inf")]

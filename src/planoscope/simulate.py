@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
-from .loadgen import _kv as kv
-from .loadgen import _Sender
+from .loadgen import key_value as kv
+from .loadgen import OtlpSender
 
 log = logging.getLogger("planoscope.simulate")
 
@@ -514,10 +514,10 @@ class OtlpExporter:
     def __init__(self, target: str, protocol: str = "grpc", attempts: int = 6):
         self.target, self.protocol, self.attempts = target, protocol, attempts
         self.acknowledged = self.rejected = self.failed = self.retried = 0
-        self._sender: _Sender | None = None
+        self._sender: OtlpSender | None = None
 
     async def __aenter__(self) -> OtlpExporter:
-        self._sender = _Sender(self.target, self.protocol, gzip=False)
+        self._sender = OtlpSender(self.target, self.protocol, gzip=False)
         return self
 
     async def __aexit__(self, *exc) -> None:
