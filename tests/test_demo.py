@@ -117,6 +117,7 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
 
     out = "\n".join(srv.lines("out"))
     assert "simulating Plano: 20 requests/s (llm 70%, agent 30%), seed 4, OTLP/grpc" in out
+    assert "backfilling 900 s" in out
     below = _descendants(srv.proc.pid)
     addresses = [srv.grpc_target, srv.http_traces_url, srv.web_url, srv.envoy_url]
     srv.proc.send_signal(signal.SIGINT)  # Ctrl-C
@@ -134,7 +135,9 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     assert services["plano(llm)"] > 0 and set(services) <= {
         "plano(llm)", "plano(routing)", "plano(orchestrator)", "plano(filter)", "plano(agent)"}
     now = time.time_ns()
-    assert all(now - 120e9 < r["Timestamp"] < now for r in rows.values())  # live traffic: current times
+    # An empty store gets the last 15 minutes of traffic first (so the charts start full), then live traffic.
+    assert all(now - 16 * 60e9 < r["Timestamp"] < now for r in rows.values())
+    assert any(r["Timestamp"] < now - 5 * 60e9 for r in rows.values())
 
 
 def test_demo_keeps_its_data_apart_and_backfills(demo_factory, tmp_path, monkeypatch):
@@ -153,6 +156,19 @@ def test_demo_keeps_its_data_apart_and_backfills(demo_factory, tmp_path, monkeyp
     rows = read_spans(tmp_path / "planoscope-data" / "demo")
     oldest = min(r["Timestamp"] for r in rows)
     assert len(rows) >= 1000 and time.time_ns() - oldest > 100e9, (len(rows), oldest)
+
+
+def test_demo_backfills_an_empty_store_only(demo_factory, tmp_path):
+    srv = demo_factory(tmp_path / "demo", "--rate", "5", "--seed", "2")
+    assert "backfilling 900 s" in "\n".join(srv.lines("out"))
+    t0 = time.monotonic()
+    while srv.healthz()["spans_written"] < 100 and time.monotonic() - t0 < DATA_TIMEOUT_S:
+        time.sleep(0.2)
+    srv.stop()
+    srv.start()  # the same data directory, now holding spans: a backfill would count them twice
+    out = "\n".join(srv.lines("out"))
+    assert "simulating Plano" in out and "backfilling" not in out
+    srv.stop()
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -190,9 +190,9 @@ DEMO_DATA_DIR = Path("planoscope-data/demo")  # its own database, never serve's 
               help="OTLP transport of the simulated gateway.")
 @click.option("--envoy-port", type=click.IntRange(0, 65535), default=9901, show_default=True,
               help="Port of the fake Envoy admin endpoint (/stats/prometheus) on 127.0.0.1; 0 picks a free one.")
-@click.option("--backfill", default="0s", metavar="DURATION",
-              help="At start, also send the traffic of this much time before now (e.g. 15m), so the "
-                   "charts start full.  [default: 0s]")
+@click.option("--backfill", default=None, metavar="DURATION",
+              help="At start, also send the traffic of this much time before now (e.g. 1h), so the "
+                   "charts start full.  [default: 15m into an empty store, else 0s]")
 def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, protocol: str, envoy_port: int,
          backfill: str, **flags) -> None:
     """Run planoscope with simulated Plano traffic: a live dashboard without Plano.
@@ -216,7 +216,7 @@ def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, prot
     except ValueError as e:
         fail(f"bad value for --mix: {e}")
     try:
-        backfill_s = parse_duration(backfill)
+        backfill_s = None if backfill is None else parse_duration(backfill)
     except ValueError as e:
         fail(f"bad value for --backfill: {e}")
     seed = random.SystemRandom().randrange(1_000_000) if seed is None else seed
@@ -225,7 +225,10 @@ def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, prot
     sys.exit(asyncio.run(_demo(settings, sim, protocol, envoy_port, backfill_s)))
 
 
-async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfill_s: float) -> int:
+DEMO_BACKFILL_S = 900.0
+
+
+async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfill_s: float | None) -> int:
     from .app import Planoscope
     from .envoy import EnvoyStats, FakeEnvoyAdmin
     from .httpserver import StartupError
@@ -237,6 +240,8 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
     try:
         async with Planoscope(settings) as app, FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy:
             a = app.addresses
+            if backfill_s is None:  # a first look should show full charts; a restart must not double up
+                backfill_s = 0.0 if app.store.span_count() else DEMO_BACKFILL_S
             address = a["otlp_grpc"] if protocol == "grpc" else a["otlp_http"]
             host, port = split_address(address)
             if host in ("0.0.0.0", "::"):  # a wildcard listens everywhere; send over loopback
