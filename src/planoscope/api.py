@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from .panels import BY_ID, PANELS
-from .query import QueryError, check_bounds, default_step, evaluate
+from .query import QueryError, check_bounds, default_step, evaluate, evaluate_all
 from .store import DuckDBStore
 
 
@@ -97,7 +97,10 @@ def create_api(store: DuckDBStore) -> APIRouter:
     def dashboard(start: Start = None, end: End = None, step: Step = None) -> dict:
         """Every panel over one range: what the UI asks for on each refresh."""
         start, end, step = _range(start, end, step)
-        return {"start": start, "end": end, "step": step, "spans_stored": store.span_count(),
-                "panels": [run(p.id, start, end, step) for p in PANELS]}
+        try:
+            panels = evaluate_all(store, list(PANELS), start, end, step)
+        except QueryError as e:
+            raise HTTPException(400, str(e)) from None
+        return {"start": start, "end": end, "step": step, "spans_stored": store.span_count(), "panels": panels}
 
     return api

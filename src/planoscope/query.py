@@ -52,12 +52,24 @@ def _ts(unix_s: float) -> datetime:
 
 def evaluate(store: DuckDBStore, panel: Panel, start: float, end: float, step: float) -> dict:
     """``{"id", "title", "unit", "series": [{"name", "labels", "points"}], ...}`` for the range."""
+    return evaluate_all(store, [panel], start, end, step)[0]
+
+
+def evaluate_all(store: DuckDBStore, panels: list[Panel], start: float, end: float, step: float) -> list[dict]:
+    """Every panel over one range. The rate panels share one scan of the range: at 7 days of
+    10 M spans that is one 250 ms aggregate instead of three (benchmarks/dashboard.py)."""
     check_range(start, end, step)
+    rates = [p.query for p in panels if isinstance(p.query, SpanRate)]
+    counts = _span_counts(store, rates, start, end, step) if rates else None
+    return [_evaluate(store, p, start, end, step, counts) for p in panels]
+
+
+def _evaluate(store: DuckDBStore, panel: Panel, start: float, end: float, step: float, counts) -> dict:
     q = panel.query
     out = {"id": panel.id, "title": panel.title, "unit": panel.unit, "kind": panel.kind,
            "start": start, "end": end, "step": step}
     if isinstance(q, SpanRate):
-        out["series"] = _span_rate(store, q, start, end, step)
+        out["series"] = _span_rate(counts, q, start, end, step)
     elif isinstance(q, LatencyQuantiles):
         out["series"] = _latency(store, q, start, end, step)
     elif isinstance(q, SpanCount):
@@ -88,18 +100,28 @@ def _points(start: float, step: float, n: int, values: dict[int, float], fill: f
     return [[start + k * step, values.get(k, fill)] for k in range(n)]
 
 
-def _span_rate(store: DuckDBStore, q: SpanRate, start: float, end: float, step: float) -> list[dict]:
+def _span_counts(store: DuckDBStore, rates: list[SpanRate], start: float, end: float, step: float) -> dict:
+    """Span counts per (step, service, every ``by`` column the rate panels group on)."""
     params, k = _window(start, end, step)
-    services = ", ".join("?" for _ in q.services)
-    group = q.by if q.by else "ServiceName"
+    services = sorted({s for q in rates for s in q.services})
+    by = sorted({q.by for q in rates if q.by})
+    cols = ["ServiceName", *by]
     rows = store.query(
-        f"SELECT {k} AS k, {group} AS g, count(*) FROM otel_traces"
-        f" WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({services}) GROUP BY ALL",
-        [*params, *q.services],
+        f"SELECT {k} AS k, {', '.join(cols)}, count(*) FROM otel_traces"
+        f" WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({', '.join('?' for _ in services)})"
+        " GROUP BY ALL",
+        [*params, *services],
     )
-    by_group: dict[str | None, dict[int, float]] = defaultdict(dict)
-    for kk, g, n in rows:
-        by_group[g][kk] = n / step
+    return {"columns": cols, "rows": rows}
+
+
+def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float) -> list[dict]:
+    cols = counts["columns"]
+    group_at = cols.index(q.by if q.by else "ServiceName") + 1
+    by_group: dict[str | None, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for row in counts["rows"]:
+        if row[1] in q.services:
+            by_group[row[group_at]][row[0]] += row[-1] / step
     n_points = _n_points(start, end, step)
     if q.by:
         return [
