@@ -82,7 +82,7 @@ class Settings(BaseModel):
     metrics_buckets_ms: FloatList = Field(
         list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds.")
     dedupe_window: Duration = Field(
-        600.0, description="How long a stored span's id is remembered, so a client's retry is not stored twice.")
+        "10m", validate_default=True, description="How long a stored span's id is remembered, so a client's retry is not stored twice.")
     dedupe_max_spans: int = Field(
         1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
     max_request_bytes: int = Field(
