@@ -96,7 +96,9 @@ class Server:
         return [
             sys.executable, "-m", "planoscope", "serve",
             "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0",
-            "--data-dir", str(self.data_dir), *self.args,
+            # No scraping unless a test asks (its --scrape comes later and wins): an Envoy that
+            # happens to listen on 9901 must not change what a test sees on /metrics.
+            "--data-dir", str(self.data_dir), "--scrape", "", *self.args,
         ]
 
     def start(self, *args: str) -> Server:

@@ -150,3 +150,28 @@ def test_empty_store_tells_how_to_point_plano_here(server_factory, tmp_path, pag
     expect(empty).to_be_visible()
     expect(empty).to_contain_text("opentracing_grpc_endpoint")
     page.screenshot(path=str(OUT / "dashboard-empty.png"))
+
+
+def test_rate_limited_panel_and_target_health(server_factory, tmp_path, page):
+    """A scraped counter draws the rate-limited panel; the header shows each target's health."""
+    from test_scrape import FakeTarget, _free_port, _samples, _wait
+
+    envoy = FakeTarget()
+    try:
+        refused = f"http://127.0.0.1:{_free_port()}/stats/prometheus"
+        srv = server_factory(tmp_path / "data", "--scrape", f"envoy={envoy.url},gone={refused}",
+                             "--scrape-interval", "0.2s")
+        for value in (3, 9, 20):
+            envoy.counter = value
+            _wait(lambda: any(v == value for _, v in _samples(srv)), what=f"counter {value} scraped")
+        _open(page, srv, "?range=5m")
+        panel = page.locator('[data-panel="rate_limited_per_second"]')
+        expect(panel.locator('.target[data-target="envoy"]')).to_contain_text("envoy up")
+        expect(panel.locator('.target[data-target="gone"]')).to_contain_text("gone down: connection refused")
+        assert panel.locator(".notice").count() == 0
+        assert panel.locator("canvas").count() >= 1
+        assert _legend(page, "rate_limited_per_second") == ["envoy"]
+        OUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUT / "dashboard-scrape.png"), full_page=True)
+    finally:
+        envoy.close()

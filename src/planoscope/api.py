@@ -9,8 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from .panels import BY_ID, PANELS
-from .query import QueryError, check_bounds, default_step, evaluate, evaluate_all
+from .panels import BY_ID, PANELS, ScrapedRate
+from .query import (QueryError, check_bounds, default_step, evaluate, evaluate_all, scraped_metrics, scraped_rate,
+                    scraped_samples)
+from .scraper import Scraper
 from .store import DuckDBStore
 
 
@@ -23,6 +25,7 @@ class PanelInfo(BaseModel):
     description: str
     color: str | None
     promql: list[str] = Field(description="what the reference stack's Grafana panel queries")
+    source: str = Field(description="spans, or scrape: the panel shows scraped samples (see /api/v1/targets)")
 
 
 class Series(BaseModel):
@@ -51,6 +54,32 @@ class Dashboard(BaseModel):
     panels: list[PanelData]
 
 
+class TargetHealth(BaseModel):
+    label: str
+    url: str
+    up: bool | None = Field(description="whether the last scrape succeeded; null before the first")
+    last_scrape: float | None = Field(description="start of the last scrape, unix seconds")
+    last_duration_s: float | None
+    last_error: str | None = Field(description="why the last scrape failed; null when it succeeded")
+    samples_last_scrape: int
+    scrapes: int
+    failures: int
+
+
+class ScrapedMetric(BaseModel):
+    name: str
+    series: int = Field(description="distinct (target, labels) series stored")
+    last_sample: float = Field(description="unix seconds")
+
+
+class MetricData(BaseModel):
+    metric: str
+    start: float
+    end: float
+    step: float | None = None
+    series: list[Series]
+
+
 Start = Annotated[float | None, Query(description="Range start, unix seconds. Default: end - 1 h.")]
 End = Annotated[float | None, Query(description="Range end, unix seconds. Default: now.")]
 Step = Annotated[float | None, Query(gt=0, description="Seconds between points. Default: ~250 points over the range.")]
@@ -66,13 +95,14 @@ def _range(start: float | None, end: float | None, step: float | None) -> tuple[
     return start, end, step or default_step(start, end)
 
 
-def create_api(store: DuckDBStore) -> APIRouter:
-    """The ``/api/v1`` router over ``store``."""
+def create_api(store: DuckDBStore, scraper: Scraper | None = None) -> APIRouter:
+    """The ``/api/v1`` router over ``store`` (and the scrape targets' health from ``scraper``)."""
     api = APIRouter(prefix="/api/v1", tags=["dashboard"])
+    targets = [t.label for t in scraper.targets] if scraper else []
 
     def run(panel_id: str, start: float, end: float, step: float) -> dict:
         try:
-            return evaluate(store, BY_ID[panel_id], start, end, step)
+            return evaluate(store, BY_ID[panel_id], start, end, step, targets)
         except QueryError as e:
             raise HTTPException(400, str(e)) from None
 
@@ -81,7 +111,8 @@ def create_api(store: DuckDBStore) -> APIRouter:
         """The dashboard's panels, in layout order."""
         return [
             {"id": p.id, "title": p.title, "unit": p.unit, "kind": p.kind, "grid": p.grid,
-             "description": p.description, "color": p.color, "promql": [t.expr for t in p.targets]}
+             "description": p.description, "color": p.color, "promql": [t.expr for t in p.targets],
+             "source": "scrape" if isinstance(p.query, ScrapedRate) else "spans"}
             for p in PANELS
         ]
 
@@ -98,9 +129,45 @@ def create_api(store: DuckDBStore) -> APIRouter:
         """Every panel over one range: what the UI asks for on each refresh."""
         start, end, step = _range(start, end, step)
         try:
-            panels = evaluate_all(store, list(PANELS), start, end, step)
+            panels = evaluate_all(store, list(PANELS), start, end, step, targets)
         except QueryError as e:
             raise HTTPException(400, str(e)) from None
         return {"start": start, "end": end, "step": step, "spans_stored": store.span_count(), "panels": panels}
+
+    @api.get("/targets", response_model=list[TargetHealth], tags=["scraping"])
+    def scrape_targets() -> list[dict]:
+        """Health of every scrape target (``--scrape``): up, last scrape, its duration and error."""
+        return scraper.health() if scraper else []
+
+    @api.get("/metrics", response_model=list[ScrapedMetric], tags=["scraping"])
+    def list_metrics() -> list[dict]:
+        """The scraped metric names held in the store."""
+        return scraped_metrics(store)
+
+    def known(name: str) -> None:
+        if not store.query("SELECT 1 FROM samples WHERE MetricName = ? LIMIT 1", [name]):
+            raise HTTPException(404, f"no samples of {name!r} stored; GET /api/v1/metrics lists the metrics")
+
+    @api.get("/metrics/{name}/rate", response_model=MetricData, tags=["scraping"])
+    def metric_rate(name: str, start: Start = None, end: End = None, step: Step = None) -> dict:
+        """Per-second rate of a scraped counter, counter resets handled (see the README)."""
+        start, end, step = _range(start, end, step)
+        known(name)
+        try:
+            series = scraped_rate(store, name, start, end, step)
+        except QueryError as e:
+            raise HTTPException(400, str(e)) from None
+        return {"metric": name, "start": start, "end": end, "step": step, "series": series}
+
+    @api.get("/metrics/{name}/samples", response_model=MetricData, tags=["scraping"])
+    def metric_samples(name: str, start: Start = None, end: End = None) -> dict:
+        """The stored samples of a scraped metric in ``(start, end]``, as scraped."""
+        start, end, _ = _range(start, end, None)
+        known(name)
+        try:
+            series = scraped_samples(store, name, start, end)
+        except QueryError as e:
+            raise HTTPException(400, str(e)) from None
+        return {"metric": name, "start": start, "end": end, "series": series}
 
     return api

@@ -14,7 +14,8 @@ from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
 from .receiver.grpc import GrpcReceiver
 from .receiver.http import otlp_http_app
-from .settings import Settings
+from .scraper import Scraper
+from .settings import Settings, scrape_target
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore, StoreError
 from .web import create_web_app
@@ -73,8 +74,10 @@ class Planoscope:
         stack.callback(http_sock.close)
 
         self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
+        self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
+                                         s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
         ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
-        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer), web_sock))
+        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer, scraper), web_sock))
         await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
@@ -82,6 +85,7 @@ class Planoscope:
             grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes))
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
+        await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing
         host = s.otlp_grpc.rpartition(":")[0]
         self.addresses = {
             "otlp_grpc": f"{host}:{grpc_rx.port}",

@@ -25,11 +25,13 @@ def _default_text(value) -> str:
 
 
 def settings_options(func):
-    """Add one ``--flag`` per ``Settings`` field, defaulting to None (= not given)."""
+    """Add one ``--flag`` per ``Settings`` field, defaulting to None (= not given). A list's flag
+    may be repeated (``--scrape A --scrape B``), each value comma-separated or not."""
     for name, field in reversed(list(Settings.model_fields.items())):
         help_text = f"{field.description} [default: {_default_text(field.default)}; env: {env_name(name)}]"
+        many = isinstance(field.default, list)
         func = click.option("--" + name.replace("_", "-"), name, default=None, metavar="VALUE",
-                            help=help_text)(func)
+                            multiple=many, help=help_text + (" (repeatable)" if many else ""))(func)
     return click.option(
         "--config", "config_file", type=click.Path(path_type=Path), default=None,
         help="YAML file of settings (same names as the options, with underscores). "
@@ -39,6 +41,7 @@ def settings_options(func):
 def load_settings(config_file: Path | None, flags: dict) -> Settings:
     if config_file is None and os.environ.get(env_name("config")):
         config_file = Path(os.environ[env_name("config")])
+    flags = {k: (",".join(v) if v else None) if isinstance(v, tuple) else v for k, v in flags.items()}
     try:
         return build_settings(config_file, os.environ, flags)
     except ConfigError as e:
@@ -80,6 +83,7 @@ def setup_process(settings: Settings) -> None:
     # default 5 ms switch interval each hand-back can wait for a decoding thread's full slice.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape; the scraper logs what matters
 
 
 def stop_event() -> asyncio.Event:
@@ -228,6 +232,13 @@ def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, prot
 DEMO_BACKFILL_S = 900.0
 
 
+def _scraping(settings: Settings, envoy_url: str) -> Settings:
+    """The demo scrapes its fake Envoy, unless told which targets to scrape."""
+    if "scrape" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"scrape": [f"envoy={envoy_url}"]})
+
+
 async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfill_s: float | None) -> int:
     from .app import Planoscope
     from .envoy import EnvoyStats, FakeEnvoyAdmin
@@ -238,7 +249,9 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
     stop = stop_event()
     stats = EnvoyStats()
     try:
-        async with Planoscope(settings) as app, FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy:
+        # The fake Envoy first: with --envoy-port 0 its URL, which the server scrapes, is known only once bound.
+        async with FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy, \
+                Planoscope(_scraping(settings, envoy.url)) as app:
             a = app.addresses
             if backfill_s is None:  # a first look should show full charts; a restart must not double up
                 backfill_s = 0.0 if app.store.span_count() else DEMO_BACKFILL_S

@@ -58,6 +58,17 @@ def split_address(addr: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def scrape_target(v: str) -> tuple[str, str]:
+    """``"http://h:9901/stats/prometheus"`` → ``("h:9901", url)``; ``"edge=http://…"`` → ``("edge", url)``."""
+    label, sep, url = v.partition("=")
+    if not sep or "://" in label:
+        label, url = "", v
+    m = re.match(r"^https?://([^/?#@\s]+)(?:[/?#]\S*)?$", url.strip())
+    if not m:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return (label.strip() or m.group(1)), url.strip()
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Address = Annotated[str, BeforeValidator(parse_address)]
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
@@ -87,6 +98,16 @@ class Settings(BaseModel):
         1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
     max_request_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
+    scrape: StrList = Field(
+        ["http://127.0.0.1:9901/stats/prometheus"], description="Prometheus-format targets scraped for "
+        "samples (Envoy's admin /stats/prometheus), each URL or LABEL=URL; empty: no scraping.")
+    scrape_interval: Duration = Field("15s", validate_default=True, gt=0, description="Time between two scrapes of a target.")
+    scrape_timeout: Duration = Field(
+        "10s", validate_default=True, gt=0, description="A scrape slower than this (or than scrape_interval) fails.")
+    scrape_metrics: StrList = Field(
+        ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all).")
+    scrape_max_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails.")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("metrics_buckets_ms")
@@ -101,6 +122,15 @@ class Settings(BaseModel):
     def _namespace(cls, v: str) -> str:
         if v and not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", v):
             raise ValueError("must start with a letter or _ and hold only letters, digits, _ and .")
+        return v
+
+    @field_validator("scrape")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        labels = [scrape_target(t)[0] for t in v]
+        dup = next((x for x in labels if labels.count(x) > 1), None)
+        if dup:
+            raise ValueError(f"two targets are labelled {dup!r}; name them LABEL=URL")
         return v
 
     @field_validator("log_level")

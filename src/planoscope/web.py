@@ -14,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .api import create_api
+from .scraper import Scraper
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
 from .writer import SpanWriter
@@ -22,10 +23,11 @@ from .writer import SpanWriter
 STATIC = Path(__file__).parent / "static"
 
 
-def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter) -> FastAPI:
+def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
+                   scraper: Scraper | None = None) -> FastAPI:
     """The FastAPI app for ``--listen``; everything it shows comes from its arguments."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
-    app.include_router(create_api(store))
+    app.include_router(create_api(store, scraper))
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -34,6 +36,8 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter)
         return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
+    if scraper is not None:
+        registry.register(scraper)
     started = time.time()
 
     @app.get("/metrics", include_in_schema=False)

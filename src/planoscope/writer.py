@@ -4,6 +4,9 @@ Receivers call ``await writer.write(batch)``; it resolves only once the batch's 
 committed. Requests that arrive while a commit is in flight are grouped into the next one, so a
 busy server makes few, large transactions and durability costs little throughput.
 
+Scraped samples (``await writer.write_samples(table)``) go through the same thread, each in its
+own transaction after the span group it arrived with.
+
 The writer also keeps the span metrics and the de-duplication window in step with what is
 committed, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
 """
@@ -37,6 +40,13 @@ class WriterUnavailable(RuntimeError):
 @dataclass
 class _Pending:
     batch: SpanBatch
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass
+class _Samples:
+    table: pa.Table
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
@@ -86,6 +96,17 @@ class SpanWriter:
         self._queue.put(_Pending(batch, fut, loop))
         await fut
 
+    async def write_samples(self, table: pa.Table) -> None:
+        """Commit scraped samples (the ``samples`` table's columns); raises ``WriterUnavailable``."""
+        if table.num_rows == 0:
+            return
+        if not self._thread.is_alive():
+            raise WriterUnavailable("the writer has stopped")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.put(_Samples(table, fut, loop))
+        await fut
+
     # --- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
         stopping = False
@@ -97,7 +118,13 @@ class SpanWriter:
                 continue
             if item is _STOP:
                 break
+            if isinstance(item, _Samples):
+                self._commit_samples(item)
+                if time.monotonic() - self._snapshot_at >= self.snapshot_every:
+                    self._snapshot()
+                continue
             group = [item]
+            samples: list[_Samples] = []  # met while grouping: committed after the spans
             n = item.batch.table.num_rows
             while n < self.max_group_spans:
                 try:
@@ -107,9 +134,14 @@ class SpanWriter:
                 if item is _STOP:
                     stopping = True  # commit what is already queued, then stop
                     break
+                if isinstance(item, _Samples):
+                    samples.append(item)
+                    continue
                 group.append(item)
                 n += item.batch.table.num_rows
             self._commit(group)
+            for item in samples:
+                self._commit_samples(item)
             if time.monotonic() - self._snapshot_at >= self.snapshot_every:
                 self._snapshot()
         self._snapshot()
@@ -148,6 +180,15 @@ class SpanWriter:
         for p in group:
             p.loop.call_soon_threadsafe(_settle, p.future, error)
 
+    def _commit_samples(self, item: _Samples) -> None:
+        error: BaseException | None = None
+        try:
+            self.store.append_samples(item.table)
+        except Exception as e:
+            log.error("commit of %d scraped samples failed: %s", item.table.num_rows, e)
+            error = e
+        item.loop.call_soon_threadsafe(_settle, item.future, error)
+
     def _snapshot(self) -> None:
         self._snapshot_at = time.monotonic()
         if not self._dirty:
@@ -182,4 +223,4 @@ def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
     if error is None:
         fut.set_result(None)
     else:
-        fut.set_exception(WriterUnavailable(f"could not store spans: {error}"))
+        fut.set_exception(WriterUnavailable(f"could not store: {error}"))

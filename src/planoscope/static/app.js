@@ -139,7 +139,7 @@ function buildGrid() {
     el.dataset.panel = p.id;
     el.style.gridColumn = `${x + 1} / span ${w}`;
     el.style.gridRow = `${y + 1} / span ${h}`;
-    el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span></header>
+    el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span><span class="targets"></span></header>
       <div class="body"></div><div class="legend"></div>`;
     el.querySelector("h2").textContent = p.title;
     el.querySelector(".info").title = p.description + "\nReference PromQL: " + p.promql.join("\n");
@@ -195,6 +195,7 @@ function renderTimeseries(view, data, body, legend) {
   const aligned = alignData(data.series);
   const key = data.series.map((s) => s.name).join("\u0000");
   const hidden = state.hidden.get(def.id) || new Set();
+  view.range = [data.start, data.end];  // the whole range, even where a series has no points
   if (view.plot && view.key === key) {
     view.plot.setData(aligned);
   } else {
@@ -214,7 +215,7 @@ function renderTimeseries(view, data, body, legend) {
       width: chart.clientWidth || 400, height: chart.clientHeight || 200,
       series, legend: { show: false },
       cursor: { sync: { key: "planoscope" }, focus: { prox: 24 }, points: { size: 6 } },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
+      scales: { x: { time: true, range: () => view.range }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       axes: [
         { stroke: "#8e9099", grid: { stroke: "rgba(204,204,220,0.07)" }, ticks: { stroke: "rgba(204,204,220,0.1)" },
           values: timeTicks },
@@ -331,6 +332,7 @@ async function refresh() {
     const body = await r.json();
     if (!r.ok) throw new Error(body.detail || r.statusText);
     for (const p of body.panels) renderPanel(state.views.get(p.id), p);
+    await renderTargets(ctl.signal);
     $("#empty").hidden = body.spans_stored > 0;
     document.body.dataset.loaded = String(Date.now());
     document.body.dataset.step = String(body.step);
@@ -341,6 +343,40 @@ async function refresh() {
     if (e.name !== "AbortError") showError(`Could not load the dashboard: ${e.message}`);
   } finally {
     if (state.inflight === ctl) { state.inflight = null; $("#refresh-now").classList.remove("spinning"); }
+  }
+}
+
+// --- scrape targets' health, in the header of the panels drawn from scraped samples ----------
+function targetText(t, now) {
+  const ago = t.last_scrape == null ? "" : ` · ${fmtAgo(now - t.last_scrape)}`;
+  if (t.up === null) return `${t.label} · not scraped yet`;
+  return t.up ? `${t.label} up${ago}` : `${t.label} down: ${t.last_error}${ago}`;
+}
+
+function fmtAgo(s) {
+  if (s < 60) return `${Math.max(0, Math.round(s))} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+async function renderTargets(signal) {
+  const r = await fetch("api/v1/targets", { signal });
+  if (!r.ok) return;
+  const targets = await r.json();
+  const now = Date.now() / 1000;
+  for (const view of state.views.values()) {
+    if (view.def.source !== "scrape") continue;
+    const box = view.el.querySelector(".targets");
+    box.innerHTML = "";
+    for (const t of targets) {
+      const pill = document.createElement("span");
+      pill.className = `target ${t.up === null ? "pending" : t.up ? "up" : "down"}`;
+      pill.dataset.target = t.label;
+      pill.textContent = targetText(t, now);
+      pill.title = `${t.url}\n` + (t.last_duration_s == null ? "" : `last scrape took ${fmtNumber(t.last_duration_s * 1000)} ms, `)
+        + `${t.samples_last_scrape} samples` + (t.last_error ? `\nerror: ${t.last_error}` : "");
+      box.appendChild(pill);
+    }
   }
 }
 

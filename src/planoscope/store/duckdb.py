@@ -64,6 +64,11 @@ class DuckDBStore:
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS planoscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
         )
+        # Scraped Prometheus samples; Labels is one JSON object, as the span attributes are.
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS samples (Timestamp TIMESTAMP NOT NULL, Target VARCHAR NOT NULL,"
+            " MetricName VARCHAR NOT NULL, Labels VARCHAR NOT NULL, Value DOUBLE NOT NULL)"
+        )
         self._insert_sql = insert_sql()
 
     # --- reads: any thread --------------------------------------------------------------
@@ -94,6 +99,15 @@ class DuckDBStore:
                 raise
         finally:
             con.unregister("_batch")
+
+    def append_samples(self, rows: pa.Table) -> None:
+        """Append scraped samples (the columns of ``samples``, in order) in one transaction."""
+        con = self._con
+        con.register("_samples", rows)
+        try:
+            con.execute("INSERT INTO samples SELECT * FROM _samples")
+        finally:
+            con.unregister("_samples")
 
     # Span-metric totals are snapshotted every few seconds with a watermark: the IngestedAt of the
     # last commit they include. On start, the spans ingested after the watermark are replayed on
