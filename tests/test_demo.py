@@ -114,6 +114,14 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     assert envoy.family_types()["envoy_wasmcustom_request_latency"] == "histogram"
     assert envoy.value("envoy_wasmcustom_request_latency_count", {}) > 0
     assert envoy.value("envoy_wasmcustom_ratelimited_rq_total", {}) >= 0
+    # The demo's server scrapes its fake Envoy (at once, then every 15 s).
+    for _ in range(50):
+        (target,) = srv.get("/api/v1/targets").json()
+        if target["up"] is not None:
+            break
+        time.sleep(0.2)
+    assert (target["label"], target["url"], target["up"]) == ("envoy", srv.envoy_url, True), target
+    assert target["samples_last_scrape"] > 0
 
     out = "\n".join(srv.lines("out"))
     assert "simulating Plano: 20 requests/s (llm 70%, agent 30%), seed 4, OTLP/grpc" in out

@@ -43,7 +43,8 @@ class FakeTarget:
                     body, code = target.text().encode(), 200
                 self.send_response(code)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
+                if mode != "huge":  # a huge body's length is not announced: the cap must count
+                    self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 try:
                     self.wfile.write(body)
@@ -265,3 +266,36 @@ def test_bad_requests(server_factory, tmp_path):
     assert r.status_code == 404 and "GET /api/v1/metrics" in r.json()["detail"]
     r = httpx.get(srv.web_url + "/api/v1/metrics/nope/rate", params={"step": "-1"})
     assert r.status_code == 400
+
+
+# --- in-process: the parser and the rate, on their own ------------------------------------------
+
+def test_parse_keeps_envoy_names_and_filters():
+    from planoscope.scraper import parse
+
+    text = FakeTarget.text(type("T", (), {"counter": 4})()) + (
+        "# TYPE envoy_wasmcustom_done_total counter\n"
+        "envoy_wasmcustom_done_total{} 9\n"
+        "envoy_wasmcustom_untyped{a=\"x\",b=\"y\"} 1.5\n")
+    got = parse(text, ["envoy_wasmcustom_*"])
+    assert (RL, "{}", 4.0) in got  # not renamed to ..._total
+    assert ("envoy_wasmcustom_done_total", "{}", 9.0) in got  # declared with _total: kept
+    assert ("envoy_wasmcustom_untyped", '{"a":"x","b":"y"}', 1.5) in got
+    assert ("envoy_wasmcustom_request_latency_bucket", '{"le":"+Inf"}', 3.0) in got
+    assert not [r for r in got if r[0].startswith("envoy_cluster")]
+    assert len(parse(text, ["*"])) == len(got) + 1
+    with pytest.raises(ValueError):
+        parse("<html>nope</html>", ["*"])
+
+
+def test_counter_rate_across_a_reset():
+    from planoscope.query import counter_rate
+
+    samples = [(100.0, 10), (115.0, 40), (130.0, 5), (145.0, 20)]  # 40 → 5: a restart
+    assert counter_rate(samples, 100, 145, 15) == {1: 2.0, 2: 5 / 15, 3: 1.0}
+    # A step shorter than the scrape interval repeats the last interval's rate.
+    assert counter_rate(samples, 130, 140, 5) == {0: 5 / 15, 1: 5 / 15, 2: 5 / 15}
+    # A longer step spans several samples, resets included: (30 + 5 + 15) / 45.
+    assert counter_rate(samples, 145, 145, 60) == {0: 50 / 45}
+    # Stale: nothing drawn 5 minutes after the last sample.
+    assert counter_rate(samples, 146 + 300, 146 + 300, 15) == {}

@@ -207,7 +207,8 @@ function renderTimeseries(view, data, body, legend) {
         const stroke = colorFor(def, i, s.name);
         return {
           label: s.name, stroke, width: 2, show: !hidden.has(s.name), spanGaps: false,
-          fill: def.color ? stroke + "26" : stroke + "14", points: { show: false },
+          fill: def.color ? stroke + "26" : stroke + "14",
+          points: def.source === "scrape" ? { size: 5 } : { show: false },  // sparse samples: uPlot shows the points
           value: (u, v) => fmtUnit(v, def.unit),
         };
       }));
