@@ -109,7 +109,13 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     assert sum(llm_calls) > 0 and len({lb["llm_model"] for lb in metrics.series("calls_total")
                                        if lb["service_name"] == "plano(llm)"}) >= 2
 
-    envoy = Metrics(httpx.get(srv.envoy_url, timeout=10).text)
+    # The fake Envoy counts live calls only (not the backfilled past) as they end: wait for some.
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < DATA_TIMEOUT_S:
+        envoy = Metrics(httpx.get(srv.envoy_url, timeout=10).text)
+        if envoy.value("envoy_wasmcustom_request_latency_count", {}) > 0:
+            break
+        time.sleep(0.5)
     assert envoy.family_types()["envoy_wasmcustom_ratelimited_rq"] == "counter"
     assert envoy.family_types()["envoy_wasmcustom_request_latency"] == "histogram"
     assert envoy.value("envoy_wasmcustom_request_latency_count", {}) > 0

@@ -561,12 +561,12 @@ class Player:
         self._pending: list[tuple[int, int, str, Span]] = []  # heap by end time
         self._seq = itertools.count()
 
-    def _enqueue(self, traces: list[Trace]) -> None:
+    def _enqueue(self, traces: list[Trace], envoy: bool = True) -> None:
         self.traces += len(traces)
         for trace in traces:
             for service, span in trace.spans:
                 heapq.heappush(self._pending, (span.end_time_unix_nano, next(self._seq), service, span))
-            if self.envoy is not None:
+            if envoy and self.envoy is not None:
                 self.envoy.track(trace.calls)
 
     async def _flush(self, now_ns: int) -> None:
@@ -586,11 +586,14 @@ class Player:
 
     async def run(self, stop: asyncio.Event, backfill_s: float = 0) -> None:
         """Play until ``stop`` is set, after first sending the last ``backfill_s`` seconds of traffic."""
-        next_s = self.clock() // 1_000_000_000 - int(backfill_s)
+        live_s = self.clock() // 1_000_000_000
+        next_s = live_s - int(backfill_s)
         while True:
             now = self.clock()
             while next_s <= now // 1_000_000_000:
-                self._enqueue(self.sim.second(next_s))
+                # A backfilled past was never seen by this Envoy, whose counters start now: counting
+                # it would show as one burst of rate-limited requests at the first scrape.
+                self._enqueue(self.sim.second(next_s), envoy=next_s >= live_s)
                 next_s += 1
                 if len(self._pending) >= 4 * self.max_batch:  # backfilling: send as we go
                     await self._flush(now)
