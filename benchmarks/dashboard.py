@@ -557,7 +557,7 @@ def report_size(n: int, figures: dict) -> None:
                   fmt_ms(http["times"]) + f", {http['bytes'] / 1024:,.0f} KiB",
                   f"{one['first'] * 1e3:,.0f} / {http['first'] * 1e3:,.0f} ms")
     console.print(t)
-    console.print(f"(planoscope serve started on this data in {f['http']['startup_s']:.1f} s; the server runs threads=1)")
+    console.print(f"(planoscope serve started on this data in {f['http']['startup_s']:.1f} s; the server runs DuckDB's default, one thread per core)")
 
     console.print("CPU time of this process / wall time of a refresh, median: " + ", ".join(
         f"{name} t={th} {statistics.median(c / w for c, w in zip(r['cpu'], r['totals'])):.2f}"
