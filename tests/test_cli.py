@@ -331,3 +331,20 @@ def test_version(runs):
     run, _ = runs["version"]
     assert run.returncode == 0, run
     assert __version__ in run.stdout
+
+
+def test_a_non_loopback_listen_address_is_refused_without_insecure(tmp_path):
+    cmd = [sys.executable, "-m", "planoscope", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "0.0.0.0:0",
+           "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--scrape", ""]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run
+    lines = [ln for ln in run.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "refusing to serve the UI, API and /metrics on 0.0.0.0:0" in lines[0], run.stderr
+    assert "--insecure" in lines[0] and "ready" not in run.stdout
+
+
+def test_insecure_serves_on_every_interface_with_a_warning(server_factory, tmp_path):
+    srv = server_factory(tmp_path / "d", "--listen", "0.0.0.0:0", "--insecure")
+    assert srv.web_url.startswith("http://0.0.0.0:")
+    assert any("without authentication (--insecure)" in ln for ln in srv.lines("err"))
+    assert srv.healthz()["status"] == "ok"

@@ -5,6 +5,7 @@ down in reverse (receivers stop taking requests, then the writer drains, then th
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from .ingest import Ingest
 from .receiver.grpc import GrpcReceiver
 from .receiver.http import otlp_http_app
 from .scraper import Scraper
-from .settings import Settings, scrape_target
+from .settings import Settings, split_address, scrape_target
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore, StoreError
 from .web import create_web_app
@@ -67,6 +68,7 @@ class Planoscope:
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
 
+        _check_exposure(s)
         # Bind every port before serving anything, so a taken port fails the start cleanly.
         web_sock = bind(s.listen, "the UI, API and /metrics")
         stack.callback(web_sock.close)
@@ -92,3 +94,25 @@ class Planoscope:
             "otlp_http": bound_address(http_sock),
             "listen": bound_address(web_sock),
         }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _check_exposure(s: Settings) -> None:
+    """Secure by default: the UI and API show every trace, so they stay on loopback unless told."""
+    host = split_address(s.listen)[0]
+    if _is_loopback(host):
+        return
+    if not s.insecure:
+        raise StartupError(
+            f"refusing to serve the UI, API and /metrics on {s.listen} without authentication: anyone who can "
+            "reach it reads every trace. Listen on 127.0.0.1 (and put an authenticating proxy in front), "
+            "or pass --insecure (PLANOSCOPE_INSECURE=true) to serve it anyway")
+    log.warning("serving the UI, API and /metrics on %s without authentication (--insecure)", s.listen)

@@ -29,8 +29,12 @@ def settings_options(func):
     may be repeated (``--scrape A --scrape B``), each value comma-separated or not."""
     for name, field in reversed(list(Settings.model_fields.items())):
         help_text = f"{field.description} [default: {_default_text(field.default)}; env: {env_name(name)}]"
+        flag = "--" + name.replace("_", "-")
+        if isinstance(field.default, bool):  # a switch: --insecure, no value
+            func = click.option(flag, name, is_flag=True, flag_value=True, default=None, help=help_text)(func)
+            continue
         many = isinstance(field.default, list)
-        func = click.option("--" + name.replace("_", "-"), name, default=None, metavar="VALUE",
+        func = click.option(flag, name, default=None, metavar="VALUE",
                             multiple=many, help=help_text + (" (repeatable)" if many else ""))(func)
     return click.option(
         "--config", "config_file", type=click.Path(path_type=Path), default=None,

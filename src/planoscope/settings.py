@@ -108,6 +108,9 @@ class Settings(BaseModel):
         ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all).")
     scrape_max_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails.")
+    insecure: bool = Field(
+        False, description="Serve the UI, the API and /metrics on a non-loopback --listen address without "
+        "authentication (refused otherwise: anyone who can reach the port reads every trace).")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("metrics_buckets_ms")
