@@ -87,24 +87,21 @@ class SpanWriter:
 
     async def write(self, batch: SpanBatch) -> None:
         """Commit ``batch``; returns once durable, raises ``WriterUnavailable`` if it is not."""
-        if batch.table.num_rows == 0:
-            return
-        if not self._thread.is_alive():
-            raise WriterUnavailable("the writer has stopped")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.put(_Pending(batch, fut, loop))
-        await fut
+        if batch.table.num_rows:
+            await self._submit(_Pending, batch)
 
     async def write_samples(self, table: pa.Table) -> None:
         """Commit scraped samples (the ``samples`` table's columns); raises ``WriterUnavailable``."""
-        if table.num_rows == 0:
-            return
+        if table.num_rows:
+            await self._submit(_Samples, table)
+
+    async def _submit(self, kind: type, payload) -> None:
+        """Queue a job for the writer thread and wait until it has been committed."""
         if not self._thread.is_alive():
             raise WriterUnavailable("the writer has stopped")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._queue.put(_Samples(table, fut, loop))
+        self._queue.put(kind(payload, fut, loop))
         await fut
 
     # --- the writer thread -------------------------------------------------------------
