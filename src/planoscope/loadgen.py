@@ -9,88 +9,31 @@ server's.
 from __future__ import annotations
 
 import asyncio
-import gzip as gzip_mod
 import os
-import random
 import time
 from dataclasses import dataclass, field
 
-import grpc
 import numpy as np
-import httpx
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-MODELS = [("gpt-4o", "openai"), ("gpt-4o-mini", "openai"), ("claude-sonnet-4", "anthropic"),
-          ("llama-3.1-70b", "groq")]
-
-
-def key_value(key: str, value) -> KeyValue:
-    """An OTLP attribute from a Python bool, int, float or str."""
-    if isinstance(value, bool):
-        return KeyValue(key=key, value=AnyValue(bool_value=value))
-    if isinstance(value, int):
-        return KeyValue(key=key, value=AnyValue(int_value=value))
-    if isinstance(value, float):
-        return KeyValue(key=key, value=AnyValue(double_value=value))
-    return KeyValue(key=key, value=AnyValue(string_value=value))
-
-
-def _llm_attrs(rng: random.Random) -> list[KeyValue]:
-    model, provider = rng.choice(MODELS)
-    prompt, completion = rng.randint(50, 4000), rng.randint(10, 1500)
-    return [key_value(k, v) for k, v in [
-        ("llm.model", model), ("llm.provider", provider), ("llm.is_streaming", rng.random() < 0.7),
-        ("llm.time_to_first_token", rng.randint(80, 900)), ("llm.usage.prompt_tokens", prompt),
-        ("llm.usage.completion_tokens", completion), ("llm.usage.total_tokens", prompt + completion),
-        ("llm.usage.total_cost_usd", round((prompt * 2.5 + completion * 10) / 1e6, 6)),
-        ("http.method", "POST"), ("http.status_code", 200), ("http.target", "/v1/chat/completions"),
-        ("plano.session_id", f"sess-{rng.randint(1, 5000):05d}"), ("plano.route.name", "default"),
-        ("llm.duration_ms", rng.randint(200, 9000)), ("llm.response_bytes", rng.randint(200, 40000)),
-    ]]
-
+from .otlp import OtlpSender
 
 def template_request(spans: int, seed: int = 1) -> ExportTraceServiceRequest:
-    """A request of ``spans`` Plano-shaped spans (~15 attributes each), mostly LLM calls."""
-    rng = random.Random(seed)
-    req = ExportTraceServiceRequest()
-    groups = {}
-    for service in ("plano(llm)", "plano(routing)", "plano(agent)", "plano(orchestrator)"):
-        rs = req.resource_spans.add()
-        rs.resource.attributes.extend([key_value("service.name", service), key_value("telemetry.sdk.language", "rust")])
-        ss = rs.scope_spans.add()
-        ss.scope.name = "brightstaff"
-        groups[service] = ss
-    now = time.time_ns()
-    for i in range(spans):
-        r = rng.random()
-        service = ("plano(llm)" if r < 0.7 else "plano(routing)" if r < 0.85
-                   else "plano(agent)" if r < 0.95 else "plano(orchestrator)")
-        s = groups[service].spans.add()
-        s.start_time_unix_nano = now
-        s.end_time_unix_nano = now + int(rng.lognormvariate(6.5, 0.8) * 1e6)
-        if service == "plano(llm)":
-            s.name = "POST /v1/chat/completions " + rng.choice(MODELS)[0]
-            s.kind = 3
-            s.attributes.extend(_llm_attrs(rng))
-        elif service == "plano(routing)":
-            s.name = "POST /v1/chat/completions"
-            s.kind = 2
-            s.attributes.extend([key_value("routing.strategy", "preference"), key_value("plano.route.name", "code"),
-                                 key_value("http.method", "POST"), key_value("http.status_code", 200)])
-        elif service == "plano(agent)":
-            agent = rng.choice(["weather", "flights", "hotels"])
-            s.name = f"{agent} /v1/chat/completions"
-            s.attributes.extend([key_value("agent_id", agent), key_value("message_count", rng.randint(1, 20))])
-        else:
-            s.name = "POST /agents/v1/chat/completions"
-            s.kind = 2
-            s.attributes.extend([key_value("selection.listener", "travel"), key_value("selection.agent_count", 3),
-                                 key_value("selection.agents", "weather,flights,hotels")])
+    """``spans`` spans of simulated Plano traffic (the traces ending last), in one request."""
+    from .simulate import Simulation, export_request  # simulate uses otlp; no cycle at import
+
+    sim = Simulation(rate=20, seed=seed, steady=True)
+    now_s = time.time_ns() // 1_000_000_000
+    picked, second = [], now_s - 3600
+    while len(picked) < spans:
+        for trace in sim.second(second):
+            picked.extend(trace.spans)
+        second += 1
+    req = export_request(picked[:spans])
+    shift = now_s * 1_000_000_000 - max(s.end_time_unix_nano for s in _spans_of(req))
+    for s in _spans_of(req):
+        s.start_time_unix_nano += shift
+        s.end_time_unix_nano += shift
     return req
 
 
@@ -99,36 +42,34 @@ def _spans_of(req: ExportTraceServiceRequest) -> list:
 
 
 class RequestFactory:
-    """Serialized copies of a template request, each with fresh random span and trace ids.
+    """Serialized copies of a request of simulated Plano traffic, each with fresh random ids.
 
-    The template is serialized once with unique placeholder ids; each copy overwrites the 24 id
-    bytes of every span in place (one numpy scatter), so making a 512-span request costs tens of
-    microseconds and the load generator leaves the CPU to the server it measures.
+    The template is serialized once; each copy overwrites every id in place (one numpy scatter),
+    so making a 512-span request costs tens of microseconds and the load generator leaves the
+    CPU to the server it measures.
     """
 
     def __init__(self, spans: int, seed: int = 1):
         req = template_request(spans, seed)
-        rng = random.Random(seed)
-        now = time.time_ns()
-        for s in _spans_of(req):
-            dur = s.end_time_unix_nano - s.start_time_unix_nano
-            s.trace_id, s.span_id = rng.randbytes(16), rng.randbytes(8)
-            s.start_time_unix_nano, s.end_time_unix_nano = now - dur, now
         body = req.SerializeToString()
-        positions = []
-        for s in _spans_of(req):
-            for ident in (s.trace_id, s.span_id):
-                at = body.find(ident)
-                if at < 0 or body.find(ident, at + 1) >= 0:
-                    raise RuntimeError("placeholder id is not unique in the serialized template")
-                positions.append(np.arange(at, at + len(ident)))
-        self.spans = spans
+        # Every id, wherever it stands (a span's own, its children's parent, its trace's other
+        # spans), gets the same fresh bytes in a copy: the trees stay whole.
+        ids = dict.fromkeys(i for s in _spans_of(req) for i in (s.trace_id, s.span_id))
+        dst, src, offset = [], [], 0
+        for ident in ids:
+            at = body.find(ident)
+            while at >= 0:
+                dst.append(np.arange(at, at + len(ident)))
+                src.append(np.arange(offset, offset + len(ident)))
+                at = body.find(ident, at + len(ident))
+            offset += len(ident)
+        self.spans = sum(1 for _ in _spans_of(req))
         self._template = np.frombuffer(body, dtype=np.uint8)
-        self._index = np.concatenate(positions)
+        self._dst, self._src, self._fresh = np.concatenate(dst), np.concatenate(src), offset
 
     def make(self) -> bytes:
         out = self._template.copy()
-        out[self._index] = np.frombuffer(os.urandom(len(self._index)), dtype=np.uint8)
+        out[self._dst] = np.frombuffer(os.urandom(self._fresh), dtype=np.uint8)[self._src]
         return out.tobytes()
 
 
@@ -145,55 +86,6 @@ class LoadResult:
     @property
     def acked_per_s(self) -> float:
         return self.acknowledged / self.seconds if self.seconds else 0.0
-
-
-class OtlpSender:
-    """One OTLP client (gRPC or HTTP/protobuf) that sends serialized requests and classifies the
-    answers as the exporters of the OpenTelemetry SDKs do: ok, retryable or fatal."""
-
-    def __init__(self, target: str, protocol: str, gzip: bool):
-        self.protocol = protocol
-        self.gzip = gzip
-        if protocol == "grpc":
-            self.channel = grpc.aio.insecure_channel(
-                target, options=[("grpc.max_send_message_length", 64 << 20)],
-                compression=grpc.Compression.Gzip if gzip else None)
-            self.export = self.channel.unary_unary(EXPORT_METHOD)
-        else:
-            self.url = target if target.startswith("http") else f"http://{target}/v1/traces"
-            self.client = httpx.AsyncClient(timeout=30)
-
-    async def send(self, body: bytes) -> tuple[str, int]:
-        """('ok'|'retryable'|'fatal', rejected spans)."""
-        if self.protocol == "grpc":
-            try:
-                raw = await self.export(body, timeout=30)
-            except grpc.aio.AioRpcError as e:
-                code = e.code()
-                retry = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED)
-                return ("retryable" if retry else "fatal:" + code.name), 0
-            resp = ExportTraceServiceResponse.FromString(raw)
-            return "ok", resp.partial_success.rejected_spans
-        headers = {"Content-Type": "application/x-protobuf"}
-        if self.gzip:
-            body = gzip_mod.compress(body, 1)
-            headers["Content-Encoding"] = "gzip"
-        try:
-            r = await self.client.post(self.url, content=body, headers=headers)
-        except httpx.TransportError:
-            return "retryable", 0
-        if r.status_code in (429, 502, 503, 504):
-            return "retryable", 0
-        if r.status_code != 200:
-            return f"fatal:HTTP {r.status_code}", 0
-        return "ok", ExportTraceServiceResponse.FromString(r.content).partial_success.rejected_spans
-
-    async def close(self) -> None:
-        if self.protocol == "grpc":
-            await self.channel.close()
-        else:
-            await self.client.aclose()
 
 
 async def run_load(target: str, protocol: str = "grpc", spans: int | None = None,

@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
-from .loadgen import key_value as kv
-from .loadgen import OtlpSender
+from .otlp import OtlpSender
+from .otlp import key_value as kv
 
 log = logging.getLogger("planoscope.simulate")
 
