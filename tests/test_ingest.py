@@ -392,7 +392,7 @@ def ingested(module_server_factory, tmp_path_factory):
 # --------------------------------------------------------------------------------------------
 
 def test_table_has_the_clickhouse_exporter_columns_then_typed_columns(ingested):
-    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["IngestedAt"]
+    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["TraceKey", "IngestedAt"]
 
 
 def test_every_span_is_stored_exactly_once(ingested):
@@ -401,6 +401,12 @@ def test_every_span_is_stored_exactly_once(ingested):
     assert len(sent) == len(TRANSPORTS) * len(SPECS)
     assert set(stored) == sent
     assert ingested["health"]["spans_written"] == len(sent)
+
+
+def test_trace_key_is_the_last_8_bytes_of_the_trace_id(ingested):
+    assert ingested["rows"]
+    for row in ingested["rows"]:
+        assert row["TraceKey"] == int.from_bytes(bytes.fromhex(row["TraceId"])[8:], "big"), row["TraceId"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -9,11 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from .panels import BY_ID, PANELS, ScrapedRate
+from .panels import BY_ID, PANELS, ScrapedRate, drilldown
 from .query import (QueryError, check_bounds, default_step, evaluate, evaluate_all, scraped_metrics, scraped_rate,
                     scraped_samples)
 from .scraper import Scraper
 from .store import DuckDBStore
+from .traces import (MAX_LIMIT, TraceQueryError, TraceSearch, facets, get_trace, parse_attribute,
+                     parse_duration_ms, search)
 
 
 class PanelInfo(BaseModel):
@@ -26,6 +28,9 @@ class PanelInfo(BaseModel):
     color: str | None
     promql: list[str] = Field(description="what the reference stack's Grafana panel queries")
     source: str = Field(description="spans, or scrape: the panel shows scraped samples (see /api/v1/targets)")
+    drilldown: dict | None = Field(description="how a point or series maps to a trace search (GET /api/v1/traces): "
+                                               "filters for every series, plus the filter `by` taking the value of "
+                                               "series label `label`, or per-series filters `series`; `sort`")
 
 
 class Series(BaseModel):
@@ -80,6 +85,33 @@ class MetricData(BaseModel):
     series: list[Series]
 
 
+class TraceSummary(BaseModel):
+    trace_id: str
+    start: float = Field(description="start of the trace's earliest span, unix seconds")
+    duration_ms: float = Field(description="earliest span start to latest span end")
+    span_count: int
+    error_count: int = Field(description="spans with status Error")
+    root_service: str = Field(description="service of the root span (the earliest span when the root is missing)")
+    root_name: str
+    has_root: bool = Field(description="false while the root span has not arrived")
+    services: list[str]
+    models: list[str] = Field(description="LLM models the trace called")
+    tokens: int | None = Field(description="total LLM tokens, when the spans report usage")
+    cost_usd: float | None
+
+
+class TraceSearchResult(BaseModel):
+    traces: list[TraceSummary]
+    total: int = Field(description="matching traces in the range (all pages)")
+    limit: int
+    offset: int
+
+
+class FacetValue(BaseModel):
+    value: str
+    spans: int
+
+
 Start = Annotated[float | None, Query(description="Range start, unix seconds. Default: end - 1 h.")]
 End = Annotated[float | None, Query(description="Range end, unix seconds. Default: now.")]
 Step = Annotated[float | None, Query(gt=0, description="Seconds between points. Default: ~250 points over the range.")]
@@ -112,7 +144,7 @@ def create_api(store: DuckDBStore, scraper: Scraper | None = None) -> APIRouter:
         return [
             {"id": p.id, "title": p.title, "unit": p.unit, "kind": p.kind, "grid": p.grid,
              "description": p.description, "color": p.color, "promql": [t.expr for t in p.targets],
-             "source": "scrape" if isinstance(p.query, ScrapedRate) else "spans"}
+             "source": "scrape" if isinstance(p.query, ScrapedRate) else "spans", "drilldown": drilldown(p)}
             for p in PANELS
         ]
 
@@ -169,5 +201,57 @@ def create_api(store: DuckDBStore, scraper: Scraper | None = None) -> APIRouter:
         except QueryError as e:
             raise HTTPException(400, str(e)) from None
         return {"metric": name, "start": start, "end": end, "series": series}
+
+    @api.get("/traces", response_model=TraceSearchResult, tags=["traces"])
+    def find_traces(
+        start: Start = None, end: End = None,
+        service: Annotated[str | None, Query(description="service.name of a span, e.g. plano(llm)")] = None,
+        name: Annotated[str | None, Query(description="span name")] = None,
+        model: Annotated[str | None, Query(description="LLM model (llm.model or gen_ai.request.model)")] = None,
+        agent: Annotated[str | None, Query(description="agent_id")] = None,
+        errors: Annotated[bool, Query(description="only spans with status Error")] = False,
+        min_duration: Annotated[str | None, Query(description="span duration at least, e.g. 250ms, 1.5s")] = None,
+        max_duration: Annotated[str | None, Query(description="span duration at most")] = None,
+        attr: Annotated[list[str], Query(description="key=value (equal) or key (present), span or resource "
+                                                      "attribute; repeat for several")] = [],  # noqa: B006
+        trace_id: Annotated[str | None, Query(description="32 hex digits")] = None,
+        sort: Annotated[str, Query(description="start or duration (of the whole trace)")] = "start",
+        order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc: newest or longest first")] = "desc",
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict:
+        """Traces with a span that started in ``[start, end]`` and matches every filter given (as
+        Jaeger searches: the filters hold on one span). Each row summarises the whole trace."""
+        start, end, _ = _range(start, end, None)
+        try:
+            q = TraceSearch(
+                start, end, service=service, name=name, model=model, agent=agent, errors_only=errors,
+                min_duration_ms=None if min_duration is None else parse_duration_ms(min_duration, "min_duration"),
+                max_duration_ms=None if max_duration is None else parse_duration_ms(max_duration, "max_duration"),
+                attributes=[parse_attribute(a) for a in attr], trace_id=trace_id, sort=sort,
+                descending=order == "desc", limit=limit, offset=offset)
+            return search(store, q)
+        except TraceQueryError as e:
+            raise HTTPException(400, str(e)) from None
+
+    @api.get("/traces/facets", response_model=dict[str, list[FacetValue]], tags=["traces"])
+    def trace_facets(start: Start = None, end: End = None) -> dict:
+        """The values each search filter can take in the range (services, span names, models,
+        agents), most frequent first, for the search form's pickers."""
+        return facets(store, *_range(start, end, None)[:2])
+
+    @api.get("/traces/{trace_id}", tags=["traces"],
+             responses={200: {"description": "The trace as an OTLP/JSON ExportTraceServiceRequest: "
+                                             "resourceSpans, scopeSpans, spans (hex ids, int64 as strings)"}})
+    def trace(trace_id: Annotated[str, Path(description="32 hex digits")]) -> dict:
+        """Every stored span of one trace, in the OTLP/JSON shape other tools consume. Attribute
+        values come back as strings (they are stored as the ClickHouse exporter stores them)."""
+        try:
+            found = get_trace(store, trace_id)
+        except TraceQueryError as e:
+            raise HTTPException(400, str(e)) from None
+        if found is None:
+            raise HTTPException(404, f"no span of trace {trace_id.lower()} is stored")
+        return found
 
     return api

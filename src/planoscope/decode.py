@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from .schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
+from .schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS, trace_keys
 
 MAX_ERROR_MESSAGES = 5
 _ZERO_TRACE = bytes(16)
@@ -331,6 +331,7 @@ class Decoder:
         for _, typ, _, keys in TYPED_COLUMNS:
             values = [xspan[self._slot[k]] for k in keys]
             columns.append(cast(values[0] if len(values) == 1 else pc.coalesce(*values), typ))
+        columns.append(trace_keys(columns[1]))
         dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
         return SpanBatch(table, c["keys"], dimensions=dims, rejected=c["rejected"], errors=c["errors"])

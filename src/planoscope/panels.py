@@ -132,3 +132,28 @@ PANELS: tuple[Panel, ...] = (
 )
 
 BY_ID = {p.id: p for p in PANELS}
+
+# The trace search filter (``/api/v1/traces``) that stands for each column a panel groups on.
+SEARCH_FILTER = {"LlmModel": "model", "AgentId": "agent", "ServiceName": "service"}
+
+
+def drilldown(panel: Panel) -> dict | None:
+    """How a point or series of ``panel`` maps to a trace search (the UI's drill-down):
+    ``filters`` hold for every series; ``by`` names the search filter that takes the value of
+    the series label ``label``; ``series`` gives per-series filters by series name; ``sort``
+    orders the traces (the latency panel opens the slowest first)."""
+    q = panel.query
+    if isinstance(q, SpanRate):
+        if not q.by:
+            return {"filters": {}, "series": {n: {"service": s} for n, s in zip(q.names, q.services)}}
+        return {"filters": {"service": q.services[0]} if len(q.services) == 1 else {},
+                "by": SEARCH_FILTER[q.by], "label": q.label}
+    if isinstance(q, LatencyQuantiles):
+        return {"filters": {"service": q.service}, "by": SEARCH_FILTER[q.by], "label": q.label, "sort": "duration"}
+    if isinstance(q, SpanCount):
+        return {"filters": {"service": q.service}, "by": SEARCH_FILTER[q.by], "label": q.label}
+    if isinstance(q, ScrapedRate) and q.metric == "envoy_wasmcustom_ratelimited_rq":
+        # Envoy counts what Plano's rate limiter refused; Plano's LLM span of such a request
+        # carries the 429 it answered.
+        return {"filters": {"service": LLM, "attr": "http.status_code=429"}}
+    return None

@@ -56,6 +56,7 @@ class DuckDBStore:
         self._con.execute("SET checkpoint_threshold = '256MB'")
         self._con.execute(ATTR_MACRO)
         self._con.execute(duckdb_ddl())
+        self._migrate()
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS spanmetrics_state ("
             " series VARCHAR PRIMARY KEY, calls BIGINT NOT NULL, sum_ms DOUBLE NOT NULL,"
@@ -70,6 +71,15 @@ class DuckDBStore:
             " MetricName VARCHAR NOT NULL, Labels VARCHAR NOT NULL, Value DOUBLE NOT NULL)"
         )
         self._insert_sql = insert_sql()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an earlier planoscope up to the current columns."""
+        have = {r[0] for r in self._con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'").fetchall()}
+        if "TraceKey" not in have:  # added with the trace explorer: the look-up key (schema.LOOKUP_COLUMNS)
+            log.info("adding the TraceKey column to the spans stored by an earlier version")
+            self._con.execute('ALTER TABLE otel_traces ADD COLUMN "TraceKey" UBIGINT')
+            self._con.execute("""UPDATE otel_traces SET "TraceKey" = ('0x' || TraceId[17:32])::UBIGINT""")
 
     # --- reads: any thread --------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:

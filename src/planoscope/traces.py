@@ -1,0 +1,273 @@
+"""The trace explorer's queries: find traces (``search``) and fetch one (``get_trace``), in the
+OTLP/JSON shape other tools read (``to_otlp_json``).
+
+A search follows Jaeger's semantics: a trace matches when **one of its spans** matches every
+span filter given (service, span name, model, agent, status, duration, attributes) and started
+in the searched range. Each result summarises the whole trace from its spans that started within
+``TRACE_MARGIN_S`` of its earliest matching span.
+
+A trace is looked up by its ``TraceKey`` (the id's first 8 bytes as an integer, see
+``schema.LOOKUP_COLUMNS``), then its full id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from .schema import SPAN_KINDS, STATUS_CODES, trace_key
+from .store import DuckDBStore
+
+TRACE_MARGIN_S = 600  # spans of a matched trace up to 10 min outside the range count in its summary
+MAX_LIMIT = 500
+SORTS = ("start", "duration")
+
+_HEX_ID = re.compile(r"[0-9a-fA-F]{32}")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*")
+_DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3, None: 1.0}
+
+
+class TraceQueryError(ValueError):
+    """A bad trace id or search filter; the message is meant for the user."""
+
+
+def parse_trace_id(text: str) -> str:
+    """A trace id as stored: 32 lowercase hex digits, not all zero (OTLP's invalid id)."""
+    if not _HEX_ID.fullmatch(text or ""):
+        raise TraceQueryError(f"trace id {text!r} is not 32 hex digits")
+    if set(text) == {"0"}:
+        raise TraceQueryError("the all-zero trace id is invalid (OTLP)")
+    return text.lower()
+
+
+def parse_duration_ms(text: str, what: str = "duration") -> float:
+    """``"250ms"``, ``"1.5s"``, ``"2m"``, ``"300us"``; a bare number is milliseconds."""
+    m = _DURATION.fullmatch(text or "")
+    if not m:
+        raise TraceQueryError(f"{what} {text!r} is not a duration such as 250ms, 1.5s or 2m")
+    return float(m.group(1)) * _DURATION_MS[m.group(2)]
+
+
+def parse_attribute(text: str) -> tuple[str, str | None]:
+    """``key=value`` (the attribute has this value) or ``key`` (the attribute is present)."""
+    key, eq, value = (text or "").partition("=")
+    key = key.strip()
+    if not key:
+        raise TraceQueryError(f"attribute filter {text!r} has no key: write key=value or key")
+    return key, (value if eq else None)
+
+
+@dataclass
+class TraceSearch:
+    """What to find; every field but the range is optional. Durations are in ms."""
+
+    start: float
+    end: float
+    service: str | None = None
+    name: str | None = None
+    model: str | None = None
+    agent: str | None = None
+    errors_only: bool = False
+    min_duration_ms: float | None = None
+    max_duration_ms: float | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    trace_id: str | None = None
+    sort: str = "start"
+    descending: bool = True
+    limit: int = 20
+    offset: int = 0
+
+    def check(self) -> None:
+        if not (math.isfinite(self.start) and math.isfinite(self.end)):
+            raise TraceQueryError("start and end must be finite numbers")
+        if self.end <= self.start:
+            raise TraceQueryError(f"end ({self.end}) must be after start ({self.start})")
+        if self.sort not in SORTS:
+            raise TraceQueryError(f"sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise TraceQueryError(f"limit must be between 1 and {MAX_LIMIT}")
+        if self.offset < 0:
+            raise TraceQueryError("offset must not be negative")
+        lo, hi = self.min_duration_ms, self.max_duration_ms
+        if lo is not None and hi is not None and hi < lo:
+            raise TraceQueryError(f"max duration ({hi} ms) is below min duration ({lo} ms)")
+        if self.trace_id is not None:
+            self.trace_id = parse_trace_id(self.trace_id)
+
+    def span_filter(self) -> tuple[str, list]:
+        """SQL (ANDed conditions on one span) and its parameters."""
+        conds, params = ["Timestamp > ?", "Timestamp <= ?"], [_ts(self.start), _ts(self.end)]
+        for column, value in (("ServiceName", self.service), ("SpanName", self.name),
+                              ("LlmModel", self.model), ("AgentId", self.agent)):
+            if value is not None:
+                conds.append(f"{column} = ?")
+                params.append(value)
+        if self.errors_only:
+            conds.append("StatusCode = 'Error'")
+        if self.min_duration_ms is not None:
+            conds.append("Duration >= ?")
+            params.append(round(self.min_duration_ms * 1e6))
+        if self.max_duration_ms is not None:
+            conds.append("Duration <= ?")
+            params.append(round(self.max_duration_ms * 1e6))
+        for key, value in self.attributes:
+            lookup = "coalesce(attr(SpanAttributes, ?), attr(ResourceAttributes, ?))"
+            conds.append(f"{lookup} IS NOT NULL" if value is None else f"{lookup} = ?")
+            params += [key, key] if value is None else [key, key, value]
+        if self.trace_id is not None:
+            conds.append("TraceKey = ? AND TraceId = ?")
+            params += [trace_key(self.trace_id), self.trace_id]
+        return " AND ".join(conds), params
+
+
+def _ts(unix_s: float) -> datetime:
+    return datetime.fromtimestamp(unix_s, timezone.utc).replace(tzinfo=None)
+
+
+# Ranking groups the matching spans by trace; the page's traces are then summarised from all
+# their spans near the range, found by TraceKey.
+_RANK = """
+SELECT TraceId, TraceKey, epoch_ns(min(Timestamp)) AS first_ns, max(Duration) AS longest, count(*) OVER () AS total
+FROM otel_traces WHERE {where} GROUP BY TraceKey, TraceId
+ORDER BY {order} {direction}, TraceKey, TraceId LIMIT ? OFFSET ?
+"""
+_SUMMARY = """
+SELECT TraceId, TraceKey,
+       min(epoch_ns(Timestamp)) AS start_ns,
+       max(epoch_ns(Timestamp) + Duration) - min(epoch_ns(Timestamp)) AS duration_ns,
+       count(*) AS spans,
+       count(*) FILTER (WHERE StatusCode = 'Error') AS errors,
+       coalesce(arg_min(ServiceName, Timestamp) FILTER (WHERE ParentSpanId = ''), arg_min(ServiceName, Timestamp)),
+       coalesce(arg_min(SpanName, Timestamp) FILTER (WHERE ParentSpanId = ''), arg_min(SpanName, Timestamp)),
+       bool_or(ParentSpanId = '') AS has_root,
+       list_sort(list(DISTINCT ServiceName)),
+       coalesce(list_sort(list(DISTINCT LlmModel) FILTER (WHERE LlmModel IS NOT NULL)), []),
+       sum(coalesce(TotalTokens, PromptTokens + CompletionTokens)),
+       sum(CostUsd)
+FROM otel_traces
+WHERE TraceKey IN (SELECT unnest(?::UBIGINT[])) AND TraceId IN (SELECT unnest(?::VARCHAR[]))
+  AND Timestamp > ? AND Timestamp <= ?
+GROUP BY TraceId, TraceKey
+"""
+_RESULT_FIELDS = ("trace_id", "start_ns", "duration_ns", "span_count", "error_count", "root_service", "root_name",
+                  "has_root", "services", "models", "tokens", "cost_usd")
+
+
+def search(store: DuckDBStore, q: TraceSearch) -> dict:
+    """``{"traces": [summary, ...], "total": matching traces, "limit", "offset"}``.
+
+    ``sort="start"`` orders traces by their earliest matching span (newest first unless
+    ``q.descending`` is false), ``sort="duration"`` by their longest matching span: with a
+    filter such as ``service=plano(llm)`` the slowest LLM calls, without one the longest roots."""
+    q.check()
+    where, params = q.span_filter()
+    ranked = store.query(
+        _RANK.format(where=where, order="first_ns" if q.sort == "start" else "longest",
+                     direction="DESC" if q.descending else "ASC"),
+        [*params, q.limit, q.offset])
+    if not ranked:
+        total = store.query(f"SELECT count(DISTINCT TraceId) FROM otel_traces WHERE {where}", params)[0][0]
+        return {"traces": [], "total": total, "limit": q.limit, "offset": q.offset}
+    ids, keys, first = [r[0] for r in ranked], [r[1] for r in ranked], [r[2] for r in ranked]
+    margin_ns = TRACE_MARGIN_S * 10**9
+    rows = store.query(_SUMMARY, [keys, ids, _ts_ns(min(first) - margin_ns), _ts_ns(max(first) + margin_ns)])
+    position = {trace_id: i for i, trace_id in enumerate(ids)}
+    rows.sort(key=lambda r: position[r[0]])
+    traces = []
+    for trace_id, _key, *values in rows:
+        t = dict(zip(_RESULT_FIELDS, [trace_id, *values]))
+        t["start"] = t.pop("start_ns") / 1e9
+        t["duration_ms"] = t.pop("duration_ns") / 1e6
+        if t["cost_usd"] is not None:
+            t["cost_usd"] = round(t["cost_usd"], 10)
+        traces.append(t)
+    return {"traces": traces, "total": ranked[0][4], "limit": q.limit, "offset": q.offset}
+
+
+def _ts_ns(ns: int) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)
+
+
+FACETS = {"service": "ServiceName", "name": "SpanName", "model": "LlmModel", "agent": "AgentId"}
+MAX_FACET_VALUES = 200
+
+
+def facets(store: DuckDBStore, start: float, end: float) -> dict[str, list[dict]]:
+    """``{filter: [{"value", "spans"}, ...]}``: the values of each search filter in the range,
+    most frequent first (at most ``MAX_FACET_VALUES`` each)."""
+    rows = store.query(
+        "SELECT ServiceName, SpanName, LlmModel, AgentId, count(*) FROM otel_traces"
+        " WHERE Timestamp > ? AND Timestamp <= ? GROUP BY ALL", [_ts(start), _ts(end)])
+    out = {}
+    for i, name in enumerate(FACETS):
+        counts: dict[str, int] = {}
+        for row in rows:
+            if row[i] is not None:
+                counts[row[i]] = counts.get(row[i], 0) + row[-1]
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FACET_VALUES]
+        out[name] = [{"value": v, "spans": n} for v, n in ranked]
+    return out
+
+
+# --- one trace ------------------------------------------------------------------------------
+
+_TRACE_COLUMNS = ("TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind", "ServiceName",
+                  "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes", "Duration",
+                  "StatusCode", "StatusMessage", "Events", "Links")
+_TRACE_SQL = (
+    f"SELECT epoch_ns(Timestamp), {', '.join(_TRACE_COLUMNS)},"
+    " list_transform(Events, lambda e: epoch_ns(e.Timestamp))"
+    " FROM otel_traces WHERE TraceKey = ? AND TraceId = ? ORDER BY Timestamp, SpanId"
+)
+
+
+def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
+    """Trace ``trace_id`` in the OTLP/JSON shape, or None when no span of it is stored."""
+    trace_id = parse_trace_id(trace_id)
+    rows = store.query(_TRACE_SQL, [trace_key(trace_id), trace_id])
+    return to_otlp_json(rows) if rows else None
+
+
+def _attributes(text: str | None) -> list[dict]:
+    """A stored attribute set (a JSON object of strings) as OTLP/JSON KeyValues. Values were
+    stored as strings (as the ClickHouse exporter stores them), so they come back as strings."""
+    if not text:
+        return []
+    return [{"key": k, "value": {"stringValue": v}} for k, v in json.loads(text).items()]
+
+
+def to_otlp_json(rows: list[tuple]) -> dict:
+    """Rows of ``_TRACE_SQL`` as an OTLP/JSON ``ExportTraceServiceRequest`` (``resourceSpans``),
+    grouped by resource then scope as an exporter sends them. Ids are hex, int64s strings."""
+    resources: dict[tuple, dict] = {}
+    for row in rows:
+        start_ns, *values, event_ts = row
+        s = dict(zip(_TRACE_COLUMNS, values))
+        res_key = (s["ServiceName"], s["ResourceAttributes"])
+        if res_key not in resources:
+            attrs = _attributes(s["ResourceAttributes"])
+            if not any(a["key"] == "service.name" for a in attrs):
+                attrs.insert(0, {"key": "service.name", "value": {"stringValue": s["ServiceName"]}})
+            resources[res_key] = {"resource": {"attributes": attrs}, "scopes": {}}
+        scopes = resources[res_key]["scopes"]
+        scope = scopes.setdefault((s["ScopeName"], s["ScopeVersion"]), {
+            "scope": {"name": s["ScopeName"], "version": s["ScopeVersion"]}, "spans": []})
+        span = {
+            "traceId": s["TraceId"], "spanId": s["SpanId"], "parentSpanId": s["ParentSpanId"],
+            "traceState": s["TraceState"], "name": s["SpanName"],
+            "kind": SPAN_KINDS.index(s["SpanKind"]) if s["SpanKind"] in SPAN_KINDS else 0,
+            "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(start_ns + s["Duration"]),
+            "attributes": _attributes(s["SpanAttributes"]),
+            "events": [{"timeUnixNano": str(ts), "name": e["Name"], "attributes": _attributes(e["Attributes"])}
+                       for e, ts in zip(s["Events"], event_ts)],
+            "links": [{"traceId": ln["TraceId"], "spanId": ln["SpanId"], "traceState": ln["TraceState"],
+                       "attributes": _attributes(ln["Attributes"])} for ln in s["Links"]],
+            "status": {"code": STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
+                       "message": s["StatusMessage"]},
+        }
+        scope["spans"].append(span)
+    return {"resourceSpans": [
+        {"resource": r["resource"], "scopeSpans": list(r["scopes"].values())} for r in resources.values()]}
