@@ -3,13 +3,15 @@ holding an hour of simulated Plano traffic. Screenshots go to test-output/ (look
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from conftest import grpc_export
+from conftest import grpc_export, pb_request, pb_span
 from planoscope.simulate import Simulation, export_requests
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,8 +47,10 @@ def page(browser):
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.allowed_errors = []  # a test that provokes an error names it here
     yield pg
     ctx.close()
+    errors = [e for e in errors if not any(a in e for a in pg.allowed_errors)]
     assert errors == [], f"errors in the page: {errors}"
 
 
@@ -175,3 +179,163 @@ def test_rate_limited_panel_and_target_health(server_factory, tmp_path, page):
         page.screenshot(path=str(OUT / "dashboard-scrape.png"), full_page=True)
     finally:
         envoy.close()
+
+
+# --- the trace explorer ----------------------------------------------------------------------
+
+def _api_traces(srv, **params) -> dict:
+    r = srv.get("/api/v1/traces?" + urlencode(params, doseq=True))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _shown_ids(page: Page) -> list[str]:
+    return [a.get_attribute("data-trace-id") for a in page.locator(".trace-row").all()]
+
+
+def _range_of(page: Page) -> dict:
+    q = parse_qs(urlparse(page.url).query)
+    return {"start": float(q["from"][0]), "end": float(q["to"][0])}
+
+
+def test_search_lists_the_apis_traces_and_filters_from_the_form(live, page):
+    now = time.time()
+    page.goto(f"{live.web_url}/traces?from={now - 3600}&to={now}")
+    page.wait_for_selector("body[data-loaded]")
+    want = _api_traces(live, start=now - 3600, end=now)
+    assert want["total"] > 1000
+    assert _shown_ids(page) == [t["trace_id"] for t in want["traces"]]
+    expect(page.locator("#count")).to_contain_text(f"{want['total']:,} traces")
+    assert page.locator("#scatter circle").count() == len(want["traces"])
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "traces-search.png"))
+
+    page.select_option("#f-service", "plano(orchestrator)")
+    expect(page).to_have_url(re.compile(r"service=plano%28orchestrator%29"))
+    page.wait_for_function("document.querySelector('#results').getAttribute('aria-busy') === 'false'")
+    want = _api_traces(live, start=now - 3600, end=now, service="plano(orchestrator)")
+    expect(page.locator(".trace-row").first).to_have_attribute("data-trace-id", want["traces"][0]["trace_id"])
+    assert _shown_ids(page) == [t["trace_id"] for t in want["traces"]]
+
+    page.fill("#f-min", "2s")
+    page.select_option("#f-sort", "duration:desc")
+    page.wait_for_function("document.querySelector('#results').getAttribute('aria-busy') === 'false'")
+    page.click("#f-submit")
+    expect(page).to_have_url(re.compile(r"min_duration=2s"))
+    want = _api_traces(live, start=now - 3600, end=now, service="plano(orchestrator)", min_duration="2s",
+                       sort="duration", order="desc")
+    expect(page.locator(".trace-row").first).to_have_attribute("data-trace-id", want["traces"][0]["trace_id"])
+    assert _shown_ids(page) == [t["trace_id"] for t in want["traces"]]
+    durations = [t["duration_ms"] for t in want["traces"]]
+    assert durations and min(durations) >= 2000
+
+    page.click("#next")  # the next page
+    expect(page).to_have_url(re.compile(r"offset=20"))
+
+
+def test_open_a_trace_expand_collapse_and_inspect_an_llm_span(live, page):
+    now = time.time()
+    found = _api_traces(live, start=now - 3600, end=now, service="plano(agent)", limit=1)["traces"][0]
+    page.goto(f"{live.web_url}/traces?from={now - 3600}&to={now}&service=plano(agent)&limit=20")
+    page.wait_for_selector("body[data-loaded]")
+    page.click(f'.trace-row[data-trace-id="{found["trace_id"]}"]')
+    expect(page).to_have_url(re.compile(f"trace\\?id={found['trace_id']}"))
+    page.wait_for_selector("body[data-loaded]")
+    rows = page.locator(".wf-row")
+    expect(rows).to_have_count(found["span_count"])
+    expect(page.locator("#title")).to_contain_text(found["root_name"])
+    assert page.locator(".wf-row.critical").count() >= 2  # the root and the child it waited on
+
+    root = rows.first
+    root.locator(".toggle").click()
+    expect(rows).to_have_count(1)
+    expect(root.locator(".hidden-count")).to_have_text(f"+{found['span_count'] - 1}")
+    root.locator(".toggle").click()
+    expect(rows).to_have_count(found["span_count"])
+
+    doc = live.get(f"/api/v1/traces/{found['trace_id']}").json()
+    llm = next(s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]
+               if any(a["key"] == "llm.model" for a in s["attributes"]))
+    model = next(a["value"]["stringValue"] for a in llm["attributes"] if a["key"] == "llm.model")
+    page.click(f'.wf-row[data-span-id="{llm["spanId"]}"]')
+    detail = page.locator("#detail")
+    expect(detail).to_be_visible()
+    expect(detail.locator("#llm-summary")).to_contain_text(model)
+    expect(detail.locator(".span-attrs")).to_contain_text("llm.provider")
+    expect(detail.locator(".resource-attrs")).to_contain_text("service.name")
+    assert f"span={llm['spanId']}" in page.url
+    page.screenshot(path=str(OUT / "trace-view.png"))
+    page.reload()  # the selected span is in the URL
+    page.wait_for_selector("body[data-loaded]")
+    expect(page.locator("#detail #llm-summary")).to_contain_text(model)
+
+
+def test_a_span_whose_parent_never_arrived_is_shown(live, page):
+    now = time.time_ns()
+    orphan = pb_span("5" * 32, "6" * 16, "lonely child", now - 10**9, now, parent="7" * 16,
+                     attrs={"llm.model": "gpt-4o"})
+    assert grpc_export(live.grpc_target, pb_request(({"service.name": "plano(llm)"}, [orphan]))).partial_success \
+        .rejected_spans == 0
+    page.goto(f"{live.web_url}/trace?id={'5' * 32}")
+    page.wait_for_selector("body[data-loaded]")
+    row = page.locator(".wf-row")
+    expect(row).to_have_count(1)
+    expect(row.locator(".badge.warn")).to_contain_text("parent missing")
+    expect(page.locator("#meta")).to_contain_text("parent spans missing")
+
+
+def test_trace_id_box_and_unknown_trace(live, page):
+    now = time.time()
+    tid = _api_traces(live, start=now - 3600, end=now, limit=1)["traces"][0]["trace_id"]
+    page.goto(f"{live.web_url}/traces")
+    page.wait_for_selector("body[data-loaded]")
+    page.fill("#f-trace-id", "not-an-id")
+    page.press("#f-trace-id", "Enter")
+    expect(page.locator("#error")).to_contain_text("32 hex digits")
+    page.fill("#f-trace-id", tid.upper())
+    page.press("#f-trace-id", "Enter")
+    expect(page).to_have_url(re.compile(f"trace\\?id={tid}"))
+    page.wait_for_selector("body[data-loaded]")
+    assert page.locator(".wf-row").count() >= 1
+    page.allowed_errors.append("404 (Not Found)")  # the browser logs the API's 404
+    page.goto(f"{live.web_url}/trace?id={'9' * 32}")
+    page.wait_for_selector("body[data-loaded]")
+    expect(page.locator("#error")).to_contain_text("no span of trace")
+
+
+def test_drill_down_from_a_panel_point_to_its_traces(live, page):
+    _open(page, live, "?range=1h&refresh=off")
+    over = page.locator('[data-panel="llm_requests_per_second"] .u-over')
+    box = over.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.95)
+    expect(page.locator("#tooltip")).to_be_visible()
+    page.mouse.click(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.95)
+    expect(page).to_have_url(re.compile(r"/traces\?"))
+    page.wait_for_selector("body[data-loaded]")
+    q = parse_qs(urlparse(page.url).query)
+    assert q["service"] == ["plano(llm)"] and len(q["model"]) == 1
+    rng = _range_of(page)
+    assert rng["end"] - rng["start"] == pytest.approx(15)  # one step of the 1 h range
+    want = _api_traces(live, **rng, service="plano(llm)", model=q["model"][0])
+    assert want["total"] > 0
+    assert _shown_ids(page) == [t["trace_id"] for t in want["traces"]]
+    assert all(q["model"][0] in t["models"] for t in want["traces"])
+    page.screenshot(path=str(OUT / "traces-drilldown.png"))
+
+
+def test_drill_down_from_latency_legend_and_stat_tile(live, page):
+    _open(page, live, "?range=1h&refresh=off")
+    link = page.locator('[data-panel="llm_latency_ms"] .legend td.drill a').first
+    href = link.get_attribute("href")
+    q = parse_qs(urlparse(href).query)
+    assert q["service"] == ["plano(llm)"] and q["sort"] == ["duration"] and q["order"] == ["desc"]
+    assert q["model"][0] in page.locator('[data-panel="llm_latency_ms"] .legend tbody td').first.inner_text()
+    tile = page.locator('[data-panel="llm_cumulative_requests"] a.stat').first
+    model = tile.locator(".label").inner_text()
+    tile.click()
+    expect(page).to_have_url(re.compile(r"/traces\?"))
+    page.wait_for_selector("body[data-loaded]")
+    q = parse_qs(urlparse(page.url).query)
+    assert q["model"] == [model] and q["service"] == ["plano(llm)"]
+    want = _api_traces(live, **_range_of(page), service="plano(llm)", model=model)
+    assert _shown_ids(page) == [t["trace_id"] for t in want["traces"]] and want["total"] > 0

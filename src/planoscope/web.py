@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -60,6 +60,15 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
             status_code=200 if alive else 503,
         )
 
-    # The UI: static files, no build step. Mounted last so the routes above take precedence.
+    # The UI's pages; everything else it loads is a static file. No build step.
+    @app.get("/traces", include_in_schema=False)
+    def trace_search_page() -> FileResponse:
+        return FileResponse(STATIC / "traces.html")
+
+    @app.get("/trace", include_in_schema=False)
+    def trace_page() -> FileResponse:
+        return FileResponse(STATIC / "trace.html")
+
+    # Mounted last so the routes above take precedence.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app

@@ -2,34 +2,13 @@
 // No build step: plain modern JavaScript and uPlot. State (range, refresh) lives in the URL.
 "use strict";
 
-const PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
-                 "#705da0", "#37872d", "#fade2a", "#447ebc", "#c15c17", "#890f02", "#0a437c"];
 const FIXED = { blue: "#5794f2", red: "#f2495c" };
-const RANGES = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
 const REFRESH = { off: 0, "5s": 5, "10s": 10, "30s": 30, "1m": 60 };
 
-const $ = (sel) => document.querySelector(sel);
-const state = { range: "1h", from: null, to: null, refresh: "10s", panels: [], views: new Map(),
+const state = { range: null, refresh: "10s", panels: [], views: new Map(),
                 timer: null, inflight: null, hidden: new Map() };
 
 // --- formatting ---------------------------------------------------------------------------
-function fmtNumber(v, digits = 2) {
-  if (v == null || Number.isNaN(v)) return "–";
-  const a = Math.abs(v);
-  if (a >= 1e9) return (v / 1e9).toFixed(2) + " B";
-  if (a >= 1e6) return (v / 1e6).toFixed(2) + " M";
-  if (a >= 1e4) return (v / 1e3).toFixed(1) + " K";
-  if (a >= 100) return v.toFixed(0);
-  if (a >= 10) return v.toFixed(1);
-  return v.toFixed(digits);
-}
-function fmtUnit(v, unit) {
-  if (v == null || Number.isNaN(v)) return "–";
-  if (unit === "reqps") return fmtNumber(v) + " req/s";
-  if (unit === "ms") return Math.abs(v) >= 1000 ? (v / 1000).toFixed(2) + " s" : fmtNumber(v, 1) + " ms";
-  if (unit === "short") return v >= 1e4 ? fmtNumber(v) : String(Math.round(v));
-  return fmtNumber(v);
-}
 function axisUnit(unit) { return unit === "reqps" ? "req/s" : ""; }
 function fmtAxis(v, unit) {  // compact tick labels: 2, 2.5, 750 ms, 1.5 s, 12 K
   const trim = (x) => String(Number(x.toFixed(2)));
@@ -49,71 +28,25 @@ function timeTicks(u, splits) {
     return `${pad(d.getMonth() + 1)}/${pad(d.getDate())} ${hm}`;
   });
 }
-function fmtTime(unixS, withDate) {
-  const d = new Date(unixS * 1000);
-  const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-  return withDate ? d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + t : t;
-}
 
-// --- URL state ----------------------------------------------------------------------------
+// --- URL state and controls -----------------------------------------------------------------
 function readUrl() {
   const p = new URLSearchParams(location.search);
-  const from = Number(p.get("from")), to = Number(p.get("to"));
-  if (p.get("range") in RANGES) state.range = p.get("range");
-  if (Number.isFinite(from) && Number.isFinite(to) && p.has("from") && p.has("to") && to > from) {
-    state.range = "custom"; state.from = from; state.to = to;
-  }
+  state.range.read(p);
   if (p.get("refresh") in REFRESH) state.refresh = p.get("refresh");
 }
 function writeUrl() {
   const p = new URLSearchParams();
-  if (state.range === "custom") { p.set("from", String(state.from)); p.set("to", String(state.to)); }
-  else p.set("range", state.range);
+  state.range.write(p);
   p.set("refresh", state.refresh);
   history.replaceState(null, "", "?" + p.toString());
 }
-function timeRange() {
-  if (state.range === "custom") return [state.from, state.to];
-  const end = Date.now() / 1000;
-  return [end - RANGES[state.range], end];
-}
-
-// --- controls -----------------------------------------------------------------------------
+function timeRange() { return state.range.bounds(); }
 function syncControls() {
-  for (const b of document.querySelectorAll("#range button")) {
-    b.setAttribute("aria-pressed", String(b.dataset.range === state.range));
-  }
-  $("#custom").hidden = state.range !== "custom";
+  state.range.sync();
   $("#auto-refresh").value = state.refresh;
-  if (state.range === "custom") {
-    $("#custom-from").value = toLocalInput(state.from);
-    $("#custom-to").value = toLocalInput(state.to);
-  }
-}
-function toLocalInput(unixS) {
-  const d = new Date(unixS * 1000);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 function setupControls() {
-  $("#range").addEventListener("click", (e) => {
-    const r = e.target.closest("button")?.dataset.range;
-    if (!r) return;
-    if (r === "custom") {
-      const [from, to] = timeRange();
-      state.range = "custom"; state.from = Math.floor(from); state.to = Math.floor(to);
-    } else {
-      state.range = r;
-    }
-    changed();
-  });
-  $("#custom").addEventListener("submit", (e) => {
-    e.preventDefault();
-    const from = new Date($("#custom-from").value).getTime() / 1000;
-    const to = new Date($("#custom-to").value).getTime() / 1000;
-    if (!(to > from)) { showError("The custom range must end after it starts."); return; }
-    state.from = from; state.to = to; changed();
-  });
   $("#auto-refresh").addEventListener("change", (e) => { state.refresh = e.target.value; changed(false); });
   $("#refresh-now").addEventListener("click", () => refresh());
   document.addEventListener("visibilitychange", () => { if (!document.hidden) schedule(); });
@@ -125,7 +58,7 @@ function changed(reload = true) {
 function schedule() {
   clearInterval(state.timer);
   const every = REFRESH[state.refresh];
-  if (every && state.range !== "custom") state.timer = setInterval(() => { if (!document.hidden) refresh(); }, every * 1000);
+  if (every && !state.range.custom) state.timer = setInterval(() => { if (!document.hidden) refresh(); }, every * 1000);
 }
 
 // --- panels -------------------------------------------------------------------------------
@@ -174,6 +107,49 @@ function renderPanel(view, data) {
   renderTimeseries(view, data, body, legend);
 }
 
+// --- drill-down: a point, a legend row or a stat tile opens the matching traces -----------------
+function drillUrl(def, series, start, end) {
+  const dd = def.drilldown;
+  if (!dd) return null;
+  const p = new URLSearchParams({ from: String(start), to: String(end) });
+  for (const [k, v] of Object.entries(dd.filters || {})) p.set(k, v);
+  if (dd.by) {
+    const value = series?.labels?.[dd.label];
+    if (value) p.set(dd.by, value);
+  }
+  if (dd.series && series) for (const [k, v] of Object.entries(dd.series[series.name] || {})) p.set(k, v);
+  if (dd.sort) { p.set("sort", dd.sort); p.set("order", "desc"); }
+  return "traces?" + p.toString();
+}
+
+function drillPlugin(view) {
+  return {
+    hooks: {
+      ready: (u) => {
+        let down = null;
+        u.over.addEventListener("mousedown", (e) => { down = [e.clientX, e.clientY]; });
+        u.over.addEventListener("click", (e) => {
+          const i = u.cursor.idx;
+          if (i == null || !view.data) return;
+          if (down && Math.hypot(e.clientX - down[0], e.clientY - down[1]) > 4) return;  // a drag, not a click
+          // The series nearest the pointer, among those shown with a value here.
+          let best = null, bestDist = Infinity;
+          for (let s = 1; s < u.series.length; s++) {
+            const v = u.data[s][i];
+            if (!u.series[s].show || v == null) continue;
+            const d = Math.abs(u.valToPos(v, "y") - u.cursor.top);
+            if (d < bestDist) { best = s; bestDist = d; }
+          }
+          if (best == null) return;
+          const t = u.data[0][i], step = Number(document.body.dataset.step) || 60;
+          const url = drillUrl(view.def, view.data.series[best - 1], t - step, t);
+          if (url) location.href = url;
+        });
+      },
+    },
+  };
+}
+
 function destroyPlot(view) {
   if (view.plot) { view.plot.destroy(); view.plot = null; view.key = ""; }
   view.resize?.disconnect();
@@ -194,6 +170,7 @@ function renderTimeseries(view, data, body, legend) {
   const def = view.def;
   const aligned = alignData(data.series);
   const key = data.series.map((s) => s.name).join("\u0000");
+  view.data = data;
   const hidden = state.hidden.get(def.id) || new Set();
   view.range = [data.start, data.end];  // the whole range, even where a series has no points
   if (view.plot && view.key === key) {
@@ -224,7 +201,7 @@ function renderTimeseries(view, data, body, legend) {
           label: axisUnit(def.unit), labelSize: 18,
           values: (u, vals) => vals.map((v) => fmtAxis(v, def.unit)) },
       ],
-      plugins: [tooltipPlugin(def)],
+      plugins: [tooltipPlugin(def), drillPlugin(view)],
     };
     view.plot = new uPlot(opts, aligned, chart);
     view.key = key;
@@ -249,13 +226,14 @@ function renderLegend(view, data, legend, aligned) {
     const [mean, max, last] = stats(aligned[i + 1]);
     return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
       <td><span class="swatch" style="background:${colorFor(def, i, s.name)}"></span>${escapeHtml(s.name || "(none)")}</td>
+      <td class="drill">${def.drilldown ? `<a href="${drillUrl(def, s, data.start, data.end)}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}</td>
       <td>${fmtUnit(mean, def.unit)}</td><td>${fmtUnit(max, def.unit)}</td><td>${fmtUnit(last, def.unit)}</td></tr>`;
   });
-  legend.innerHTML = `<table><thead><tr><th>Name</th><th>Mean</th><th>Max</th><th>Last</th></tr></thead>
+  legend.innerHTML = `<table><thead><tr><th>Name</th><th></th><th>Mean</th><th>Max</th><th>Last</th></tr></thead>
     <tbody>${rows.join("")}</tbody></table>`;
   legend.querySelector("tbody").onclick = (e) => {
     const tr = e.target.closest("tr");
-    if (!tr || !view.plot) return;
+    if (!tr || !view.plot || e.target.closest("a")) return;
     const i = Number(tr.dataset.i);
     const names = data.series.map((s) => s.name);
     let set = new Set(state.hidden.get(def.id) || []);
@@ -277,8 +255,9 @@ function renderStat(view, data, body, legend) {
   const tiles = data.series.map((s, i) => {
     const c = PALETTE[i % PALETTE.length];
     const v = s.points.length ? s.points[s.points.length - 1][1] : null;
-    return `<div class="stat" style="background:linear-gradient(120deg, ${c}cc, ${c}66)">
-      <div class="label">${escapeHtml(s.name || "(none)")}</div><div class="value">${fmtUnit(v, view.def.unit)}</div></div>`;
+    const href = drillUrl(view.def, s, data.start, data.end);
+    return `<a class="stat" ${href ? `href="${href}" title="Traces of ${escapeHtml(s.name)} in this range"` : ""} style="background:linear-gradient(120deg, ${c}cc, ${c}66)">
+      <div class="label">${escapeHtml(s.name || "(none)")}</div><div class="value">${fmtUnit(v, view.def.unit)}</div></a>`;
   });
   body.innerHTML = `<div class="stats">${tiles.join("")}</div>`;
 }
@@ -311,16 +290,8 @@ function tooltipPlugin(def) {
   };
 }
 
-function escapeHtml(s) {
-  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
 
 // --- data ---------------------------------------------------------------------------------
-function showError(msg) {
-  const el = $("#error");
-  el.textContent = msg || "";
-  el.hidden = !msg;
-}
 
 async function refresh() {
   const [start, end] = timeRange();
@@ -382,6 +353,7 @@ async function renderTargets(signal) {
 }
 
 async function main() {
+  state.range = new RangePicker($("#range-picker"), () => changed());
   readUrl();
   setupControls();
   syncControls();

@@ -1,0 +1,129 @@
+// Shared by every page of planoscope's UI: formatting, the time range presets, small helpers.
+"use strict";
+
+const PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
+                 "#705da0", "#37872d", "#fade2a", "#447ebc", "#c15c17", "#890f02", "#0a437c"];
+const RANGES = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
+
+const $ = (sel) => document.querySelector(sel);
+
+// --- formatting ---------------------------------------------------------------------------
+function fmtNumber(v, digits = 2) {
+  if (v == null || Number.isNaN(v)) return "–";
+  const a = Math.abs(v);
+  if (a >= 1e9) return (v / 1e9).toFixed(2) + " B";
+  if (a >= 1e6) return (v / 1e6).toFixed(2) + " M";
+  if (a >= 1e4) return (v / 1e3).toFixed(1) + " K";
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return v.toFixed(1);
+  return v.toFixed(digits);
+}
+function fmtUnit(v, unit) {
+  if (v == null || Number.isNaN(v)) return "–";
+  if (unit === "reqps") return fmtNumber(v) + " req/s";
+  if (unit === "ms") return Math.abs(v) >= 1000 ? (v / 1000).toFixed(2) + " s" : fmtNumber(v, 1) + " ms";
+  if (unit === "short") return v >= 1e4 ? fmtNumber(v) : String(Math.round(v));
+  return fmtNumber(v);
+}
+function fmtTime(unixS, withDate) {
+  const d = new Date(unixS * 1000);
+  const t = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  return withDate ? d.toLocaleDateString([], { month: "short", day: "numeric" }) + " " + t : t;
+}
+function fmtDuration(ms) {  // 850 µs, 12.3 ms, 1.25 s, 2m 05s
+  if (ms == null || Number.isNaN(ms)) return "–";
+  if (ms === 0) return "0";
+  if (ms < 1) return Math.round(ms * 1000) + " µs";
+  if (ms < 1000) return (ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)) + " ms";
+  if (ms < 60000) return (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
+  const m = Math.floor(ms / 60000), sec = Math.round((ms % 60000) / 1000);
+  return `${m}m ${String(sec).padStart(2, "0")}s`;
+}
+function fmtCost(usd) {
+  if (usd == null) return "–";
+  return usd >= 1 ? "$" + usd.toFixed(2) : usd >= 0.01 ? "$" + usd.toFixed(3) : "$" + usd.toFixed(5);
+}
+function toLocalInput(unixS) {
+  const d = new Date(unixS * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+// A service keeps its colour on every page: Plano's own services have theirs; any other gets a
+// stable hash of its name into a palette without reds (red means an error).
+const SERVICE_COLORS = { "plano(llm)": "#5794f2", "plano(agent)": "#73bf69", "plano(orchestrator)": "#b877d9",
+                         "plano(routing)": "#fade2a", "plano(filter)": "#ff9830" };
+const SERVICE_PALETTE = ["#8ab8ff", "#37872d", "#ca95e5", "#f2cc0c", "#ffb357", "#56a64b", "#447ebc", "#c0d8ff", "#96d98d"];
+function serviceColor(name) {
+  if (SERVICE_COLORS[name]) return SERVICE_COLORS[name];
+  let h = 0;
+  for (const c of String(name)) h = (h * 31 + c.codePointAt(0)) >>> 0;
+  return SERVICE_PALETTE[h % SERVICE_PALETTE.length];
+}
+
+// --- the time range: a preset ("1h") or custom [from, to] (unix seconds), kept in the URL ---
+// Renders the preset buttons and the custom From/To form into ``container`` and calls
+// ``onChange()`` whenever the user picks another range.
+class RangePicker {
+  constructor(container, onChange, preset = "1h") {
+    this.preset = preset; this.from = null; this.to = null; this.onChange = onChange;
+    container.innerHTML = `<div class="range" role="group" aria-label="Time range" id="range">${
+      Object.keys(RANGES).map((r) => `<button type="button" data-range="${r}">${r}</button>`).join("")
+    }<button type="button" data-range="custom">Custom</button></div>
+      <form class="custom" id="custom" hidden>
+        <label>From <input type="datetime-local" id="custom-from" step="1" required></label>
+        <label>To <input type="datetime-local" id="custom-to" step="1" required></label>
+        <button type="submit">Apply</button>
+      </form>`;
+    container.querySelector("#range").addEventListener("click", (e) => {
+      const r = e.target.closest("button")?.dataset.range;
+      if (!r) return;
+      if (r === "custom") {
+        const [from, to] = this.bounds();
+        this.from = Math.floor(from); this.to = Math.floor(to);
+      }
+      this.preset = r;
+      this.sync(); this.onChange();
+    });
+    container.querySelector("#custom").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const from = new Date($("#custom-from").value).getTime() / 1000;
+      const to = new Date($("#custom-to").value).getTime() / 1000;
+      if (!(to > from)) { showError("The custom range must end after it starts."); return; }
+      this.from = from; this.to = to; this.onChange();
+    });
+  }
+  get custom() { return this.preset === "custom"; }
+  read(params) {  // from URLSearchParams: range=1h, or from=…&to=…
+    const from = Number(params.get("from")), to = Number(params.get("to"));
+    if (params.get("range") in RANGES) this.preset = params.get("range");
+    if (params.has("from") && params.has("to") && Number.isFinite(from) && Number.isFinite(to) && to > from) {
+      this.preset = "custom"; this.from = from; this.to = to;
+    }
+    this.sync();
+  }
+  write(params) {
+    if (this.custom) { params.set("from", String(this.from)); params.set("to", String(this.to)); }
+    else params.set("range", this.preset);
+  }
+  bounds() {
+    if (this.custom) return [this.from, this.to];
+    const end = Date.now() / 1000;
+    return [end - RANGES[this.preset], end];
+  }
+  sync() {
+    for (const b of document.querySelectorAll("#range button")) {
+      b.setAttribute("aria-pressed", String(b.dataset.range === this.preset));
+    }
+    $("#custom").hidden = !this.custom;
+    if (this.custom) { $("#custom-from").value = toLocalInput(this.from); $("#custom-to").value = toLocalInput(this.to); }
+  }
+}
+
+function showError(msg) {
+  const el = $("#error");
+  el.textContent = msg || "";
+  el.hidden = !msg;
+}
