@@ -368,3 +368,32 @@ def test_bad_ids_and_filters_are_clear_4xx(explorer, path, status, needle):
     r = httpx.get(srv.web_url + path)
     assert r.status_code == status, r.text
     assert needle in r.json()["detail"]
+
+
+def test_a_store_from_before_the_trace_key_is_migrated_on_start(server_factory, tmp_path):
+    """A data directory written before TraceKey existed gets the column, filled, when opened."""
+    import duckdb
+
+    from planoscope.schema import duckdb_ddl
+    from planoscope.store.duckdb import DB_FILE
+
+    data = tmp_path / "old"
+    data.mkdir()
+    old_ddl = "\n".join(line for line in duckdb_ddl().splitlines() if "TraceKey" not in line)
+    con = duckdb.connect(str(data / DB_FILE))
+    con.execute(old_ddl)
+    ids = [PADDED, TWIN_A, "0123456789abcdef0123456789abcdef"]
+    for i, tid in enumerate(ids):
+        con.execute("INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName,"
+                    " ResourceAttributes, SpanAttributes, Duration, StatusCode, Events, Links, IngestedAt)"
+                    " VALUES (make_timestamp(?), ?, ?, '', 'old span', 'Internal', 'old', '{}', '{}', 1000, 'Unset',"
+                    " [], [], now())", [(BASE + i) * 10**6, tid, f"{i + 1:016x}"])
+    con.close()
+    srv = server_factory(data)
+    for tid in ids:
+        r = httpx.get(f"{srv.web_url}/api/v1/traces/{tid}")
+        assert r.status_code == 200, r.text
+        assert _otlp_spans(r.json()).keys() == {f"{ids.index(tid) + 1:016x}"}
+    srv.stop()
+    rows = read_spans(data)
+    assert {r["TraceId"]: r["TraceKey"] for r in rows} == {tid: int(tid[16:], 16) for tid in ids}

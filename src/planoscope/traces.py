@@ -217,17 +217,27 @@ def facets(store: DuckDBStore, start: float, end: float) -> dict[str, list[dict]
 _TRACE_COLUMNS = ("TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind", "ServiceName",
                   "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes", "Duration",
                   "StatusCode", "StatusMessage", "Events", "Links")
+# Two steps: the TraceKey scan finds when the trace's spans started (an integer column, ~12 ms
+# at 10 M spans), then the spans are read from the row groups of that time only (zone maps),
+# instead of decompressing every column wherever the key scan runs (~40 ms).
+_TRACE_TIMES_SQL = "SELECT epoch_ns(min(Timestamp)), epoch_ns(max(Timestamp)) FROM otel_traces WHERE TraceKey = ?"
 _TRACE_SQL = (
     f"SELECT epoch_ns(Timestamp), {', '.join(_TRACE_COLUMNS)},"
     " list_transform(Events, lambda e: epoch_ns(e.Timestamp))"
-    " FROM otel_traces WHERE TraceKey = ? AND TraceId = ? ORDER BY Timestamp, SpanId"
+    " FROM otel_traces WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?)"
+    " AND TraceKey = ? AND TraceId = ?"
+    " ORDER BY Timestamp, SpanId"
 )
 
 
 def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
     """Trace ``trace_id`` in the OTLP/JSON shape, or None when no span of it is stored."""
     trace_id = parse_trace_id(trace_id)
-    rows = store.query(_TRACE_SQL, [trace_key(trace_id), trace_id])
+    key = trace_key(trace_id)
+    first, last = store.query(_TRACE_TIMES_SQL, [key])[0]
+    if first is None:
+        return None
+    rows = store.query(_TRACE_SQL, [first, last, key, trace_id])  # none: another trace has the key
     return to_otlp_json(rows) if rows else None
 
 
@@ -262,11 +272,11 @@ def to_otlp_json(rows: list[tuple]) -> dict:
             "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(start_ns + s["Duration"]),
             "attributes": _attributes(s["SpanAttributes"]),
             "events": [{"timeUnixNano": str(ts), "name": e["Name"], "attributes": _attributes(e["Attributes"])}
-                       for e, ts in zip(s["Events"], event_ts)],
+                       for e, ts in zip(s["Events"] or [], event_ts or [])],
             "links": [{"traceId": ln["TraceId"], "spanId": ln["SpanId"], "traceState": ln["TraceState"],
-                       "attributes": _attributes(ln["Attributes"])} for ln in s["Links"]],
+                       "attributes": _attributes(ln["Attributes"])} for ln in s["Links"] or []],
             "status": {"code": STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
-                       "message": s["StatusMessage"]},
+                       "message": s["StatusMessage"] or ""},
         }
         scope["spans"].append(span)
     return {"resourceSpans": [

@@ -53,7 +53,7 @@ async function loadFacets() {
     const keep = el.value;
     el.innerHTML = "";
     el.add(new Option(label, ""));
-    for (const v of facets[f] || []) el.add(new Option(`${v.value}  (${fmtNumber(v.spans, 0)})`, v.value));
+    for (const v of facets[f] || []) el.add(new Option(`${v.value}  (${v.spans.toLocaleString("en-US")})`, v.value));
     ensureOption(el, keep);
     el.value = keep;
   }
