@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The browser tests drive Debian's Chromium (never a downloaded browser build).
-CHROMIUM := /usr/bin/chromium
+# The browser tests drive Debian's Chromium (never a downloaded browser build); the interop
+# tests run Debian's Prometheus against planoscope.
+CHROMIUM   := /usr/bin/chromium
+PROMETHEUS := /usr/bin/prometheus
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test setup bench clean
@@ -25,7 +27,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
 
-test: $(STAMP) $(CHROMIUM)
+$(PROMETHEUS):
+	@echo "Installing Debian's prometheus for the interop tests"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+
+test: $(STAMP) $(CHROMIUM) $(PROMETHEUS)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -289,3 +289,40 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
         return 1
     print("planoscope: stopped", flush=True)
     return 0
+
+
+@main.group()
+def grafana() -> None:
+    """Grafana: export planoscope's dashboard for a Grafana over Prometheus."""
+
+
+@grafana.command("export")
+@click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--prometheus-url", default="http://prometheus:9090", show_default=True,
+              help="URL Grafana reaches the Prometheus that scrapes planoscope's /metrics (and Envoy) at.")
+@click.option("--dashboards-path", default="/var/lib/grafana/dashboards", show_default=True,
+              help="Where Grafana finds DIR/dashboards (the provisioning provider's path).")
+@click.option("--planoscope-url", default=None, metavar="URL",
+              help="planoscope's UI as Grafana users reach it: adds a 'Traces in planoscope' link.")
+def grafana_export(out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None) -> None:
+    """Write the dashboard JSON and Grafana provisioning files into DIR.
+
+    DIR/dashboards/plano-requests.json is "Plano - Requests Overview", generated from the same
+    panel definitions as planoscope's own dashboard (the reference stack's six panels, same uid,
+    PromQL and layout). DIR/provisioning/{datasources,dashboards}/planoscope.yaml provision a
+    Prometheus datasource and load the dashboard: mount DIR/provisioning as
+    /etc/grafana/provisioning and DIR/dashboards as --dashboards-path.
+
+    Example: planoscope grafana export grafana --prometheus-url http://localhost:9090
+    """
+    from .grafana import export
+
+    for url, name in ((prometheus_url, "--prometheus-url"), (planoscope_url, "--planoscope-url")):
+        if url is not None and not url.startswith(("http://", "https://")):
+            fail(f"{name} must be an http:// or https:// URL, not {url!r}")
+    try:
+        written = export(out_dir, prometheus_url, dashboards_path, planoscope_url)
+    except OSError as e:
+        fail(f"cannot write to {out_dir}: {e.strerror or e}")
+    for path in written:
+        click.echo(f"wrote {path}")

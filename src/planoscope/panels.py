@@ -115,7 +115,7 @@ PANELS: tuple[Panel, ...] = (
         LatencyQuantiles(LLM, by="LlmModel", label="llm_model"),
         tuple(
             Target(
-                f"histogram_quantile({q}, sum(rate(duration_milliseconds_bucket{{service_name=\"{LLM}\"}}"
+                f"histogram_quantile({q:.2f}, sum(rate(duration_milliseconds_bucket{{service_name=\"{LLM}\"}}"
                 f"[$__rate_interval])) by (le, llm_model))",
                 f"p{round(q * 100)} {{{{ llm_model }}}}",
             )
