@@ -4,9 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The browser tests drive Debian's Chromium (never a downloaded browser build); the interop
-# tests run Debian's Prometheus against planoscope.
+# tests run Debian's Prometheus against planoscope and check deploy/ with docker-compose.
 CHROMIUM   := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
+COMPOSE    := /usr/bin/docker-compose
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test setup bench clean
@@ -32,7 +33,12 @@ $(PROMETHEUS):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 
-test: $(STAMP) $(CHROMIUM) $(PROMETHEUS)
+$(COMPOSE):
+	@echo "Installing Debian's docker-compose to validate deploy/ (no Docker engine is needed)"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+
+test: $(STAMP) $(CHROMIUM) $(PROMETHEUS) $(COMPOSE)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

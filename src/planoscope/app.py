@@ -10,6 +10,7 @@ import logging
 from datetime import timedelta
 
 from .decode import Decoder
+from .forward import Forwarder, ForwardState, parse_destination
 from .dedupe import RecentSpans
 from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
@@ -79,7 +80,13 @@ class Planoscope:
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
         ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
-        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer, scraper), web_sock))
+        try:
+            state = ForwardState(s.data_dir)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        self.forwarders = forwarders = [Forwarder(store, parse_destination(url), state) for url in s.forward_otlp]
+        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer, scraper, forwarders),
+                                                   web_sock))
         await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
@@ -88,6 +95,8 @@ class Planoscope:
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
         await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing
+        for forwarder in forwarders:
+            await stack.enter_async_context(forwarder)
         host = s.otlp_grpc.rpartition(":")[0]
         self.addresses = {
             "otlp_grpc": f"{host}:{grpc_rx.port}",

@@ -304,7 +304,10 @@ def grafana() -> None:
               help="Where Grafana finds DIR/dashboards (the provisioning provider's path).")
 @click.option("--planoscope-url", default=None, metavar="URL",
               help="planoscope's UI as Grafana users reach it: adds a 'Traces in planoscope' link.")
-def grafana_export(out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None) -> None:
+@click.option("--tempo-url", default=None, metavar="URL",
+              help="Adds a Tempo datasource at URL (a Tempo that planoscope forwards spans to).")
+def grafana_export(out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None,
+                   tempo_url: str | None) -> None:
     """Write the dashboard JSON and Grafana provisioning files into DIR.
 
     DIR/dashboards/plano-requests.json is "Plano - Requests Overview", generated from the same
@@ -317,11 +320,12 @@ def grafana_export(out_dir: Path, prometheus_url: str, dashboards_path: str, pla
     """
     from .grafana import export
 
-    for url, name in ((prometheus_url, "--prometheus-url"), (planoscope_url, "--planoscope-url")):
+    for url, name in ((prometheus_url, "--prometheus-url"), (planoscope_url, "--planoscope-url"),
+                      (tempo_url, "--tempo-url")):
         if url is not None and not url.startswith(("http://", "https://")):
             fail(f"{name} must be an http:// or https:// URL, not {url!r}")
     try:
-        written = export(out_dir, prometheus_url, dashboards_path, planoscope_url)
+        written = export(out_dir, prometheus_url, dashboards_path, planoscope_url, tempo_url)
     except OSError as e:
         fail(f"cannot write to {out_dir}: {e.strerror or e}")
     for path in written:

@@ -94,6 +94,14 @@ datasources:
     editable: true
 """
 
+TEMPO_YAML = """
+  - name: Tempo
+    type: tempo
+    access: proxy
+    url: {tempo_url}
+    editable: true
+"""
+
 DASHBOARDS_YAML = """\
 # Grafana provisioning: load the dashboards in {path}. Written by `planoscope grafana export`.
 apiVersion: 1
@@ -111,15 +119,18 @@ providers:
 """
 
 
-def export(out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None) -> list[Path]:
+def export(out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None,
+           tempo_url: str | None = None) -> list[Path]:
     """Write the dashboard and the provisioning files under ``out_dir``; the paths written.
 
     ``dashboards_path`` is where Grafana will find ``dashboards/`` (the provider's path, as
-    mounted in Grafana's container or host)."""
+    mounted in Grafana's container or host); ``tempo_url`` adds a Tempo datasource (for the
+    spans planoscope forwards there)."""
     files = {
         out_dir / "dashboards" / "plano-requests.json": json.dumps(dashboard_json(planoscope_url), indent=2) + "\n",
         out_dir / "provisioning" / "datasources" / "planoscope.yaml":
-            DATASOURCES_YAML.format(prometheus_url=prometheus_url),
+            DATASOURCES_YAML.format(prometheus_url=prometheus_url)
+            + (TEMPO_YAML.format(tempo_url=tempo_url) if tempo_url else ""),
         out_dir / "provisioning" / "dashboards" / "planoscope.yaml": DASHBOARDS_YAML.format(path=dashboards_path),
     }
     for path, text in files.items():

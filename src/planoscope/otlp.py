@@ -27,13 +27,14 @@ class OtlpSender:
     """One OTLP client (gRPC or HTTP/protobuf) that sends serialized requests and classifies the
     answers as the exporters of the OpenTelemetry SDKs do: ok, retryable or fatal."""
 
-    def __init__(self, target: str, protocol: str, gzip: bool):
+    def __init__(self, target: str, protocol: str, gzip: bool, tls: bool = False):
         self.protocol = protocol
         self.gzip = gzip
         if protocol == "grpc":
-            self.channel = grpc.aio.insecure_channel(
-                target, options=[("grpc.max_send_message_length", 64 << 20)],
-                compression=grpc.Compression.Gzip if gzip else None)
+            options = [("grpc.max_send_message_length", 64 << 20)]
+            compression = grpc.Compression.Gzip if gzip else None
+            self.channel = (grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options, compression)
+                            if tls else grpc.aio.insecure_channel(target, options, compression))
             self.export = self.channel.unary_unary(EXPORT_METHOD)
         else:
             self.url = target if target.startswith("http") else f"http://{target}/v1/traces"

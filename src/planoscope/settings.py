@@ -108,6 +108,10 @@ class Settings(BaseModel):
         ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all).")
     scrape_max_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails.")
+    forward_otlp: StrList = Field(
+        [], description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "
+        "grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Retried from the store "
+        "until acknowledged.")
     insecure: bool = Field(
         False, description="Serve the UI, the API and /metrics on a non-loopback --listen address without "
         "authentication (refused otherwise: anyone who can reach the port reads every trace).")
@@ -135,6 +139,17 @@ class Settings(BaseModel):
         if dup:
             raise ValueError(f"two targets are labelled {dup!r}; name them LABEL=URL")
         return v
+
+    @field_validator("forward_otlp")
+    @classmethod
+    def _destinations(cls, v: list[str]) -> list[str]:
+        from .forward import parse_destination
+
+        urls = [parse_destination(u).url for u in v]
+        dup = next((u for u in urls if urls.count(u) > 1), None)
+        if dup:
+            raise ValueError(f"{dup!r} is given twice")
+        return urls
 
     @field_validator("log_level")
     @classmethod

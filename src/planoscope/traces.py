@@ -18,6 +18,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
 from .schema import SPAN_KINDS, STATUS_CODES, trace_key
 from .store import DuckDBStore
 
@@ -221,12 +225,14 @@ _TRACE_COLUMNS = ("TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName",
 # at 10 M spans), then the spans are read from the row groups of that time only (zone maps),
 # instead of decompressing every column wherever the key scan runs (~40 ms).
 _TRACE_TIMES_SQL = "SELECT epoch_ns(min(Timestamp)), epoch_ns(max(Timestamp)) FROM otel_traces WHERE TraceKey = ?"
-_TRACE_SQL = (
+# Spans as ``to_otlp_json`` reads them (add a WHERE clause).
+SPAN_SELECT = (
     f"SELECT epoch_ns(Timestamp), {', '.join(_TRACE_COLUMNS)},"
-    " list_transform(Events, lambda e: epoch_ns(e.Timestamp))"
-    " FROM otel_traces WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?)"
-    " AND TraceKey = ? AND TraceId = ?"
-    " ORDER BY Timestamp, SpanId"
+    " list_transform(Events, lambda e: epoch_ns(e.Timestamp)) FROM otel_traces"
+)
+_TRACE_SQL = (
+    f"{SPAN_SELECT} WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?)"
+    " AND TraceKey = ? AND TraceId = ? ORDER BY Timestamp, SpanId"
 )
 
 
@@ -250,7 +256,7 @@ def _attributes(text: str | None) -> list[dict]:
 
 
 def to_otlp_json(rows: list[tuple]) -> dict:
-    """Rows of ``_TRACE_SQL`` as an OTLP/JSON ``ExportTraceServiceRequest`` (``resourceSpans``),
+    """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest`` (``resourceSpans``),
     grouped by resource then scope as an exporter sends them. Ids are hex, int64s strings."""
     resources: dict[tuple, dict] = {}
     for row in rows:
@@ -281,3 +287,33 @@ def to_otlp_json(rows: list[tuple]) -> dict:
         scope["spans"].append(span)
     return {"resourceSpans": [
         {"resource": r["resource"], "scopeSpans": list(r["scopes"].values())} for r in resources.values()]}
+
+
+def _kvs(attrs: list[dict]) -> list[KeyValue]:
+    return [KeyValue(key=a["key"], value=AnyValue(string_value=a["value"]["stringValue"])) for a in attrs]
+
+
+def otlp_json_to_proto(doc: dict) -> ExportTraceServiceRequest:
+    """``to_otlp_json``'s document as protobuf, built directly: protobuf's own JSON parser takes
+    ~1 ms a span here, this ~30 µs."""
+    req = ExportTraceServiceRequest()
+    for rs in doc["resourceSpans"]:
+        out = req.resource_spans.add()
+        out.resource.attributes.extend(_kvs(rs["resource"]["attributes"]))
+        for ss in rs["scopeSpans"]:
+            scope = out.scope_spans.add()
+            scope.scope.name = ss["scope"]["name"] or ""
+            scope.scope.version = ss["scope"]["version"] or ""
+            scope.spans.extend(
+                Span(trace_id=bytes.fromhex(sp["traceId"]), span_id=bytes.fromhex(sp["spanId"]),
+                     parent_span_id=bytes.fromhex(sp["parentSpanId"]), trace_state=sp["traceState"] or "",
+                     name=sp["name"], kind=sp["kind"], start_time_unix_nano=int(sp["startTimeUnixNano"]),
+                     end_time_unix_nano=int(sp["endTimeUnixNano"]), attributes=_kvs(sp["attributes"]),
+                     events=[Span.Event(time_unix_nano=int(e["timeUnixNano"]), name=e["name"],
+                                        attributes=_kvs(e["attributes"])) for e in sp["events"]],
+                     links=[Span.Link(trace_id=bytes.fromhex(ln["traceId"]), span_id=bytes.fromhex(ln["spanId"]),
+                                      trace_state=ln["traceState"] or "", attributes=_kvs(ln["attributes"]))
+                            for ln in sp["links"]],
+                     status=Status(code=sp["status"]["code"], message=sp["status"]["message"]))
+                for sp in ss["spans"])
+    return req

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -14,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .api import create_api
+from .forward import Forwarder
 from .scraper import Scraper
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
@@ -24,7 +26,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
-                   scraper: Scraper | None = None) -> FastAPI:
+                   scraper: Scraper | None = None, forwarders: Sequence[Forwarder] = ()) -> FastAPI:
     """The FastAPI app for ``--listen``; everything it shows comes from its arguments."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     app.include_router(create_api(store, scraper))
@@ -56,6 +58,7 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
                 "uptime_s": round(time.time() - started, 3),
                 "spans_written": writer.spans_written,
                 "commits": writer.commits,
+                "forwarding": [f.health() for f in forwarders],
             },
             status_code=200 if alive else 503,
         )
