@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 
-def start_server(data_dir: str) -> tuple[subprocess.Popen, dict[str, str]]:
+def start_server(data_dir: str, *extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
+    """A ``planoscope serve`` on free ports; its addresses: grpc, http (the URL), web (HOST:PORT)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "planoscope", "serve", "--data-dir", data_dir, "--otlp-grpc", "127.0.0.1:0",
-         "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--log-level", "warning"],
+         "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--log-level", "warning", "--scrape", "", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     addrs: dict[str, str] = {}
     lines = []
@@ -37,6 +38,8 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen, dict[str, str]]:
             addrs["grpc"] = m.group(1)
         if m := re.search(r"OTLP/HTTP listening on (\S+)", line):
             addrs["http"] = m.group(1)
+        if m := re.search(r"UI, API and /metrics on http://(\S+)", line):
+            addrs["web"] = m.group(1)
         if "ready" in line:
             return proc, addrs
     proc.kill()

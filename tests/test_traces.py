@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from conftest import grpc_export, pb_request, pb_span, read_spans
+from conftest import grpc_export, key_values, pb_request, pb_span, read_spans
 from planoscope.simulate import Simulation, export_requests
 
 BASE = 1_760_000_000  # the simulated traffic covers [BASE, BASE + SECONDS)
@@ -399,20 +399,35 @@ def test_a_store_from_before_the_trace_key_is_migrated_on_start(server_factory, 
     assert {r["TraceId"]: r["TraceKey"] for r in rows} == {tid: int(tid[16:], 16) for tid in ids}
 
 
-def test_the_direct_protobuf_build_equals_protobufs_own_json_parse(explorer):
-    """Forwarding builds protobuf from the OTLP/JSON document directly (protobuf's JSON parser is
-    ~40x slower); both must give the same message."""
+def test_the_protobuf_forwarding_sends_equals_protobufs_parse_of_the_json(tmp_path):
+    """Forwarding builds protobuf straight from stored rows (protobuf's JSON parser is ~15x
+    slower); it must be the message the OTLP/JSON document describes, events and links included."""
     import json
+    from datetime import datetime
 
-    from planoscope.decode import parse_json
-    from planoscope.traces import otlp_json_to_proto
+    from planoscope.decode import Decoder, parse_json
+    from planoscope.store import DuckDBStore
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    srv, spans = explorer
-    with_event = next(s.trace for s in spans if "llm.time_to_first_token" in s.attrs)  # a TTFT event
-    ids = [next(s.trace for s in spans if s.service == "plano(orchestrator)" and s.error), ORPHAN, PADDED, with_event]
-    for tid in ids:
-        doc = httpx.get(f"{srv.web_url}/api/v1/traces/{tid}").json()
-        if tid == with_event:
-            assert any(sp["events"] for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for sp in ss["spans"])
-        assert otlp_json_to_proto(doc) == parse_json(json.dumps(doc).encode())
-        assert len(otlp_json_to_proto(doc).resource_spans) >= 1
+    from planoscope.traces import SPAN_SELECT, to_otlp_json, to_otlp_proto
+
+    store = DuckDBStore(tmp_path / "d")
+    try:
+        traces = Simulation(rate=3, seed=5).traces(BASE, BASE + 20)
+        sim_spans = [s for t in traces for s in t.spans]
+        for req in export_requests(sim_spans, 256):
+            store.append_spans(Decoder().decode_protobuf(req.SerializeToString()).table, datetime(2026, 1, 1))
+        extra = pb_span(b"\x42" * 16, b"\x43" * 8, "linked", BASE * 10**9, BASE * 10**9 + 5, parent=b"\x44" * 8,
+                        links=[Span.Link(trace_id=b"\x45" * 16, span_id=b"\x46" * 8, trace_state="k=v",
+                                         attributes=key_values({"why": "retry"}))], status_code=2,
+                        status_message="bad", trace_state="a=b")
+        store.append_spans(Decoder().decode_protobuf(pb_request(({"service.name": "x", "host": "h"}, [extra]))
+                                                     .SerializeToString()).table, datetime(2026, 1, 1))
+        rows = store.query(f"{SPAN_SELECT} ORDER BY IngestedAt, Timestamp")
+    finally:
+        store.close()
+    assert len(rows) == len(sim_spans) + 1
+    assert any(r[15] for r in rows) and any(r[16] for r in rows)  # events and links are exercised
+    for i in range(0, len(rows), 100):
+        chunk = rows[i:i + 100]
+        assert to_otlp_proto(chunk) == parse_json(json.dumps(to_otlp_json(chunk)).encode())

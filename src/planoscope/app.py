@@ -84,7 +84,9 @@ class Planoscope:
             state = ForwardState(s.data_dir)
         except ValueError as e:
             raise StartupError(str(e)) from None
-        self.forwarders = forwarders = [Forwarder(store, parse_destination(url), state) for url in s.forward_otlp]
+        self.forwarders = forwarders = [Forwarder(store, parse_destination(url), state,
+                                                  ingesting=lambda: writer.spans_written)
+                                        for url in s.forward_otlp]
         await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer, scraper, forwarders),
                                                    web_sock))
         await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))

@@ -25,6 +25,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,13 +33,18 @@ from urllib.parse import urlsplit
 
 from .otlp import OtlpSender
 from .store import DuckDBStore
-from .traces import SPAN_SELECT, otlp_json_to_proto, to_otlp_json
+from .traces import SPAN_SELECT, to_otlp_proto
 
 log = logging.getLogger("planoscope.forward")
 STATE_FILE = "forward-state.json"
 BATCH_SPANS = 5000  # spans read per batch (whole commits: a batch can be larger)
 REQUEST_SPANS = 512  # spans per export request, as the SDKs' batch processors send
 BACKOFF_S = (1, 2, 4, 8, 15, 30)
+# Ingest comes first. Reading stored rows and converting them to OTLP costs ~90 µs of CPU a span,
+# under the GIL (benchmarks/forward.py); while spans are arriving, a forwarder rests 3 s for every
+# second it spent so, taking at most about a quarter of a core from ingest, and catches up when
+# ingest quiets.
+BUSY_REST = 3.0
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,11 @@ class Forwarder:
     """Async context manager: forwards the spans committed after this destination's cursor until
     exit. A destination seen for the first time starts at the end of the store."""
 
-    def __init__(self, store: DuckDBStore, dest: Destination, state: ForwardState, poll_s: float = 0.5):
+    def __init__(self, store: DuckDBStore, dest: Destination, state: ForwardState, poll_s: float = 0.5,
+                 ingesting: Callable[[], int] | None = None):
+        """``ingesting()`` counts the spans written so far: while it moves, forwarding yields."""
         self.store, self.dest, self.state, self.poll_s = store, dest, state, poll_s
+        self._ingesting = ingesting or (lambda: 0)
         self.cursor: datetime | None = state.cursors.get(dest.url)
         if self.cursor is None:
             self.cursor = store.last_ingested() or datetime(1970, 1, 1)
@@ -145,10 +154,13 @@ class Forwarder:
     async def _run(self) -> None:
         failures = 0
         while True:
+            t = time.perf_counter()
             upper, rows = await asyncio.to_thread(self._next_batch)
+            read_s = time.perf_counter() - t
             if upper is None:
                 await asyncio.sleep(self.poll_s)
                 continue
+            written = self._ingesting()
             try:
                 await self._send(rows)
             except _Retry as e:
@@ -167,11 +179,16 @@ class Forwarder:
             self.last_success = time.time()
             self.cursor = upper
             await asyncio.to_thread(self.state.save, self.dest.url, upper)
+            if self._ingesting() != written:  # spans arrived meanwhile: give ingest the CPU
+                await asyncio.sleep((read_s + self._convert_s) * BUSY_REST)
 
     async def _send(self, rows: list[tuple]) -> None:
+        self._convert_s = 0.0
         for i in range(0, len(rows), REQUEST_SPANS):
             chunk = rows[i:i + REQUEST_SPANS]
-            body = otlp_json_to_proto(to_otlp_json(chunk)).SerializeToString()
+            t = time.perf_counter()
+            body = to_otlp_proto(chunk).SerializeToString()
+            self._convert_s += time.perf_counter() - t
             outcome, rejected = await self._sender.send(body)
             if outcome == "retryable":
                 raise _Retry(f"{self.dest.url} is unavailable")

@@ -289,31 +289,46 @@ def to_otlp_json(rows: list[tuple]) -> dict:
         {"resource": r["resource"], "scopeSpans": list(r["scopes"].values())} for r in resources.values()]}
 
 
-def _kvs(attrs: list[dict]) -> list[KeyValue]:
-    return [KeyValue(key=a["key"], value=AnyValue(string_value=a["value"]["stringValue"])) for a in attrs]
+
+def _kvs(text: str | None) -> list[KeyValue]:
+    if not text:
+        return []
+    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in json.loads(text).items()]
 
 
-def otlp_json_to_proto(doc: dict) -> ExportTraceServiceRequest:
-    """``to_otlp_json``'s document as protobuf, built directly: protobuf's own JSON parser takes
-    ~1 ms a span here, this ~30 µs."""
+def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
+    """Rows of ``SPAN_SELECT`` as the protobuf ``to_otlp_json`` describes, built straight from
+    the rows: ~75 µs of CPU a span here, against ~130 µs through the JSON document and ~1 ms
+    through protobuf's own JSON parser. What forwarding sends."""
     req = ExportTraceServiceRequest()
-    for rs in doc["resourceSpans"]:
-        out = req.resource_spans.add()
-        out.resource.attributes.extend(_kvs(rs["resource"]["attributes"]))
-        for ss in rs["scopeSpans"]:
-            scope = out.scope_spans.add()
-            scope.scope.name = ss["scope"]["name"] or ""
-            scope.scope.version = ss["scope"]["version"] or ""
-            scope.spans.extend(
-                Span(trace_id=bytes.fromhex(sp["traceId"]), span_id=bytes.fromhex(sp["spanId"]),
-                     parent_span_id=bytes.fromhex(sp["parentSpanId"]), trace_state=sp["traceState"] or "",
-                     name=sp["name"], kind=sp["kind"], start_time_unix_nano=int(sp["startTimeUnixNano"]),
-                     end_time_unix_nano=int(sp["endTimeUnixNano"]), attributes=_kvs(sp["attributes"]),
-                     events=[Span.Event(time_unix_nano=int(e["timeUnixNano"]), name=e["name"],
-                                        attributes=_kvs(e["attributes"])) for e in sp["events"]],
-                     links=[Span.Link(trace_id=bytes.fromhex(ln["traceId"]), span_id=bytes.fromhex(ln["spanId"]),
-                                      trace_state=ln["traceState"] or "", attributes=_kvs(ln["attributes"]))
-                            for ln in sp["links"]],
-                     status=Status(code=sp["status"]["code"], message=sp["status"]["message"]))
-                for sp in ss["spans"])
+    scopes: dict[tuple, object] = {}
+    resources: dict[tuple, object] = {}
+    for start_ns, *values, event_ts in rows:
+        s = dict(zip(_TRACE_COLUMNS, values))
+        res_key = (s["ServiceName"], s["ResourceAttributes"])
+        rs = resources.get(res_key)
+        if rs is None:
+            rs = resources[res_key] = req.resource_spans.add()
+            attrs = _kvs(s["ResourceAttributes"])
+            if not any(kv.key == "service.name" for kv in attrs):
+                attrs.insert(0, KeyValue(key="service.name", value=AnyValue(string_value=s["ServiceName"])))
+            rs.resource.attributes.extend(attrs)
+        scope_key = (*res_key, s["ScopeName"], s["ScopeVersion"])
+        ss = scopes.get(scope_key)
+        if ss is None:
+            ss = scopes[scope_key] = rs.scope_spans.add()
+            ss.scope.name, ss.scope.version = s["ScopeName"] or "", s["ScopeVersion"] or ""
+        ss.spans.append(Span(
+            trace_id=bytes.fromhex(s["TraceId"]), span_id=bytes.fromhex(s["SpanId"]),
+            parent_span_id=bytes.fromhex(s["ParentSpanId"]), trace_state=s["TraceState"] or "", name=s["SpanName"],
+            kind=SPAN_KINDS.index(s["SpanKind"]) if s["SpanKind"] in SPAN_KINDS else 0,
+            start_time_unix_nano=start_ns, end_time_unix_nano=start_ns + s["Duration"],
+            attributes=_kvs(s["SpanAttributes"]),
+            events=[Span.Event(time_unix_nano=ts, name=e["Name"], attributes=_kvs(e["Attributes"]))
+                    for e, ts in zip(s["Events"] or [], event_ts or [])],
+            links=[Span.Link(trace_id=bytes.fromhex(ln["TraceId"]), span_id=bytes.fromhex(ln["SpanId"]),
+                             trace_state=ln["TraceState"] or "", attributes=_kvs(ln["Attributes"]))
+                   for ln in s["Links"] or []],
+            status=Status(code=STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
+                          message=s["StatusMessage"] or "")))
     return req
