@@ -9,6 +9,7 @@ import ipaddress
 import logging
 from datetime import timedelta
 
+from .auth import Credentials
 from .decode import Decoder
 from .dedupe import RecentSpans
 from .httpserver import HttpServer, StartupError, bind, bound_address
@@ -79,12 +80,16 @@ class Planoscope:
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
         ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
-        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer, scraper), web_sock))
-        await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
+        web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
+        otlp_auth = Credentials(token=s.otlp_token)
+        await stack.enter_async_context(
+            HttpServer(create_web_app(store, metrics, writer, scraper, web_auth), web_sock))
+        await stack.enter_async_context(
+            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
-            grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes))
+            grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth))
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
         await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing
@@ -106,13 +111,18 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_exposure(s: Settings) -> None:
-    """Secure by default: the UI and API show every trace, so they stay on loopback unless told."""
-    host = split_address(s.listen)[0]
-    if _is_loopback(host):
+    """Secure by default: the UI and API show every trace, so they stay on loopback unless they
+    require credentials or are told to go without."""
+    for name, address in (("OTLP/gRPC", s.otlp_grpc), ("OTLP/HTTP", s.otlp_http)):
+        if not s.otlp_token and not _is_loopback(split_address(address)[0]):
+            log.warning("%s on %s accepts spans from anyone who can reach it: set otlp_token to require a token",
+                        name, address)
+    if s.auth_token or s.auth_basic or _is_loopback(split_address(s.listen)[0]):
         return
     if not s.insecure:
         raise StartupError(
             f"refusing to serve the UI, API and /metrics on {s.listen} without authentication: anyone who can "
-            "reach it reads every trace. Listen on 127.0.0.1 (and put an authenticating proxy in front), "
+            "reach it reads every trace. Set auth_token or auth_basic (PLANOSCOPE_AUTH_TOKEN, "
+            "PLANOSCOPE_AUTH_BASIC), listen on 127.0.0.1 behind an authenticating proxy, "
             "or pass --insecure (PLANOSCOPE_INSECURE=true) to serve it anyway")
     log.warning("serving the UI, API and /metrics on %s without authentication (--insecure)", s.listen)

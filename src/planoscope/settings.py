@@ -108,9 +108,19 @@ class Settings(BaseModel):
         ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all).")
     scrape_max_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails.")
+    auth_token: str = Field(
+        "", description="Bearer token the UI, the API and /metrics require (Authorization: Bearer TOKEN); "
+        "empty: none. Prefer the environment or the config file to a flag, which other users can see in ps.")
+    auth_basic: str = Field(
+        "", description="USER:PASSWORD the UI, the API and /metrics require as HTTP basic auth (browsers "
+        "prompt for it); empty: none. Either auth setting allows a non-loopback --listen address.")
+    otlp_token: str = Field(
+        "", description="Bearer token both OTLP receivers require (gRPC metadata or HTTP header "
+        "authorization: Bearer TOKEN); empty: OTLP is open to whoever reaches its ports.")
     insecure: bool = Field(
         False, description="Serve the UI, the API and /metrics on a non-loopback --listen address without "
-        "authentication (refused otherwise: anyone who can reach the port reads every trace).")
+        "authentication (refused otherwise, unless auth_token or auth_basic is set: anyone who can reach the "
+        "port reads every trace).")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("metrics_buckets_ms")
@@ -134,6 +144,25 @@ class Settings(BaseModel):
         dup = next((x for x in labels if labels.count(x) > 1), None)
         if dup:
             raise ValueError(f"two targets are labelled {dup!r}; name them LABEL=URL")
+        return v
+
+    @field_validator("auth_token", "otlp_token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if v and not re.match(r"^[\x21-\x7e]+$", v):
+            raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
+        if v and len(v) < 16:
+            raise ValueError("must be at least 16 characters long (try: openssl rand -hex 16)")
+        return v
+
+    @field_validator("auth_basic")
+    @classmethod
+    def _user_password(cls, v: str) -> str:
+        user, sep, password = v.partition(":")
+        if v and (not sep or not user or not password):
+            raise ValueError("must be USER:PASSWORD, both non-empty")
+        if v and any(ord(c) < 0x20 or ord(c) == 0x7f for c in v):
+            raise ValueError("must not contain control characters")
         return v
 
     @field_validator("log_level")

@@ -14,6 +14,7 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .api import create_api
+from .auth import Credentials, RequireAuth
 from .scraper import Scraper
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
@@ -24,9 +25,12 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
-                   scraper: Scraper | None = None) -> FastAPI:
-    """The FastAPI app for ``--listen``; everything it shows comes from its arguments."""
+                   scraper: Scraper | None = None, credentials: Credentials | None = None) -> FastAPI:
+    """The FastAPI app for ``--listen``; everything it shows comes from its arguments. With
+    ``credentials``, everything but ``/healthz`` (liveness probes carry no secrets) requires them."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
+    if credentials is not None and credentials.required:
+        app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))
     app.include_router(create_api(store, scraper))
 
     @app.exception_handler(RequestValidationError)

@@ -12,6 +12,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ..auth import Credentials
 from ..decode import BadRequest
 from ..ingest import Ingest
 from ..writer import WriterUnavailable
@@ -22,14 +23,21 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 class GrpcReceiver:
     """Async context manager serving OTLP/gRPC on ``host:port`` (port 0 picks a free one)."""
 
-    def __init__(self, address: str, ingest: Ingest, max_message_bytes: int):
+    def __init__(self, address: str, ingest: Ingest, max_message_bytes: int,
+                 credentials: Credentials | None = None):
         self.address = address
+        self.credentials = credentials or Credentials()
         self.ingest = ingest
         self.max_message_bytes = max_message_bytes
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self.credentials.required:
+            given = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+            if not self.credentials.check(given if isinstance(given, str) else None):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "missing or wrong token: send metadata authorization: Bearer TOKEN")
         try:
             batch = await self.ingest(body, "protobuf")
         except BadRequest as e:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..auth import Credentials
 from ..decode import BadRequest
 from ..ingest import Ingest
 from ..writer import WriterUnavailable
@@ -24,6 +25,7 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 GRPC_INVALID_ARGUMENT = 3
 GRPC_UNAVAILABLE = 14
+GRPC_UNAUTHENTICATED = 16
 
 
 class TooLarge(Exception):
@@ -51,16 +53,19 @@ def _status(fmt: str, http_code: int, grpc_code: int, message: str, headers=None
                     media_type=PROTOBUF, headers=headers)
 
 
-def otlp_http_app(ingest: Ingest, max_request_bytes: int) -> Starlette:
+def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentials | None = None) -> Starlette:
     """The Starlette app for the OTLP/HTTP port."""
+    credentials = credentials or Credentials()
 
     async def traces(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == PROTOBUF:
-            fmt = "protobuf"
-        elif ctype == JSON:
-            fmt = "json"
-        else:
+        fmt = {PROTOBUF: "protobuf", JSON: "json"}.get(ctype)
+        if not credentials.check(request.headers.get("authorization")):
+            # Checked first, before the body is read: an unauthenticated client costs nothing.
+            return _status(fmt or "json", 401, GRPC_UNAUTHENTICATED,
+                           "missing or wrong token: send Authorization: Bearer TOKEN",
+                           headers={"WWW-Authenticate": ", ".join(credentials.challenges())})
+        if fmt is None:
             return _status("json", 415, GRPC_INVALID_ARGUMENT,
                            f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}")
         body = bytearray()
