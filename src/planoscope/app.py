@@ -10,7 +10,7 @@ import logging
 from datetime import timedelta
 
 from .auth import Credentials
-from .decode import Decoder
+from .decode import Decoder, Limits
 from .dedupe import RecentSpans
 from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
@@ -79,11 +79,13 @@ class Planoscope:
         self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
-        ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
+        limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
+        ingest = await stack.enter_async_context(
+            Ingest(writer, Decoder(metrics.dimensions, limits=limits), metrics))
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
         otlp_auth = Credentials(token=s.otlp_token)
         await stack.enter_async_context(
-            HttpServer(create_web_app(store, metrics, writer, scraper, web_auth), web_sock))
+            HttpServer(create_web_app(store, metrics, writer, scraper, web_auth, ingest), web_sock))
         await stack.enter_async_context(
             HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth), http_sock))
         if not s.otlp_grpc.endswith(":0"):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from .decode import Decoder, SpanBatch
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from .decode import BadRequest, Decoder, SpanBatch
 from .spanmetrics import SpanMetrics
-from .writer import SpanWriter
+from .writer import SpanWriter, WriterUnavailable
 
 
 class Ingest:
@@ -25,6 +29,8 @@ class Ingest:
         self.metrics = metrics
         self._decode = {"protobuf": decoder.decode_protobuf, "json": decoder.decode_json}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="planoscope-decode")
+        self.truncated = self.dropped = 0
+        self.refused: Counter[str] = Counter()  # requests answered with an error, by reason
 
     async def __aenter__(self) -> Ingest:
         return self
@@ -40,6 +46,32 @@ class Ingest:
 
     async def __call__(self, body: bytes, fmt: str) -> SpanBatch:
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self._pool, self._prepare, body, fmt)
-        await self.writer.write(batch)
+        try:
+            batch = await loop.run_in_executor(self._pool, self._prepare, body, fmt)
+        except BadRequest:
+            self.refuse("bad_request")
+            raise
+        self.truncated += batch.truncated
+        self.dropped += batch.dropped
+        try:
+            await self.writer.write(batch)
+        except WriterUnavailable:
+            self.refuse("unavailable")
+            raise
         return batch
+
+    def refuse(self, reason: str) -> None:
+        """Count a request a receiver answered with an error (``too_large``, ``bad_request``, …)."""
+        self.refused[reason] += 1
+
+    def collect(self) -> Iterable[Metric]:
+        """A prometheus-client Collector: what ingest cut, dropped and refused."""
+        yield CounterMetricFamily("planoscope_ingest_attributes_truncated", "Attribute values cut to "
+                                  "max_attribute_value_bytes", value=self.truncated)
+        yield CounterMetricFamily("planoscope_ingest_attributes_dropped", "Attributes dropped beyond "
+                                  "max_attributes_per_span", value=self.dropped)
+        refused = CounterMetricFamily("planoscope_ingest_requests_refused", "OTLP requests answered with an "
+                                      "error, by reason", labels=["reason"])
+        for reason, n in sorted(self.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused

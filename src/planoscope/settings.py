@@ -98,6 +98,14 @@ class Settings(BaseModel):
         1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
     max_request_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
+    max_spans_per_request: int = Field(
+        100_000, ge=1, description="A request holding more spans is refused whole (gRPC INVALID_ARGUMENT, HTTP 400).")
+    max_attribute_value_bytes: int = Field(
+        8192, ge=16, description="An attribute value longer than this (in UTF-8 bytes of its string form) is cut "
+        "to it and marked with a trailing \u2026; the client is told through partial success.")
+    max_attributes_per_span: int = Field(
+        128, ge=1, description="Attributes kept per span (and per resource, event and link); the rest are "
+        "dropped and the client told through partial success (the OpenTelemetry SDKs' default limit).")
     scrape: StrList = Field(
         ["http://127.0.0.1:9901/stats/prometheus"], description="Prometheus-format targets scraped for "
         "samples (Envoy's admin /stats/prometheus), each URL or LABEL=URL; empty: no scraping.")

@@ -15,6 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from . import __version__
 from .api import create_api
 from .auth import Credentials, RequireAuth
+from .ingest import Ingest
 from .scraper import Scraper
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
@@ -25,7 +26,8 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
-                   scraper: Scraper | None = None, credentials: Credentials | None = None) -> FastAPI:
+                   scraper: Scraper | None = None, credentials: Credentials | None = None,
+                   ingest: Ingest | None = None) -> FastAPI:
     """The FastAPI app for ``--listen``; everything it shows comes from its arguments. With
     ``credentials``, everything but ``/healthz`` (liveness probes carry no secrets) requires them."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
@@ -40,8 +42,9 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
         return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
-    if scraper is not None:
-        registry.register(scraper)
+    for collector in (scraper, ingest):
+        if collector is not None:
+            registry.register(collector)
     started = time.time()
 
     @app.get("/metrics", include_in_schema=False)

@@ -36,6 +36,7 @@ class GrpcReceiver:
         if self.credentials.required:
             given = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
             if not self.credentials.check(given if isinstance(given, str) else None):
+                self.ingest.refuse("unauthenticated")
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                     "missing or wrong token: send metadata authorization: Bearer TOKEN")
         try:
@@ -45,7 +46,7 @@ class GrpcReceiver:
         except WriterUnavailable as e:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
         resp = ExportTraceServiceResponse()
-        if batch.rejected:
+        if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
             resp.partial_success.CopyFrom(
                 ExportTracePartialSuccess(rejected_spans=batch.rejected, error_message=batch.error_message)
             )

@@ -62,27 +62,36 @@ def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentia
         fmt = {PROTOBUF: "protobuf", JSON: "json"}.get(ctype)
         if not credentials.check(request.headers.get("authorization")):
             # Checked first, before the body is read: an unauthenticated client costs nothing.
+            ingest.refuse("unauthenticated")
             return _status(fmt or "json", 401, GRPC_UNAUTHENTICATED,
                            "missing or wrong token: send Authorization: Bearer TOKEN",
                            headers={"WWW-Authenticate": ", ".join(credentials.challenges())})
         if fmt is None:
+            ingest.refuse("bad_request")
             return _status("json", 415, GRPC_INVALID_ARGUMENT,
                            f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_request_bytes:
+                ingest.refuse("too_large")
                 return _status(fmt, 413, GRPC_INVALID_ARGUMENT, f"request body exceeds {max_request_bytes} bytes")
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         try:
             if encoding == "gzip":
-                data = _gunzip(bytes(body), max_request_bytes)
+                try:
+                    data = _gunzip(bytes(body), max_request_bytes)
+                except BadRequest:
+                    ingest.refuse("bad_request")  # (ingest counts the ones it raises itself)
+                    raise
             elif encoding in ("identity", ""):
                 data = bytes(body)
             else:
+                ingest.refuse("bad_request")
                 return _status(fmt, 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
             batch = await ingest(data, fmt)
         except TooLarge as e:
+            ingest.refuse("too_large")
             return _status(fmt, 413, GRPC_INVALID_ARGUMENT, str(e))
         except BadRequest as e:
             return _status(fmt, 400, GRPC_INVALID_ARGUMENT, str(e))
@@ -90,11 +99,11 @@ def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentia
             return _status(fmt, 503, GRPC_UNAVAILABLE, str(e), headers={"Retry-After": "1"})
         if fmt == "json":
             out: dict = {}
-            if batch.rejected:
+            if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
                 out["partialSuccess"] = {"rejectedSpans": str(batch.rejected), "errorMessage": batch.error_message}
             return Response(json.dumps(out).encode(), 200, media_type=JSON)
         resp = ExportTraceServiceResponse()
-        if batch.rejected:
+        if batch.error_message:
             resp.partial_success.rejected_spans = batch.rejected
             resp.partial_success.error_message = batch.error_message
         return Response(resp.SerializeToString(), 200, media_type=PROTOBUF)
