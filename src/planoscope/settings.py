@@ -98,6 +98,12 @@ class Settings(BaseModel):
         1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
     max_request_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
+    max_queued_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of OTLP requests accepted but not yet committed; beyond it a "
+        "request is refused with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).")
+    overload_retry_delay: Duration = Field(
+        "1s", validate_default=True, gt=0, le=60, description="The retry delay suggested to a client refused "
+        "for overload (jittered by \u00b150%).")
     max_spans_per_request: int = Field(
         100_000, ge=1, description="A request holding more spans is refused whole (gRPC INVALID_ARGUMENT, HTTP 400).")
     max_attribute_value_bytes: int = Field(

@@ -16,6 +16,7 @@ from ..auth import Credentials
 from ..decode import BadRequest
 from ..ingest import Ingest
 from ..writer import WriterUnavailable
+from . import retry_status
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -43,8 +44,13 @@ class GrpcReceiver:
             batch = await self.ingest(body, "protobuf")
         except BadRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except WriterUnavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except WriterUnavailable as e:  # overloaded, or the store failed: retryable, with a delay
+            status, info = retry_status(str(e), getattr(e, "retry_after", 1.0))
+            # grpc-status-details-bin is the standard place (Go, Java, the collector read it);
+            # the Python SDK exporter reads google.rpc.retryinfo-bin instead.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e), trailing_metadata=(
+                ("grpc-status-details-bin", status.SerializeToString()),
+                ("google.rpc.retryinfo-bin", info.SerializeToString())))
         resp = ExportTraceServiceResponse()
         if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
             resp.partial_success.CopyFrom(

@@ -7,8 +7,10 @@ is 400 with a ``google.rpc.Status``; a store that cannot commit is 503 with ``Re
 from __future__ import annotations
 
 import json
+import math
 import zlib
 
+from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
@@ -20,11 +22,11 @@ from ..auth import Credentials
 from ..decode import BadRequest
 from ..ingest import Ingest
 from ..writer import WriterUnavailable
+from . import retry_status
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 GRPC_INVALID_ARGUMENT = 3
-GRPC_UNAVAILABLE = 14
 GRPC_UNAUTHENTICATED = 16
 
 
@@ -95,8 +97,14 @@ def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentia
             return _status(fmt, 413, GRPC_INVALID_ARGUMENT, str(e))
         except BadRequest as e:
             return _status(fmt, 400, GRPC_INVALID_ARGUMENT, str(e))
-        except WriterUnavailable as e:
-            return _status(fmt, 503, GRPC_UNAVAILABLE, str(e), headers={"Retry-After": "1"})
+        except WriterUnavailable as e:  # overloaded, or the store failed: retryable, with a delay
+            delay = getattr(e, "retry_after", 1.0)
+            status, _ = retry_status(str(e), delay)
+            headers = {"Retry-After": str(max(1, math.ceil(delay)))}  # whole seconds, as RFC 9110 has it
+            if fmt == "json":
+                return Response(json.dumps(json_format.MessageToDict(status)).encode(), 503, media_type=JSON,
+                                headers=headers)
+            return Response(status.SerializeToString(), 503, media_type=PROTOBUF, headers=headers)
         if fmt == "json":
             out: dict = {}
             if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
