@@ -106,8 +106,14 @@ def _json(srv, path, **params):
 
 
 def _samples(srv, metric=RL, target="envoy"):
+    import httpx
     now = time.time()
-    data = _json(srv, f"/api/v1/metrics/{metric}/samples", start=now - 600, end=now + 60)
+    r = httpx.get(srv.web_url + f"/api/v1/metrics/{metric}/samples", params={"start": now - 600, "end": now + 60},
+                  timeout=30)
+    if r.status_code == 404 and "no samples" in r.text:  # not scraped (or not committed) yet
+        return []
+    assert r.status_code == 200, (r.status_code, r.text)
+    data = r.json()
     return [p for s in data["series"] if s["labels"]["target"] == target for p in s["points"]]
 
 

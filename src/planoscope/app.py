@@ -16,6 +16,7 @@ from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
 from .receiver.grpc import GrpcReceiver
 from .receiver.http import otlp_http_app
+from .retention import Retention
 from .scraper import Scraper
 from .settings import Settings, split_address, scrape_target
 from .spanmetrics import SpanMetrics
@@ -65,7 +66,9 @@ class Planoscope:
         metrics.load(totals)
         for batch in store.scan_for_metrics(metrics.dimensions, after=watermark):  # what the last snapshot missed
             metrics.apply(metrics.merge(metrics.deltas(batch)))
-        store.save_metric_totals(metrics.snapshot(), store.last_ingested(), metrics.fingerprint, replace=True)
+        # Retention may have deleted the spans ingested last: the watermark never goes back.
+        watermark = max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
+        store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
 
@@ -76,7 +79,8 @@ class Planoscope:
         http_sock = bind(s.otlp_http, "OTLP/HTTP")
         stack.callback(http_sock.close)
 
-        self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
+        self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent, watermark=watermark))
+        self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
         limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
@@ -86,7 +90,7 @@ class Planoscope:
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
         otlp_auth = Credentials(token=s.otlp_token)
         await stack.enter_async_context(
-            HttpServer(create_web_app(store, metrics, writer, scraper, web_auth, ingest), web_sock))
+            HttpServer(create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention), web_sock))
         await stack.enter_async_context(
             HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth), http_sock))
         if not s.otlp_grpc.endswith(":0"):

@@ -94,6 +94,9 @@ class Settings(BaseModel):
         list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds.")
     dedupe_window: Duration = Field(
         "10m", validate_default=True, description="How long a stored span's id is remembered, so a client's retry is not stored twice.")
+    retention: Duration = Field(
+        "7d", validate_default=True, ge=0, description="Spans (by start time) and scraped samples older than this "
+        "are deleted in the background; 0 keeps everything.")
     dedupe_max_spans: int = Field(
         1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
     max_request_bytes: int = Field(

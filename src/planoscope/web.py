@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from . import __version__
 from .api import create_api
 from .auth import Credentials, RequireAuth
 from .ingest import Ingest
+from .retention import Retention
 from .scraper import Scraper
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
@@ -27,7 +29,7 @@ STATIC = Path(__file__).parent / "static"
 
 def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
                    scraper: Scraper | None = None, credentials: Credentials | None = None,
-                   ingest: Ingest | None = None) -> FastAPI:
+                   ingest: Ingest | None = None, retention: Retention | None = None) -> FastAPI:
     """The FastAPI app for ``--listen``; everything it shows comes from its arguments. With
     ``credentials``, everything but ``/healthz`` (liveness probes carry no secrets) requires them."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
@@ -54,8 +56,9 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        """Liveness: 200 while the writer can commit."""
+        """Liveness: 200 while the writer can commit; also what the data directory holds."""
         alive = writer.alive
+        oldest_span, oldest_sample = store.oldest()
         return JSONResponse(
             {
                 "status": "ok" if alive else "writer stopped",
@@ -63,6 +66,13 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
                 "uptime_s": round(time.time() - started, 3),
                 "spans_written": writer.spans_written,
                 "commits": writer.commits,
+                "disk_bytes": store.disk_bytes(),
+                "oldest_span": _unix(oldest_span),
+                "oldest_sample": _unix(oldest_sample),
+                "retention_s": retention.keep_s if retention else None,
+                "retention_last_run": retention.last_run if retention else None,
+                "retention_deleted": {"spans": retention.spans_deleted, "samples": retention.samples_deleted}
+                if retention else None,
             },
             status_code=200 if alive else 503,
         )
@@ -70,3 +80,8 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
     # The UI: static files, no build step. Mounted last so the routes above take precedence.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app
+
+
+def _unix(t: datetime | None) -> float | None:
+    """A naive UTC timestamp from the store as unix seconds."""
+    return None if t is None else t.replace(tzinfo=timezone.utc).timestamp()
