@@ -155,13 +155,15 @@ static int read_fixed64(buf_t *b, uint64_t *out) {
     return 0;
 }
 
+static __thread uint32_t g_field; /* the field number of the last tag read, for skipping a group */
+
 /* One field tag: 1 with field/wire set, 0 at the end, -1 on error. */
 static int next_field(buf_t *b, uint32_t *field, int *wire) {
     if (b->p >= b->end) return 0;
     uint64_t tag;
     if (read_varint(b, &tag) < 0) return -1;
     if ((tag >> 3) == 0 || (tag >> 3) > 0x1FFFFFFF) return fail("invalid field number");
-    *field = (uint32_t)(tag >> 3);
+    *field = g_field = (uint32_t)(tag >> 3);
     *wire = (int)(tag & 7);
     return 1;
 }
@@ -176,6 +178,21 @@ static int read_len(buf_t *b, buf_t *sub) {
     return 0;
 }
 
+static int skip(buf_t *b, int wire);
+
+/* An unknown field of the deprecated group encoding (wire type 3 ... 4): skipped up to its end,
+   as protobuf parsers do (found by fuzzing: upb accepts it, so must we). */
+static int skip_group(buf_t *b, uint32_t field, int depth) {
+    uint32_t f;
+    int w, r;
+    if (depth > 100) return fail("groups nested too deeply");
+    while ((r = next_field(b, &f, &w)) > 0) {
+        if (w == 4) return f == field ? 0 : fail("mismatched end of group");
+        if (w == 3 ? skip_group(b, f, depth + 1) < 0 : skip(b, w) < 0) return -1;
+    }
+    return r < 0 ? -1 : fail("unterminated group");
+}
+
 static int skip(buf_t *b, int wire) {
     uint64_t v;
     buf_t s;
@@ -183,6 +200,7 @@ static int skip(buf_t *b, int wire) {
     case 0: return read_varint(b, &v);
     case 1: return read_fixed64(b, &v);
     case 2: return read_len(b, &s);
+    case 3: return skip_group(b, g_field, 1);
     case 5:
         if (b->end - b->p < 4) return fail("truncated fixed32");
         b->p += 4;

@@ -133,7 +133,11 @@ def _render(kind: int, raw) -> str:
     """For the native decoder: the values it leaves to Python, by AnyValue oneof field number."""
     if kind == 4:
         return _double_str(raw)
-    return value_str(AnyValue.FromString(raw))
+    try:
+        value = AnyValue.FromString(raw)
+    except DecodeError as e:  # found by fuzzing: a corrupt array or map inside a well-framed value
+        raise BadRequest(f"cannot decode OTLP protobuf request: an attribute value is corrupt ({e})") from None
+    return value_str(value)
 
 
 # --- the reference walker -------------------------------------------------------------------
