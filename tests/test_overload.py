@@ -195,3 +195,60 @@ def test_the_sdk_exporter_waits_the_suggested_delay_and_succeeds(server_factory,
     sdk = {r[0] for r in con.execute("SELECT SpanId FROM otel_traces WHERE ServiceName = 'sdk'").fetchall()}
     con.close()
     assert rows == distinct == 300_005 and sdk == ids(spans)
+
+
+def test_more_concurrent_requests_than_allowed_are_refused_and_retried(server_factory, tmp_path):
+    """Beyond --max-concurrent-requests per receiver, a request is refused before its body is read:
+    gRPC RESOURCE_EXHAUSTED (by gRPC itself), HTTP 503 with Retry-After and RetryInfo."""
+    srv = server_factory(tmp_path / "d", "--max-concurrent-requests", "2", "--overload-retry-delay", "100ms")
+    refused = {"grpc": 0, "http": 0}
+    acked: set[str] = set()
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def grpc_loop(client: int) -> None:
+        with grpc.insecure_channel(srv.grpc_target) as ch:
+            call = ch.unary_unary(EXPORT_METHOD)
+            for b in range(8):
+                body, ids = _request(client, b)
+                while True:
+                    try:
+                        call(body, timeout=30)
+                        break
+                    except grpc.RpcError as e:
+                        if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                            return errors.append(f"{e.code()} {e.details()}")
+                        with lock:
+                            refused["grpc"] += 1
+                        time.sleep(0.02)
+                with lock:
+                    acked.update(ids)
+
+    def http_loop(client: int) -> None:
+        with httpx.Client(timeout=30) as c:
+            for b in range(8):
+                body, ids = _request(client, b)
+                while True:
+                    r = c.post(srv.http_traces_url, content=body, headers={"Content-Type": "application/x-protobuf"})
+                    if r.status_code == 200:
+                        break
+                    if r.status_code != 503 or "retry-after" not in r.headers:
+                        return errors.append(f"{r.status_code} {r.headers} {r.content[:100]!r}")
+                    assert b"max_concurrent_requests" in Status.FromString(r.content).message.encode()
+                    with lock:
+                        refused["http"] += 1
+                    time.sleep(0.02)
+                with lock:
+                    acked.update(ids)
+
+    threads = [threading.Thread(target=grpc_loop, args=(c,)) for c in range(6)]
+    threads += [threading.Thread(target=http_loop, args=(c,)) for c in range(6, 12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert refused["grpc"] > 0 and refused["http"] > 0, refused
+    assert len(acked) == 12 * 8 * SPANS_PER_REQUEST
+    srv.stop()
+    assert set(spans_by_id(read_spans(srv.data_dir))) == acked

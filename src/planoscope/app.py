@@ -92,11 +92,12 @@ class Planoscope:
         await stack.enter_async_context(
             HttpServer(create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention), web_sock))
         await stack.enter_async_context(
-            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth), http_sock))
+            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
-            grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth))
+            grpc_rx = await stack.enter_async_context(
+                GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests))
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
         await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing

@@ -70,8 +70,7 @@ class Ingest:
         # One request is always admitted into an empty queue, whatever its size (max_request_bytes bounds it).
         if self.queued_requests and self.queued_bytes + size > self.max_queued_bytes:
             self.refuse("overloaded")
-            # Jittered, so refused clients do not all come back at the same moment.
-            delay = self.retry_delay * random.uniform(0.5, 1.5)
+            delay = self.retry_after()
             raise Overloaded(f"overloaded: {self.queued_bytes} bytes of requests queued (max_queued_bytes "
                              f"{self.max_queued_bytes}); retry in {delay:.1f} s", delay)
         self.queued_bytes += size
@@ -97,6 +96,10 @@ class Ingest:
             self.refuse("unavailable")
             raise
         return batch
+
+    def retry_after(self) -> float:
+        """The delay suggested to a refused client: jittered, so they do not all come back at once."""
+        return self.retry_delay * random.uniform(0.5, 1.5)
 
     def refuse(self, reason: str) -> None:
         """Count a request a receiver answered with an error (``too_large``, ``bad_request``, …)."""

@@ -104,6 +104,9 @@ class Settings(BaseModel):
     max_queued_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Bytes of OTLP requests accepted but not yet committed; beyond it a "
         "request is refused with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).")
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="OTLP requests each receiver takes at once; more are refused before their body is "
+        "read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).")
     overload_retry_delay: Duration = Field(
         "1s", validate_default=True, gt=0, le=60, description="The retry delay suggested to a client refused "
         "for overload (jittered by \u00b150%).")

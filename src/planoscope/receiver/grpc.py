@@ -25,8 +25,9 @@ class GrpcReceiver:
     """Async context manager serving OTLP/gRPC on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(self, address: str, ingest: Ingest, max_message_bytes: int,
-                 credentials: Credentials | None = None):
+                 credentials: Credentials | None = None, max_concurrent: int | None = None):
         self.address = address
+        self.max_concurrent = max_concurrent
         self.credentials = credentials or Credentials()
         self.ingest = ingest
         self.max_message_bytes = max_message_bytes
@@ -60,6 +61,8 @@ class GrpcReceiver:
 
     async def __aenter__(self) -> GrpcReceiver:
         server = grpc.aio.server(
+            # Beyond it gRPC answers RESOURCE_EXHAUSTED (retryable) before reading the message.
+            maximum_concurrent_rpcs=self.max_concurrent,
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.so_reuseport", 0),

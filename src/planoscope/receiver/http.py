@@ -55,11 +55,34 @@ def _status(fmt: str, http_code: int, grpc_code: int, message: str, headers=None
                     media_type=PROTOBUF, headers=headers)
 
 
-def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentials | None = None) -> Starlette:
+def _retry_later(request: Request, message: str, delay: float) -> Response:
+    """503 with Retry-After and a google.rpc.Status carrying RetryInfo, in the request's encoding."""
+    status, _ = retry_status(message, delay)
+    headers = {"Retry-After": str(max(1, math.ceil(delay)))}  # whole seconds, as RFC 9110 has it
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON:
+        return Response(json.dumps(json_format.MessageToDict(status)).encode(), 503, media_type=JSON, headers=headers)
+    return Response(status.SerializeToString(), 503, media_type=PROTOBUF, headers=headers)
+
+
+def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentials | None = None,
+                  max_concurrent: int | None = None) -> Starlette:
     """The Starlette app for the OTLP/HTTP port."""
     credentials = credentials or Credentials()
+    busy = [0]  # requests being received or processed; touched on the event loop only
 
     async def traces(request: Request) -> Response:
+        if max_concurrent is not None and busy[0] >= max_concurrent:
+            # Refused before the body is read: what is not yet admitted costs no memory.
+            ingest.refuse("overloaded")
+            return _retry_later(request, f"overloaded: {busy[0]} requests in progress (max_concurrent_requests)",
+                                ingest.retry_after())
+        busy[0] += 1
+        try:
+            return await _traces(request)
+        finally:
+            busy[0] -= 1
+
+    async def _traces(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         fmt = {PROTOBUF: "protobuf", JSON: "json"}.get(ctype)
         if not credentials.check(request.headers.get("authorization")):
@@ -98,13 +121,7 @@ def otlp_http_app(ingest: Ingest, max_request_bytes: int, credentials: Credentia
         except BadRequest as e:
             return _status(fmt, 400, GRPC_INVALID_ARGUMENT, str(e))
         except WriterUnavailable as e:  # overloaded, or the store failed: retryable, with a delay
-            delay = getattr(e, "retry_after", 1.0)
-            status, _ = retry_status(str(e), delay)
-            headers = {"Retry-After": str(max(1, math.ceil(delay)))}  # whole seconds, as RFC 9110 has it
-            if fmt == "json":
-                return Response(json.dumps(json_format.MessageToDict(status)).encode(), 503, media_type=JSON,
-                                headers=headers)
-            return Response(status.SerializeToString(), 503, media_type=PROTOBUF, headers=headers)
+            return _retry_later(request, str(e), getattr(e, "retry_after", 1.0))
         if fmt == "json":
             out: dict = {}
             if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
