@@ -154,3 +154,47 @@ def test_sigkill_under_load_keeps_every_acknowledged_span_exactly_once(server_fa
     assert calls_total(srv) == len(everything)  # metrics restored from snapshot + replay, then added to
     srv.stop()
     assert set(spans_by_id(read_spans(srv.data_dir))) == everything
+
+
+def test_sigterm_stops_both_receivers_at_once_and_finishes_what_is_in_flight(server_factory, tmp_path):
+    """A 300,000-span export is being committed when SIGTERM arrives: OTLP/HTTP stops taking
+    connections at once (not only after gRPC has drained), and the export still succeeds."""
+    import signal
+
+    import duckdb
+    import httpx
+
+    from conftest import Metrics, db_path, grpc_export
+    from test_overload import _many_spans
+
+    srv = server_factory(tmp_path / "d", "--max-request-bytes", str(256 << 20), "--max-spans-per-request", "1000000")
+    body = _many_spans(300_000)
+    done: dict = {}
+
+    def huge():
+        try:
+            done["response"] = grpc_export(srv.grpc_target, body, timeout=120)
+        except Exception as e:  # reported below
+            done["error"] = e
+        done["at"] = time.monotonic()
+
+    sender = threading.Thread(target=huge)
+    sender.start()
+    deadline = time.monotonic() + 30
+    while Metrics(srv.metrics_text()).value("planoscope_ingest_queued_bytes", {}) == 0:  # received, admitted
+        assert time.monotonic() < deadline and "at" not in done, done
+        time.sleep(0.01)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # uvicorn notices within 0.1 s
+    try:
+        httpx.post(srv.http_traces_url, content=b"", headers={"Content-Type": "application/x-protobuf"}, timeout=5)
+        raise AssertionError("OTLP/HTTP still took a request after SIGTERM")
+    except httpx.ConnectError:
+        refused_at = time.monotonic()
+    sender.join(120)
+    assert "error" not in done, done
+    assert refused_at < done["at"], "the export was no longer in flight: the test proves nothing"
+    assert srv.stop(expect_rc=None) == 0, srv.output()
+    con = duckdb.connect(str(db_path(srv.data_dir)), read_only=True)
+    assert con.execute("SELECT count(*) FROM otel_traces").fetchone()[0] == 300_000
+    con.close()

@@ -4,6 +4,7 @@ down in reverse (receivers stop taking requests, then the writer drains, then th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -91,7 +92,7 @@ class Planoscope:
         otlp_auth = Credentials(token=s.otlp_token)
         await stack.enter_async_context(
             HttpServer(create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention), web_sock))
-        await stack.enter_async_context(
+        otlp_http = await stack.enter_async_context(
             HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
@@ -100,6 +101,9 @@ class Planoscope:
                 GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests))
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
+        # On stop, both receivers stop taking requests at once, then finish what is in flight
+        # (one after the other, the second would take new requests while the first drained).
+        stack.push_async_callback(_stop_receiving, grpc_rx, otlp_http)
         await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing
         host = s.otlp_grpc.rpartition(":")[0]
         self.addresses = {
@@ -107,6 +111,10 @@ class Planoscope:
             "otlp_http": bound_address(http_sock),
             "listen": bound_address(web_sock),
         }
+
+
+async def _stop_receiving(grpc_rx: GrpcReceiver, otlp_http: HttpServer) -> None:
+    await asyncio.gather(grpc_rx.__aexit__(None, None, None), otlp_http.__aexit__(None, None, None))
 
 
 def _is_loopback(host: str) -> bool:

@@ -83,6 +83,7 @@ class GrpcReceiver:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._server is not None:
+        server, self._server = self._server, None  # (may be called twice: see app._stop_receiving)
+        if server is not None:
             # Stop taking new RPCs; in-flight ones get the grace period to be committed.
-            await self._server.stop(grace=10)
+            await server.stop(grace=10)
