@@ -168,3 +168,79 @@ def test_doubles_are_written_as_the_collector_writes_them():
              -0.0: "-0", float("inf"): "Infinity", 0.1 + 0.2: "0.30000000000000004"}
     for value, text in cases.items():
         assert decode._double_str(value) == text
+
+
+# --- limits: both decoders cut, drop and refuse alike -------------------------------------------
+
+TIGHT = [decode.Limits(max_value_bytes=b, max_attributes=a, max_spans=100_000) for b, a in [(5, 2), (7, 3), (16, 1)]]
+
+
+@pytest.mark.parametrize("limits", TIGHT, ids=lambda lim: f"{lim.max_value_bytes}B-{lim.max_attributes}attrs")
+@pytest.mark.parametrize("seed", range(60))
+def test_native_decoder_matches_the_reference_under_tight_limits(seed, limits):
+    body = random_request(seed)
+    a = Decoder(DEFAULT_DIMENSIONS, limits=limits).decode_protobuf(body)
+    b = Decoder(DEFAULT_DIMENSIONS, native=False, limits=limits).decode_protobuf(body)
+    for name in a.table.column_names:
+        assert _same(a.table.column(name), b.table.column(name)), name
+    assert (a.truncated, a.dropped, a.rejected, a.keys) == (b.truncated, b.dropped, b.rejected, b.keys)
+    assert [d.to_pylist() for d in a.dimensions] == [d.to_pylist() for d in b.dimensions]
+    assert a.error_message == b.error_message
+
+
+def test_tight_limits_cut_and_drop_somewhere():
+    # The equivalence above must cover cutting inside multi-byte characters and dropping.
+    lim = TIGHT[0]
+    truncated = dropped = 0
+    for seed in range(60):
+        batch = Decoder(DEFAULT_DIMENSIONS, limits=lim).decode_protobuf(random_request(seed))
+        truncated += batch.truncated
+        dropped += batch.dropped
+    assert truncated > 50 and dropped > 50
+
+
+def _one_span_request(attrs: list[tuple[str, str]], n_spans: int = 1, resource=()) -> bytes:
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in resource)
+    ss = rs.scope_spans.add()
+    for i in range(n_spans):
+        s = ss.spans.add(trace_id=b"\x01" * 16, span_id=(i + 1).to_bytes(8, "big"), name="s",
+                         start_time_unix_nano=1, end_time_unix_nano=2)
+        s.attributes.extend(KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs)
+    return req.SerializeToString()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_long_value_is_cut_at_a_character_boundary_and_marked(native):
+    lim = decode.Limits(max_value_bytes=10, max_attributes=128, max_spans=10)
+    body = _one_span_request([("fits", "é" * 5), ("euro", "€" * 4), ("llm.model", "x" * 11)],
+                             resource=[("service.name", "s" * 20)])
+    batch = Decoder(["llm.model"], native=native, limits=lim).decode_protobuf(body)
+    import json
+    attrs = json.loads(batch.table.column("SpanAttributes")[0].as_py())
+    assert attrs == {"fits": "é" * 5, "euro": "€" * 3 + "…", "llm.model": "x" * 10 + "…"}
+    assert batch.table.column("LlmModel").to_pylist() == ["x" * 10 + "…"]  # the typed column holds what is stored
+    assert batch.table.column("ServiceName").to_pylist() == ["s" * 10 + "…"]
+    assert batch.truncated == 3 and batch.rejected == 0
+    assert batch.error_message == ("3 attribute values longer than 10 bytes were truncated "
+                                   "(max_attribute_value_bytes)")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_attributes_beyond_the_limit_are_dropped_first_ones_kept(native):
+    lim = decode.Limits(max_value_bytes=100, max_attributes=3, max_spans=10)
+    body = _one_span_request([(f"k{i}", str(i)) for i in range(5)], n_spans=2)
+    batch = Decoder(native=native, limits=lim).decode_protobuf(body)
+    import json
+    assert [json.loads(x) for x in batch.table.column("SpanAttributes").to_pylist()] == [
+        {"k0": "0", "k1": "1", "k2": "2"}] * 2
+    assert batch.dropped == 4 and "4 attributes beyond 3 in one set were dropped" in batch.error_message
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_too_many_spans_refuse_the_request(native):
+    lim = decode.Limits(max_value_bytes=100, max_attributes=3, max_spans=10)
+    assert Decoder(native=native, limits=lim).decode_protobuf(_one_span_request([], n_spans=10)).table.num_rows == 10
+    with pytest.raises(BadRequest, match=r"^the request holds more than 10 spans \(max_spans_per_request\)$"):
+        Decoder(native=native, limits=lim).decode_protobuf(_one_span_request([], n_spans=11))

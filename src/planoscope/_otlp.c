@@ -32,6 +32,7 @@ static PyObject *DecodeError;
 /* The parse runs without the GIL, so errors are noted here and raised once it is held again. */
 static __thread const char *g_error;
 static __thread int g_pyerror; /* a Python exception is already set (from a callback) */
+static __thread char g_limit_msg[128]; /* a refused request's message, raised without the decode prefix */
 
 static int fail(const char *msg) {
     if (!g_error) g_error = msg;
@@ -154,13 +155,15 @@ static int read_fixed64(buf_t *b, uint64_t *out) {
     return 0;
 }
 
+static __thread uint32_t g_field; /* the field number of the last tag read, for skipping a group */
+
 /* One field tag: 1 with field/wire set, 0 at the end, -1 on error. */
 static int next_field(buf_t *b, uint32_t *field, int *wire) {
     if (b->p >= b->end) return 0;
     uint64_t tag;
     if (read_varint(b, &tag) < 0) return -1;
     if ((tag >> 3) == 0 || (tag >> 3) > 0x1FFFFFFF) return fail("invalid field number");
-    *field = (uint32_t)(tag >> 3);
+    *field = g_field = (uint32_t)(tag >> 3);
     *wire = (int)(tag & 7);
     return 1;
 }
@@ -175,6 +178,21 @@ static int read_len(buf_t *b, buf_t *sub) {
     return 0;
 }
 
+static int skip(buf_t *b, int wire);
+
+/* An unknown field of the deprecated group encoding (wire type 3 ... 4): skipped up to its end,
+   as protobuf parsers do (found by fuzzing: upb accepts it, so must we). */
+static int skip_group(buf_t *b, uint32_t field, int depth) {
+    uint32_t f;
+    int w, r;
+    if (depth > 100) return fail("groups nested too deeply");
+    while ((r = next_field(b, &f, &w)) > 0) {
+        if (w == 4) return f == field ? 0 : fail("mismatched end of group");
+        if (w == 3 ? skip_group(b, f, depth + 1) < 0 : skip(b, w) < 0) return -1;
+    }
+    return r < 0 ? -1 : fail("unterminated group");
+}
+
 static int skip(buf_t *b, int wire) {
     uint64_t v;
     buf_t s;
@@ -182,6 +200,7 @@ static int skip(buf_t *b, int wire) {
     case 0: return read_varint(b, &v);
     case 1: return read_fixed64(b, &v);
     case 2: return read_len(b, &s);
+    case 3: return skip_group(b, g_field, 1);
     case 5:
         if (b->end - b->p < 4) return fail("truncated fixed32");
         b->p += 4;
@@ -223,6 +242,10 @@ typedef struct {
     PyObject *errors;
     PyThreadState *ts; /* saved while the GIL is released */
     Py_ssize_t rejected, max_errors, nspans, nevents, nlinks;
+    /* limits: a value's string form is cut to max_value bytes (at a UTF-8 boundary) and marked with
+       an ellipsis; an attribute set keeps its first max_attrs attributes; a request holds at most
+       max_spans spans (rejected ones included), else it is refused whole */
+    Py_ssize_t max_value, max_attrs, max_spans, truncated, dropped;
 } out_t;
 
 static const char *KIND[6] = {"Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"};
@@ -335,7 +358,7 @@ static int push_value(out_t *o, buf_t v, bytes_t *out) {
 /* One KeyValue appended to the JSON object being built in obj ("{" already there). With extract,
    if its key is requested and not yet seen for this row, its value is kept in xval; with
    extract == 2 (resource attributes) service.name's value is kept in service. */
-static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract) {
+static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract, Py_ssize_t *nattrs) {
     uint32_t f;
     int w, r;
     buf_t key = {kvb.p, kvb.p}, val = {kvb.p, kvb.p};
@@ -345,8 +368,19 @@ static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract) {
         else if (skip(&kvb, w) < 0) return -1;
     }
     if (r < 0) return -1;
+    if (++*nattrs > o->max_attrs) { /* beyond the limit: dropped, as an SDK's attribute count limit does */
+        o->dropped++;
+        return 0;
+    }
     o->scratch.len = 0;
     if (push_value(o, val, &o->scratch) < 0) return -1;
+    if (o->scratch.len > o->max_value) {
+        Py_ssize_t cut = o->max_value;
+        while (cut > 0 && ((unsigned char)o->scratch.d[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+        o->scratch.len = cut;
+        if (bb_put(&o->scratch, "\xe2\x80\xa6", 3) < 0) return -1; /* U+2026 HORIZONTAL ELLIPSIS */
+        o->truncated++;
+    }
     Py_ssize_t kl = LEN(key);
     if (obj->len > 1 && bb_put(obj, ",", 1) < 0) return -1;
     if (json_str(obj, (const char *)key.p, kl) < 0 || bb_put(obj, ":", 1) < 0 ||
@@ -409,6 +443,11 @@ static int reject(out_t *o, buf_t name, const char *what) {
 static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
     uint32_t f;
     int w, r;
+    if (o->nspans + o->rejected >= o->max_spans) {
+        snprintf(g_limit_msg, sizeof g_limit_msg, "the request holds more than %zd spans (max_spans_per_request)",
+                 o->max_spans);
+        return fail(g_limit_msg);
+    }
     buf_t none = {sp.p, sp.p};
     buf_t tid = none, sid = none, pid = none, tstate = none, name = none, status = {NULL, NULL};
     uint64_t kind = 0, start = 0, end = 0;
@@ -464,24 +503,26 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
     }
     extract_reset(o);
     if (obj_begin(&o->obj) < 0) return -1;
+    Py_ssize_t nattrs = 0;
     s = sp;
     while ((r = next_field(&s, &f, &w)) > 0) {
         buf_t sub;
         if (w != 2) { if (skip(&s, w) < 0) return -1; continue; }
         if (read_len(&s, &sub) < 0) return -1;
         if (f == 9) {
-            if (push_kv(o, sub, &o->obj, 1) < 0) return -1;
+            if (push_kv(o, sub, &o->obj, 1, &nattrs) < 0) return -1;
         } else if (f == 11) {
             uint64_t t = 0;
             buf_t en = {sub.p, sub.p}, e = sub, a;
             uint32_t ef;
             int ew, er;
+            Py_ssize_t nev = 0;
             if (obj_begin(&o->evobj) < 0) return -1;
             while ((er = next_field(&e, &ef, &ew)) > 0) {
                 if (ef == 1 && ew == 1) { if (read_fixed64(&e, &t) < 0) return -1; }
                 else if (ef == 2 && ew == 2) { if (read_len(&e, &en) < 0) return -1; }
                 else if (ef == 3 && ew == 2) {
-                    if (read_len(&e, &a) < 0 || push_kv(o, a, &o->evobj, 0) < 0) return -1;
+                    if (read_len(&e, &a) < 0 || push_kv(o, a, &o->evobj, 0, &nev) < 0) return -1;
                 } else if (skip(&e, ew) < 0) return -1;
             }
             if (er < 0) return -1;
@@ -493,6 +534,7 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
             buf_t lt = {sub.p, sub.p}, ls = lt, lst = lt, l = sub, a;
             uint32_t lf;
             int lw, lr;
+            Py_ssize_t nln = 0;
             if (obj_begin(&o->evobj) < 0) return -1;
             while ((lr = next_field(&l, &lf, &lw)) > 0) {
                 if (lw == 2 && lf >= 1 && lf <= 4) {
@@ -500,7 +542,7 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
                     if (lf == 1) lt = a;
                     else if (lf == 2) ls = a;
                     else if (lf == 3) lst = a;
-                    else if (push_kv(o, a, &o->evobj, 0) < 0) return -1;
+                    else if (push_kv(o, a, &o->evobj, 0, &nln) < 0) return -1;
                 } else if (skip(&l, lw) < 0) return -1;
             }
             if (lr < 0) return -1;
@@ -572,11 +614,12 @@ static int decode_resource_spans(out_t *o, buf_t rs) {
     extract_reset(o);
     o->has_service = 0;
     if (obj_begin(&o->obj) < 0) return -1;
+    Py_ssize_t nattrs = 0;
     if (res.p) {
         while ((r = next_field(&res, &f, &w)) > 0) {
             buf_t kv;
             if (f == 1 && w == 2) {
-                if (read_len(&res, &kv) < 0 || push_kv(o, kv, &o->obj, 2) < 0) return -1;
+                if (read_len(&res, &kv) < 0 || push_kv(o, kv, &o->obj, 2, &nattrs) < 0) return -1;
             } else if (skip(&res, w) < 0) return -1;
         }
         if (r < 0) return -1;
@@ -636,16 +679,26 @@ static PyObject *export(out_t *o) {
     SET("errors", (Py_INCREF(o->errors), o->errors));
     SET("rejected", PyLong_FromSsize_t(o->rejected));
     SET("n", PyLong_FromSsize_t(o->nspans));
+    SET("truncated", PyLong_FromSsize_t(o->truncated));
+    SET("dropped", PyLong_FromSsize_t(o->dropped));
 #undef SET
     return d;
 }
 
-/* decode(body, render, max_errors, extract_keys) -> dict of column buffers */
+/* decode(body, render, max_errors, extract_keys, max_value_bytes, max_attributes, max_spans) -> dict of
+   column buffers */
 static PyObject *decode(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *render, *xkeys;
-    Py_ssize_t max_errors;
-    if (!PyArg_ParseTuple(args, "y*OnO!", &view, &render, &max_errors, &PyTuple_Type, &xkeys)) return NULL;
+    Py_ssize_t max_errors, max_value, max_attrs, max_spans;
+    if (!PyArg_ParseTuple(args, "y*OnO!nnn", &view, &render, &max_errors, &PyTuple_Type, &xkeys, &max_value,
+                          &max_attrs, &max_spans))
+        return NULL;
+    if (max_value < 0 || max_attrs < 0 || max_spans < 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "limits must not be negative");
+        return NULL;
+    }
     out_t *o = PyMem_RawCalloc(1, sizeof(out_t));
     if (!o) {
         PyBuffer_Release(&view);
@@ -654,6 +707,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     o->render = render;
     o->max_errors = max_errors;
+    o->max_value = max_value;
+    o->max_attrs = max_attrs;
+    o->max_spans = max_spans;
     o->nx = PyTuple_GET_SIZE(xkeys);
     if (o->nx > MAX_EXTRACT) {
         PyErr_SetString(PyExc_ValueError, "too many extract keys");
@@ -698,7 +754,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         goto done;
     }
 raise:
-    if (!g_pyerror) PyErr_Format(DecodeError, "cannot decode OTLP protobuf request: %s", g_error ? g_error : "?");
+    if (g_pyerror) goto done;
+    if (g_error == g_limit_msg) PyErr_SetString(DecodeError, g_limit_msg);
+    else PyErr_Format(DecodeError, "cannot decode OTLP protobuf request: %s", g_error ? g_error : "?");
 done:
     out_free(o);
     PyMem_RawFree(o);
@@ -713,7 +771,9 @@ static PyObject *set_error(PyObject *self, PyObject *exc) {
 }
 
 static PyMethodDef methods[] = {
-    {"decode", decode, METH_VARARGS, "decode(body, render, max_errors, extract_keys) -> dict of Arrow buffers"},
+    {"decode", decode, METH_VARARGS,
+     "decode(body, render, max_errors, extract_keys, max_value_bytes, max_attributes, max_spans) -> dict of Arrow "
+     "buffers"},
     {"set_error", set_error, METH_O, "set the exception class raised for undecodable requests"},
     {NULL, NULL, 0, NULL},
 };

@@ -4,18 +4,21 @@ down in reverse (receivers stop taking requests, then the writer drains, then th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 from datetime import timedelta
 
-from .decode import Decoder
+from .auth import Credentials
+from .decode import Decoder, Limits
 from .forward import Forwarder, ForwardState, parse_destination
 from .dedupe import RecentSpans
 from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
 from .receiver.grpc import GrpcReceiver
 from .receiver.http import otlp_http_app
+from .retention import Retention
 from .scraper import Scraper
 from .settings import Settings, split_address, scrape_target
 from .spanmetrics import SpanMetrics
@@ -65,7 +68,9 @@ class Planoscope:
         metrics.load(totals)
         for batch in store.scan_for_metrics(metrics.dimensions, after=watermark):  # what the last snapshot missed
             metrics.apply(metrics.merge(metrics.deltas(batch)))
-        store.save_metric_totals(metrics.snapshot(), store.last_ingested(), metrics.fingerprint, replace=True)
+        # Retention may have deleted the spans ingested last: the watermark never goes back.
+        watermark = max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
+        store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
 
@@ -76,10 +81,14 @@ class Planoscope:
         http_sock = bind(s.otlp_http, "OTLP/HTTP")
         stack.callback(http_sock.close)
 
-        self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent))
+        self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent, watermark=watermark))
+        self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
-        ingest = await stack.enter_async_context(Ingest(writer, Decoder(metrics.dimensions), metrics))
+        limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
+        ingest = await stack.enter_async_context(
+            Ingest(writer, Decoder(metrics.dimensions, limits=limits), metrics,
+                   max_queued_bytes=s.max_queued_bytes, retry_delay=s.overload_retry_delay))
         try:
             state = ForwardState(s.data_dir)
         except ValueError as e:
@@ -87,15 +96,22 @@ class Planoscope:
         self.forwarders = forwarders = [Forwarder(store, parse_destination(url), state,
                                                   ingesting=lambda: writer.spans_written)
                                         for url in s.forward_otlp]
-        await stack.enter_async_context(HttpServer(create_web_app(store, metrics, writer, scraper, forwarders),
-                                                   web_sock))
-        await stack.enter_async_context(HttpServer(otlp_http_app(ingest, s.max_request_bytes), http_sock))
+        web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
+        otlp_auth = Credentials(token=s.otlp_token)
+        await stack.enter_async_context(HttpServer(
+            create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders), web_sock))
+        otlp_http = await stack.enter_async_context(
+            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock))
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
-            grpc_rx = await stack.enter_async_context(GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes))
+            grpc_rx = await stack.enter_async_context(
+                GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests))
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
+        # On stop, both receivers stop taking requests at once, then finish what is in flight
+        # (one after the other, the second would take new requests while the first drained).
+        stack.push_async_callback(_stop_receiving, grpc_rx, otlp_http)
         await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing
         for forwarder in forwarders:
             await stack.enter_async_context(forwarder)
@@ -105,6 +121,10 @@ class Planoscope:
             "otlp_http": bound_address(http_sock),
             "listen": bound_address(web_sock),
         }
+
+
+async def _stop_receiving(grpc_rx: GrpcReceiver, otlp_http: HttpServer) -> None:
+    await asyncio.gather(grpc_rx.__aexit__(None, None, None), otlp_http.__aexit__(None, None, None))
 
 
 def _is_loopback(host: str) -> bool:
@@ -117,13 +137,18 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_exposure(s: Settings) -> None:
-    """Secure by default: the UI and API show every trace, so they stay on loopback unless told."""
-    host = split_address(s.listen)[0]
-    if _is_loopback(host):
+    """Secure by default: the UI and API show every trace, so they stay on loopback unless they
+    require credentials or are told to go without."""
+    for name, address in (("OTLP/gRPC", s.otlp_grpc), ("OTLP/HTTP", s.otlp_http)):
+        if not s.otlp_token and not _is_loopback(split_address(address)[0]):
+            log.warning("%s on %s accepts spans from anyone who can reach it: set otlp_token to require a token",
+                        name, address)
+    if s.auth_token or s.auth_basic or _is_loopback(split_address(s.listen)[0]):
         return
     if not s.insecure:
         raise StartupError(
             f"refusing to serve the UI, API and /metrics on {s.listen} without authentication: anyone who can "
-            "reach it reads every trace. Listen on 127.0.0.1 (and put an authenticating proxy in front), "
+            "reach it reads every trace. Set auth_token or auth_basic (PLANOSCOPE_AUTH_TOKEN, "
+            "PLANOSCOPE_AUTH_BASIC), listen on 127.0.0.1 behind an authenticating proxy, "
             "or pass --insecure (PLANOSCOPE_INSECURE=true) to serve it anyway")
     log.warning("serving the UI, API and /metrics on %s without authentication (--insecure)", s.listen)

@@ -29,6 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from .schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS, trace_keys
 
 MAX_ERROR_MESSAGES = 5
+ELLIPSIS = "\u2026"  # marks a value cut to the length limit
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
 _INT64_MAX = 0x7FFFFFFFFFFFFFFF
@@ -48,13 +49,35 @@ class SpanBatch:
     metric_deltas: dict | None = None  # SpanMetrics.deltas of this batch, when computed
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    truncated: int = 0  # attribute values cut to the length limit
+    dropped: int = 0  # attributes dropped beyond the per-set limit
+    limits: Limits | None = None
 
     @property
     def error_message(self) -> str:
-        if not self.errors:
-            return ""
-        more = self.rejected - len(self.errors)
-        return "; ".join(self.errors) + (f"; and {more} more" if more > 0 else "")
+        """Why spans were rejected, then what was cut (OTLP's partial success allows a warning
+        with no span rejected)."""
+        parts = []
+        if self.errors:
+            more = self.rejected - len(self.errors)
+            parts.append("; ".join(self.errors) + (f"; and {more} more" if more > 0 else ""))
+        if self.truncated:
+            parts.append(f"{self.truncated} attribute values longer than {self.limits.max_value_bytes} bytes "
+                         f"were truncated (max_attribute_value_bytes)")
+        if self.dropped:
+            parts.append(f"{self.dropped} attributes beyond {self.limits.max_attributes} in one set were dropped "
+                         f"(max_attributes_per_span)")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold. Longer values are cut and marked, extra attributes dropped (the
+    span is kept); a request with too many spans is refused whole."""
+
+    max_value_bytes: int = 8192
+    max_attributes: int = 128
+    max_spans: int = 100_000
 
 
 # --- attribute values as strings, as the collector's pcommon.Value.AsString() writes them ---
@@ -110,7 +133,11 @@ def _render(kind: int, raw) -> str:
     """For the native decoder: the values it leaves to Python, by AnyValue oneof field number."""
     if kind == 4:
         return _double_str(raw)
-    return value_str(AnyValue.FromString(raw))
+    try:
+        value = AnyValue.FromString(raw)
+    except DecodeError as e:  # found by fuzzing: a corrupt array or map inside a well-framed value
+        raise BadRequest(f"cannot decode OTLP protobuf request: an attribute value is corrupt ({e})") from None
+    return value_str(value)
 
 
 # --- the reference walker -------------------------------------------------------------------
@@ -124,20 +151,58 @@ def _json_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def attributes_json(kvs, found: dict | None = None) -> tuple[str, dict[str, str]]:
-    """KeyValues → (a JSON object of their string forms, {key: value} in order, first wins)."""
+def truncate(s: str, max_bytes: int) -> str | None:
+    """``s`` cut to at most ``max_bytes`` UTF-8 bytes, not inside a character, plus an ellipsis;
+    None if it fits."""
+    b = s.encode()
+    if len(b) <= max_bytes:
+        return None
+    cut = max_bytes
+    while cut > 0 and b[cut] & 0xC0 == 0x80:
+        cut -= 1
+    return b[:cut].decode() + ELLIPSIS
+
+
+class _Cut:
+    """The limits as the walker applies them, and what they cut."""
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.truncated = self.dropped = 0
+
+    def pairs(self, kvs) -> list[tuple[str, str]]:
+        """(key, string form) of the kept attributes: the first ``max_attributes``, values cut."""
+        n = self.limits.max_attributes
+        if len(kvs) > n:
+            self.dropped += len(kvs) - n
+        out = []
+        for kv in kvs[:n]:
+            s = value_str(kv.value)
+            cut = truncate(s, self.limits.max_value_bytes)
+            if cut is not None:
+                self.truncated += 1
+                s = cut
+            out.append((kv.key, s))
+        return out
+
+
+def attributes_json(pairs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """(key, value) pairs → (a JSON object of them, {key: value} in order, first wins)."""
     parts = []
     values: dict[str, str] = {}
-    for kv in kvs:
-        s = value_str(kv.value)
-        parts.append(f"{_json_str(kv.key)}:{_json_str(s)}")
-        values.setdefault(kv.key, s)
+    for k, s in pairs:
+        parts.append(f"{_json_str(k)}:{_json_str(s)}")
+        values.setdefault(k, s)
     return "{" + ",".join(parts) + "}", values
 _I64 = "ts dur evts".split()
 
 
-def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
+def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits) -> dict:
     """Columns of ``req`` as arrays, the same as ``_otlp.decode`` gives, from protobuf objects."""
+    n = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+    if n > limits.max_spans:
+        raise BadRequest(f"the request holds more than {limits.max_spans} spans (max_spans_per_request)")
+    cut = _Cut(limits)
     c: dict[str, list] = {name: [] for name in _STR + _I32 + _I64}
     c["evoff"].append(0)
     c["lnoff"].append(0)
@@ -145,11 +210,12 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
     xres: list[list] = [[] for _ in extract]
     keys, errors, rejected = [], [], 0
     for rs in req.resource_spans:
-        text, values = attributes_json(rs.resource.attributes)
+        pairs = cut.pairs(rs.resource.attributes)
+        text, values = attributes_json(pairs)
         service = ""
-        for kv in rs.resource.attributes:  # the last one wins
-            if kv.key == "service.name":
-                service = value_str(kv.value)
+        for k, v in pairs:  # the last one wins
+            if k == "service.name":
+                service = v
         r_i = len(c["service"])
         c["service"].append(service)
         c["rattrs"].append(text)
@@ -179,7 +245,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
                     if len(errors) < MAX_ERROR_MESSAGES:
                         errors.append(f"span {span.name!r}: {bad}")
                     continue
-                text, values = attributes_json(span.attributes)
+                text, values = attributes_json(cut.pairs(span.attributes))
                 c["sattrs"].append(text)
                 for j, k in enumerate(extract):
                     xspan[j].append(values.get(k))
@@ -187,12 +253,12 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
                     t = ev.time_unix_nano
                     c["evts"].append(t if t <= _INT64_MAX else 0)
                     c["evname"].append(ev.name)
-                    c["evattrs"].append(attributes_json(ev.attributes)[0])
+                    c["evattrs"].append(attributes_json(cut.pairs(ev.attributes))[0])
                 for ln in span.links:
                     c["lntid"].append(ln.trace_id.hex())
                     c["lnsid"].append(ln.span_id.hex())
                     c["lnstate"].append(ln.trace_state)
-                    c["lnattrs"].append(attributes_json(ln.attributes)[0])
+                    c["lnattrs"].append(attributes_json(cut.pairs(ln.attributes))[0])
                 c["evoff"].append(len(c["evts"]))
                 c["lnoff"].append(len(c["lntid"]))
                 c["ts"].append(start)
@@ -213,7 +279,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str]) -> dict:
     out.update({n: pa.array(c[n], pa.int64()) for n in _I64})
     out["xspan"] = [pa.array(x, pa.string()) for x in xspan]
     out["xres"] = [pa.array(x, pa.string()) for x in xres]
-    out.update(keys=keys, errors=errors, rejected=rejected)
+    out.update(keys=keys, errors=errors, rejected=rejected, truncated=cut.truncated, dropped=cut.dropped)
     return out
 
 
@@ -234,7 +300,8 @@ def _from_native(d: dict) -> dict:
     out["xspan"] = [_string_array(x) for x in d["xspan"]]
     out["xres"] = [_string_array(x) for x in d["xres"]]
     kb = d["keys"]
-    out.update(keys=[kb[i:i + 24] for i in range(0, len(kb), 24)], errors=d["errors"], rejected=d["rejected"])
+    out.update(keys=[kb[i:i + 24] for i in range(0, len(kb), 24)], errors=d["errors"], rejected=d["rejected"],
+               truncated=d["truncated"], dropped=d["dropped"])
     try:
         for name in _STR:  # protobuf strings must be UTF-8; checked in bulk, in C
             out[name].validate(full=True)
@@ -279,8 +346,9 @@ class Decoder:
         batch = Decoder(["llm.model"]).decode_protobuf(body)
     """
 
-    def __init__(self, dimensions: Sequence[str] = (), native: bool = True):
+    def __init__(self, dimensions: Sequence[str] = (), native: bool = True, limits: Limits = Limits()):
         self.dimensions = tuple(dimensions)
+        self.limits = limits
         typed_keys = [k for _, _, _, keys in TYPED_COLUMNS for k in keys]
         self._extract = tuple(dict.fromkeys([*typed_keys, *self.dimensions]))
         self._slot = {k: i for i, k in enumerate(self._extract)}
@@ -289,20 +357,22 @@ class Decoder:
     def decode_protobuf(self, body: bytes) -> SpanBatch:
         """A serialized ``ExportTraceServiceRequest``; raises ``BadRequest`` if undecodable."""
         if self.native:
-            return self._batch(_from_native(_otlp.decode(body, _render, MAX_ERROR_MESSAGES, self._extract)))
+            lim = self.limits
+            return self._batch(_from_native(_otlp.decode(body, _render, MAX_ERROR_MESSAGES, self._extract,
+                                                         lim.max_value_bytes, lim.max_attributes, lim.max_spans)))
         req = ExportTraceServiceRequest()
         try:
             req.ParseFromString(body)
         except (DecodeError, RuntimeError, ValueError) as e:  # upb raises DecodeError
             raise BadRequest(f"cannot decode OTLP protobuf request: {e}") from None
-        return self._batch(_walk(req, self._extract))
+        return self._batch(_walk(req, self._extract, self.limits))
 
     def decode_json(self, body: bytes) -> SpanBatch:
         """An OTLP/JSON ``ExportTraceServiceRequest``; raises ``BadRequest`` if undecodable."""
         req = parse_json(body)
         if self.native:
             return self.decode_protobuf(req.SerializeToString())
-        return self._batch(_walk(req, self._extract))
+        return self._batch(_walk(req, self._extract, self.limits))
 
     def _batch(self, c: dict) -> SpanBatch:
         scope_take = c["scopeidx"]
@@ -334,7 +404,8 @@ class Decoder:
         columns.append(trace_keys(columns[1]))
         dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
-        return SpanBatch(table, c["keys"], dimensions=dims, rejected=c["rejected"], errors=c["errors"])
+        return SpanBatch(table, c["keys"], dimensions=dims, rejected=c["rejected"], errors=c["errors"],
+                         truncated=c["truncated"], dropped=c["dropped"], limits=self.limits)
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------

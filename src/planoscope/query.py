@@ -45,17 +45,24 @@ def default_step(start: float, end: float) -> float:
     return next((s for s in NICE_STEPS if s >= want), NICE_STEPS[-1])
 
 
+# Timestamps are stored in ns in an int64: up to the year 2262. Found by schemathesis: beyond
+# such bounds a query overflowed into a 500.
+MAX_UNIX_S = 9e9
+
+
 def check_bounds(start: float, end: float) -> None:
     if not (math.isfinite(start) and math.isfinite(end)):
         raise QueryError("start and end must be finite numbers")
+    if not (0 <= start <= MAX_UNIX_S and 0 <= end <= MAX_UNIX_S):
+        raise QueryError(f"start and end must be unix seconds between 0 and {MAX_UNIX_S:.0f}")
     if end <= start:
         raise QueryError(f"end ({end}) must be after start ({start})")
 
 
 def check_range(start: float, end: float, step: float) -> None:
     check_bounds(start, end)
-    if not math.isfinite(step) or step <= 0:
-        raise QueryError(f"step must be a positive number, got {step}")
+    if not math.isfinite(step) or step <= 0 or step > MAX_UNIX_S:
+        raise QueryError(f"step must be a positive number of seconds up to {MAX_UNIX_S:.0f}, got {step}")
     if (end - start) / step > MAX_POINTS:
         raise QueryError(f"too many points: (end - start) / step exceeds {MAX_POINTS}; use a larger step")
 

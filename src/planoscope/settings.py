@@ -94,10 +94,30 @@ class Settings(BaseModel):
         list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds.")
     dedupe_window: Duration = Field(
         "10m", validate_default=True, description="How long a stored span's id is remembered, so a client's retry is not stored twice.")
+    retention: Duration = Field(
+        "7d", validate_default=True, ge=0, description="Spans (by start time) and scraped samples older than this "
+        "are deleted in the background; 0 keeps everything.")
     dedupe_max_spans: int = Field(
         1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
     max_request_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
+    max_queued_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Bytes of OTLP requests accepted but not yet committed; beyond it a "
+        "request is refused with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).")
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="OTLP requests each receiver takes at once; more are refused before their body is "
+        "read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).")
+    overload_retry_delay: Duration = Field(
+        "1s", validate_default=True, gt=0, le=60, description="The retry delay suggested to a client refused "
+        "for overload (jittered by \u00b150%).")
+    max_spans_per_request: int = Field(
+        100_000, ge=1, description="A request holding more spans is refused whole (gRPC INVALID_ARGUMENT, HTTP 400).")
+    max_attribute_value_bytes: int = Field(
+        8192, ge=16, description="An attribute value longer than this (in UTF-8 bytes of its string form) is cut "
+        "to it and marked with a trailing \u2026; the client is told through partial success.")
+    max_attributes_per_span: int = Field(
+        128, ge=1, description="Attributes kept per span (and per resource, event and link); the rest are "
+        "dropped and the client told through partial success (the OpenTelemetry SDKs' default limit).")
     scrape: StrList = Field(
         ["http://127.0.0.1:9901/stats/prometheus"], description="Prometheus-format targets scraped for "
         "samples (Envoy's admin /stats/prometheus), each URL or LABEL=URL; empty: no scraping.")
@@ -112,9 +132,19 @@ class Settings(BaseModel):
         [], description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "
         "grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Retried from the store "
         "until acknowledged.")
+    auth_token: str = Field(
+        "", description="Bearer token the UI, the API and /metrics require (Authorization: Bearer TOKEN); "
+        "empty: none. Prefer the environment or the config file to a flag, which other users can see in ps.")
+    auth_basic: str = Field(
+        "", description="USER:PASSWORD the UI, the API and /metrics require as HTTP basic auth (browsers "
+        "prompt for it); empty: none. Either auth setting allows a non-loopback --listen address.")
+    otlp_token: str = Field(
+        "", description="Bearer token both OTLP receivers require (gRPC metadata or HTTP header "
+        "authorization: Bearer TOKEN); empty: OTLP is open to whoever reaches its ports.")
     insecure: bool = Field(
         False, description="Serve the UI, the API and /metrics on a non-loopback --listen address without "
-        "authentication (refused otherwise: anyone who can reach the port reads every trace).")
+        "authentication (refused otherwise, unless auth_token or auth_basic is set: anyone who can reach the "
+        "port reads every trace).")
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("metrics_buckets_ms")
@@ -150,6 +180,25 @@ class Settings(BaseModel):
         if dup:
             raise ValueError(f"{dup!r} is given twice")
         return urls
+
+    @field_validator("auth_token", "otlp_token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if v and not re.match(r"^[\x21-\x7e]+$", v):
+            raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
+        if v and len(v) < 16:
+            raise ValueError("must be at least 16 characters long (try: openssl rand -hex 16)")
+        return v
+
+    @field_validator("auth_basic")
+    @classmethod
+    def _user_password(cls, v: str) -> str:
+        user, sep, password = v.partition(":")
+        if v and (not sep or not user or not password):
+            raise ValueError("must be USER:PASSWORD, both non-empty")
+        if v and any(ord(c) < 0x20 or ord(c) == 0x7f for c in v):
+            raise ValueError("must not contain control characters")
+        return v
 
     @field_validator("log_level")
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -15,7 +16,10 @@ from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .api import create_api
+from .auth import Credentials, RequireAuth
 from .forward import Forwarder
+from .ingest import Ingest
+from .retention import Retention
 from .scraper import Scraper
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore
@@ -26,9 +30,14 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
-                   scraper: Scraper | None = None, forwarders: Sequence[Forwarder] = ()) -> FastAPI:
-    """The FastAPI app for ``--listen``; everything it shows comes from its arguments."""
+                   scraper: Scraper | None = None, credentials: Credentials | None = None,
+                   ingest: Ingest | None = None, retention: Retention | None = None,
+                   forwarders: Sequence[Forwarder] = ()) -> FastAPI:
+    """The FastAPI app for ``--listen``; everything it shows comes from its arguments. With
+    ``credentials``, everything but ``/healthz`` (liveness probes carry no secrets) requires them."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
+    if credentials is not None and credentials.required:
+        app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))
     app.include_router(create_api(store, scraper))
 
     @app.exception_handler(RequestValidationError)
@@ -38,8 +47,9 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
         return JSONResponse({"detail": "; ".join(problems)}, status_code=400)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
-    if scraper is not None:
-        registry.register(scraper)
+    for collector in (scraper, ingest):
+        if collector is not None:
+            registry.register(collector)
     started = time.time()
 
     @app.get("/metrics", include_in_schema=False)
@@ -49,8 +59,9 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        """Liveness: 200 while the writer can commit."""
+        """Liveness: 200 while the writer can commit; also what the data directory holds."""
         alive = writer.alive
+        oldest_span, oldest_sample = store.oldest()
         return JSONResponse(
             {
                 "status": "ok" if alive else "writer stopped",
@@ -58,6 +69,13 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
                 "uptime_s": round(time.time() - started, 3),
                 "spans_written": writer.spans_written,
                 "commits": writer.commits,
+                "disk_bytes": store.disk_bytes(),
+                "oldest_span": _unix(oldest_span),
+                "oldest_sample": _unix(oldest_sample),
+                "retention_s": retention.keep_s if retention else None,
+                "retention_last_run": retention.last_run if retention else None,
+                "retention_deleted": {"spans": retention.spans_deleted, "samples": retention.samples_deleted}
+                if retention else None,
                 "forwarding": [f.health() for f in forwarders],
             },
             status_code=200 if alive else 503,
@@ -75,3 +93,8 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
     # Mounted last so the routes above take precedence.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app
+
+
+def _unix(t: datetime | None) -> float | None:
+    """A naive UTC timestamp from the store as unix seconds."""
+    return None if t is None else t.replace(tzinfo=timezone.utc).timestamp()

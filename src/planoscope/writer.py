@@ -5,7 +5,8 @@ committed. Requests that arrive while a commit is in flight are grouped into the
 busy server makes few, large transactions and durability costs little throughput.
 
 Scraped samples (``await writer.write_samples(table)``) go through the same thread, each in its
-own transaction after the span group it arrived with.
+own transaction after the span group it arrived with; so do other writes, such as retention's
+deletes (``await writer.call(fn)``).
 
 The writer also keeps the span metrics and the de-duplication window in step with what is
 committed, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
@@ -18,7 +19,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -51,6 +54,13 @@ class _Samples:
     loop: asyncio.AbstractEventLoop
 
 
+@dataclass
+class _Call:
+    fn: Callable[[], Any]
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
 class SpanWriter:
     """Async context manager running the writer thread. Example::
 
@@ -59,7 +69,7 @@ class SpanWriter:
     """
 
     def __init__(self, store: DuckDBStore, metrics: SpanMetrics, recent: RecentSpans,
-                 max_group_spans: int = 50_000, snapshot_every: float = 10.0):
+                 max_group_spans: int = 50_000, snapshot_every: float = 10.0, watermark: datetime | None = None):
         self.store = store
         self.metrics = metrics
         self.recent = recent
@@ -67,7 +77,8 @@ class SpanWriter:
         self.snapshot_every = snapshot_every
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="planoscope-writer", daemon=True)
-        self._last_ingested = store.last_ingested() or datetime(1970, 1, 1)
+        # Never below the stored watermark: retention may have deleted the last spans ingested.
+        self._last_ingested = max(store.last_ingested() or datetime(1970, 1, 1), watermark or datetime(1970, 1, 1))
         self._dirty: set[str] = set()  # series changed since the last snapshot
         self._snapshot_at = time.monotonic()
         self.commits = 0
@@ -95,14 +106,21 @@ class SpanWriter:
         if table.num_rows:
             await self._submit(_Samples, table)
 
-    async def _submit(self, kind: type, payload) -> None:
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the writer thread (between two commits, with the write connection) and
+        return its result. The span-metric totals are snapshotted first, so that a write that
+        deletes spans never deletes one the stored totals do not include yet (the replay on start
+        could not count it any more)."""
+        return await self._submit(_Call, fn)
+
+    async def _submit(self, kind: type, payload) -> Any:
         """Queue a job for the writer thread and wait until it has been committed."""
         if not self._thread.is_alive():
             raise WriterUnavailable("the writer has stopped")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._queue.put(kind(payload, fut, loop))
-        await fut
+        return await fut
 
     # --- the writer thread -------------------------------------------------------------
     def _run(self) -> None:
@@ -115,13 +133,13 @@ class SpanWriter:
                 continue
             if item is _STOP:
                 break
-            if isinstance(item, _Samples):
-                self._commit_samples(item)
+            if not isinstance(item, _Pending):
+                self._run_job(item)
                 if time.monotonic() - self._snapshot_at >= self.snapshot_every:
                     self._snapshot()
                 continue
             group = [item]
-            samples: list[_Samples] = []  # met while grouping: committed after the spans
+            samples: list[_Samples | _Call] = []  # met while grouping: run after the spans' commit
             n = item.batch.table.num_rows
             while n < self.max_group_spans:
                 try:
@@ -131,14 +149,14 @@ class SpanWriter:
                 if item is _STOP:
                     stopping = True  # commit what is already queued, then stop
                     break
-                if isinstance(item, _Samples):
+                if not isinstance(item, _Pending):
                     samples.append(item)
                     continue
                 group.append(item)
                 n += item.batch.table.num_rows
             self._commit(group)
             for item in samples:
-                self._commit_samples(item)
+                self._run_job(item)
             if time.monotonic() - self._snapshot_at >= self.snapshot_every:
                 self._snapshot()
         self._snapshot()
@@ -177,6 +195,22 @@ class SpanWriter:
         for p in group:
             p.loop.call_soon_threadsafe(_settle, p.future, error)
 
+    def _run_job(self, item: _Samples | _Call) -> None:
+        if isinstance(item, _Samples):
+            self._commit_samples(item)
+            return
+        error: BaseException | None = None
+        result = None
+        try:
+            self._snapshot()
+            if self._dirty:
+                raise WriterUnavailable("could not snapshot span metrics first")
+            result = item.fn()
+        except Exception as e:
+            log.error("write on the writer thread failed: %s", e)
+            error = e
+        item.loop.call_soon_threadsafe(_settle, item.future, error, result)
+
     def _commit_samples(self, item: _Samples) -> None:
         error: BaseException | None = None
         try:
@@ -214,10 +248,10 @@ def _sum_deltas(parts: list[dict]) -> dict:
     return out
 
 
-def _settle(fut: asyncio.Future, error: BaseException | None) -> None:
+def _settle(fut: asyncio.Future, error: BaseException | None, result: Any = None) -> None:
     if fut.done():
         return
     if error is None:
-        fut.set_result(None)
+        fut.set_result(result)
     else:
         fut.set_exception(WriterUnavailable(f"could not store: {error}"))

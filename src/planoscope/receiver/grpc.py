@@ -12,9 +12,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from ..auth import Credentials
 from ..decode import BadRequest
 from ..ingest import Ingest
 from ..writer import WriterUnavailable
+from . import retry_status
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 
@@ -22,22 +24,36 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 class GrpcReceiver:
     """Async context manager serving OTLP/gRPC on ``host:port`` (port 0 picks a free one)."""
 
-    def __init__(self, address: str, ingest: Ingest, max_message_bytes: int):
+    def __init__(self, address: str, ingest: Ingest, max_message_bytes: int,
+                 credentials: Credentials | None = None, max_concurrent: int | None = None):
         self.address = address
+        self.max_concurrent = max_concurrent
+        self.credentials = credentials or Credentials()
         self.ingest = ingest
         self.max_message_bytes = max_message_bytes
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     async def _export(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if self.credentials.required:
+            given = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+            if not self.credentials.check(given if isinstance(given, str) else None):
+                self.ingest.refuse("unauthenticated")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "missing or wrong token: send metadata authorization: Bearer TOKEN")
         try:
             batch = await self.ingest(body, "protobuf")
         except BadRequest as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except WriterUnavailable as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e))
+        except WriterUnavailable as e:  # overloaded, or the store failed: retryable, with a delay
+            status, info = retry_status(str(e), getattr(e, "retry_after", 1.0))
+            # grpc-status-details-bin is the standard place (Go, Java, the collector read it);
+            # the Python SDK exporter reads google.rpc.retryinfo-bin instead.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(e), trailing_metadata=(
+                ("grpc-status-details-bin", status.SerializeToString()),
+                ("google.rpc.retryinfo-bin", info.SerializeToString())))
         resp = ExportTraceServiceResponse()
-        if batch.rejected:
+        if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
             resp.partial_success.CopyFrom(
                 ExportTracePartialSuccess(rejected_spans=batch.rejected, error_message=batch.error_message)
             )
@@ -45,6 +61,8 @@ class GrpcReceiver:
 
     async def __aenter__(self) -> GrpcReceiver:
         server = grpc.aio.server(
+            # Beyond it gRPC answers RESOURCE_EXHAUSTED (retryable) before reading the message.
+            maximum_concurrent_rpcs=self.max_concurrent,
             options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.so_reuseport", 0),
@@ -65,6 +83,7 @@ class GrpcReceiver:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        if self._server is not None:
+        server, self._server = self._server, None  # (may be called twice: see app._stop_receiving)
+        if server is not None:
             # Stop taking new RPCs; in-flight ones get the grace period to be committed.
-            await self._server.stop(grace=10)
+            await server.stop(grace=10)

@@ -8,6 +8,7 @@ the metrics restored after a restart always match exactly what was acknowledged.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -118,6 +119,32 @@ class DuckDBStore:
             con.execute("INSERT INTO samples SELECT * FROM _samples")
         finally:
             con.unregister("_samples")
+
+    def delete_before(self, table: str, cutoff: datetime, limit: int) -> int:
+        """Delete at most ``limit`` rows of ``table`` (otel_traces or samples) whose Timestamp is
+        before ``cutoff``, in one transaction; returns how many were deleted."""
+        if table not in ("otel_traces", "samples"):
+            raise ValueError(table)
+        con = self._con
+        con.execute(f"DELETE FROM {table} WHERE rowid IN"
+                    f" (SELECT rowid FROM {table} WHERE Timestamp < ? LIMIT ?)", [cutoff, limit])
+        return con.fetchall()[0][0]
+
+    def oldest(self) -> tuple[datetime | None, datetime | None]:
+        """The earliest Timestamp of the stored spans and of the stored samples."""
+        return (self.query("SELECT min(Timestamp) FROM otel_traces")[0][0],
+                self.query("SELECT min(Timestamp) FROM samples")[0][0])
+
+    def disk_bytes(self) -> int:
+        """Bytes of the files in the data directory (the database and its write-ahead log)."""
+        total = 0
+        for entry in os.scandir(self.data_dir):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:  # a file removed meanwhile
+                pass
+        return total
 
     # Span-metric totals are snapshotted every few seconds with a watermark: the IngestedAt of the
     # last commit they include. On start, the spans ingested after the watermark are replayed on
