@@ -229,9 +229,19 @@ def test_live_grpc(live, body, compress):
 
 def test_live_server_survived_and_stored_exactly_the_accepted_spans(live):
     assert live.healthz()["status"] == "ok"
-    # Both kinds of answer, on both transports, in fair numbers: the fuzzing reached the decoder.
+    # The fuzzing reached the decoder: both kinds of answer on both transports. (How many of each
+    # varies between a lone run and a full suite on a loaded machine: 7-16 HTTP 200s were seen.)
     a = live.answers
-    assert a.get(200, 0) > 10 and a.get(400, 0) > 30 and a.get("OK", 0) > 20 and a.get("INVALID_ARGUMENT", 0) > 20, a
+    assert a.get(200, 0) >= 3 and a.get(400, 0) > 30 and a.get("OK", 0) >= 3 and a.get("INVALID_ARGUMENT", 0) > 20, a
+    # And after all that, valid requests are still served, on both transports.
+    for body in VALID[:10]:
+        r = live.client.post(live.http_traces_url, content=body, headers={"Content-Type": "application/x-protobuf"})
+        assert r.status_code == 200, r.text
+        live.accepted_keys |= expect_keys(body, "protobuf")
+    with grpc.insecure_channel(live.grpc_target) as ch:
+        for body in VALID[10:20]:
+            ch.unary_unary(EXPORT_METHOD)(body, timeout=30)
+            live.accepted_keys |= expect_keys(body, "protobuf")
     live.stop()
     con = duckdb.connect(str(db_path(live.data_dir)), read_only=True)
     try:
