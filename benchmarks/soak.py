@@ -22,28 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-
-def start_server(data_dir: str, retention: str) -> tuple[subprocess.Popen, dict[str, str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "planoscope", "serve", "--data-dir", data_dir, "--otlp-grpc", "127.0.0.1:0",
-         "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--scrape", "", "--retention", retention,
-         "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    addrs: dict[str, str] = {}
-    lines = []
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        for key, pattern in (("grpc", r"OTLP/gRPC listening on (\S+)"), ("web", r"UI, API and /metrics on (\S+)")):
-            if m := re.search(pattern, line):
-                addrs[key] = m.group(1)
-        if "ready" in line:
-            return proc, addrs
-    proc.kill()
-    sys.exit("server did not start:\n" + "".join(lines))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import start_server  # noqa: E402
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -70,8 +50,8 @@ def main() -> None:
     args = ap.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as d:
-        proc, addrs = start_server(d, args.retention)
-        web = addrs["web"]
+        proc, addrs = start_server(d, "--retention", args.retention)
+        web = "http://" + addrs["web"]
         load = subprocess.Popen(
             [sys.executable, "-m", "planoscope", "load", "--target", addrs["grpc"], "--duration", str(seconds),
              "--rate", str(args.rate), "--concurrency", str(args.concurrency)],

@@ -97,8 +97,10 @@ class Server:
             sys.executable, "-m", "planoscope", "serve",
             "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0",
             # No scraping unless a test asks (its --scrape comes later and wins): an Envoy that
-            # happens to listen on 9901 must not change what a test sees on /metrics.
-            "--data-dir", str(self.data_dir), "--scrape", "", *self.args,
+            # happens to listen on 9901 must not change what a test sees on /metrics. No retention
+            # either unless asked: many tests send spans from fixed past dates, which a pass of
+            # the default 7-day retention (every minute) would delete in the middle of a module.
+            "--data-dir", str(self.data_dir), "--scrape", "", "--retention", "0", *self.args,
         ]
 
     def start(self, *args: str) -> Server:
