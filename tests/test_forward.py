@@ -5,7 +5,6 @@ nothing and does not hold up ingest."""
 from __future__ import annotations
 
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,7 @@ import pytest
 
 from conftest import grpc_export, pb_request, pb_span, read_spans
 from planoscope.forward import parse_destination
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from test_scrape import _free_port
 
 
 def _spans(rng: random.Random, n: int, base_ns: int) -> list:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -26,7 +24,7 @@ import pytest
 
 from conftest import grpc_export, pb_request, pb_span
 from planoscope.settings import Settings
-from test_scrape import FakeTarget
+from test_scrape import FakeTarget, _free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 REFERENCE = Path(__file__).resolve().parent / "reference" / "plano-requests.json"
@@ -37,12 +35,6 @@ MODELS = {"gpt-4o": 6, "claude-sonnet-4": 3, "gemini-2.0-flash": 1}  # LLM spans
 AGENTS = {"billing_agent": 2, "weather_agent": 1}
 RATE_LIMITED_PER_S = 4
 BUCKETS_MS = [float(b) for b in Settings().metrics_buckets_ms]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Envoy(FakeTarget):

@@ -14,7 +14,7 @@ from .query import (QueryError, check_bounds, default_step, evaluate, evaluate_a
                     scraped_samples)
 from .scraper import Scraper
 from .store import DuckDBStore
-from .traces import (MAX_LIMIT, TraceQueryError, TraceSearch, facets, get_trace, parse_attribute,
+from .traces import (MAX_LIMIT, TraceSearch, facets, get_trace, parse_attribute,
                      parse_duration_ms, search)
 
 
@@ -231,7 +231,7 @@ def create_api(store: DuckDBStore, scraper: Scraper | None = None) -> APIRouter:
                 attributes=[parse_attribute(a) for a in attr], trace_id=trace_id, sort=sort,
                 descending=order == "desc", limit=limit, offset=offset)
             return search(store, q)
-        except TraceQueryError as e:
+        except QueryError as e:
             raise HTTPException(400, str(e)) from None
 
     @api.get("/traces/facets", response_model=dict[str, list[FacetValue]], tags=["traces"])
@@ -248,7 +248,7 @@ def create_api(store: DuckDBStore, scraper: Scraper | None = None) -> APIRouter:
         values come back as strings (they are stored as the ClickHouse exporter stores them)."""
         try:
             found = get_trace(store, trace_id)
-        except TraceQueryError as e:
+        except QueryError as e:
             raise HTTPException(400, str(e)) from None
         if found is None:
             raise HTTPException(404, f"no span of trace {trace_id.lower()} is stored")

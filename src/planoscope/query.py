@@ -67,7 +67,8 @@ def check_range(start: float, end: float, step: float) -> None:
         raise QueryError(f"too many points: (end - start) / step exceeds {MAX_POINTS}; use a larger step")
 
 
-def _ts(unix_s: float) -> datetime:
+def naive_utc(unix_s: float) -> datetime:
+    """Unix seconds as the store's naive UTC timestamps."""
     return datetime.fromtimestamp(unix_s, timezone.utc).replace(tzinfo=None)
 
 
@@ -124,7 +125,7 @@ def _window(start: float, end: float, step: float) -> tuple[list, str]:
     """Parameters and SQL: the bucket index k of each span, and the time filter."""
     start_ns, step_ns = round(start * 1e9), round(step * 1e9)
     sql_k = f"(epoch_ns(Timestamp) - {start_ns} + {step_ns} - 1) // {step_ns}"
-    return [_ts(start - step), _ts(end)], sql_k
+    return [naive_utc(start - step), naive_utc(end)], sql_k
 
 
 def _points(start: float, step: float, n: int, values: dict[int, float], fill: float | None) -> list:
@@ -190,7 +191,7 @@ def _latency(store: DuckDBStore, q: LatencyQuantiles, start: float, end: float, 
 def _count(store: DuckDBStore, q: SpanCount, end: float) -> list[dict]:
     rows = store.query(
         f"SELECT {q.by} AS g, count(*) FROM otel_traces WHERE Timestamp <= ? AND ServiceName = ? GROUP BY ALL",
-        [_ts(end), q.service],
+        [naive_utc(end), q.service],
     )
     return [{"name": g or "", "labels": {q.label: g or ""}, "points": [[end, n]]}
             for g, n in sorted(rows, key=lambda r: r[0] or "")]
@@ -201,7 +202,7 @@ def _sample_series(store: DuckDBStore, metric: str, since: float, end: float) ->
     rows = store.query(
         "SELECT Target, Labels, epoch_us(Timestamp), Value FROM samples"
         " WHERE MetricName = ? AND Timestamp > ? AND Timestamp <= ? ORDER BY Target, Labels, Timestamp",
-        [metric, _ts(since), _ts(end)])
+        [metric, naive_utc(since), naive_utc(end)])
     series: dict[tuple[str, str], list] = defaultdict(list)
     for target, labels, us, value in rows:
         series[(target, labels)].append((us / 1e6, value))
@@ -253,7 +254,7 @@ def scraped_samples(store: DuckDBStore, metric: str, start: float, end: float) -
     """The stored samples of ``metric`` in ``(start, end]``, one series per target and label set."""
     check_bounds(start, end)
     n = store.query("SELECT count(*) FROM samples WHERE MetricName = ? AND Timestamp > ? AND Timestamp <= ?",
-                    [metric, _ts(start), _ts(end)])[0][0]
+                    [metric, naive_utc(start), naive_utc(end)])[0][0]
     if n > MAX_RAW_SAMPLES:
         raise QueryError(f"{n} samples in the range, more than {MAX_RAW_SAMPLES}: ask for a shorter range")
     out = []

@@ -12,16 +12,18 @@ A trace is looked up by its ``TraceKey`` (the id's first 8 bytes as an integer, 
 
 from __future__ import annotations
 
+import base64
 import json
-import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from .query import QueryError, check_bounds, naive_utc
 from .schema import SPAN_KINDS, STATUS_CODES, trace_key
 from .store import DuckDBStore
 
@@ -34,16 +36,12 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*")
 _DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3, None: 1.0}
 
 
-class TraceQueryError(ValueError):
-    """A bad trace id or search filter; the message is meant for the user."""
-
-
 def parse_trace_id(text: str) -> str:
     """A trace id as stored: 32 lowercase hex digits, not all zero (OTLP's invalid id)."""
     if not _HEX_ID.fullmatch(text or ""):
-        raise TraceQueryError(f"trace id {text!r} is not 32 hex digits")
+        raise QueryError(f"trace id {text!r} is not 32 hex digits")
     if set(text) == {"0"}:
-        raise TraceQueryError("the all-zero trace id is invalid (OTLP)")
+        raise QueryError("the all-zero trace id is invalid (OTLP)")
     return text.lower()
 
 
@@ -51,7 +49,7 @@ def parse_duration_ms(text: str, what: str = "duration") -> float:
     """``"250ms"``, ``"1.5s"``, ``"2m"``, ``"300us"``; a bare number is milliseconds."""
     m = _DURATION.fullmatch(text or "")
     if not m:
-        raise TraceQueryError(f"{what} {text!r} is not a duration such as 250ms, 1.5s or 2m")
+        raise QueryError(f"{what} {text!r} is not a duration such as 250ms, 1.5s or 2m")
     return float(m.group(1)) * _DURATION_MS[m.group(2)]
 
 
@@ -60,7 +58,7 @@ def parse_attribute(text: str) -> tuple[str, str | None]:
     key, eq, value = (text or "").partition("=")
     key = key.strip()
     if not key:
-        raise TraceQueryError(f"attribute filter {text!r} has no key: write key=value or key")
+        raise QueryError(f"attribute filter {text!r} has no key: write key=value or key")
     return key, (value if eq else None)
 
 
@@ -85,25 +83,22 @@ class TraceSearch:
     offset: int = 0
 
     def check(self) -> None:
-        if not (math.isfinite(self.start) and math.isfinite(self.end)):
-            raise TraceQueryError("start and end must be finite numbers")
-        if self.end <= self.start:
-            raise TraceQueryError(f"end ({self.end}) must be after start ({self.start})")
+        check_bounds(self.start, self.end)
         if self.sort not in SORTS:
-            raise TraceQueryError(f"sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
+            raise QueryError(f"sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
         if not 1 <= self.limit <= MAX_LIMIT:
-            raise TraceQueryError(f"limit must be between 1 and {MAX_LIMIT}")
+            raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
         if self.offset < 0:
-            raise TraceQueryError("offset must not be negative")
+            raise QueryError("offset must not be negative")
         lo, hi = self.min_duration_ms, self.max_duration_ms
         if lo is not None and hi is not None and hi < lo:
-            raise TraceQueryError(f"max duration ({hi} ms) is below min duration ({lo} ms)")
+            raise QueryError(f"max duration ({hi} ms) is below min duration ({lo} ms)")
         if self.trace_id is not None:
             self.trace_id = parse_trace_id(self.trace_id)
 
     def span_filter(self) -> tuple[str, list]:
         """SQL (ANDed conditions on one span) and its parameters."""
-        conds, params = ["Timestamp > ?", "Timestamp <= ?"], [_ts(self.start), _ts(self.end)]
+        conds, params = ["Timestamp > ?", "Timestamp <= ?"], [naive_utc(self.start), naive_utc(self.end)]
         for column, value in (("ServiceName", self.service), ("SpanName", self.name),
                               ("LlmModel", self.model), ("AgentId", self.agent)):
             if value is not None:
@@ -125,10 +120,6 @@ class TraceSearch:
             conds.append("TraceKey = ? AND TraceId = ?")
             params += [trace_key(self.trace_id), self.trace_id]
         return " AND ".join(conds), params
-
-
-def _ts(unix_s: float) -> datetime:
-    return datetime.fromtimestamp(unix_s, timezone.utc).replace(tzinfo=None)
 
 
 # Ranking groups the matching spans by trace; the page's traces are then summarised from all
@@ -204,7 +195,7 @@ def facets(store: DuckDBStore, start: float, end: float) -> dict[str, list[dict]
     most frequent first (at most ``MAX_FACET_VALUES`` each)."""
     rows = store.query(
         "SELECT ServiceName, SpanName, LlmModel, AgentId, count(*) FROM otel_traces"
-        " WHERE Timestamp > ? AND Timestamp <= ? GROUP BY ALL", [_ts(start), _ts(end)])
+        " WHERE Timestamp > ? AND Timestamp <= ? GROUP BY ALL", [naive_utc(start), naive_utc(end)])
     out = {}
     for i, name in enumerate(FACETS):
         counts: dict[str, int] = {}
@@ -247,49 +238,6 @@ def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
     return to_otlp_json(rows) if rows else None
 
 
-def _attributes(text: str | None) -> list[dict]:
-    """A stored attribute set (a JSON object of strings) as OTLP/JSON KeyValues. Values were
-    stored as strings (as the ClickHouse exporter stores them), so they come back as strings."""
-    if not text:
-        return []
-    return [{"key": k, "value": {"stringValue": v}} for k, v in json.loads(text).items()]
-
-
-def to_otlp_json(rows: list[tuple]) -> dict:
-    """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest`` (``resourceSpans``),
-    grouped by resource then scope as an exporter sends them. Ids are hex, int64s strings."""
-    resources: dict[tuple, dict] = {}
-    for row in rows:
-        start_ns, *values, event_ts = row
-        s = dict(zip(_TRACE_COLUMNS, values))
-        res_key = (s["ServiceName"], s["ResourceAttributes"])
-        if res_key not in resources:
-            attrs = _attributes(s["ResourceAttributes"])
-            if not any(a["key"] == "service.name" for a in attrs):
-                attrs.insert(0, {"key": "service.name", "value": {"stringValue": s["ServiceName"]}})
-            resources[res_key] = {"resource": {"attributes": attrs}, "scopes": {}}
-        scopes = resources[res_key]["scopes"]
-        scope = scopes.setdefault((s["ScopeName"], s["ScopeVersion"]), {
-            "scope": {"name": s["ScopeName"], "version": s["ScopeVersion"]}, "spans": []})
-        span = {
-            "traceId": s["TraceId"], "spanId": s["SpanId"], "parentSpanId": s["ParentSpanId"],
-            "traceState": s["TraceState"], "name": s["SpanName"],
-            "kind": SPAN_KINDS.index(s["SpanKind"]) if s["SpanKind"] in SPAN_KINDS else 0,
-            "startTimeUnixNano": str(start_ns), "endTimeUnixNano": str(start_ns + s["Duration"]),
-            "attributes": _attributes(s["SpanAttributes"]),
-            "events": [{"timeUnixNano": str(ts), "name": e["Name"], "attributes": _attributes(e["Attributes"])}
-                       for e, ts in zip(s["Events"] or [], event_ts or [])],
-            "links": [{"traceId": ln["TraceId"], "spanId": ln["SpanId"], "traceState": ln["TraceState"],
-                       "attributes": _attributes(ln["Attributes"])} for ln in s["Links"] or []],
-            "status": {"code": STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
-                       "message": s["StatusMessage"] or ""},
-        }
-        scope["spans"].append(span)
-    return {"resourceSpans": [
-        {"resource": r["resource"], "scopeSpans": list(r["scopes"].values())} for r in resources.values()]}
-
-
-
 def _kvs(text: str | None) -> list[KeyValue]:
     if not text:
         return []
@@ -297,9 +245,9 @@ def _kvs(text: str | None) -> list[KeyValue]:
 
 
 def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
-    """Rows of ``SPAN_SELECT`` as the protobuf ``to_otlp_json`` describes, built straight from
-    the rows: ~75 µs of CPU a span here, against ~130 µs through the JSON document and ~1 ms
-    through protobuf's own JSON parser. What forwarding sends."""
+    """Rows of ``SPAN_SELECT`` as an OTLP ``ExportTraceServiceRequest``, grouped by resource then
+    scope as an exporter sends them: what forwarding sends (~75 µs of CPU a span here) and what
+    ``to_otlp_json`` renders."""
     req = ExportTraceServiceRequest()
     scopes: dict[tuple, object] = {}
     resources: dict[tuple, object] = {}
@@ -332,3 +280,24 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
             status=Status(code=STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
                           message=s["StatusMessage"] or "")))
     return req
+
+
+def to_otlp_json(rows: list[tuple]) -> dict:
+    """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest``: the protobuf
+    ``to_otlp_proto`` builds, in the OTLP JSON mapping (hex ids, enums as integers, int64s as
+    strings). Attribute values are the strings they are stored as."""
+    doc = json_format.MessageToDict(to_otlp_proto(rows), use_integers_for_enums=True,
+                                    always_print_fields_with_no_presence=True)
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for sp in ss["spans"]:
+                _hex_ids(sp, "traceId", "spanId", "parentSpanId")
+                for link in sp["links"]:
+                    _hex_ids(link, "traceId", "spanId")
+    return doc
+
+
+def _hex_ids(obj: dict, *keys: str) -> None:
+    """Protobuf's JSON writes bytes as base64; OTLP/JSON writes ids as hex."""
+    for key in keys:
+        obj[key] = base64.b64decode(obj[key]).hex()
