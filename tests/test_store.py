@@ -64,3 +64,35 @@ def test_a_failing_read_gives_the_threads_back(tmp_path):
         assert _threads(store) == 1
     finally:
         store.close()
+
+
+def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
+    """A store written before TraceKey existed has it after IngestedAt: appends go by name."""
+    from datetime import datetime
+
+    import duckdb
+
+    from planoscope.decode import Decoder
+    from planoscope.loadgen import template_request
+    from planoscope.schema import duckdb_ddl, trace_key
+    from planoscope.store.duckdb import DB_FILE
+
+    data = tmp_path / "old"
+    data.mkdir()
+    con = duckdb.connect(str(data / DB_FILE))
+    con.execute("\n".join(line for line in duckdb_ddl().splitlines() if "TraceKey" not in line))
+    con.close()
+    store = DuckDBStore(data)
+    try:
+        assert store._span_columns[-2:] == ["IngestedAt", "TraceKey"]
+        batch = Decoder().decode_protobuf(template_request(20).SerializeToString()).table
+        stamp = datetime(2026, 1, 2, 3, 4, 5, 678901)
+        store.append_spans(batch, stamp)
+        rows = store.query('SELECT TraceId, SpanId, "TraceKey", IngestedAt, Duration FROM otel_traces ORDER BY SpanId')
+        expected = sorted(zip(batch.column("TraceId").to_pylist(), batch.column("SpanId").to_pylist(),
+                              batch.column("Duration").to_pylist()), key=lambda r: r[1])
+        assert [(r[0], r[1], r[4]) for r in rows] == expected
+        assert all(r[2] == trace_key(r[0]) for r in rows)
+        assert {r[3] for r in rows} == {stamp}
+    finally:
+        store.close()

@@ -129,12 +129,6 @@ def trace_keys(trace_ids: pa.Array) -> pa.Array:
     return pa.array(np.bitwise_or.reduce(_NIBBLE[digits] << _SHIFTS, axis=1), pa.uint64())
 
 
-def insert_sql(table: str = "otel_traces", source: str = "_batch") -> str:
-    """INSERT of a decoded batch registered as ``source``, stamped with ``$ingested``."""
-    cols = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
-    return f'INSERT INTO {table} ({cols}, "IngestedAt") SELECT {cols}, $ingested FROM {source}'
-
-
 def duckdb_ddl(table: str = "otel_traces") -> str:
     cols = [f'"{n}" {d}' for n, _, d in OTEL_COLUMNS]
     cols += [f'"{n}" {d}' for n, _, d, _ in TYPED_COLUMNS]

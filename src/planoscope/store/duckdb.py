@@ -15,9 +15,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from ..schema import ATTR_MACRO, duckdb_ddl, insert_sql
+from ..schema import ATTR_MACRO, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
@@ -79,7 +80,9 @@ class DuckDBStore:
             "CREATE TABLE IF NOT EXISTS samples (Timestamp TIMESTAMP NOT NULL, Target VARCHAR NOT NULL,"
             " MetricName VARCHAR NOT NULL, Labels VARCHAR NOT NULL, Value DOUBLE NOT NULL)"
         )
-        self._insert_sql = insert_sql()
+        self._span_columns = [r[0] for r in self._con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'"
+            " ORDER BY ordinal_position").fetchall()]
 
     def _migrate(self) -> None:
         """Bring a store written by an earlier planoscope up to the current columns."""
@@ -119,19 +122,15 @@ class DuckDBStore:
 
     # --- writes: the writer thread only -------------------------------------------------
     def append_spans(self, batch: pa.Table, ingested_at: datetime) -> None:
-        """Append ``batch`` in one durable transaction, stamped ``ingested_at``."""
-        con = self._con
-        con.register("_batch", batch)
-        try:
-            con.begin()
-            try:
-                con.execute(self._insert_sql, {"ingested": ingested_at})
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-        finally:
-            con.unregister("_batch")
+        """Append ``batch`` in one durable transaction (one autocommit statement), stamped
+        ``ingested_at``."""
+        # Straight from Arrow, in the table's column order (a store migrated from an earlier
+        # version has its later columns after IngestedAt). Registering the batch as a view and
+        # running INSERT ... SELECT in BEGIN/COMMIT cost ~2 ms more CPU per commit, ~2 us a span
+        # at the ~1,000-span commits of a busy server.
+        stamp = pa.array(np.full(batch.num_rows, np.datetime64(ingested_at, "us")))
+        rows = batch.append_column("IngestedAt", stamp).select(self._span_columns)
+        self._con.from_arrow(rows).insert_into("otel_traces")
 
     def append_samples(self, rows: pa.Table) -> None:
         """Append scraped samples (the columns of ``samples``, in order) in one transaction."""
