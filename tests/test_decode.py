@@ -170,6 +170,58 @@ def test_doubles_are_written_as_the_collector_writes_them():
         assert decode._double_str(value) == text
 
 
+def _random_doubles(rng: random.Random, n: int) -> list[float]:
+    """Doubles of every class: any bit pattern, every decade, few decimals, powers of two (their
+    neighbours are not equally far), tiny costs (exponent form), subnormals."""
+    import struct
+
+    out = [0.0, -0.0, 1e-4, 9.999999999999999e-05, 1e-5, 5e-324, 2.2250738585072014e-308, 1e15, 1e16, 1e21]
+    for i in range(n):
+        k = i % 6
+        if k == 0:
+            out.append(struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0])
+        elif k == 1:
+            out.append(rng.random() * 10 ** rng.randint(-12, 17))
+        elif k == 2:
+            out.append(round(rng.random() * 1000, rng.randint(0, 6)))
+        elif k == 3:
+            out.append(2.0 ** rng.randint(-1074, 1023) * rng.choice([1, -1, 3, 0.75]))
+        elif k == 4:
+            out.append(round(rng.random() * 1e-4, rng.randint(5, 12)))
+        else:
+            out.append(rng.random() * 1e-310)
+    return out
+
+
+def test_native_doubles_match_python_and_stay_in_c(monkeypatch):
+    """The native decoder renders doubles itself (a Python call retakes the GIL mid-parse) and
+    writes exactly what the reference writes."""
+    import json
+
+    values = _random_doubles(random.Random(11), 60_000)
+    rendered = []
+    real = decode._render
+    monkeypatch.setattr(decode, "_render", lambda kind, raw: rendered.append(raw) or real(kind, raw))
+    got = []
+    for i in range(0, len(values), 100):
+        chunk = values[i:i + 100]
+        req = ExportTraceServiceRequest()
+        span = req.resource_spans.add().scope_spans.add().spans.add(
+            trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2)
+        span.attributes.extend(KeyValue(key=f"k{j}", value=AnyValue(double_value=v)) for j, v in enumerate(chunk))
+        table = Decoder(limits=decode.Limits(max_attributes=1000)).decode_protobuf(req.SerializeToString()).table
+        attrs = json.loads(table.column("SpanAttributes")[0].as_py())
+        got.extend(attrs[f"k{j}"] for j in range(len(chunk)))
+    assert got == [decode._double_str(v) for v in values]
+    # Values of the sizes spans carry (costs, latencies, rates) never leave C; Python is left the
+    # powers of two, subnormals, huge and non-finite values.
+    def everyday(v: float) -> bool:
+        return 1e-12 < abs(v) < 1e15 and float(v).hex().split("p")[0].rstrip("0") not in ("0x1.", "-0x1.")
+
+    assert sum(map(everyday, values)) > 25_000
+    assert [v for v in rendered if everyday(v)] == []
+
+
 # --- limits: both decoders cut, drop and refuse alike -------------------------------------------
 
 TIGHT = [decode.Limits(max_value_bytes=b, max_attributes=a, max_spans=100_000) for b, a in [(5, 2), (7, 3), (16, 1)]]
