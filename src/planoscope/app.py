@@ -87,7 +87,7 @@ class Planoscope:
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
         limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
         ingest = await stack.enter_async_context(
-            Ingest(writer, Decoder(metrics.dimensions, limits=limits), metrics,
+            Ingest(writer, Decoder(metrics.dimensions, limits=limits),
                    max_queued_bytes=s.max_queued_bytes, retry_delay=s.overload_retry_delay))
         try:
             state = ForwardState(s.data_dir)

@@ -46,7 +46,6 @@ class SpanBatch:
     table: pa.Table
     keys: list[bytes]  # trace_id + span_id per row, for de-duplication
     dimensions: list[pa.Array] = field(default_factory=list)  # span-metric dimension values per row
-    metric_deltas: dict | None = None  # SpanMetrics.deltas of this batch, when computed
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
     truncated: int = 0  # attribute values cut to the length limit

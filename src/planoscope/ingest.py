@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .decode import BadRequest, Decoder, SpanBatch
-from .spanmetrics import SpanMetrics
 from .writer import SpanWriter, WriterUnavailable
 
 
@@ -38,16 +37,17 @@ class Ingest:
     Decoding runs on its own small thread pool, off the event loop. One thread is the measured
     optimum on a 2-core machine: the native parse releases the GIL, but the Arrow assembly
     around it does not, and more decoding threads only queue for the GIL in front of the writer.
+    Decoding is the busiest stage, so the span metrics are aggregated by the writer, once per
+    commit, rather than here once per request.
     """
 
-    def __init__(self, writer: SpanWriter, decoder: Decoder, metrics: SpanMetrics, threads: int = 1,
+    def __init__(self, writer: SpanWriter, decoder: Decoder, threads: int = 1,
                  max_queued_bytes: int = 64 << 20, retry_delay: float = 1.0):
         self.writer = writer
         self.max_queued_bytes = max_queued_bytes
         self.retry_delay = retry_delay
         self.queued_bytes = 0  # of requests admitted and not yet answered (touched on the event loop only)
         self.queued_requests = 0
-        self.metrics = metrics
         self._decode = {"protobuf": decoder.decode_protobuf, "json": decoder.decode_json}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="planoscope-decode")
         self.truncated = self.dropped = 0
@@ -58,12 +58,6 @@ class Ingest:
 
     async def __aexit__(self, *exc) -> None:
         self._pool.shutdown(wait=True)
-
-    def _prepare(self, body: bytes, fmt: str) -> SpanBatch:
-        batch = self._decode[fmt](body)
-        # Aggregated here, beside decoding, so the single writer only adds up a few series.
-        batch.metric_deltas = self.metrics.deltas(batch.table, batch.dimensions)
-        return batch
 
     async def __call__(self, body: bytes, fmt: str) -> SpanBatch:
         size = len(body)
@@ -83,11 +77,14 @@ class Ingest:
 
     async def _ingest(self, body: bytes, fmt: str) -> SpanBatch:
         loop = asyncio.get_running_loop()
+        self.writer.expecting += 1  # the writer may wait for this batch to commit it with others
         try:
-            batch = await loop.run_in_executor(self._pool, self._prepare, body, fmt)
+            batch = await loop.run_in_executor(self._pool, self._decode[fmt], body)
         except BadRequest:
             self.refuse("bad_request")
             raise
+        finally:
+            self.writer.expecting -= 1
         self.truncated += batch.truncated
         self.dropped += batch.dropped
         try:

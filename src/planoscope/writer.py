@@ -69,11 +69,14 @@ class SpanWriter:
     """
 
     def __init__(self, store: DuckDBStore, metrics: SpanMetrics, recent: RecentSpans,
-                 max_group_spans: int = 50_000, snapshot_every: float = 10.0, watermark: datetime | None = None):
+                 max_group_spans: int = 50_000, snapshot_every: float = 10.0, watermark: datetime | None = None,
+                 min_group_spans: int = 4096, max_group_wait: float = 0.010):
         self.store = store
         self.metrics = metrics
         self.recent = recent
         self.max_group_spans = max_group_spans
+        self.min_group_spans = min_group_spans
+        self.max_group_wait = max_group_wait
         self.snapshot_every = snapshot_every
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="planoscope-writer", daemon=True)
@@ -83,6 +86,9 @@ class SpanWriter:
         self._snapshot_at = time.monotonic()
         self.commits = 0
         self.spans_written = 0
+        # Batches on their way (being decoded), counted by ingest on the event loop: worth waiting
+        # for while a group is small.
+        self.expecting = 0
 
     async def __aenter__(self) -> SpanWriter:
         self._thread.start()
@@ -141,11 +147,20 @@ class SpanWriter:
             group = [item]
             samples: list[_Samples | _Call] = []  # met while grouping: run after the spans' commit
             n = item.batch.table.num_rows
+            deadline = time.monotonic() + self.max_group_wait
             while n < self.max_group_spans:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    # A small group waits (a bounded time) for the batches being decoded: a
+                    # commit costs ~4 ms of CPU whatever its size (see _commit).
+                    wait = deadline - time.monotonic()
+                    if n >= self.min_group_spans or not self.expecting or wait <= 0:
+                        break
+                    try:
+                        item = self._queue.get(timeout=wait)
+                    except queue.Empty:
+                        break
                 if item is _STOP:
                     stopping = True  # commit what is already queued, then stop
                     break
@@ -162,20 +177,25 @@ class SpanWriter:
         self._snapshot()
 
     def _commit(self, group: list[_Pending]) -> None:
+        """One transaction for the group's new spans, and the span metrics they add.
+
+        Measured on 2 cores with DuckDB on one thread: a commit costs ~4 ms of CPU plus ~5 us a
+        span, so 1,000-span commits spend half their time on the fixed part. Hence the grouping
+        and the wait for batches being decoded (``min_group_spans``, ``max_group_wait``): at full
+        load they made commits of ~1,900 spans instead of ~850 and cut the server's CPU from
+        ~39 to ~33 us a span. The metrics are aggregated here, once per commit, off the decode
+        thread, which is the busier stage.
+        """
         keys = [k for p in group for k in p.batch.keys]
         table = pa.concat_tables([p.batch.table for p in group])
+        dims = [pa.concat_arrays([p.batch.dimensions[i] for p in group]) for i in range(len(self.metrics.dimensions))]
         mask = self.recent.new_mask(keys)
-        if mask is None and all(p.batch.metric_deltas is not None for p in group):
-            deltas = _sum_deltas([p.batch.metric_deltas for p in group])
-        else:  # duplicates dropped (or deltas not computed upstream): aggregate what remains
-            dims = [pa.concat_arrays([p.batch.dimensions[i] for p in group])
-                    for i in range(len(self.metrics.dimensions))]
-            if mask is not None:
-                keep = pa.array(mask)
-                table = table.filter(keep)
-                dims = [d.filter(keep) for d in dims]
-                keys = [k for k, m in zip(keys, mask) if m]
-            deltas = self.metrics.deltas(table, dims)
+        if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
+            keep = pa.array(mask)
+            table = table.filter(keep)
+            dims = [d.filter(keep) for d in dims]
+            keys = [k for k, m in zip(keys, mask) if m]
+        deltas = self.metrics.deltas(table, dims)
         error: BaseException | None = None
         try:
             if table.num_rows:
@@ -230,22 +250,6 @@ class SpanWriter:
             self._dirty.clear()
         except Exception as e:  # not fatal: the spans are stored and are replayed on start
             log.warning("could not snapshot span metrics: %s", e)
-
-
-def _sum_deltas(parts: list[dict]) -> dict:
-    if len(parts) == 1:
-        return parts[0]
-    out: dict = {}
-    for part in parts:
-        for series, (calls, sum_ms, buckets) in part.items():
-            acc = out.get(series)
-            if acc is None:
-                out[series] = [calls, sum_ms, list(buckets)]
-            else:
-                acc[0] += calls
-                acc[1] += sum_ms
-                acc[2] = [a + b for a, b in zip(acc[2], buckets)]
-    return out
 
 
 def _settle(fut: asyncio.Future, error: BaseException | None, result: Any = None) -> None:
