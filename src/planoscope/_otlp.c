@@ -223,8 +223,8 @@ static const char *S_NAMES[S_N] = {
     "evname", "evattrs", "lntid", "lnsid", "lnstate", "lnattrs", "scopename", "scopever", "service", "rattrs"};
 enum { I_EVOFF, I_LNOFF, I_SCOPEIDX, I_RESIDX, I_N };
 static const char *I_NAMES[I_N] = {"evoff", "lnoff", "scopeidx", "residx"};
-enum { L_TS, L_DUR, L_EVTS, L_N };
-static const char *L_NAMES[L_N] = {"ts", "dur", "evts"};
+enum { L_TS, L_DUR, L_EVTS, L_TKEY, L_N };
+static const char *L_NAMES[L_N] = {"ts", "dur", "evts", "tkey"};
 
 typedef struct {
     PyObject *render; /* Python callable (oneof field number, float or AnyValue bytes) -> str */
@@ -583,6 +583,9 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
         sc_push(&o->s[S_KIND], k, (Py_ssize_t)strlen(k)) < 0 ||
         sc_push(&o->s[S_STATUS], c, (Py_ssize_t)strlen(c)) < 0 || sc_push(&o->s[S_SMSG], smsg.p, LEN(smsg)) < 0)
         return -1;
+    uint64_t tkey = 0; /* schema.TraceKey: the trace id's last 8 bytes, big-endian */
+    for (int i = 8; i < 16; i++) tkey = tkey << 8 | tid.p[i];
+    if (bb_put(&o->i64[L_TKEY], &tkey, 8) < 0) return -1;
     if (bb_put(&o->keys, tid.p, 16) < 0 || bb_put(&o->keys, sid.p, 8) < 0) return -1;
     o->nspans++;
     return 0;

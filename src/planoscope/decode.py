@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from .schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS, trace_keys
+from .schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
 
 MAX_ERROR_MESSAGES = 5
 ELLIPSIS = "\u2026"  # marks a value cut to the length limit
@@ -193,7 +193,7 @@ def attributes_json(pairs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
         parts.append(f"{_json_str(k)}:{_json_str(s)}")
         values.setdefault(k, s)
     return "{" + ",".join(parts) + "}", values
-_I64 = "ts dur evts".split()
+_I64 = "ts dur evts".split()  # and tkey, the TraceKey (uint64)
 
 
 def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits) -> dict:
@@ -202,7 +202,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     if n > limits.max_spans:
         raise BadRequest(f"the request holds more than {limits.max_spans} spans (max_spans_per_request)")
     cut = _Cut(limits)
-    c: dict[str, list] = {name: [] for name in _STR + _I32 + _I64}
+    c: dict[str, list] = {name: [] for name in _STR + _I32 + _I64 + ["tkey"]}
     c["evoff"].append(0)
     c["lnoff"].append(0)
     xspan: list[list] = [[] for _ in extract]
@@ -263,6 +263,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
                 c["ts"].append(start)
                 c["dur"].append(end - start)
                 c["tid"].append(tid.hex())
+                c["tkey"].append(int.from_bytes(tid[8:], "big"))
                 c["sid"].append(sid.hex())
                 c["pid"].append(pid.hex())
                 c["tstate"].append(span.trace_state)
@@ -276,6 +277,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     out = {n: pa.array(c[n], pa.string()) for n in _STR}
     out.update({n: pa.array(c[n], pa.int32()) for n in _I32})
     out.update({n: pa.array(c[n], pa.int64()) for n in _I64})
+    out["tkey"] = pa.array(c["tkey"], pa.uint64())
     out["xspan"] = [pa.array(x, pa.string()) for x in xspan]
     out["xres"] = [pa.array(x, pa.string()) for x in xres]
     out.update(keys=keys, errors=errors, rejected=rejected, truncated=cut.truncated, dropped=cut.dropped)
@@ -296,6 +298,7 @@ def _from_native(d: dict) -> dict:
     out = {n: _string_array(d[n]) for n in _STR}
     out.update({n: pa.Array.from_buffers(pa.int32(), len(d[n]) // 4, [None, pa.py_buffer(d[n])]) for n in _I32})
     out.update({n: pa.Array.from_buffers(pa.int64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _I64})
+    out["tkey"] = pa.Array.from_buffers(pa.uint64(), len(d["tkey"]) // 8, [None, pa.py_buffer(d["tkey"])])
     out["xspan"] = [_string_array(x) for x in d["xspan"]]
     out["xres"] = [_string_array(x) for x in d["xres"]]
     kb = d["keys"]
@@ -400,7 +403,7 @@ class Decoder:
         for _, typ, _, keys in TYPED_COLUMNS:
             values = [xspan[self._slot[k]] for k in keys]
             columns.append(cast(values[0] if len(values) == 1 else pc.coalesce(*values), typ))
-        columns.append(trace_keys(columns[1]))
+        columns.append(c["tkey"])
         dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
         return SpanBatch(table, c["keys"], dimensions=dims, rejected=c["rejected"], errors=c["errors"],

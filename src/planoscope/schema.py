@@ -7,7 +7,6 @@ cannot drift apart.
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 # An attribute set is one JSON object of string values, {"llm.model":"gpt-4o",...}: the
@@ -105,28 +104,10 @@ COLUMN_NAMES = SPAN_SCHEMA.names
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
 
-_NIBBLE = np.zeros(256, np.uint64)
-_NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint64)
-_NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint64)
-_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
-
 
 def trace_key(trace_id: str) -> int:
-    """The TraceKey of a 32-digit hex trace id."""
+    """The TraceKey of a 32-digit hex trace id (the native decoder writes it from the id's bytes)."""
     return int(trace_id[16:], 16)
-
-
-def trace_keys(trace_ids: pa.Array) -> pa.Array:
-    """TraceKey of every id of a string array of 32-digit hex trace ids (vectorised)."""
-    n = len(trace_ids)
-    if n == 0:
-        return pa.array([], pa.uint64())
-    _, offsets, data = trace_ids.buffers()
-    off = np.frombuffer(offsets, np.int32)[trace_ids.offset: trace_ids.offset + n + 1]
-    if not np.all(np.diff(off) == 32):
-        raise ValueError("trace ids must all be 32 hex digits")
-    digits = np.frombuffer(data, np.uint8)[off[0]: off[-1]].reshape(n, 32)[:, 16:]
-    return pa.array(np.bitwise_or.reduce(_NIBBLE[digits] << _SHIFTS, axis=1), pa.uint64())
 
 
 def duckdb_ddl(table: str = "otel_traces") -> str:
