@@ -2,8 +2,10 @@
 
 Starts a real ``planoscope serve`` on free ports with a fresh data directory, drives it with
 ``planoscope load`` (Plano-shaped spans, ~15 attributes, batches of 512, several concurrent
-clients in a separate process), and reports acknowledged spans/s and the server's peak RSS.
-Runs several times and prints the median, since a 2-core machine is noisy.
+clients in a separate process), and reports acknowledged spans/s, the server's CPU time per
+acknowledged span (all its threads; a figure that moves far less than the rate when other jobs
+share the machine) and its peak RSS. Runs several times and prints the medians, since a 2-core
+machine is noisy.
 
     python benchmarks/ingest.py [--runs 5] [--duration 20] [--concurrency 8] [--protocol grpc]
 """
@@ -11,6 +13,7 @@ Runs several times and prints the median, since a 2-core machine is noisy.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -53,10 +56,18 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def one_run(args) -> tuple[float, float, int]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, all its threads."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_run(args) -> tuple[float, float, int, float]:
     with tempfile.TemporaryDirectory() as d:
         proc, addrs = start_server(d)
         try:
+            cpu_before = cpu_seconds(proc.pid)
             out = subprocess.run(
                 [sys.executable, "-m", "planoscope", "load", "--target", addrs[args.protocol],
                  "--protocol", args.protocol, "--duration", str(args.duration),
@@ -64,11 +75,12 @@ def one_run(args) -> tuple[float, float, int]:
                 capture_output=True, text=True, check=True).stdout
             rate = float(re.search(r"acked spans/s: ([\d,]+)", out).group(1).replace(",", ""))
             acked = int(re.search(r"acknowledged: (\d+)", out).group(1))
+            cpu_us = (cpu_seconds(proc.pid) - cpu_before) / max(acked, 1) * 1e6
             rss = peak_rss_mib(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-        return rate, rss, acked
+        return rate, rss, acked, cpu_us
 
 
 def main() -> None:
@@ -79,15 +91,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     args = ap.parse_args()
-    rates, rsss = [], []
+    rates, rsss, cpus = [], [], []
     for i in range(args.runs):
-        rate, rss, acked = one_run(args)
+        rate, rss, acked, cpu_us = one_run(args)
         rates.append(rate)
         rsss.append(rss)
-        print(f"run {i + 1}/{args.runs}: {rate:,.0f} acked spans/s ({acked:,} spans), server peak RSS {rss:,.0f} MiB",
-              flush=True)
+        cpus.append(cpu_us)
+        print(f"run {i + 1}/{args.runs}: {rate:,.0f} acked spans/s ({acked:,} spans), server CPU {cpu_us:.1f} us "
+              f"a span, server peak RSS {rss:,.0f} MiB", flush=True)
     print(f"median: {statistics.median(rates):,.0f} durable spans/s over {args.runs} runs "
-          f"(min {min(rates):,.0f}, max {max(rates):,.0f}); peak RSS median {statistics.median(rsss):,.0f} MiB, "
+          f"(min {min(rates):,.0f}, max {max(rates):,.0f}); server CPU median {statistics.median(cpus):.1f} us a span "
+          f"({min(cpus):.1f}-{max(cpus):.1f}); peak RSS median {statistics.median(rsss):,.0f} MiB, "
           f"max {max(rsss):,.0f} MiB")
 
 
