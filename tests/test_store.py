@@ -16,10 +16,10 @@ def _threads(store: DuckDBStore) -> int:
 def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(tmp_path):
     store = DuckDBStore(tmp_path / "d")
     try:
-        assert store._read_threads >= 1
+        assert store.read_threads >= 1
         assert _threads(store) == 1  # only the writer uses the database: inserts run single-threaded
         # A read runs with every thread DuckDB would use by default, and gives them back after.
-        assert int(store.query("SELECT current_setting('threads')")[0][0]) == store._read_threads
+        assert int(store.query("SELECT current_setting('threads')")[0][0]) == store.read_threads
         assert _threads(store) == 1
     finally:
         store.close()
@@ -41,11 +41,11 @@ def test_overlapping_reads_keep_all_threads_until_the_last_one_ends(tmp_path):
         t = threading.Thread(target=slow_read)
         t.start()
         assert inside.wait(10)
-        assert int(store.query("SELECT current_setting('threads')")[0][0]) == store._read_threads
-        assert _threads(store) == store._read_threads  # the slow read is still in flight
+        assert int(store.query("SELECT current_setting('threads')")[0][0]) == store.read_threads
+        assert _threads(store) == store.read_threads  # the slow read is still in flight
         release.set()
         t.join(10)
-        assert seen == [store._read_threads]
+        assert seen == [store.read_threads]
         assert _threads(store) == 1
     finally:
         store.close()

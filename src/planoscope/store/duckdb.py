@@ -60,7 +60,7 @@ class DuckDBStore:
         # CPU with it (per-thread row groups merged and copied again at commit: 10.3 against 6.2 us
         # a span for 4096-span commits, and ingest went from ~32.5k to ~37.5k spans/s); a 7-day
         # query over 10 M spans takes 0.34 s with two threads against 0.59 s with one.
-        self._read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+        self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._readers = 0
         self._readers_lock = threading.Lock()
         self._con.execute("SET threads = 1")
@@ -118,7 +118,7 @@ class DuckDBStore:
             before = self._readers
             self._readers += delta
             if (before == 0) != (self._readers == 0):
-                cur.execute(f"SET threads = {self._read_threads if self._readers else 1}")
+                cur.execute(f"SET threads = {self.read_threads if self._readers else 1}")
 
     # --- writes: the writer thread only -------------------------------------------------
     def append_spans(self, batch: pa.Table, ingested_at: datetime) -> None:
