@@ -13,47 +13,77 @@ def _threads(store: DuckDBStore) -> int:
     return int(store._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
 
 
+def _batch(n: int = 20):
+    from planoscope.decode import Decoder
+    from planoscope.loadgen import RequestFactory
+
+    return Decoder().decode_protobuf(RequestFactory(n).make()).table
+
+
 def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(tmp_path):
+    from datetime import datetime
+
     store = DuckDBStore(tmp_path / "d")
     try:
-        assert store.read_threads >= 1
+        store.read_threads = 2  # as on a 2-core machine, whatever this one has
         assert _threads(store) == 1  # only the writer uses the database: inserts run single-threaded
-        # A read runs with every thread DuckDB would use by default, and gives them back after.
-        assert int(store.query("SELECT current_setting('threads')")[0][0]) == store.read_threads
+        assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2  # a read gets them all
+        # They stay raised for the reads that follow (lowering joins a worker thread: up to ~20 ms)...
+        assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2
+        assert _threads(store) == 2
+        # ...until the next insert, which runs on one again.
+        store.append_spans(_batch(), datetime(2026, 1, 1))
         assert _threads(store) == 1
+        assert store.span_count() == 20
     finally:
         store.close()
 
 
-def test_overlapping_reads_keep_all_threads_until_the_last_one_ends(tmp_path):
+def test_an_insert_during_a_read_leaves_the_read_its_threads(tmp_path):
+    from datetime import datetime
+
     store = DuckDBStore(tmp_path / "d")
     try:
-        # A slow read holds the count up while another thread's read starts and ends.
+        store.read_threads = 2
         inside, release, seen = threading.Event(), threading.Event(), []
+        real = store._cursor
 
         def slow_read():
-            store._reading(store._cursor(), 1)
-            inside.set()
-            release.wait(10)
-            seen.append(int(store.query("SELECT current_setting('threads')")[0][0]))
-            store._reading(store._cursor(), -1)
+            # A read in flight: counted, threads raised, its query not yet finished.
+            cursor = real()
+
+            class Slow:
+                def execute(self, sql, params=None):
+                    if sql.startswith("SET"):
+                        return cursor.execute(sql, params)
+                    inside.set()
+                    release.wait(10)
+                    seen.append(int(cursor.execute("SELECT current_setting('threads')").fetchall()[0][0]))
+                    return cursor.execute(sql, params)
+
+            store._local.cur = Slow()
+            store.query("SELECT 1")
 
         t = threading.Thread(target=slow_read)
         t.start()
         assert inside.wait(10)
-        assert int(store.query("SELECT current_setting('threads')")[0][0]) == store.read_threads
-        assert _threads(store) == store.read_threads  # the slow read is still in flight
+        store.append_spans(_batch(), datetime(2026, 1, 1))  # the writer commits meanwhile
+        assert _threads(store) == 2  # not lowered under the read
         release.set()
         t.join(10)
-        assert seen == [store.read_threads]
+        assert seen == [2]
+        store.append_spans(_batch(), datetime(2026, 1, 1, 0, 0, 1))
         assert _threads(store) == 1
     finally:
         store.close()
 
 
-def test_a_failing_read_gives_the_threads_back(tmp_path):
+def test_a_failing_read_is_not_counted_in_flight(tmp_path):
+    from datetime import datetime
+
     store = DuckDBStore(tmp_path / "d")
     try:
+        store.read_threads = 2
         try:
             store.query("SELECT * FROM no_such_table")
         except Exception as e:
@@ -61,6 +91,7 @@ def test_a_failing_read_gives_the_threads_back(tmp_path):
         else:
             raise AssertionError("the query should have failed")
         assert store._readers == 0
+        store.append_spans(_batch(), datetime(2026, 1, 1))
         assert _threads(store) == 1
     finally:
         store.close()

@@ -55,15 +55,18 @@ class DuckDBStore:
         # 256 MB: up to ~500k recent spans held in memory, and a few seconds of WAL replay after a
         # crash.
         self._con.execute("SET checkpoint_threshold = '256MB'")
-        # DuckDB's threads: one while only ingest uses the database, all cores while a read runs.
-        # An insert of a few thousand rows gains nothing from a second thread, yet costs ~40% more
-        # CPU with it (per-thread row groups merged and copied again at commit: 10.3 against 6.2 us
-        # a span for 4096-span commits, and ingest went from ~32.5k to ~37.5k spans/s); a 7-day
-        # query over 10 M spans takes 0.34 s with two threads against 0.59 s with one.
+        # DuckDB's threads: all cores for reads, one for ingest's inserts. An insert of a few
+        # thousand rows gains nothing from a second thread, yet costs ~40% more CPU with it
+        # (per-thread row groups merged and copied again at commit: 10.3 against 6.2 us a span
+        # for 4096-span commits, and ingest went from ~32.5k to ~37.5k spans/s); a 7-day query
+        # over 10 M spans takes 0.34 s with two threads against 0.59 s with one. A read raises
+        # the threads; the next insert with no read in flight lowers them. Lowering right after
+        # each read cost a search up to ~20 ms (DuckDB joins the worker thread it drops).
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._readers = 0
-        self._readers_lock = threading.Lock()
-        self._con.execute("SET threads = 1")
+        self._threads_lock = threading.Lock()
+        self._threads = 0  # how many DuckDB runs now
+        self._set_threads(self._con, 1)
         self._con.execute(ATTR_MACRO)
         self._con.execute(duckdb_ddl())
         self._migrate()
@@ -105,20 +108,25 @@ class DuckDBStore:
     def query(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
         """Run a read-only parameterized query on this thread's cursor, with all of DuckDB's threads."""
         cur = self._cursor()
-        self._reading(cur, 1)
+        with self._threads_lock:
+            self._readers += 1
+            self._set_threads(cur, self.read_threads)
         try:
             return cur.execute(sql, params).fetchall()
         finally:
-            self._reading(cur, -1)
+            with self._threads_lock:
+                self._readers -= 1
 
-    def _reading(self, cur: duckdb.DuckDBPyConnection, delta: int) -> None:
-        """Count reads in flight; the first raises DuckDB's threads to all cores, the last lowers
-        them back to the one that ingest works best with (``SET threads`` takes ~0.3 ms)."""
-        with self._readers_lock:
-            before = self._readers
-            self._readers += delta
-            if (before == 0) != (self._readers == 0):
-                cur.execute(f"SET threads = {self.read_threads if self._readers else 1}")
+    def _threads_for_ingest(self) -> None:
+        """Back to one DuckDB thread for an insert, unless a read is in flight."""
+        with self._threads_lock:
+            if not self._readers:
+                self._set_threads(self._con, 1)
+
+    def _set_threads(self, con: duckdb.DuckDBPyConnection, n: int) -> None:
+        if self._threads != n:
+            con.execute(f"SET threads = {n}")
+            self._threads = n
 
     # --- writes: the writer thread only -------------------------------------------------
     def append_spans(self, batch: pa.Table, ingested_at: datetime) -> None:
@@ -128,6 +136,7 @@ class DuckDBStore:
         # version has its later columns after IngestedAt). Registering the batch as a view and
         # running INSERT ... SELECT in BEGIN/COMMIT cost ~2 ms more CPU per commit, ~2 us a span
         # at the ~1,000-span commits of a busy server.
+        self._threads_for_ingest()
         stamp = pa.array(np.full(batch.num_rows, np.datetime64(ingested_at, "us")))
         rows = batch.append_column("IngestedAt", stamp).select(self._span_columns)
         self._con.from_arrow(rows).insert_into("otel_traces")
