@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
+
+import duckdb
+import pytest
 
 from planoscope.store import DuckDBStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store whose reads run on 2 of DuckDB's threads, as on a 2-core machine, whatever this one has."""
+    s = DuckDBStore(tmp_path / "d")
+    s.read_threads = 2
+    yield s
+    s.close()
 
 
 def _threads(store: DuckDBStore) -> int:
@@ -20,89 +33,60 @@ def _batch(n: int = 20):
     return Decoder().decode_protobuf(RequestFactory(n).make()).table
 
 
-def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(tmp_path):
-    from datetime import datetime
-
-    store = DuckDBStore(tmp_path / "d")
-    try:
-        store.read_threads = 2  # as on a 2-core machine, whatever this one has
-        assert _threads(store) == 1  # only the writer uses the database: inserts run single-threaded
-        assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2  # a read gets them all
-        # They stay raised for the reads that follow (lowering joins a worker thread: up to ~20 ms)...
-        assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2
-        assert _threads(store) == 2
-        # ...until the next insert, which runs on one again.
-        store.append_spans(_batch(), datetime(2026, 1, 1))
-        assert _threads(store) == 1
-        assert store.span_count() == 20
-    finally:
-        store.close()
+def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(store):
+    assert _threads(store) == 1  # only the writer uses the database: inserts run single-threaded
+    assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2  # a read gets them all
+    # They stay raised for the reads that follow (lowering joins a worker thread: up to ~20 ms)...
+    assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2
+    assert _threads(store) == 2
+    # ...until the next insert, which runs on one again.
+    store.append_spans(_batch(), datetime(2026, 1, 1))
+    assert _threads(store) == 1
+    assert store.span_count() == 20
 
 
-def test_an_insert_during_a_read_leaves_the_read_its_threads(tmp_path):
-    from datetime import datetime
+def test_an_insert_during_a_read_leaves_the_read_its_threads(store):
+    inside, release, seen = threading.Event(), threading.Event(), []
+    real = store._cursor
 
-    store = DuckDBStore(tmp_path / "d")
-    try:
-        store.read_threads = 2
-        inside, release, seen = threading.Event(), threading.Event(), []
-        real = store._cursor
+    def slow_read():
+        # A read in flight: counted, threads raised, its query not yet finished.
+        cursor = real()
 
-        def slow_read():
-            # A read in flight: counted, threads raised, its query not yet finished.
-            cursor = real()
-
-            class Slow:
-                def execute(self, sql, params=None):
-                    if sql.startswith("SET"):
-                        return cursor.execute(sql, params)
-                    inside.set()
-                    release.wait(10)
-                    seen.append(int(cursor.execute("SELECT current_setting('threads')").fetchall()[0][0]))
+        class Slow:
+            def execute(self, sql, params=None):
+                if sql.startswith("SET"):
                     return cursor.execute(sql, params)
+                inside.set()
+                release.wait(10)
+                seen.append(int(cursor.execute("SELECT current_setting('threads')").fetchall()[0][0]))
+                return cursor.execute(sql, params)
 
-            store._local.cur = Slow()
-            store.query("SELECT 1")
+        store._local.cur = Slow()
+        store.query("SELECT 1")
 
-        t = threading.Thread(target=slow_read)
-        t.start()
-        assert inside.wait(10)
-        store.append_spans(_batch(), datetime(2026, 1, 1))  # the writer commits meanwhile
-        assert _threads(store) == 2  # not lowered under the read
-        release.set()
-        t.join(10)
-        assert seen == [2]
-        store.append_spans(_batch(), datetime(2026, 1, 1, 0, 0, 1))
-        assert _threads(store) == 1
-    finally:
-        store.close()
+    t = threading.Thread(target=slow_read)
+    t.start()
+    assert inside.wait(10)
+    store.append_spans(_batch(), datetime(2026, 1, 1))  # the writer commits meanwhile
+    assert _threads(store) == 2  # not lowered under the read
+    release.set()
+    t.join(10)
+    assert seen == [2]
+    store.append_spans(_batch(), datetime(2026, 1, 1, 0, 0, 1))
+    assert _threads(store) == 1
 
 
-def test_a_failing_read_is_not_counted_in_flight(tmp_path):
-    from datetime import datetime
-
-    store = DuckDBStore(tmp_path / "d")
-    try:
-        store.read_threads = 2
-        try:
-            store.query("SELECT * FROM no_such_table")
-        except Exception as e:
-            assert "no_such_table" in str(e)
-        else:
-            raise AssertionError("the query should have failed")
-        assert store._readers == 0
-        store.append_spans(_batch(), datetime(2026, 1, 1))
-        assert _threads(store) == 1
-    finally:
-        store.close()
+def test_a_failing_read_is_not_counted_in_flight(store):
+    with pytest.raises(duckdb.Error, match="no_such_table"):
+        store.query("SELECT * FROM no_such_table")
+    assert store._readers == 0
+    store.append_spans(_batch(), datetime(2026, 1, 1))
+    assert _threads(store) == 1
 
 
 def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
     """A store written before TraceKey existed has it after IngestedAt: appends go by name."""
-    from datetime import datetime
-
-    import duckdb
-
     from planoscope.decode import Decoder
     from planoscope.loadgen import template_request
     from planoscope.schema import duckdb_ddl, trace_key
