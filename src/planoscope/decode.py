@@ -193,7 +193,10 @@ def attributes_json(pairs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
         parts.append(f"{_json_str(k)}:{_json_str(s)}")
         values.setdefault(k, s)
     return "{" + ",".join(parts) + "}", values
-_I64 = "ts dur evts".split()  # and tkey, the TraceKey (uint64)
+
+
+_I64 = "ts dur evts".split()
+_U64 = ["tkey"]  # schema.TraceKey
 
 
 def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits) -> dict:
@@ -202,7 +205,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     if n > limits.max_spans:
         raise BadRequest(f"the request holds more than {limits.max_spans} spans (max_spans_per_request)")
     cut = _Cut(limits)
-    c: dict[str, list] = {name: [] for name in _STR + _I32 + _I64 + ["tkey"]}
+    c: dict[str, list] = {name: [] for name in _STR + _I32 + _I64 + _U64}
     c["evoff"].append(0)
     c["lnoff"].append(0)
     xspan: list[list] = [[] for _ in extract]
@@ -277,7 +280,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     out = {n: pa.array(c[n], pa.string()) for n in _STR}
     out.update({n: pa.array(c[n], pa.int32()) for n in _I32})
     out.update({n: pa.array(c[n], pa.int64()) for n in _I64})
-    out["tkey"] = pa.array(c["tkey"], pa.uint64())
+    out.update({n: pa.array(c[n], pa.uint64()) for n in _U64})
     out["xspan"] = [pa.array(x, pa.string()) for x in xspan]
     out["xres"] = [pa.array(x, pa.string()) for x in xres]
     out.update(keys=keys, errors=errors, rejected=rejected, truncated=cut.truncated, dropped=cut.dropped)
@@ -298,7 +301,7 @@ def _from_native(d: dict) -> dict:
     out = {n: _string_array(d[n]) for n in _STR}
     out.update({n: pa.Array.from_buffers(pa.int32(), len(d[n]) // 4, [None, pa.py_buffer(d[n])]) for n in _I32})
     out.update({n: pa.Array.from_buffers(pa.int64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _I64})
-    out["tkey"] = pa.Array.from_buffers(pa.uint64(), len(d["tkey"]) // 8, [None, pa.py_buffer(d["tkey"])])
+    out.update({n: pa.Array.from_buffers(pa.uint64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _U64})
     out["xspan"] = [_string_array(x) for x in d["xspan"]]
     out["xres"] = [_string_array(x) for x in d["xres"]]
     kb = d["keys"]

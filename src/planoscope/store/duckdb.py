@@ -65,7 +65,7 @@ class DuckDBStore:
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._readers = 0
         self._threads_lock = threading.Lock()
-        self._threads = 0  # how many DuckDB runs now
+        self._threads = 0  # DuckDB's thread count now
         self._set_threads(self._con, 1)
         self._con.execute(ATTR_MACRO)
         self._con.execute(duckdb_ddl())
