@@ -91,3 +91,22 @@ async def test_duplicates_in_a_group_are_stored_and_counted_once(parts):
         await writer.write(b)  # and one after it was stored
     assert store.span_count() == 40
     assert _calls(metrics) == 40
+
+
+@_sync
+async def test_the_server_lets_the_writer_have_the_gil_back_within_a_millisecond(tmp_path):
+    """DuckDB retakes the GIL after every task of a commit; Python's default 5 ms switch interval
+    would let another thread keep it that long each time (see app.GIL_SWITCH_INTERVAL)."""
+    import sys
+
+    from planoscope.app import GIL_SWITCH_INTERVAL, Planoscope
+    from planoscope.settings import Settings
+
+    default = sys.getswitchinterval()
+    try:
+        settings = Settings(data_dir=tmp_path / "d", listen="127.0.0.1:0", otlp_grpc="127.0.0.1:0",
+                            otlp_http="127.0.0.1:0", scrape=[], retention=0)
+        async with Planoscope(settings):
+            assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL == 0.001
+    finally:
+        sys.setswitchinterval(default)

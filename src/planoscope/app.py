@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import sys
 from datetime import timedelta
 
 from .auth import Credentials
@@ -27,6 +28,12 @@ from .web import create_web_app
 from .writer import SpanWriter
 
 log = logging.getLogger("planoscope")
+
+# How long a thread may hold the GIL while another waits for it. DuckDB's Python binding takes
+# the GIL back after every task of a query to check for Ctrl-C (~8 times a commit), and each time
+# the writer waits for whichever thread runs Python: up to 5 ms with Python's default. At 1 ms,
+# 7 interleaved pairs of 20 s loads (8 clients) gave a median of 39.0k spans/s against 36.4k.
+GIL_SWITCH_INTERVAL = 0.001
 
 
 class Planoscope:
@@ -55,6 +62,7 @@ class Planoscope:
     async def _start(self) -> None:
         s = self.settings
         stack = self._stack
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         try:
             self.store = store = DuckDBStore(s.data_dir)
         except StoreError as e:
