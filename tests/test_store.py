@@ -34,6 +34,7 @@ def _batch(n: int = 20):
 
 
 def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(store):
+    store.append_spans(_batch(), datetime(2025, 12, 31))
     assert _threads(store) == 1  # only the writer uses the database: inserts run single-threaded
     assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2  # a read gets them all
     # They stay raised for the reads that follow (lowering joins a worker thread: up to ~20 ms)...
@@ -42,7 +43,18 @@ def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(store):
     # ...until the next insert, which runs on one again.
     store.append_spans(_batch(), datetime(2026, 1, 1))
     assert _threads(store) == 1
-    assert store.span_count() == 20
+    assert store.span_count() == 40
+
+
+def test_work_on_start_gets_all_of_duckdbs_threads_until_the_first_insert(tmp_path):
+    """Opening the store leaves DuckDB its threads: a migration or the span-metric replay reads."""
+    store = DuckDBStore(tmp_path / "d")
+    try:
+        assert _threads(store) == store.read_threads
+        store.append_spans(_batch(), datetime(2026, 1, 1))
+        assert _threads(store) == 1
+    finally:
+        store.close()
 
 
 def test_an_insert_during_a_read_leaves_the_read_its_threads(store):

@@ -61,12 +61,13 @@ class DuckDBStore:
         # for 4096-span commits, and ingest went from ~32.5k to ~37.5k spans/s); a 7-day query
         # over 10 M spans takes 0.34 s with two threads against 0.59 s with one. A read raises
         # the threads; the next insert with no read in flight lowers them. Lowering right after
-        # each read cost a search up to ~20 ms (DuckDB joins the worker thread it drops).
+        # each read cost a search up to ~20 ms (DuckDB joins the worker thread it drops). Until
+        # the first insert DuckDB keeps all of them, for the work done on start (a migration, the
+        # span-metric replay), which reads.
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._readers = 0
         self._threads_lock = threading.Lock()
-        self._threads = 0  # DuckDB's thread count now
-        self._set_threads(self._con, 1)
+        self._threads = self.read_threads  # DuckDB's thread count now
         self._con.execute(ATTR_MACRO)
         self._con.execute(duckdb_ddl())
         self._migrate()
