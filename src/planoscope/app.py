@@ -17,6 +17,7 @@ from .forward import Forwarder, ForwardState, parse_destination
 from .dedupe import RecentSpans
 from .httpserver import HttpServer, StartupError, bind, bound_address
 from .ingest import Ingest
+from .journal import Journal
 from .receiver.grpc import GrpcReceiver
 from .receiver.http import otlp_http_app
 from .retention import Retention
@@ -89,13 +90,20 @@ class Planoscope:
         http_sock = bind(s.otlp_http, "OTLP/HTTP")
         stack.callback(http_sock.close)
 
-        self.writer = writer = await stack.enter_async_context(SpanWriter(store, metrics, recent, watermark=watermark))
+        limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
+        decoder = Decoder(metrics.dimensions, limits=limits)
+        try:
+            journal = Journal(s.data_dir / "journal")
+        except OSError as e:
+            raise StartupError(f"cannot create the journal in {s.data_dir}: {e.strerror}") from None
+        self.writer = writer = await stack.enter_async_context(
+            SpanWriter(store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2,
+                       watermark=watermark))
         self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
-        limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
         ingest = await stack.enter_async_context(
-            Ingest(writer, Decoder(metrics.dimensions, limits=limits),
+            Ingest(writer, decoder,
                    max_queued_bytes=s.max_queued_bytes, retry_delay=s.overload_retry_delay))
         try:
             state = ForwardState(s.data_dir)

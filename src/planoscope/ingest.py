@@ -1,7 +1,7 @@
-"""The one enqueue step both OTLP transports share: admit, decode, then commit through the writer.
+"""The one enqueue step both OTLP transports share: admit, decode, then journal through the writer.
 
-Admission bounds what ingest holds: the bytes of the requests accepted but not yet answered
-(waiting to be decoded, decoded and queued for the writer, or being committed). Beyond
+Admission bounds what ingest holds: the bytes of the requests accepted and not yet in DuckDB
+(waiting to be decoded, waiting for the journal, or journaled and waiting to be inserted). Beyond
 ``max_queued_bytes`` a request is refused at once with ``Overloaded``, which the receivers turn
 into the OTLP spec's retryable answers with a retry delay; nothing of it was accepted, so nothing
 is dropped.
@@ -31,14 +31,14 @@ class Overloaded(WriterUnavailable):
 
 class Ingest:
     """``await ingest(body, "protobuf" | "json")`` → the decoded batch, once its good spans are
-    durable. Raises ``decode.BadRequest`` (the client's fault, not retryable) or
+    durable (in the journal). Raises ``decode.BadRequest`` (the client's fault, not retryable) or
     ``writer.WriterUnavailable`` (retryable).
 
     Decoding runs on its own small thread pool, off the event loop. One thread is the measured
     optimum on a 2-core machine: the native parse releases the GIL, but the Arrow assembly
     around it does not, and more decoding threads only queue for the GIL in front of the writer.
     Decoding is the busiest stage, so the span metrics are aggregated by the writer, once per
-    commit, rather than here once per request.
+    DuckDB commit, rather than here once per request.
     """
 
     def __init__(self, writer: SpanWriter, decoder: Decoder, threads: int = 1,
@@ -61,11 +61,12 @@ class Ingest:
 
     async def __call__(self, body: bytes, fmt: str) -> SpanBatch:
         size = len(body)
+        queued = self.queued_bytes + self.writer.backlog_bytes
         # One request is always admitted into an empty queue, whatever its size (max_request_bytes bounds it).
-        if self.queued_requests and self.queued_bytes + size > self.max_queued_bytes:
+        if queued and queued + size > self.max_queued_bytes:
             self.refuse("overloaded")
             delay = self.retry_after()
-            raise Overloaded(f"overloaded: {self.queued_bytes} bytes of requests queued (max_queued_bytes "
+            raise Overloaded(f"overloaded: {queued} bytes of requests queued (max_queued_bytes "
                              f"{self.max_queued_bytes}); retry in {delay:.1f} s", delay)
         self.queued_bytes += size
         self.queued_requests += 1
@@ -77,18 +78,15 @@ class Ingest:
 
     async def _ingest(self, body: bytes, fmt: str) -> SpanBatch:
         loop = asyncio.get_running_loop()
-        self.writer.expecting += 1  # the writer may wait for this batch to commit it with others
         try:
             batch = await loop.run_in_executor(self._pool, self._decode[fmt], body)
         except BadRequest:
             self.refuse("bad_request")
             raise
-        finally:
-            self.writer.expecting -= 1
         self.truncated += batch.truncated
         self.dropped += batch.dropped
         try:
-            await self.writer.write(batch)
+            await self.writer.write(batch, body, fmt)
         except WriterUnavailable:
             self.refuse("unavailable")
             raise
@@ -114,4 +112,5 @@ class Ingest:
             refused.add_metric([reason], n)
         yield refused
         yield GaugeMetricFamily("planoscope_ingest_queued_bytes", "Bytes of OTLP requests accepted and not yet "
-                                "committed (bounded by max_queued_bytes)", value=self.queued_bytes)
+                                "in the store (bounded by max_queued_bytes)",
+                                value=self.queued_bytes + self.writer.backlog_bytes)

@@ -102,8 +102,9 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
     max_queued_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Bytes of OTLP requests accepted but not yet committed; beyond it a "
-        "request is refused with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).")
+        256 * 1024 * 1024, ge=1024, description="Bytes of OTLP requests accepted and not yet in the database "
+        "(being decoded, journaled, or acknowledged and waiting to be inserted); beyond it a request is refused "
+        "with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).")
     max_concurrent_requests: int = Field(
         64, ge=1, description="OTLP requests each receiver takes at once; more are refused before their body is "
         "read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).")

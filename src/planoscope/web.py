@@ -36,6 +36,7 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
     """The FastAPI app for ``--listen``; everything it shows comes from its arguments. With
     ``credentials``, everything but ``/healthz`` (liveness probes carry no secrets) requires them."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
+    app.add_middleware(ReadAfterWrite, writer=writer)  # inside the auth check, added after it
     if credentials is not None and credentials.required:
         app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))
     app.include_router(create_api(store, scraper))
@@ -93,6 +94,26 @@ def create_web_app(store: DuckDBStore, metrics: SpanMetrics, writer: SpanWriter,
     # Mounted last so the routes above take precedence.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app
+
+
+class ReadAfterWrite:
+    """Before a read of the API, /metrics or /healthz, wait until the spans acknowledged so far
+    are in the store (they are journaled first and inserted in batches, see writer.py): what a
+    client was told is stored, a query finds. Costs nothing while no span waits. A liveness probe
+    waits one second at most, while the store cannot be written."""
+
+    def __init__(self, app, writer: SpanWriter):
+        self.app = app
+        self.writer = writer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith("/api/") or path == "/metrics":
+                await self.writer.sync()
+            elif path == "/healthz":
+                await self.writer.sync(timeout=1.0)
+        await self.app(scope, receive, send)
 
 
 def _unix(t: datetime | None) -> float | None:

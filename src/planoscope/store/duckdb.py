@@ -1,8 +1,8 @@
-"""The DuckDB store: one file in the data directory, one write connection owned by the writer
-thread, a cursor per reading thread.
+"""The DuckDB store: one file in the data directory, one write connection owned by the writer's
+apply thread, a cursor per reading thread.
 
-Writes are transactions that append a span batch *and* the span-metric totals it changes, so
-the metrics restored after a restart always match exactly what was acknowledged.
+A span insert commits, in the same transaction, the journal position it reaches (see
+``journal.py``), so on start the journal's records after it, and only those, are inserted again.
 """
 
 from __future__ import annotations
@@ -130,17 +130,30 @@ class DuckDBStore:
             self._threads = n
 
     # --- writes: the writer thread only -------------------------------------------------
-    def append_spans(self, batch: pa.Table, ingested_at: datetime) -> None:
-        """Append ``batch`` in one durable transaction (one autocommit statement), stamped
-        ``ingested_at``."""
+    def append_spans(self, batch: pa.Table | None, ingested_at: datetime, journal_position: int | None = None) -> None:
+        """Append ``batch`` (if any), stamped ``ingested_at``, and record that the journal is
+        applied up to ``journal_position`` (if given), in one durable transaction."""
         # Straight from Arrow, in the table's column order (a store migrated from an earlier
-        # version has its later columns after IngestedAt). Registering the batch as a view and
-        # running INSERT ... SELECT in BEGIN/COMMIT cost ~2 ms more CPU per commit, ~2 us a span
-        # at the ~1,000-span commits of a busy server.
+        # version has its later columns after IngestedAt).
         self._threads_for_ingest()
-        stamp = pa.array(np.full(batch.num_rows, np.datetime64(ingested_at, "us")))
-        rows = batch.append_column("IngestedAt", stamp).select(self._span_columns)
-        self._con.from_arrow(rows).insert_into("otel_traces")
+        con = self._con
+        con.begin()
+        try:
+            if batch is not None:
+                stamp = pa.array(np.full(batch.num_rows, np.datetime64(ingested_at, "us")))
+                rows = batch.append_column("IngestedAt", stamp).select(self._span_columns)
+                con.from_arrow(rows).insert_into("otel_traces")
+            if journal_position is not None:
+                con.execute("INSERT OR REPLACE INTO planoscope_meta VALUES ('journal_applied', ?)",
+                            [str(journal_position)])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+
+    def journal_applied(self) -> int:
+        """The journal position up to which the spans are in the store."""
+        return int(self.meta("journal_applied") or 0)
 
     def append_samples(self, rows: pa.Table) -> None:
         """Append scraped samples (the columns of ``samples``, in order) in one transaction."""
@@ -167,14 +180,14 @@ class DuckDBStore:
                 self.query("SELECT min(Timestamp) FROM samples")[0][0])
 
     def disk_bytes(self) -> int:
-        """Bytes of the files in the data directory (the database and its write-ahead log)."""
+        """Bytes of the files in the data directory (the database, its write-ahead log, the journal)."""
         total = 0
-        for entry in os.scandir(self.data_dir):
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:  # a file removed meanwhile
-                pass
+        for root, _, files in os.walk(self.data_dir):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                except OSError:  # a file removed meanwhile
+                    pass
         return total
 
     # Span-metric totals are snapshotted every few seconds with a watermark: the IngestedAt of the
