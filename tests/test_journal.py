@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
-from planoscope.journal import Journal
+import pytest
+
+from planoscope.journal import Journal, JournalError
 
 
 def _records(journal: Journal, after: int = 0) -> list[tuple[int, str, bytes]]:
@@ -92,3 +95,16 @@ def test_positions_continue_from_what_was_applied_when_the_journal_is_gone(tmp_p
     assert j.append([("protobuf", b"new")]) > 5_000
     j.close()
     assert [body for _, _, body in _records(Journal(tmp_path), after=5_000)] == [b"new"]
+
+
+def test_after_a_failed_write_appends_continue_in_a_fresh_segment(tmp_path):
+    j = Journal(tmp_path)
+    j.open()
+    j.append([("protobuf", b"before")])
+    os.close(j._fd)  # the next write fails (EBADF) and cannot be cut off, as on a dead disk
+    with pytest.raises(JournalError, match="cannot write the journal"):
+        j.append([("protobuf", b"lost, never acknowledged")])
+    j.append([("protobuf", b"after")])
+    j.close()
+    assert len(list(tmp_path.glob("*.log"))) == 2
+    assert [body for _, _, body in _records(Journal(tmp_path))] == [b"before", b"after"]

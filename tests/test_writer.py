@@ -119,11 +119,13 @@ async def test_the_start_inserts_what_the_journal_has_beyond_duckdb_exactly_once
 async def test_a_failed_journal_write_acknowledges_nothing(parts):
     store, metrics, journal, request = parts
     async with _writer(store, metrics, journal) as writer:
-        os.close(journal._fd)  # every write now fails (EBADF), as on a dead disk
+        os.close(journal._fd)  # the write fails (EBADF), as on a dead disk, and cannot be cut off
         with pytest.raises(WriterUnavailable, match="cannot write the journal"):
             await _write(writer, request())
-        journal._fd = os.open(os.devnull, os.O_WRONLY)  # for the close
-    assert store.span_count() == 0 and _calls(metrics) == 0
+        assert store.span_count() == 0 and _calls(metrics) == 0
+        await _write(writer, request())  # the next goes into a fresh segment
+        await writer.sync()
+        assert store.span_count() == 40
 
 
 @_sync

@@ -34,6 +34,7 @@ _HEADER = struct.Struct("<IIB")
 FORMATS = ("protobuf", "json")
 _FORMAT_CODE = {f: i for i, f in enumerate(FORMATS)}
 SUFFIX = ".log"
+_IOV_MAX = 1024
 
 
 class JournalError(RuntimeError):
@@ -62,6 +63,7 @@ class Journal:
         self._size = 0  # bytes in the open segment
         self.position = 0  # end of the last record, over all segments
         self._replayed = False
+        self._broken = False  # a failed write left bytes that could not be cut off
 
     def _scan(self) -> Iterator[int]:
         for p in self.directory.glob("*" + SUFFIX):
@@ -123,11 +125,18 @@ class Journal:
             raise RuntimeError("replay the journal before appending to it")
         self._open_segment(self.position)
 
-    def _open_segment(self, start: int) -> None:
+    def _close_fd(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            try:
+                os.close(self._fd)
+            except OSError:  # the descriptor that failed a write: nothing more to lose
+                pass
+            self._fd = None
+
+    def _open_segment(self, start: int, truncate: bool = False) -> None:
+        self._close_fd()
         path = self._path(start)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0), 0o644)
         self._size = os.fstat(self._fd).st_size
         self._start = start
         self.position = start + self._size
@@ -139,12 +148,20 @@ class Journal:
     def append(self, records: list[tuple[str, bytes]]) -> int:
         """Write ``records`` (format, body) and fsync; returns the end position of the last one.
 
-        Raises ``JournalError`` (and leaves the journal as it was) if the write fails.
+        Raises ``JournalError`` if the write fails; nothing of it is then replayed, and the next
+        append starts where this one did.
         """
-        if self._fd is None:
-            raise JournalError("the journal is not open")
-        if self._size >= self.segment_bytes:
-            self._open_segment(self.position)
+        try:
+            if self._broken:  # a failed write could not be cut off: continue in a fresh segment
+                self._open_segment(self.position, truncate=self._start == self.position)
+                self._broken = False
+            elif self._fd is None:
+                raise OSError("the journal is not open")
+            elif self._size >= self.segment_bytes:
+                self._open_segment(self.position)
+        except OSError as e:
+            self._broken = True
+            raise JournalError(f"cannot open a journal segment in {self.directory}: {e}") from None
         parts = []
         for fmt, body in records:
             code = _FORMAT_CODE[fmt]
@@ -152,15 +169,19 @@ class Journal:
             parts.append(body)
         size = sum(len(p) for p in parts)
         try:
-            written = os.writev(self._fd, parts)
-            if written != size:
-                raise OSError(f"short write ({written} of {size} bytes)")
+            written = 0
+            for i in range(0, len(parts), _IOV_MAX):  # writev takes at most IOV_MAX buffers
+                chunk = parts[i:i + _IOV_MAX]
+                n = os.writev(self._fd, chunk)
+                if n != sum(len(p) for p in chunk):
+                    raise OSError(f"short write ({written + n} of {size} bytes)")
+                written += n
             os.fdatasync(self._fd)
         except OSError as e:
             try:  # cut the partial write off, so the next record starts where this one did
                 os.ftruncate(self._fd, self._size)
             except OSError:
-                pass
+                self._broken = True
             raise JournalError(f"cannot write the journal {self._path(self._start)}: {e}") from None
         self._size += size
         self.position += size
@@ -181,9 +202,7 @@ class Journal:
 
     def close(self, applied: int | None = None) -> None:
         """Close; if everything is ``applied``, delete every segment."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close_fd()
         if applied is not None and applied >= self.position:
             with self._lock:
                 segments, self._segments = self._segments, []
