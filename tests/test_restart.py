@@ -145,6 +145,7 @@ def test_acknowledged_spans_survive_a_hard_kill(server_factory, tmp_path):
     assert list((data_dir / "journal").glob("*.log"))
     srv.start()
     assert srv.startup_span_count == 3
+    assert any("inserted 2 requests (3 spans) from the journal" in ln for ln in srv.lines("err")), srv.output()
     m = srv.metrics()
     check(m, GPT, [MS, 2 * MS], DEFAULT_BOUNDS)
     check(m, AGENT, [5 * MS], DEFAULT_BOUNDS)

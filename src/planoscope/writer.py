@@ -221,8 +221,8 @@ class SpanWriter:
         if group:
             self._apply_recovered(group)
         if records:
-            log.info("inserted %d requests (%d spans) from the journal, acknowledged before the last stop",
-                     records, self.spans_written)
+            log.warning("inserted %d requests (%d spans) from the journal: acknowledged, and not yet in the "
+                        "database when planoscope last stopped", records, self.spans_written)
         self.journal.release(self.applied)
 
     def _apply_recovered(self, group: list[_Journaled]) -> None:
