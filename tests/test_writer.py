@@ -186,3 +186,14 @@ async def test_what_cannot_be_inserted_by_the_stop_is_inserted_by_the_next_start
     inserts.failing = False
     async with _writer(store, metrics, Journal(journal.directory)):
         assert store.span_count() == 80
+
+
+@_sync
+async def test_a_job_runs_at_once_while_spans_wait_for_their_insert(parts):
+    """Retention deletes in many small jobs: each must not wait for the spans' insert."""
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal, apply_every=30.0) as writer:
+        await _write(writer, request())
+        assert await asyncio.wait_for(writer.call(store.span_count), 2.0) == 0  # would take 30 s
+        assert writer.backlog_bytes > 0
+    assert store.span_count() == 40

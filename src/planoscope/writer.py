@@ -11,8 +11,8 @@ acknowledged so far is in DuckDB: the API and /metrics call it before reading, s
 was told is stored, a query finds.
 
 Scraped samples (``await writer.write_samples(table)``) go to the apply thread directly, each in
-its own transaction after the span group it arrived with; so do other writes, such as
-retention's deletes (``await writer.call(fn)``).
+its own transaction, run as soon as it arrives (also while spans wait for their insert); so do
+other writes, such as retention's deletes (``await writer.call(fn)``).
 
 The apply thread also keeps the span metrics and the de-duplication window in step with what is
 in DuckDB, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
@@ -283,7 +283,6 @@ class SpanWriter:
                     self._snapshot()
                 continue
             group = [item]
-            jobs: list[_Samples | _Call] = []  # met while grouping: run after the spans' commit
             n = sum(b.table.num_rows for b in item.batches)
             # Wait for a row group's worth (see ROW_GROUP), apply_every at most, unless a reader
             # is waiting for these spans or the backlog nears what ingest admits.
@@ -300,13 +299,14 @@ class SpanWriter:
                 if item is _WAKE:
                     continue
                 if not isinstance(item, _Journaled):
-                    jobs.append(item)
+                    # At once, not after the group's insert (up to apply_every later): retention
+                    # deletes in 10,000-row chunks, one job each. The waiting spans are not in
+                    # DuckDB yet, so a delete cannot touch them nor the metric snapshot miss them.
+                    self._run_job(item)
                     continue
                 group.append(item)
                 n += sum(b.table.num_rows for b in item.batches)
             self._apply(group)
-            for item in jobs:
-                self._run_job(item)
             if time.monotonic() - self._snapshot_at >= self.snapshot_every:
                 self._snapshot()
         self._snapshot()
