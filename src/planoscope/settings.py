@@ -80,7 +80,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data_dir: Path = Field(Path("planoscope-data"), description="Directory of the database; created on first run.")
+    data_dir: Path = Field(Path("planoscope-data"), description="Directory of the database and the journal; created on "
+                           "first run.")
     otlp_grpc: Address = Field("127.0.0.1:4317", description="OTLP/gRPC listen address (HOST:PORT; port 0 picks one).")
     otlp_http: Address = Field("127.0.0.1:4318", description="OTLP/HTTP listen address for POST /v1/traces.")
     listen: Address = Field("127.0.0.1:9000", description="Address of the UI, the query API, /metrics and /healthz.")
