@@ -284,13 +284,15 @@ class SpanWriter:
                 continue
             group = [item]
             n = sum(b.table.num_rows for b in item.batches)
-            # Wait for a row group's worth (see ROW_GROUP), apply_every at most, unless a reader
-            # is waiting for these spans or the backlog nears what ingest admits.
+            # Wait for a row group's worth (see ROW_GROUP), apply_every at most; take only what is
+            # queued already while a reader waits or the backlog nears what ingest admits.
             deadline = time.monotonic() + self.apply_every
-            while n < self.apply_spans and self._backlog < self.apply_bytes:
+            while n < self.apply_spans:
                 wait = deadline - time.monotonic()
+                if self._waiters or self._backlog >= self.apply_bytes:
+                    wait = 0
                 try:
-                    item = self._queue.get_nowait() if wait <= 0 or self._waiters else self._queue.get(timeout=wait)
+                    item = self._queue.get_nowait() if wait <= 0 else self._queue.get(timeout=wait)
                 except queue.Empty:
                     break
                 if item is _STOP:
@@ -306,6 +308,8 @@ class SpanWriter:
                     continue
                 group.append(item)
                 n += sum(b.table.num_rows for b in item.batches)
+                if self._waiters and item.end >= max(w[0] for w in self._waiters):
+                    break  # what the readers wait for is in the group: insert it now
             self._apply(group)
             if time.monotonic() - self._snapshot_at >= self.snapshot_every:
                 self._snapshot()

@@ -65,7 +65,6 @@ class DuckDBStore:
         # the first insert DuckDB keeps all of them, for the work done on start (a migration, the
         # span-metric replay), which reads.
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
-        self._readers = 0
         self._threads_lock = threading.Lock()
         self._threads = self.read_threads  # DuckDB's thread count now
         self._con.execute(ATTR_MACRO)
@@ -110,19 +109,15 @@ class DuckDBStore:
         """Run a read-only parameterized query on this thread's cursor, with all of DuckDB's threads."""
         cur = self._cursor()
         with self._threads_lock:
-            self._readers += 1
             self._set_threads(cur, self.read_threads)
-        try:
-            return cur.execute(sql, params).fetchall()
-        finally:
-            with self._threads_lock:
-                self._readers -= 1
+        return cur.execute(sql, params).fetchall()
 
     def _threads_for_ingest(self) -> None:
-        """Back to one DuckDB thread for an insert, unless a read is in flight."""
+        """Back to one DuckDB thread for an insert, even under a read: a 122,880-row insert took
+        4.0 us of CPU a span on one thread and 6.1 on two, and several seconds instead of ~0.5
+        next to a dashboard read. A read in flight finishes on one thread."""
         with self._threads_lock:
-            if not self._readers:
-                self._set_threads(self._con, 1)
+            self._set_threads(self._con, 1)
 
     def _set_threads(self, con: duckdb.DuckDBPyConnection, n: int) -> None:
         if self._threads != n:
