@@ -108,3 +108,41 @@ def test_after_a_failed_write_appends_continue_in_a_fresh_segment(tmp_path):
     j.close()
     assert len(list(tmp_path.glob("*.log"))) == 2
     assert [body for _, _, body in _records(Journal(tmp_path))] == [b"before", b"after"]
+
+
+def test_a_failed_write_left_on_disk_is_never_replayed(tmp_path, monkeypatch):
+    """The fsync fails after the records were written, and they cannot be cut off: appends go on in
+    a fresh segment at the same position, and the old segment's bytes past it are dead."""
+    j = Journal(tmp_path)
+    j.open()
+    j.append([("protobuf", b"A")])
+
+    def eio(*args):
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:  # fault injection: a dead disk cannot be had on demand
+        m.setattr("planoscope.journal.os.fdatasync", eio)
+        m.setattr("planoscope.journal.os.ftruncate", eio)
+        with pytest.raises(JournalError):
+            j.append([("protobuf", b"B, refused")])
+    end_c = j.append([("protobuf", b"C")])
+    j.close()
+    got = _records(Journal(tmp_path))
+    assert [body for _, _, body in got] == [b"A", b"C"]
+    assert got[-1][0] == end_c and [e for e, _, _ in got] == sorted(e for e, _, _ in got)
+
+
+def test_a_corrupt_record_before_intact_ones_costs_only_itself(tmp_path, caplog):
+    j = Journal(tmp_path)
+    j.open()
+    for body in (b"first", b"second", b"third"):
+        j.append([("protobuf", body)])
+    j.close()
+    (segment,) = tmp_path.glob("*.log")
+    data = bytearray(segment.read_bytes())
+    data[10] ^= 0xFF  # inside the first record's body
+    segment.write_bytes(bytes(data))
+    with caplog.at_level(logging.ERROR):
+        assert [body for _, _, body in _records(Journal(tmp_path))] == [b"second", b"third"]
+    assert "corrupt record at byte 0" in caplog.text
+    assert segment.stat().st_size == len(data)  # nothing cut off

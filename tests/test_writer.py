@@ -197,3 +197,28 @@ async def test_a_job_runs_at_once_while_spans_wait_for_their_insert(parts):
         assert await asyncio.wait_for(writer.call(store.span_count), 2.0) == 0  # would take 30 s
         assert writer.backlog_bytes > 0
     assert store.span_count() == 40
+
+
+@_sync
+async def test_a_start_that_cannot_insert_the_journal_fails_with_a_message_and_keeps_it(parts):
+    store, metrics, journal, request = parts
+    journal.open()
+    journal.append([("protobuf", request())])
+    journal.close()
+    _FailingInserts(store)
+    with pytest.raises(WriterUnavailable, match="No space left on device.*stay in .*journal"):
+        async with _writer(store, metrics, Journal(journal.directory)):
+            pass
+    assert [fmt for _, fmt, _ in Journal(journal.directory).replay(after=0)] == ["protobuf"]
+
+
+@_sync
+async def test_applied_segments_are_deleted_while_new_ones_are_written(parts):
+    store, metrics, journal, request = parts
+    journal = Journal(journal.directory, segment_bytes=1)  # a segment per append
+    async with _writer(store, metrics, journal) as writer:
+        for _ in range(5):
+            await _write(writer, request())
+            assert await writer.sync()
+            assert len(list(journal.directory.glob("*.log"))) <= 2  # the open one and the one before
+    assert store.span_count() == 200 and not list(journal.directory.glob("*.log"))

@@ -26,7 +26,7 @@ from .settings import Settings, split_address, scrape_target
 from .spanmetrics import SpanMetrics
 from .store import DuckDBStore, StoreError
 from .web import create_web_app
-from .writer import SpanWriter
+from .writer import SpanWriter, WriterUnavailable
 
 log = logging.getLogger("planoscope")
 
@@ -96,9 +96,12 @@ class Planoscope:
             journal = Journal(s.data_dir / "journal")
         except OSError as e:
             raise StartupError(f"cannot create the journal in {s.data_dir}: {e.strerror}") from None
-        self.writer = writer = await stack.enter_async_context(
-            SpanWriter(store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2,
-                       watermark=watermark))
+        try:
+            self.writer = writer = await stack.enter_async_context(
+                SpanWriter(store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2,
+                           watermark=watermark))
+        except WriterUnavailable as e:  # the journal's leftovers could not be inserted
+            raise StartupError(str(e)) from None
         self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
         self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
                                          s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)

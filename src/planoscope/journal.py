@@ -13,9 +13,11 @@ fsync of a few hundred kilobytes takes ~0.7 ms here.
 
 Layout: ``<data_dir>/journal/<start offset, 20 digits>.log`` segments. A position is a byte offset
 into the concatenation of all segments ever written, so it only grows. A record is a header
-(body length u32, CRC-32 u32 of format byte + body, format byte) and the body. A record cut short
-or failing its CRC at the end of the newest segment is a write that was never acknowledged (the
-fsync did not return) and is cut off; anywhere else it is corruption, reported and skipped.
+(body length u32, CRC-32 u32 of format byte + body, format byte) and the body. A segment holds
+the positions up to the next segment's start; bytes beyond are a write that failed and could not
+be cut off, after which appends went on in a new segment. A record cut short or failing its CRC
+at the end of the newest segment is a write that was never acknowledged (the fsync did not
+return) and is cut off; a bad record followed by intact ones is corruption, reported and skipped.
 """
 
 from __future__ import annotations
@@ -86,30 +88,38 @@ class Journal:
         return self._replay(after)
 
     def _replay(self, after: int) -> Iterator[tuple[int, str, bytes]]:
-        for i, start in enumerate(self._segments):
+        segments = list(self._segments)
+        for i, start in enumerate(segments):
             path = self._path(start)
-            newest = i == len(self._segments) - 1
+            newest = i == len(segments) - 1
             data = path.read_bytes()
+            if not newest and len(data) > segments[i + 1] - start:
+                # A segment holds the positions up to the next one's start: beyond is a write
+                # that failed and could not be cut off (appends went on in a new segment).
+                log.warning("journal %s: ignoring %d bytes past the next segment's start (a failed write, "
+                            "never acknowledged)", path.name, len(data) - (segments[i + 1] - start))
+                data = data[:segments[i + 1] - start]
             offset = 0
+            problem = None
             while offset < len(data):
-                if offset + _HEADER.size > len(data):
-                    problem = "a record header cut short"
+                end, problem = _record_end(data, offset)
+                if problem is None:
+                    code = data[offset + _HEADER.size - 1]
+                    if start + end > after:
+                        yield start + end, FORMATS[code], data[offset + _HEADER.size:end]
+                    offset = end
+                elif end < len(data) and _record_end(data, end)[1] is None:
+                    # Intact records follow: corruption (a bad disk), not a torn write. Only this
+                    # record is lost; truncating here would destroy acknowledged ones after it.
+                    log.error("journal %s: a corrupt record at byte %d (%d bytes) skipped; it is lost",
+                              path.name, offset, end - offset)
+                    offset, problem = end, None
+                else:
                     break
-                length, crc, code = _HEADER.unpack_from(data, offset)
-                end = offset + _HEADER.size + length
-                body = data[offset + _HEADER.size:end]
-                if end > len(data) or code >= len(FORMATS) or zlib.crc32(body, zlib.crc32(bytes((code,)))) != crc:
-                    problem = "a record cut short or corrupt"
-                    break
-                offset = end
-                if start + end > after:
-                    yield start + end, FORMATS[code], body
-            else:
-                problem = None
             if problem is not None:
-                if newest:  # the last write before a crash: never acknowledged
-                    log.warning("journal %s: cutting off %d bytes at its end (%s; never acknowledged)",
-                                path.name, len(data) - offset, problem)
+                if newest:  # what a crash cut short: never acknowledged (or a corrupt end)
+                    log.warning("journal %s: cutting off %d bytes at its end (%s: a write cut short by a crash, "
+                                "never acknowledged, or corruption)", path.name, len(data) - offset, problem)
                     with open(path, "r+b") as f:
                         f.truncate(offset)
                         os.fsync(f.fileno())
@@ -217,6 +227,20 @@ class Journal:
             except OSError:
                 pass
         return total
+
+
+def _record_end(data: bytes, offset: int) -> tuple[int, str | None]:
+    """The end of the record at ``offset`` (as its header says, when it has one) and what is wrong
+    with it, or None if it is intact."""
+    if offset + _HEADER.size > len(data):
+        return len(data), "a record header cut short"
+    length, crc, code = _HEADER.unpack_from(data, offset)
+    end = offset + _HEADER.size + length
+    if end > len(data):
+        return end, "a record cut short"
+    if code >= len(FORMATS) or zlib.crc32(data[offset + _HEADER.size:end], zlib.crc32(bytes((code,)))) != crc:
+        return end, "a corrupt record"
+    return end, None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -125,6 +125,7 @@ class SpanWriter:
         self._waiters: list[tuple[int, asyncio.Future, asyncio.AbstractEventLoop]] = []
         self._closing = threading.Event()  # on stop, a failed insert is left to the next start
         self._given_up = False  # an insert failed on stop: nothing after it may go in either
+        self.last_error: Exception | None = None  # of the last failed insert
 
     async def __aenter__(self) -> SpanWriter:
         await asyncio.to_thread(self._recover)
@@ -227,41 +228,54 @@ class SpanWriter:
 
     def _apply_recovered(self, group: list[_Journaled]) -> None:
         if not self._commit(group):
-            raise WriterUnavailable("cannot insert the journal's records into the store (see the error above)")
+            raise WriterUnavailable(f"cannot insert the acknowledged spans its journal holds into the database "
+                                    f"({self.last_error}); they stay in {self.journal.directory} for the next start")
 
     # --- the journal thread ---------------------------------------------------------------
     def _journal_run(self) -> None:
-        stopping = False
-        while not stopping:
-            item = self._journal_queue.get()
-            if item is _STOP:
-                break
-            group = [item]
-            while True:  # everything queued meanwhile shares the fsync
+        try:
+            stopping = False
+            while not stopping:
+                item = self._journal_queue.get()
+                if item is _STOP:
+                    break
+                group = [item]
+                while True:  # everything queued meanwhile shares the fsync
+                    try:
+                        item = self._journal_queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    group.append(item)
+                self._journal_group(group)
+        finally:  # also if this thread dies: nobody waits forever
+            while True:
                 try:
                     item = self._journal_queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    stopping = True
-                    break
-                group.append(item)
-            try:
-                end = self.journal.append([(p.fmt, p.body) for p in group])
-            except JournalError as e:
-                log.error("%s", e)
-                for p in group:
-                    p.loop.call_soon_threadsafe(_settle, p.future, e)
-                continue
-            size = sum(len(p.body) for p in group)
-            with self._lock:
-                self._backlog += size
-            # In this order, so that a sync() after the answer waits for these spans.
-            self._queue.put(_Journaled([p.batch for p in group], end, size))
-            self.journaled = end
+                if item is not _STOP:
+                    _notify(item, WriterUnavailable("the writer is stopping"))
+            self._queue.put(_STOP)
+
+    def _journal_group(self, group: list[_Pending]) -> None:
+        try:
+            end = self.journal.append([(p.fmt, p.body) for p in group])
+        except Exception as e:  # JournalError, or anything unforeseen: nothing is acknowledged
+            log.error("%s", e)
             for p in group:
-                p.loop.call_soon_threadsafe(_settle, p.future, None)
-        self._queue.put(_STOP)
+                _notify(p, e)
+            return
+        size = sum(len(p.body) for p in group)
+        with self._lock:
+            self._backlog += size
+        # In this order, so that a sync() after the answer waits for these spans.
+        self._queue.put(_Journaled([p.batch for p in group], end, size))
+        self.journaled = end
+        for p in group:
+            _notify(p, None)
 
     # --- the apply thread -----------------------------------------------------------------
     def _run(self) -> None:
@@ -370,8 +384,8 @@ class SpanWriter:
             self.store.append_spans(table if rows else None, ingested, end)
         except Exception as e:
             log.error("insert of %d acknowledged spans failed (they stay in the journal): %s", rows, e)
+            self.last_error = e
             return False
-        self.applied = end
         if rows:
             self._last_ingested = ingested
             self.metrics.apply(self.metrics.merge(deltas))
@@ -379,6 +393,7 @@ class SpanWriter:
             self.recent.add(keys)
             self.commits += 1
             self.spans_written += rows
+        self.applied = end  # last: a sync() that sees it finds the metrics counted too
         return True
 
     def _run_job(self, item: _Samples | _Call) -> None:
@@ -416,6 +431,15 @@ class SpanWriter:
             self._dirty.clear()
         except Exception as e:  # not fatal: the spans are stored and are replayed on start
             log.warning("could not snapshot span metrics: %s", e)
+
+
+def _notify(p: _Pending, error: BaseException | None) -> None:
+    """Settle a request's future from a writer thread; its event loop may be gone (a client
+    that disconnected is not this thread's problem)."""
+    try:
+        p.loop.call_soon_threadsafe(_settle, p.future, error)
+    except RuntimeError:  # the loop is closed
+        pass
 
 
 def _settle(fut: asyncio.Future, error: BaseException | None, result: Any = None) -> None:
