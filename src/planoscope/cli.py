@@ -83,9 +83,6 @@ def serve(config_file: Path | None, **flags) -> None:
 
 def setup_process(settings: Settings) -> None:
     """What the planoscope process sets once, for serve and demo alike."""
-    # The writer thread hands the GIL back and forth with DuckDB many times per commit; with the
-    # default 5 ms switch interval each hand-back can wait for a decoding thread's full slice.
-    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape; the scraper logs what matters
 

@@ -85,5 +85,5 @@ class GrpcReceiver:
     async def __aexit__(self, *exc) -> None:
         server, self._server = self._server, None  # (may be called twice: see app._stop_receiving)
         if server is not None:
-            # Stop taking new RPCs; in-flight ones get the grace period to be committed.
+            # Stop taking new RPCs; in-flight ones get the grace period to be journaled.
             await server.stop(grace=10)

@@ -1,7 +1,7 @@
 """OTLP/HTTP ``POST /v1/traces``: protobuf or JSON, optionally gzip-compressed.
 
 Responses follow the OTLP/HTTP spec: the body's encoding matches the request's; a bad request
-is 400 with a ``google.rpc.Status``; a store that cannot commit is 503 with ``Retry-After``.
+is 400 with a ``google.rpc.Status``; a journal that cannot be written is 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
