@@ -42,12 +42,11 @@ class Ingest:
     """
 
     def __init__(self, writer: SpanWriter, decoder: Decoder, threads: int = 1,
-                 max_queued_bytes: int = 64 << 20, retry_delay: float = 1.0):
+                 max_queued_bytes: int = 256 << 20, retry_delay: float = 1.0):
         self.writer = writer
         self.max_queued_bytes = max_queued_bytes
         self.retry_delay = retry_delay
         self.queued_bytes = 0  # of requests admitted and not yet answered (touched on the event loop only)
-        self.queued_requests = 0
         self._decode = {"protobuf": decoder.decode_protobuf, "json": decoder.decode_json}
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="planoscope-decode")
         self.truncated = self.dropped = 0
@@ -69,12 +68,10 @@ class Ingest:
             raise Overloaded(f"overloaded: {queued} bytes of requests queued (max_queued_bytes "
                              f"{self.max_queued_bytes}); retry in {delay:.1f} s", delay)
         self.queued_bytes += size
-        self.queued_requests += 1
         try:
             return await self._ingest(body, fmt)
         finally:
             self.queued_bytes -= size
-            self.queued_requests -= 1
 
     async def _ingest(self, body: bytes, fmt: str) -> SpanBatch:
         loop = asyncio.get_running_loop()

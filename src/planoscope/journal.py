@@ -219,15 +219,6 @@ class Journal:
             for s in segments:
                 self._path(s).unlink(missing_ok=True)
 
-    def disk_bytes(self) -> int:
-        total = 0
-        for s in list(self._segments):
-            try:
-                total += self._path(s).stat().st_size
-            except OSError:
-                pass
-        return total
-
 
 def _record_end(data: bytes, offset: int) -> tuple[int, str | None]:
     """The end of the record at ``offset`` (as its header says, when it has one) and what is wrong

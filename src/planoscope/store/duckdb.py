@@ -60,10 +60,10 @@ class DuckDBStore:
         # (per-thread row groups merged and copied again at commit: 10.3 against 6.2 us a span
         # for 4096-span commits, and ingest went from ~32.5k to ~37.5k spans/s); a 7-day query
         # over 10 M spans takes 0.34 s with two threads against 0.59 s with one. A read raises
-        # the threads; the next insert with no read in flight lowers them. Lowering right after
-        # each read cost a search up to ~20 ms (DuckDB joins the worker thread it drops). Until
-        # the first insert DuckDB keeps all of them, for the work done on start (a migration, the
-        # span-metric replay), which reads.
+        # the threads and leaves them raised (lowering right after each read cost a search up to
+        # ~20 ms: DuckDB joins the worker thread it drops); the next insert lowers them, even
+        # under a read (see _threads_for_ingest). Until the first insert DuckDB keeps all of
+        # them, for the work done on start (a migration, the span-metric replay), which reads.
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._threads_lock = threading.Lock()
         self._threads = self.read_threads  # DuckDB's thread count now
