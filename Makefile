@@ -10,7 +10,7 @@ PROMETHEUS := /usr/bin/prometheus
 COMPOSE    := /usr/bin/docker-compose
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test setup bench clean
+.PHONY: run test lint setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,14 @@ $(COMPOSE):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 
-test: $(STAMP) $(CHROMIUM) $(PROMETHEUS) $(COMPOSE)
+# What CI runs (.ci/run): the lint, then every test.
+test: lint $(CHROMIUM) $(PROMETHEUS) $(COMPOSE)
 	$(BIN)/python -m pytest
+
+# ruff, configured in pyproject.toml: lint rules and the formatter's check, on the whole tree.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py

@@ -15,7 +15,7 @@ schema) would answer the panels that miss the goal.
 
     python benchmarks/dashboard.py [--spans 1000000,10000000] [--repeat 5] [--keep DIR]
 
-How the store is filled, fast and without the network: ``planoscope.simulate`` (the project's
+How the store is filled, fast and without the network: ``planoscope.demo.simulate`` (the project's
 model of Plano's traffic: 5 services, 7 models, 5 agents and 4 filters, per-model log-normal
 latencies, errors, bursts) simulates a pool of 120-150 k spans in real OTLP requests of 512 spans
 sorted by end time (as Plano's batch exporter sends them), which ``Decoder`` turns into the Arrow
@@ -42,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -52,11 +52,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from planoscope.decode import Decoder
-from planoscope.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
-from planoscope.query import _window, default_step, evaluate, evaluate_all
-from planoscope.simulate import Simulation, export_requests
-from planoscope.spanmetrics import SpanMetrics
+from planoscope.demo.simulate import Simulation, export_requests
+from planoscope.ingest.decode import Decoder
+from planoscope.metrics.spanmetrics import SpanMetrics
+from planoscope.query.evaluate import _window, default_step, evaluate, evaluate_all
+from planoscope.query.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
 from planoscope.store import DuckDBStore
 from planoscope.store.duckdb import DB_FILE
 
@@ -71,6 +71,7 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 # ------------------------------------------------------------------------------------------
 # Filling
 # ------------------------------------------------------------------------------------------
+
 
 def _simulate_part(rate: float, seed: int, start_s: int, end_s: int) -> list[bytes]:
     """OTLP requests of the spans of the traces starting in [start_s, end_s), by end time."""
@@ -116,7 +117,7 @@ class HexIds:
         lengths = np.diff(off)
         assert np.all((lengths == 0) | (lengths == width)), "ids of unexpected length"
         self.n, self.width, self.offsets = len(arr), width, offsets
-        self.nibbles = _NIBBLE[np.frombuffer(data, np.uint8)[off[0]: off[-1]]].reshape(-1, width)
+        self.nibbles = _NIBBLE[np.frombuffer(data, np.uint8)[off[0] : off[-1]]].reshape(-1, width)
 
     def masked(self, mask: np.ndarray) -> pa.Array:
         data = _HEX[self.nibbles ^ mask].tobytes()
@@ -145,8 +146,10 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
     trace_ids = HexIds(pool.column("TraceId").chunk(0), 32)
     span_ids = HexIds(pool.column("SpanId").chunk(0), 16)
     parent_ids = HexIds(pool.column("ParentSpanId").chunk(0), 16)
-    cols = {name: pool.schema.get_field_index(name)
-            for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey")}
+    cols = {
+        name: pool.schema.get_field_index(name)
+        for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey")
+    }
     metrics = SpanMetrics()
     pool_deltas = metrics.deltas(pool.set_column(0, "Timestamp", pool.column(0).cast(pa.timestamp("ns"))), dims)
     rng = np.random.default_rng(12345)
@@ -157,17 +160,19 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
         ts = t_begin_ns + np.round((c * window_s * 1e9 + rel) * scale).astype(np.int64)
         np.minimum(ts, t_end_ns, out=ts)
         span_mask, trace_mask = rng.integers(0, 16, 16, dtype=np.uint8), rng.integers(0, 16, 32, dtype=np.uint8)
-        table = (pool.set_column(cols["Timestamp"], "Timestamp", pa.array(ts, pa.timestamp("ns")))
-                 .set_column(cols["TraceId"], "TraceId", trace_ids.masked(trace_mask))
-                 .set_column(cols["TraceKey"], "TraceKey", trace_ids.trace_keys(trace_mask))
-                 .set_column(cols["SpanId"], "SpanId", span_ids.masked(span_mask))
-                 .set_column(cols["ParentSpanId"], "ParentSpanId", parent_ids.masked(span_mask)))
+        table = (
+            pool.set_column(cols["Timestamp"], "Timestamp", pa.array(ts, pa.timestamp("ns")))
+            .set_column(cols["TraceId"], "TraceId", trace_ids.masked(trace_mask))
+            .set_column(cols["TraceKey"], "TraceKey", trace_ids.trace_keys(trace_mask))
+            .set_column(cols["SpanId"], "SpanId", span_ids.masked(span_mask))
+            .set_column(cols["ParentSpanId"], "ParentSpanId", parent_ids.masked(span_mask))
+        )
         if rows < p:
             table = table.slice(0, rows)
             deltas = metrics.deltas(table, [d.slice(0, rows) for d in dims])
         else:
             deltas = pool_deltas
-        ingested = datetime.fromtimestamp(int(ts[:rows].max()) / 1e9 + 2, timezone.utc).replace(tzinfo=None)
+        ingested = datetime.fromtimestamp(int(ts[:rows].max()) / 1e9 + 2, UTC).replace(tzinfo=None)
         a = time.perf_counter()
         store.append_spans(table, ingested)
         append_s += time.perf_counter() - a
@@ -179,13 +184,20 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
     checkpoint_s = time.perf_counter() - a
     total_s = time.perf_counter() - t0
     progress.remove_task(task)
-    return {"pool_spans": p, "pool_s": pool_s, "append_s": append_s, "checkpoint_s": checkpoint_s,
-            "total_s": total_s, "copies": copies}
+    return {
+        "pool_spans": p,
+        "pool_s": pool_s,
+        "append_s": append_s,
+        "checkpoint_s": checkpoint_s,
+        "total_s": total_s,
+        "copies": copies,
+    }
 
 
 # ------------------------------------------------------------------------------------------
 # Timing
 # ------------------------------------------------------------------------------------------
+
 
 def ranges(t_end: float) -> dict[str, tuple[float, float, float]]:
     out = {}
@@ -280,16 +292,38 @@ def time_in_process(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
 # The real server
 # ------------------------------------------------------------------------------------------
 
+
 def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANOSCOPE_")}
     t = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "planoscope", "serve", "--data-dir", str(data_dir), "--otlp-grpc", "127.0.0.1:0",
-         "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--log-level", "warning",
-         # The data spans exactly 7 days up to the fill: the default 7-day retention would delete
-         # its oldest spans, change the figures and force the next run to fill again.
-         "--retention", "0", "--scrape", ""],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "planoscope",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warning",
+            # The data spans exactly 7 days up to the fill: the default 7-day retention would delete
+            # its oldest spans, change the figures and force the next run to fill again.
+            "--retention",
+            "0",
+            "--scrape",
+            "",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     lines, url = [], None
     timer = threading.Timer(300, proc.kill)
     timer.start()
@@ -322,10 +356,12 @@ def time_http(data_dir: Path, rngs: dict, repeat: int) -> dict:
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
             for name, (start, end, _) in rngs.items():
-                def get():
+
+                def get(start=start, end=end):
                     r = client.get("/api/v1/dashboard", params={"start": start, "end": end})
                     r.raise_for_status()
                     return r
+
                 first = timed(get, 1)
                 body = get()
                 out[name] = {"first": first[0], "times": timed(get, repeat), "bytes": len(body.content)}
@@ -338,24 +374,28 @@ def time_http(data_dir: Path, rngs: dict, repeat: int) -> dict:
 # Why: zone maps, query shapes, rollups
 # ------------------------------------------------------------------------------------------
 
+
 def _ts(unix_s: float) -> datetime:
-    return datetime.fromtimestamp(unix_s, timezone.utc).replace(tzinfo=None)
+    return datetime.fromtimestamp(unix_s, UTC).replace(tzinfo=None)
 
 
 def zone_maps(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
     """How many row groups the 1 h range can touch by their Timestamp min/max, and the 1 h latency
-    query with its Timestamp filter as query.py writes it vs one no zone map can prune (the same
+    query with its Timestamp filter as query/evaluate.py writes it vs one no zone map can prune (the same
     rows, filtered on Timestamp + INTERVAL 0 SECOND; DuckDB 2 prunes even epoch_ns(Timestamp))."""
     start, end, step = rngs["1 h"]
     lo, hi = _ts(start - step), _ts(end)
     stats = store.query(
         "SELECT row_group_id, min(stats.min), max(stats.max) FROM pragma_storage_info('otel_traces')"
-        " WHERE column_name = 'Timestamp' AND segment_type = 'TIMESTAMP_NS' GROUP BY ALL")
+        " WHERE column_name = 'Timestamp' AND segment_type = 'TIMESTAMP_NS' GROUP BY ALL"
+    )
     touching = sum(1 for _, a, b in stats if b > lo and a <= hi)
     spans_1h = store.query("SELECT count(*) FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ?", [lo, hi])[0][0]
     _, k = _window(start, end, step)
-    base = (f"SELECT {k} AS k, LlmModel AS g, quantile_cont(Duration, [0.5, 0.95, 0.99]) FROM otel_traces"
-            " WHERE ServiceName = 'plano(llm)' AND ")
+    base = (
+        f"SELECT {k} AS k, LlmModel AS g, quantile_cont(Duration, [0.5, 0.95, 0.99]) FROM otel_traces"
+        " WHERE ServiceName = 'plano(llm)' AND "
+    )
     pruned = base + "Timestamp > ? AND Timestamp <= ? GROUP BY ALL"
     unpruned = base + "Timestamp + INTERVAL 0 SECOND > ? AND Timestamp + INTERVAL 0 SECOND <= ? GROUP BY ALL"
     assert sorted(store.query(pruned, [lo, hi])) == sorted(store.query(unpruned, [lo, hi]))
@@ -364,10 +404,16 @@ def zone_maps(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
         plan = "\n".join(r[1] for r in store.query("EXPLAIN ANALYZE " + sql, [lo, hi]))
         m = re.search(r"Row Groups Scanned: ([\d,]+ / [\d,]+)", plan)
         return m.group(1) if m else "?"
-    return {"row_groups": len(stats), "touching": touching, "spans_1h": spans_1h,
-            "scanned": scanned(pruned), "scanned_unpruned": scanned(unpruned),
-            "pruned": timed(lambda: store.query(pruned, [lo, hi]), repeat),
-            "unpruned": timed(lambda: store.query(unpruned, [lo, hi]), repeat)}
+
+    return {
+        "row_groups": len(stats),
+        "touching": touching,
+        "spans_1h": spans_1h,
+        "scanned": scanned(pruned),
+        "scanned_unpruned": scanned(unpruned),
+        "pruned": timed(lambda: store.query(pruned, [lo, hi]), repeat),
+        "unpruned": timed(lambda: store.query(unpruned, [lo, hi]), repeat),
+    }
 
 
 def query_shapes(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
@@ -378,20 +424,19 @@ def query_shapes(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
     llm = rng + "ServiceName = 'plano(llm)'"
     three = rng + "ServiceName IN ('plano(llm)', 'plano(agent)', 'plano(orchestrator)')"
     variants = {
-        "latency: quantile_cont, exact (as query.py)": f"SELECT {k}, LlmModel, quantile_cont(Duration, [0.5, 0.95, 0.99]) {llm} GROUP BY ALL",
+        "latency: quantile_cont, exact (as query/evaluate.py)": f"SELECT {k}, LlmModel, quantile_cont(Duration, [0.5, 0.95, 0.99]) {llm} GROUP BY ALL",
         "latency: approx_quantile (t-digest)": f"SELECT {k}, LlmModel, approx_quantile(Duration, [0.5, 0.95, 0.99]) {llm} GROUP BY ALL",
         "latency: reservoir_quantile (1024)": f"SELECT {k}, LlmModel, reservoir_quantile(Duration, [0.5, 0.95, 0.99], 1024) {llm} GROUP BY ALL",
         "llm spans: count(*) by the same (step, model)": f"SELECT {k}, LlmModel, count(*) {llm} GROUP BY ALL",
         "llm spans: sum of the step index, no grouping": f"SELECT sum({k}) {llm}",
         "llm spans: count(*), scan and filter only": f"SELECT count(*) {llm}",
-        "3 rate panels as query.py runs them (3 scans)": [
+        "3 rate panels as query/evaluate.py runs them (3 scans)": [
             f"SELECT {k}, LlmModel, count(*) {rng} ServiceName IN ('plano(llm)') GROUP BY ALL",
             f"SELECT {k}, AgentId, count(*) {rng} ServiceName IN ('plano(agent)') GROUP BY ALL",
-            f"SELECT {k}, ServiceName, count(*) {three} GROUP BY ALL"],
-        "3 rate panels in one scan (by step, service, model, agent)":
-            f"SELECT {k}, ServiceName, LlmModel, AgentId, count(*) {three} GROUP BY ALL",
-        "cumulative count (all time, as query.py)":
-            "SELECT LlmModel, count(*) FROM otel_traces WHERE Timestamp <= $hi AND ServiceName = 'plano(llm)' GROUP BY ALL",
+            f"SELECT {k}, ServiceName, count(*) {three} GROUP BY ALL",
+        ],
+        "3 rate panels in one scan (by step, service, model, agent)": f"SELECT {k}, ServiceName, LlmModel, AgentId, count(*) {three} GROUP BY ALL",
+        "cumulative count (all time, as query/evaluate.py)": "SELECT LlmModel, count(*) FROM otel_traces WHERE Timestamp <= $hi AND ServiceName = 'plano(llm)' GROUP BY ALL",
     }
     out = {}
     for name, sqls in variants.items():
@@ -400,6 +445,7 @@ def query_shapes(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
         def run(sqls=sqls):
             for sql in sqls:
                 store.query(sql, {"lo": lo, "hi": hi} if "$lo" in sql else {"hi": hi})
+
         out[name] = timed(run, repeat)
     return out
 
@@ -433,7 +479,7 @@ def rollups(store: DuckDBStore, t_end: float, repeat: int) -> dict:
     A rollup of grain G answers a range exactly when G divides the step and the start (Grafana
     aligns Prometheus ranges to the step; every default step from 60 s up is a multiple of 60 and
     from 300 s up of 300), so the range here ends on the hour. Its bucket (t - G, t] holds the
-    spans of the step that ends at or after t, as query.py's (t - step, t] does."""
+    spans of the step that ends at or after t, as query/evaluate.py's (t - step, t] does."""
     end = math.floor(t_end / HOUR_S) * HOUR_S
     start = end - WEEK_S
     step = default_step(start, end)
@@ -446,8 +492,10 @@ def rollups(store: DuckDBStore, t_end: float, repeat: int) -> dict:
     for grain in LATENCY_GRAINS:
         t = time.perf_counter()
         store.query(rollup_latency_sql(grain))
-        out["latency"][grain] = {"build_s": time.perf_counter() - t,
-                                 "rows": store.query(f"SELECT count(*) FROM rollup_latency_{grain}")[0][0]}
+        out["latency"][grain] = {
+            "build_s": time.perf_counter() - t,
+            "rows": store.query(f"SELECT count(*) FROM rollup_latency_{grain}")[0][0],
+        }
     out["spans"] = store.span_count()
     out["llm_spans"] = store.query("SELECT count(*) FROM otel_traces WHERE ServiceName = 'plano(llm)'")[0][0]
     k = f"(t_end - {start:.0f} + {step:.0f} - 1) // {step:.0f}"
@@ -455,12 +503,16 @@ def rollups(store: DuckDBStore, t_end: float, repeat: int) -> dict:
 
     def rate(q: SpanRate):
         svc = ", ".join(f"'{s}'" for s in q.services)
-        return store.query(f"SELECT {k} AS k, {q.by or 'ServiceName'} AS g, sum(n) FROM rollup_counts"
-                           f" WHERE {in_range} AND ServiceName IN ({svc}) GROUP BY ALL")
+        return store.query(
+            f"SELECT {k} AS k, {q.by or 'ServiceName'} AS g, sum(n) FROM rollup_counts"
+            f" WHERE {in_range} AND ServiceName IN ({svc}) GROUP BY ALL"
+        )
 
     def count(q: SpanCount):
-        return store.query(f"SELECT {q.by}, sum(n) FROM rollup_counts WHERE t_end <= {end:.0f}"
-                           f" AND ServiceName = '{q.service}' GROUP BY ALL")
+        return store.query(
+            f"SELECT {q.by}, sum(n) FROM rollup_counts WHERE t_end <= {end:.0f}"
+            f" AND ServiceName = '{q.service}' GROUP BY ALL"
+        )
 
     def latency(q: LatencyQuantiles, grain: int = LATENCY_GRAINS[0]):
         # quantile_cont interpolates between the values of rank floor(h) and floor(h) + 1,
@@ -468,13 +520,20 @@ def rollups(store: DuckDBStore, t_end: float, repeat: int) -> dict:
         picks = []
         for x in q.quantiles:
             h = f"{x} * (total - 1)"
-            picks += [f"arg_min(b, CASE WHEN cum > floor({h}) THEN cum END)",
-                      f"arg_min(b, CASE WHEN cum > floor({h}) + 1 THEN cum END)",
-                      f"any_value(({h} - floor({h}))::DOUBLE)"]
+            picks += [
+                f"arg_min(b, CASE WHEN cum > floor({h}) THEN cum END)",
+                f"arg_min(b, CASE WHEN cum > floor({h}) + 1 THEN cum END)",
+                f"any_value(({h} - floor({h}))::DOUBLE)",
+            ]
         # Sum the grains into steps in SQL, read the cumulative counts with numpy.
-        t = store._cursor().sql(
-            f"SELECT {k} AS k, LlmModel AS g, b, sum(n)::BIGINT AS n FROM rollup_latency_{grain}"
-            f" WHERE {in_range} GROUP BY ALL ORDER BY k, g, b").to_arrow_table()
+        t = (
+            store._cursor()
+            .sql(
+                f"SELECT {k} AS k, LlmModel AS g, b, sum(n)::BIGINT AS n FROM rollup_latency_{grain}"
+                f" WHERE {in_range} GROUP BY ALL ORDER BY k, g, b"
+            )
+            .to_arrow_table()
+        )
         if t.num_rows == 0:
             return []
         kk = t.column("k").to_numpy()
@@ -503,31 +562,41 @@ def rollups(store: DuckDBStore, t_end: float, repeat: int) -> dict:
 
     got = refresh_counts()
     n_points = round((end - start) / step) + 1
-    for p in PANELS:  # the same answers as query.py over the same range
+    for p in PANELS:  # the same answers as query/evaluate.py over the same range
         if type(p.query) not in counts:
             continue
         ref = evaluate(store, p, start, end, step)
         if isinstance(p.query, SpanRate):
             want = {(s["name"], pt[0]): pt[1] for s in ref["series"] for pt in s["points"] if pt[1]}
             names = dict(zip(p.query.services, p.query.names))
-            have = {((g or "") if p.query.by else names[g], start + kk * step): n / step
-                    for kk, g, n in got[p.id] if 0 <= kk < n_points}
-            assert have == want, f"rollup differs from query.py on {p.id}"
+            have = {
+                ((g or "") if p.query.by else names[g], start + kk * step): n / step
+                for kk, g, n in got[p.id]
+                if 0 <= kk < n_points
+            }
+            assert have == want, f"rollup differs from query/evaluate.py on {p.id}"
         else:
             assert {(g or ""): n for g, n in got[p.id]} == {s["name"]: s["points"][0][1] for s in ref["series"]}
-    exact = {(s["labels"]["llm_model"], float(s["labels"]["quantile"]), pt[0]): pt[1]
-             for s in evaluate(store, lat_panel, start, end, step)["series"] for pt in s["points"]}
+    exact = {
+        (s["labels"]["llm_model"], float(s["labels"]["quantile"]), pt[0]): pt[1]
+        for s in evaluate(store, lat_panel, start, end, step)["series"]
+        for pt in s["points"]
+    }
     for grain in LATENCY_GRAINS:
-        errs = [abs(v - exact[key]) / exact[key]
-                for kk, g, values in latency(lat_panel.query, grain) if 0 <= kk < n_points
-                for x, v in zip(lat_panel.query.quantiles, values)
-                for key in [(g or "", x, start + kk * step)]]
+        errs = [
+            abs(v - exact[key]) / exact[key]
+            for kk, g, values in latency(lat_panel.query, grain)
+            if 0 <= kk < n_points
+            for x, v in zip(lat_panel.query.quantiles, values)
+            for key in [(g or "", x, start + kk * step)]
+        ]
         assert len(errs) == len(exact)
         lat = out["latency"][grain]
         lat["rel_err"] = (statistics.median(errs), float(np.quantile(errs, 0.99)), max(errs))
-        lat["query"] = timed(lambda: latency(lat_panel.query, grain), repeat)
-    out["panels"] = {p.id: timed(lambda p=p: counts[type(p.query)](p.query), repeat)
-                     for p in PANELS if type(p.query) in counts}
+        lat["query"] = timed(lambda grain=grain: latency(lat_panel.query, grain), repeat)
+    out["panels"] = {
+        p.id: timed(lambda p=p: counts[type(p.query)](p.query), repeat) for p in PANELS if type(p.query) in counts
+    }
     out["counts_refresh"] = timed(refresh_counts, repeat)
     out["raw_latency"] = timed(lambda: evaluate(store, lat_panel, start, end, step), repeat)
     out["mixed_refresh"] = timed(lambda: (refresh_counts(), evaluate(store, lat_panel, start, end, step)), repeat)
@@ -541,6 +610,7 @@ def rollups(store: DuckDBStore, t_end: float, repeat: int) -> dict:
 # Report
 # ------------------------------------------------------------------------------------------
 
+
 def report_size(n: int, figures: dict) -> None:
     f, rngs = figures, figures["ranges"]
     console.rule(f"[bold]{n:,} spans")
@@ -549,31 +619,55 @@ def report_size(n: int, figures: dict) -> None:
         console.print(
             f"fill: {n:,} spans in {fl['total_s']:.1f} s = [bold]{n / fl['total_s']:,.0f} spans/s[/] overall "
             f"(pool of {fl['pool_spans']:,} simulated spans {fl['pool_s']:.1f} s; append_spans {fl['append_s']:.1f} s "
-            f"= {n / fl['append_s']:,.0f} spans/s in {fl['copies']} transactions; final checkpoint {fl['checkpoint_s']:.1f} s)")
+            f"= {n / fl['append_s']:,.0f} spans/s in {fl['copies']} transactions; final checkpoint {fl['checkpoint_s']:.1f} s)"
+        )
     else:
         console.print("fill: reused the data kept by an earlier run")
     free = f["db_bytes"] - f["db_used_bytes"]
-    console.print(f"database on disk: [bold]{f['db_bytes'] / 2**20:,.0f} MiB[/] ({f['db_bytes'] / n:,.0f} bytes/span)"
-                  + (f"; {f['db_used_bytes'] / 2**20:,.0f} MiB in use ({f['db_used_bytes'] / n:,.0f} bytes/span), the rest "
-                     "free blocks left by the fill's checkpoints, reused by later writes" if free > 2**20 else ""))
-    for name, (start, end, step) in rngs.items():
+    console.print(
+        f"database on disk: [bold]{f['db_bytes'] / 2**20:,.0f} MiB[/] ({f['db_bytes'] / n:,.0f} bytes/span)"
+        + (
+            f"; {f['db_used_bytes'] / 2**20:,.0f} MiB in use ({f['db_used_bytes'] / n:,.0f} bytes/span), the rest "
+            "free blocks left by the fill's checkpoints, reused by later writes"
+            if free > 2**20
+            else ""
+        )
+    )
+    for name, (_, _, step) in rngs.items():
         console.print(f"range {name}: step {step:g} s, {f['range_spans'][name]:,} spans in range")
 
     t = Table(title=f"dashboard refresh, {n:,} spans: median (min–max) of {f['repeat']}", title_justify="left")
-    for col in ("range", "goal", "in-process threads=1", "in-process threads=2", "HTTP GET /api/v1/dashboard",
-                "first refresh: in process / HTTP"):
+    for col in (
+        "range",
+        "goal",
+        "in-process threads=1",
+        "in-process threads=2",
+        "HTTP GET /api/v1/dashboard",
+        "first refresh: in process / HTTP",
+    ):
         t.add_column(col, justify="right" if col != "range" else "left")
     for name in rngs:
         one, two, http = f["inproc"][(name, 1)], f["inproc"][(name, 2)], f["http"][name]
-        t.add_row(name, f"{GOALS[name] * 1e3:.0f} ms", fmt_ms(one["totals"]), fmt_ms(two["totals"]),
-                  fmt_ms(http["times"]) + f", {http['bytes'] / 1024:,.0f} KiB",
-                  f"{one['first'] * 1e3:,.0f} / {http['first'] * 1e3:,.0f} ms")
+        t.add_row(
+            name,
+            f"{GOALS[name] * 1e3:.0f} ms",
+            fmt_ms(one["totals"]),
+            fmt_ms(two["totals"]),
+            fmt_ms(http["times"]) + f", {http['bytes'] / 1024:,.0f} KiB",
+            f"{one['first'] * 1e3:,.0f} / {http['first'] * 1e3:,.0f} ms",
+        )
     console.print(t)
-    console.print(f"(planoscope serve started on this data in {f['http']['startup_s']:.1f} s; the server reads on all of DuckDB's threads, one per core)")
+    console.print(
+        f"(planoscope serve started on this data in {f['http']['startup_s']:.1f} s; the server reads on all of DuckDB's threads, one per core)"
+    )
 
-    console.print("CPU time of this process / wall time of a refresh, median: " + ", ".join(
-        f"{name} t={th} {statistics.median(c / w for c, w in zip(r['cpu'], r['totals'])):.2f}"
-        for (name, th), r in f["inproc"].items()))
+    console.print(
+        "CPU time of this process / wall time of a refresh, median: "
+        + ", ".join(
+            f"{name} t={th} {statistics.median(c / w for c, w in zip(r['cpu'], r['totals'])):.2f}"
+            for (name, th), r in f["inproc"].items()
+        )
+    )
     t = Table(title="per panel, median ms", title_justify="left")
     t.add_column("panel")
     for name in rngs:
@@ -587,9 +681,10 @@ def report_size(n: int, figures: dict) -> None:
         z = f["zone"]
         console.print(
             f"zone maps: the 1 h range ({z['spans_1h']:,} spans) overlaps {z['touching']} of {z['row_groups']} row groups "
-            f"by their Timestamp min/max. The 1 h latency query as query.py writes it: {fmt_ms(z['pruned'])}, row groups "
+            f"by their Timestamp min/max. The 1 h latency query as query/evaluate.py writes it: {fmt_ms(z['pruned'])}, row groups "
             f"scanned {z['scanned']} (EXPLAIN ANALYZE); with a Timestamp filter zone maps cannot use: "
-            f"{fmt_ms(z['unpruned'])}, row groups scanned {z['scanned_unpruned']}")
+            f"{fmt_ms(z['unpruned'])}, row groups scanned {z['scanned_unpruned']}"
+        )
     if "shapes" in f:
         t = Table(title="7 d query variants (threads=1), median (min–max)", title_justify="left")
         t.add_column("variant")
@@ -604,21 +699,28 @@ def report_size(n: int, figures: dict) -> None:
             f"rollup prototype (TEMP tables; 7 d range ending on the hour, step {st:g} s; threads=1):\n"
             f"  counts per (minute, service, model, agent): {r['rows_rate']:,} rows, {r['spans'] / r['rows_rate']:,.1f} "
             f"spans a row, built from all spans in {r['build_rate_s'] * 1e3:,.0f} ms "
-            f"({r['spans'] / r['build_rate_s'] / 1e6:,.1f} M spans/s); rates and counts equal query.py's exactly; "
+            f"({r['spans'] / r['build_rate_s'] / 1e6:,.1f} M spans/s); rates and counts equal query/evaluate.py's exactly; "
             f"the 4 rate/count panels from it: [bold]{fmt_ms(r['counts_refresh'])}[/] ("
-            + ", ".join(f"{pid} {med_ms(xs)}" for pid, xs in r["panels"].items()) + " ms)")
+            + ", ".join(f"{pid} {med_ms(xs)}" for pid, xs in r["panels"].items())
+            + " ms)"
+        )
         for grain, lat in r["latency"].items():
             med, p99, mx = lat["rel_err"]
             console.print(
                 f"  plano(llm) latency histograms per ({grain // 60} min, model), log buckets γ={GAMMA}: {lat['rows']:,} rows, "
                 f"{r['llm_spans'] / lat['rows']:,.1f} spans a row, built in {lat['build_s'] * 1e3:,.0f} ms; p50/p95/p99 "
                 f"within {med * 100:.2f} % (median), {p99 * 100:.2f} % (p99), {mx * 100:.2f} % (max) of the exact; "
-                f"latency panel {fmt_ms(lat['query'])} vs {fmt_ms(r['raw_latency'])} exact from raw spans")
-        console.print(f"  refresh with rate/count panels from the count rollup and exact latency from raw spans: "
-                      f"[bold]{fmt_ms(r['mixed_refresh'])}[/]")
+                f"latency panel {fmt_ms(lat['query'])} vs {fmt_ms(r['raw_latency'])} exact from raw spans"
+            )
+        console.print(
+            f"  refresh with rate/count panels from the count rollup and exact latency from raw spans: "
+            f"[bold]{fmt_ms(r['mixed_refresh'])}[/]"
+        )
     if "cpu" in f:
-        console.print(f"[dim]other processes used {f['cpu']['other_cores']:.2f} of {os.cpu_count()} CPUs on average while "
-                      f"this size was timed in process (/proc/stat); figures are noisier when that is high[/]")
+        console.print(
+            f"[dim]other processes used {f['cpu']['other_cores']:.2f} of {os.cpu_count()} CPUs on average while "
+            f"this size was timed in process (/proc/stat); figures are noisier when that is high[/]"
+        )
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -648,9 +750,15 @@ def run_size(n: int, args, progress_console: Console) -> dict:
             store, reuse = DuckDBStore(data_dir), False
         if not reuse:
             t_end_s = int(time.time())
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TaskProgressColumn(), TimeElapsedColumn(), console=progress_console,
-                          transient=True) as progress:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=progress_console,
+                transient=True,
+            ) as progress:
                 figures["fill"] = fill(store, n, args.pool, t_end_s, progress)
         store.close()  # checkpointed: the file is what the server opens
         figures["db_bytes"] = sum(p.stat().st_size for p in data_dir.iterdir() if p.name.startswith(DB_FILE))
@@ -659,11 +767,14 @@ def run_size(n: int, args, progress_console: Console) -> dict:
         _, _, block, total, used, *_ = store.query("PRAGMA database_size")[0]
         figures["db_used_bytes"] = used * block
         max_ts = store.query("SELECT max(Timestamp) FROM otel_traces")[0][0]
-        t_end = math.ceil(max_ts.replace(tzinfo=timezone.utc).timestamp())
+        t_end = math.ceil(max_ts.replace(tzinfo=UTC).timestamp())
         rngs = figures["ranges"] = ranges(t_end)
         figures["range_spans"] = {
-            name: store.query("SELECT count(*) FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ?",
-                              [_ts(s), _ts(e)])[0][0] for name, (s, e, _) in rngs.items()}
+            name: store.query(
+                "SELECT count(*) FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ?", [_ts(s), _ts(e)]
+            )[0][0]
+            for name, (s, e, _) in rngs.items()
+        }
         with console.status(f"{n:,} spans: timing dashboard refreshes in process"), CpuMeter() as cpu:
             figures["inproc"] = time_in_process(store, rngs, args.repeat)
         figures["cpu"] = {"other_cores": cpu.other_cores}

@@ -25,8 +25,23 @@ from ingest import start_server  # noqa: E402
 
 
 def load(target: str, seconds: float) -> float:
-    out = subprocess.run([sys.executable, "-m", "planoscope", "load", "--target", target, "--duration", str(seconds),
-                          "--concurrency", "8"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "planoscope",
+            "load",
+            "--target",
+            target,
+            "--duration",
+            str(seconds),
+            "--concurrency",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(re.search(r"acked spans/s: ([\d,]+)", out).group(1).replace(",", ""))
 
 
@@ -61,11 +76,15 @@ def main() -> None:
                 p.terminate()
                 p.wait()
     print(f"ingest without forwarding: {baseline:,.0f} spans/s")
-    print(f"ingest while forwarding ({args.protocol}): {with_forwarding:,.0f} spans/s "
-          f"({with_forwarding / baseline - 1:+.0%})")
-    print(f"backend held all {target:,} spans {drained:.1f} s after the load stopped: "
-          f"{target / (args.duration + drained):,.0f} forwarded spans/s on average; "
-          f"forwarder: {health['forwarded']:,} forwarded, {health['dropped']} dropped")
+    print(
+        f"ingest while forwarding ({args.protocol}): {with_forwarding:,.0f} spans/s "
+        f"({with_forwarding / baseline - 1:+.0%})"
+    )
+    print(
+        f"backend held all {target:,} spans {drained:.1f} s after the load stopped: "
+        f"{target / (args.duration + drained):,.0f} forwarded spans/s on average; "
+        f"forwarder: {health['forwarded']:,} forwarded, {health['dropped']} dropped"
+    )
 
 
 if __name__ == "__main__":

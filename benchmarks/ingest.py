@@ -28,9 +28,29 @@ from pathlib import Path
 def start_server(data_dir: str, *extra: str) -> tuple[subprocess.Popen, dict[str, str]]:
     """A ``planoscope serve`` on free ports; its addresses: grpc, http (the URL), web (HOST:PORT)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "planoscope", "serve", "--data-dir", data_dir, "--otlp-grpc", "127.0.0.1:0",
-         "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--log-level", "warning", "--scrape", "", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "planoscope",
+            "serve",
+            "--data-dir",
+            data_dir,
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warning",
+            "--scrape",
+            "",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     addrs: dict[str, str] = {}
     lines = []
     deadline = time.time() + 60
@@ -61,7 +81,7 @@ def peak_rss_mib(pid: int) -> float:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, all its threads."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -71,10 +91,26 @@ def one_run(args) -> tuple[float, float, int, float]:
         try:
             cpu_before = cpu_seconds(proc.pid)
             out = subprocess.run(
-                [sys.executable, "-m", "planoscope", "load", "--target", addrs[args.protocol],
-                 "--protocol", args.protocol, "--duration", str(args.duration),
-                 "--concurrency", str(args.concurrency), "--batch", str(args.batch)],
-                capture_output=True, text=True, check=True).stdout
+                [
+                    sys.executable,
+                    "-m",
+                    "planoscope",
+                    "load",
+                    "--target",
+                    addrs[args.protocol],
+                    "--protocol",
+                    args.protocol,
+                    "--duration",
+                    str(args.duration),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--batch",
+                    str(args.batch),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             rate = float(re.search(r"acked spans/s: ([\d,]+)", out).group(1).replace(",", ""))
             acked = int(re.search(r"acknowledged: (\d+)", out).group(1))
             drain_s = wait_until_inserted(addrs["web"], acked)
@@ -112,13 +148,17 @@ def main() -> None:
         rates.append(rate)
         rsss.append(rss)
         cpus.append(cpu_us)
-        print(f"run {i + 1}/{args.runs}: {rate:,.0f} acked spans/s ({acked:,} spans, all in DuckDB {drain_s:.1f} s "
-              f"after the last acknowledgement), server CPU {cpu_us:.1f} us a span, server peak RSS {rss:,.0f} MiB",
-              flush=True)
-    print(f"median: {statistics.median(rates):,.0f} durable spans/s over {args.runs} runs "
-          f"(min {min(rates):,.0f}, max {max(rates):,.0f}); server CPU median {statistics.median(cpus):.1f} us a span "
-          f"({min(cpus):.1f}-{max(cpus):.1f}); peak RSS median {statistics.median(rsss):,.0f} MiB, "
-          f"max {max(rsss):,.0f} MiB")
+        print(
+            f"run {i + 1}/{args.runs}: {rate:,.0f} acked spans/s ({acked:,} spans, all in DuckDB {drain_s:.1f} s "
+            f"after the last acknowledgement), server CPU {cpu_us:.1f} us a span, server peak RSS {rss:,.0f} MiB",
+            flush=True,
+        )
+    print(
+        f"median: {statistics.median(rates):,.0f} durable spans/s over {args.runs} runs "
+        f"(min {min(rates):,.0f}, max {max(rates):,.0f}); server CPU median {statistics.median(cpus):.1f} us a span "
+        f"({min(cpus):.1f}-{max(cpus):.1f}); peak RSS median {statistics.median(rsss):,.0f} MiB, "
+        f"max {max(rsss):,.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -52,12 +52,29 @@ def main() -> None:
         proc, addrs = start_server(d, "--retention", args.retention)
         web = "http://" + addrs["web"]
         load = subprocess.Popen(
-            [sys.executable, "-m", "planoscope", "load", "--target", addrs["grpc"], "--duration", str(seconds),
-             "--rate", str(args.rate), "--concurrency", str(args.concurrency)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                "-m",
+                "planoscope",
+                "load",
+                "--target",
+                addrs["grpc"],
+                "--duration",
+                str(seconds),
+                "--rate",
+                str(args.rate),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         print(f"soak: {args.minutes:g} min at {args.rate:,.0f} spans/s, retention {args.retention}, data in {d}")
-        print(f"{'t_s':>6} {'spans/s':>9} {'written':>10} {'deleted':>10} {'oldest_s':>9} {'rss_mib':>8} "
-              f"{'peak_mib':>8} {'disk_mib':>9}")
+        print(
+            f"{'t_s':>6} {'spans/s':>9} {'written':>10} {'deleted':>10} {'oldest_s':>9} {'rss_mib':>8} "
+            f"{'peak_mib':>8} {'disk_mib':>9}"
+        )
         started = time.monotonic()
         last_t, last_written = started, 0
         rates = []
@@ -71,9 +88,12 @@ def main() -> None:
                 last_t, last_written = now, h["spans_written"]
                 rss, peak = rss_mib(proc.pid)
                 oldest = time.time() - h["oldest_span"] if h["oldest_span"] else float("nan")
-                print(f"{now - started:6.0f} {rate:9,.0f} {h['spans_written']:10,} "
-                      f"{h['retention_deleted']['spans']:10,} {oldest:9.0f} {rss:8.0f} {peak:8.0f} "
-                      f"{h['disk_bytes'] / 2**20:9.1f}", flush=True)
+                print(
+                    f"{now - started:6.0f} {rate:9,.0f} {h['spans_written']:10,} "
+                    f"{h['retention_deleted']['spans']:10,} {oldest:9.0f} {rss:8.0f} {peak:8.0f} "
+                    f"{h['disk_bytes'] / 2**20:9.1f}",
+                    flush=True,
+                )
             out = load.stdout.read()
             print(out.strip())
             if load.returncode:
@@ -84,8 +104,10 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
         steady = rates[1:-1] or rates  # without the first and the last, partial intervals
-        print(f"soak: ingest {min(steady):,.0f}-{max(steady):,.0f} spans/s per interval, server exit code "
-              f"{proc.returncode}")
+        print(
+            f"soak: ingest {min(steady):,.0f}-{max(steady):,.0f} spans/s per interval, server exit code "
+            f"{proc.returncode}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dashboard import POOL_SPANS, fill, parse_sizes, start_server, stop_server  # noqa: E402
-
 from planoscope.store import DuckDBStore  # noqa: E402
 from planoscope.store.duckdb import DB_FILE  # noqa: E402
 
@@ -51,8 +50,15 @@ def _store(n: int, keep: str | None) -> tuple[Path, Path | None]:
         shutil.rmtree(data_dir)
         store, reuse = DuckDBStore(data_dir), False
     if not reuse:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                      TimeElapsedColumn(), console=console, transient=True) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
             figures = fill(store, n, POOL_SPANS, int(time.time()), progress)
         console.print(f"filled {n:,} spans in {figures['total_s']:.0f} s")
     store.close()
@@ -88,17 +94,28 @@ def run(n: int, args) -> None:
             with httpx.Client(base_url=url, timeout=300) as client:
                 cold = _timed(client, f"/api/v1/traces/{ids[0]}", None, 1)[0]
                 by_id = []
-                for tid in ids[1: 1 + args.ids]:
+                for tid in ids[1 : 1 + args.ids]:
                     t, r = _timed(client, f"/api/v1/traces/{tid}", None, 1)
                     by_id += t
-                rows.append(("trace by id", f"{args.ids} random ids", _fmt(by_id),
-                             f"cold first: {cold[0] * 1e3:,.0f} ms", GOALS_MS["by id"], statistics.median(by_id)))
+                rows.append(
+                    (
+                        "trace by id",
+                        f"{args.ids} random ids",
+                        _fmt(by_id),
+                        f"cold first: {cold[0] * 1e3:,.0f} ms",
+                        GOALS_MS["by id"],
+                        statistics.median(by_id),
+                    )
+                )
                 hour = {"start": end - 3600, "end": end}
                 searches = [
                     ("1 h", "no filter", hour),
                     ("1 h", "model=gpt-4o", {**hour, "service": "plano(llm)", "model": "gpt-4o"}),
-                    ("1 h", "llm spans ≥ 2 s, longest first",
-                     {**hour, "service": "plano(llm)", "min_duration": "2s", "sort": "duration"}),
+                    (
+                        "1 h",
+                        "llm spans ≥ 2 s, longest first",
+                        {**hour, "service": "plano(llm)", "min_duration": "2s", "sort": "duration"},
+                    ),
                     ("1 h", "attr http.status_code=429", {**hour, "attr": "http.status_code=429"}),
                     ("1 h", "errors only", {**hour, "errors": "true"}),
                     ("1 h", "no filter, page 10 of 50", {**hour, "limit": 50, "offset": 450}),
@@ -109,8 +126,16 @@ def run(n: int, args) -> None:
                 for rng, what, params in searches:
                     times, r = _timed(client, "/api/v1/traces", params, args.repeat)
                     body = r.json()
-                    rows.append((f"search {rng}", what, _fmt(times), f"{body['total']:,} traces match",
-                                 GOALS_MS.get(rng), statistics.median(times)))
+                    rows.append(
+                        (
+                            f"search {rng}",
+                            what,
+                            _fmt(times),
+                            f"{body['total']:,} traces match",
+                            GOALS_MS.get(rng),
+                            statistics.median(times),
+                        )
+                    )
                 times, r = _timed(client, "/api/v1/traces/facets", hour, args.repeat)
                 rows.append(("facets 1 h", "the pickers' values", _fmt(times), "", None, statistics.median(times)))
         finally:
@@ -119,7 +144,11 @@ def run(n: int, args) -> None:
         for col in ("query", "what", "time", "notes", "goal"):
             table.add_column(col)
         for query, what, t, notes, goal, med in rows:
-            mark = "" if goal is None else (f"{goal} ms [green]met[/]" if med * 1e3 < goal else f"{goal} ms [red]missed[/]")
+            mark = (
+                ""
+                if goal is None
+                else (f"{goal} ms [green]met[/]" if med * 1e3 < goal else f"{goal} ms [red]missed[/]")
+            )
             table.add_row(query, what, t, notes, mark)
         console.print(table)
     finally:

@@ -20,11 +20,13 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +49,37 @@ STOP_TIMEOUT_S = 60
 # The columns of the store's span table, in order: the ClickHouse exporter's otel_traces
 # columns, then planoscope's typed columns, then the ingest time.
 OTEL_COLUMNS = [
-    "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind",
-    "ServiceName", "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes", "Duration",
-    "StatusCode", "StatusMessage", "Events", "Links",
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "TraceState",
+    "SpanName",
+    "SpanKind",
+    "ServiceName",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "SpanAttributes",
+    "Duration",
+    "StatusCode",
+    "StatusMessage",
+    "Events",
+    "Links",
 ]
 TYPED_COLUMNS = [
-    "LlmModel", "LlmProvider", "AgentId", "SelectionListener", "HttpMethod", "HttpStatusCode",
-    "IsStreaming", "TimeToFirstTokenMs", "PromptTokens", "CompletionTokens", "TotalTokens", "CostUsd",
+    "LlmModel",
+    "LlmProvider",
+    "AgentId",
+    "SelectionListener",
+    "HttpMethod",
+    "HttpStatusCode",
+    "IsStreaming",
+    "TimeToFirstTokenMs",
+    "PromptTokens",
+    "CompletionTokens",
+    "TotalTokens",
+    "CostUsd",
 ]
 SPAN_COLUMNS = OTEL_COLUMNS + TYPED_COLUMNS
 
@@ -61,6 +87,7 @@ SPAN_COLUMNS = OTEL_COLUMNS + TYPED_COLUMNS
 # --------------------------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------------------------
+
 
 class ServerError(AssertionError):
     """planoscope did not start or stop as expected; the message carries its output."""
@@ -94,13 +121,27 @@ class Server:
     @property
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "planoscope", "serve",
-            "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--listen", "127.0.0.1:0",
+            sys.executable,
+            "-m",
+            "planoscope",
+            "serve",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
             # No scraping unless a test asks (its --scrape comes later and wins): an Envoy that
             # happens to listen on 9901 must not change what a test sees on /metrics. No retention
             # either unless asked: many tests send spans from fixed past dates, which a pass of
             # the default 7-day retention (every minute) would delete in the middle of a module.
-            "--data-dir", str(self.data_dir), "--scrape", "", "--retention", "0", *self.args,
+            "--data-dir",
+            str(self.data_dir),
+            "--scrape",
+            "",
+            "--retention",
+            "0",
+            *self.args,
         ]
 
     def start(self, *args: str) -> Server:
@@ -114,7 +155,11 @@ class Server:
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
             stdin=subprocess.DEVNULL,
         )
         self._readers = [
@@ -140,8 +185,7 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
             self._join_readers()
-            raise ServerError(f"planoscope did not become ready (exit code {self.proc.returncode}):\n"
-                              + self.output())
+            raise ServerError(f"planoscope did not become ready (exit code {self.proc.returncode}):\n" + self.output())
         self._parse_addresses()
         return self
 
@@ -186,8 +230,9 @@ class Server:
             self.proc.kill()
             self.proc.wait()
             self._join_readers()
-            raise ServerError(f"planoscope did not stop within {STOP_TIMEOUT_S}s of SIGTERM:\n"
-                              + self.output()) from None
+            raise ServerError(
+                f"planoscope did not stop within {STOP_TIMEOUT_S}s of SIGTERM:\n" + self.output()
+            ) from None
         self._join_readers()
         if expect_rc is not None and rc != expect_rc:
             raise ServerError(f"planoscope exited with {rc}, expected {expect_rc}:\n" + self.output())
@@ -225,7 +270,7 @@ class Server:
             lines = list(self._lines)
         if tag is None:
             return lines
-        return [ln[len(tag) + 2:] for ln in lines if ln.startswith(tag + "| ")]
+        return [ln[len(tag) + 2 :] for ln in lines if ln.startswith(tag + "| ")]
 
     def output(self, last: int = 300) -> str:
         with self._cond:
@@ -255,8 +300,9 @@ class _ServerPool:
     def __init__(self):
         self.servers: list[Server] = []
 
-    def __call__(self, data_dir: Path | str, *args: str, env: Mapping[str, str] | None = None,
-                 start: bool = True) -> Server:
+    def __call__(
+        self, data_dir: Path | str, *args: str, env: Mapping[str, str] | None = None, start: bool = True
+    ) -> Server:
         srv = Server(data_dir, *args, env=env)
         self.servers.append(srv)
         _LIVE_SERVERS.append(srv)
@@ -358,9 +404,13 @@ def read_spans(data_dir: Path | str) -> list[dict[str, Any]]:
 def table_columns(data_dir: Path | str) -> list[str]:
     con = duckdb.connect(str(db_path(data_dir)), read_only=True)
     try:
-        return [r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'"
-            " ORDER BY ordinal_position").fetchall()]
+        return [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'"
+                " ORDER BY ordinal_position"
+            ).fetchall()
+        ]
     finally:
         con.close()
 
@@ -377,6 +427,7 @@ def spans_by_id(rows: Iterable[dict]) -> dict[str, dict]:
 # --------------------------------------------------------------------------------------------
 # /metrics
 # --------------------------------------------------------------------------------------------
+
 
 class Metrics:
     """Parsed Prometheus text exposition: ``m.value(name, labels)`` is exact on the label set."""
@@ -397,7 +448,8 @@ class Metrics:
         found = [v for n, lb, v in self.samples if n == name and lb == dict(labels)]
         assert len(found) == 1, (
             f"expected one sample {name}{dict(labels)}, found {len(found)}; samples named {name}:\n"
-            + "\n".join(f"  {lb} {v}" for n, lb, v in self.samples if n == name))
+            + "\n".join(f"  {lb} {v}" for n, lb, v in self.samples if n == name)
+        )
         return found[0]
 
     def buckets(self, name: str, labels: Mapping[str, str]) -> dict[str, float]:
@@ -414,6 +466,7 @@ class Metrics:
 # --------------------------------------------------------------------------------------------
 # OTLP protobuf builders and raw transports
 # --------------------------------------------------------------------------------------------
+
 
 def any_value(v: Any) -> AnyValue:
     if isinstance(v, AnyValue):
@@ -444,21 +497,41 @@ def _id(x: bytes | str) -> bytes:
     return bytes.fromhex(x) if isinstance(x, str) else x
 
 
-def pb_span(trace_id: bytes | str, span_id: bytes | str, name: str, start_ns: int, end_ns: int, *,
-            parent: bytes | str = b"", kind: int = Span.SPAN_KIND_INTERNAL, attrs=None,
-            status_code: int = Status.STATUS_CODE_UNSET, status_message: str = "",
-            events: Sequence[Span.Event] = (), links: Sequence[Span.Link] = (),
-            trace_state: str = "") -> Span:
+def pb_span(
+    trace_id: bytes | str,
+    span_id: bytes | str,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    parent: bytes | str = b"",
+    kind: int = Span.SPAN_KIND_INTERNAL,
+    attrs=None,
+    status_code: int = Status.STATUS_CODE_UNSET,
+    status_message: str = "",
+    events: Sequence[Span.Event] = (),
+    links: Sequence[Span.Link] = (),
+    trace_state: str = "",
+) -> Span:
     return Span(
-        trace_id=_id(trace_id), span_id=_id(span_id), parent_span_id=_id(parent), name=name,
-        kind=kind, start_time_unix_nano=start_ns, end_time_unix_nano=end_ns,
-        attributes=key_values(attrs), status=Status(code=status_code, message=status_message),
-        events=list(events), links=list(links), trace_state=trace_state,
+        trace_id=_id(trace_id),
+        span_id=_id(span_id),
+        parent_span_id=_id(parent),
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=end_ns,
+        attributes=key_values(attrs),
+        status=Status(code=status_code, message=status_message),
+        events=list(events),
+        links=list(links),
+        trace_state=trace_state,
     )
 
 
-def pb_request(*resources: tuple[Mapping[str, Any], Sequence[Span]] | tuple[Mapping[str, Any], Sequence[Span], str, str]
-               ) -> ExportTraceServiceRequest:
+def pb_request(
+    *resources: tuple[Mapping[str, Any], Sequence[Span]] | tuple[Mapping[str, Any], Sequence[Span], str, str],
+) -> ExportTraceServiceRequest:
     """``pb_request((resource_attrs, spans[, scope_name, scope_version]), ...)``."""
     req = ExportTraceServiceRequest()
     for res in resources:
@@ -474,9 +547,13 @@ def pb_request(*resources: tuple[Mapping[str, Any], Sequence[Span]] | tuple[Mapp
     return req
 
 
-def grpc_export(target: str, body: bytes | ExportTraceServiceRequest, *,
-                compression: grpc.Compression | None = None, timeout: float = 30
-                ) -> ExportTraceServiceResponse:
+def grpc_export(
+    target: str,
+    body: bytes | ExportTraceServiceRequest,
+    *,
+    compression: grpc.Compression | None = None,
+    timeout: float = 30,
+) -> ExportTraceServiceResponse:
     """One raw OTLP/gRPC Export call of ``body`` (bytes are sent as they are)."""
     if isinstance(body, ExportTraceServiceRequest):
         body = body.SerializeToString()
@@ -488,8 +565,14 @@ def grpc_export(target: str, body: bytes | ExportTraceServiceRequest, *,
     return resp
 
 
-def http_post(url: str, body: bytes, content_type: str = "application/x-protobuf", *,
-              gzip_body: bool = False, headers: Mapping[str, str] | None = None) -> httpx.Response:
+def http_post(
+    url: str,
+    body: bytes,
+    content_type: str = "application/x-protobuf",
+    *,
+    gzip_body: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
     h = {"Content-Type": content_type, **(headers or {})}
     if gzip_body:
         body = gzip.compress(body)
@@ -524,8 +607,13 @@ def now_base_ns() -> int:
 # Sending through the OpenTelemetry SDK's own exporters
 # --------------------------------------------------------------------------------------------
 
-def sdk_export(srv: Server, spans: Sequence[Mapping[str, Any]], protocol: str = "grpc",
-               scope: tuple[str, str] = ("brightstaff", "0.4.2")) -> list:
+
+def sdk_export(
+    srv: Server,
+    spans: Sequence[Mapping[str, Any]],
+    protocol: str = "grpc",
+    scope: tuple[str, str] = ("brightstaff", "0.4.2"),
+) -> list:
     """Create ``spans`` with the SDK and export them in one request through its OTLP exporter.
 
     Each span is a mapping: ``resource`` (attrs), ``name``, ``kind`` (SDK ``SpanKind``),
@@ -546,11 +634,11 @@ def sdk_export(srv: Server, spans: Sequence[Mapping[str, Any]], protocol: str = 
         rkey = json.dumps(spec["resource"], sort_keys=True)
         tp = providers.get(rkey)
         if tp is None:
-            tp = providers[rkey] = TracerProvider(resource=Resource(dict(spec["resource"])),
-                                                  shutdown_on_exit=False)
+            tp = providers[rkey] = TracerProvider(resource=Resource(dict(spec["resource"])), shutdown_on_exit=False)
             tp.add_span_processor(SimpleSpanProcessor(collected))
         span = tp.get_tracer(*scope).start_span(
-            spec["name"], kind=spec["kind"], attributes=dict(spec.get("attrs") or {}), start_time=spec["start"])
+            spec["name"], kind=spec["kind"], attributes=dict(spec.get("attrs") or {}), start_time=spec["start"]
+        )
         if spec.get("status"):
             span.set_status(SdkStatus(*spec["status"]))
         span.end(end_time=spec["end"])
@@ -568,3 +656,165 @@ def sdk_export(srv: Server, spans: Sequence[Mapping[str, Any]], protocol: str = 
         exporter.shutdown()
     assert result == SpanExportResult.SUCCESS, f"OTLP/{protocol} export of {len(spans)} spans failed"
     return finished
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by several test modules
+# --------------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+RL = "envoy_wasmcustom_ratelimited_rq"
+
+
+class FakeTarget:
+    """An Envoy admin endpoint in a thread; ``mode`` says how it answers the next scrape."""
+
+    def __init__(self, port: int = 0):
+        self.counter = 0
+        self.mode = "ok"  # ok | hang | 500 | garbage | huge
+        self.release = threading.Event()  # frees handlers stuck in "hang"
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                mode = target.mode
+                if mode == "hang":
+                    target.release.wait(10)
+                    return
+                if mode == "500":
+                    body, code = b"upstream connect error", 500
+                elif mode == "garbage":
+                    body, code = b"<html><body>not metrics</body></html>\n", 200
+                elif mode == "huge":
+                    body, code = b"# " + b"x" * (3 * 1024 * 1024) + b"\n", 200
+                else:
+                    body, code = target.text().encode(), 200
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                if mode != "huge":  # a huge body's length is not announced: the cap must count
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/stats/prometheus"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def text(self) -> str:
+        """Envoy's quirks: counters without ``_total`` and with empty braces, a histogram."""
+        return (
+            "# TYPE envoy_cluster_upstream_rq counter\n"
+            'envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="openai"} 7\n'
+            f"# TYPE {RL} counter\n"
+            f"{RL}{{}} {self.counter}\n"
+            "# TYPE envoy_wasmcustom_active_http_calls gauge\n"
+            "envoy_wasmcustom_active_http_calls{} 2\n"
+            "# TYPE envoy_wasmcustom_request_latency histogram\n"
+            'envoy_wasmcustom_request_latency_bucket{le="0.5"} 0\n'
+            'envoy_wasmcustom_request_latency_bucket{le="+Inf"} 3\n'
+            "envoy_wasmcustom_request_latency_sum{} 1234.5\n"
+            "envoy_wasmcustom_request_latency_count{} 3\n"
+        )
+
+    def close(self):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _samples(srv, metric=RL, target="envoy"):
+    import httpx
+
+    now = time.time()
+    r = httpx.get(
+        f"{srv.web_url}/api/v1/metrics/{metric}/samples", params={"start": now - 600, "end": now + 60}, timeout=30
+    )
+    if r.status_code == 404 and "no samples" in r.json()["detail"]:
+        return []  # not scraped yet (a loaded machine can take a while for the first commit)
+    assert r.status_code == 200, (r.status_code, r.text)
+    data = r.json()
+    return [p for s in data["series"] if s["labels"]["target"] == target for p in s["points"]]
+
+
+def make_spans(n: int, service: str):
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    mem = InMemorySpanExporter()
+    tp = TracerProvider(resource=Resource({"service.name": service}), shutdown_on_exit=False)
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    tracer = tp.get_tracer("plano", "1.0")
+    for i in range(n):
+        tracer.start_span(
+            "POST /v1/chat/completions gpt-4o",
+            kind=SpanKind.CLIENT,
+            attributes={"llm.model": "gpt-4o", "http.status_code": 200, "i": i},
+        ).end()
+    tp.shutdown()
+    return list(mem.get_finished_spans())
+
+
+def ids(spans) -> set[str]:
+    return {f"{s.context.span_id:016x}" for s in spans}
+
+
+def _many_spans(n: int) -> bytes:
+    """One request of ``n`` spans (ids 1…n), assembled from one serialized span: fast to build."""
+    base = now_base_ns()
+    marker = b"\xee" * 8
+    template = pb_span("ab" * 16, marker, "big", base, base + 1_000_000, attrs={"k": "v" * 100}).SerializeToString()
+    head, tail = template.split(marker)
+    spans = b"".join(b"\x12" + _varint(len(template)) + head + (i + 1).to_bytes(8, "big") + tail for i in range(n))
+    scope_spans = b"\x12" + _varint(len(spans)) + spans  # ResourceSpans.scope_spans, holding ScopeSpans.spans
+    return b"\x0a" + _varint(len(scope_spans)) + scope_spans  # ExportTraceServiceRequest.resource_spans
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+# Chromium as root in a closed network: no sandbox, and no background calls that would be refused.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

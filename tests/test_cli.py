@@ -37,19 +37,32 @@ class Run:
 
     def error_lines(self) -> list[str]:
         """stderr without planoscope's own INFO/DEBUG log lines."""
-        return [ln for ln in self.stderr.splitlines()
-                if ln.strip() and not ln.startswith(("planoscope: INFO ", "planoscope: DEBUG "))]
+        return [
+            ln
+            for ln in self.stderr.splitlines()
+            if ln.strip() and not ln.startswith(("planoscope: INFO ", "planoscope: DEBUG "))
+        ]
 
     def __str__(self) -> str:
-        return (f"planoscope {' '.join(self.args)}\nexit code {self.returncode}\n"
-                f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+        return (
+            f"planoscope {' '.join(self.args)}\nexit code {self.returncode}\n"
+            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}"
+        )
 
 
 def run_all(runs: list[Run]) -> list[Run]:
     """Run the planoscope command lines concurrently (each is a fresh interpreter)."""
-    procs = [subprocess.Popen([sys.executable, "-m", "planoscope", *r.args], env=r.env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-             for r in runs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "planoscope", *r.args],
+            env=r.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        for r in runs
+    ]
     for r, p in zip(runs, procs):
         try:
             r.stdout, r.stderr = p.communicate(timeout=TIMEOUT_S)
@@ -65,6 +78,7 @@ def run_all(runs: list[Run]) -> list[Run]:
 # Bad settings: exit code 2, one stderr line naming the setting (and where it came from)
 # --------------------------------------------------------------------------------------------
 
+
 @dataclass
 class BadCase:
     id: str
@@ -78,8 +92,12 @@ class BadCase:
 BAD_CASES = [
     BadCase("buckets decreasing", ["--metrics-buckets-ms", "10,5"], ["metrics_buckets_ms", "--metrics-buckets-ms"]),
     BadCase("grpc address", ["--otlp-grpc", "nonsense"], ["otlp_grpc", "nonsense"]),
-    BadCase("env value", [], ["metrics_buckets_ms", "PLANOSCOPE_METRICS_BUCKETS_MS"],
-            env={"PLANOSCOPE_METRICS_BUCKETS_MS": "10,5"}),
+    BadCase(
+        "env value",
+        [],
+        ["metrics_buckets_ms", "PLANOSCOPE_METRICS_BUCKETS_MS"],
+        env={"PLANOSCOPE_METRICS_BUCKETS_MS": "10,5"},
+    ),
     BadCase("yaml unknown key", [], ["bogus_key", "{config}"], config="data_dir: x\nbogus_key: 1\n"),
     BadCase("yaml invalid", [], ["{config}", "YAML"], config="data_dir: [unclosed\nlisten: x: y\n"),
     BadCase("yaml via env", [], ["bogus_key"], env={"PLANOSCOPE_CONFIG": "{config}"}, config="bogus_key: 1\n"),
@@ -109,10 +127,13 @@ def test_bad_value_is_one_line_naming_the_setting(key, value):
     assert "\n" not in msg
 
 
-@pytest.mark.parametrize("text, must_name", [
-    ("- data_dir\n- listen\n", "must be a mapping"),
-    ("metrics_buckets_ms: [10, 5]\n", "metrics_buckets_ms"),
-])
+@pytest.mark.parametrize(
+    "text, must_name",
+    [
+        ("- data_dir\n- listen\n", "must be a mapping"),
+        ("metrics_buckets_ms: [10, 5]\n", "metrics_buckets_ms"),
+    ],
+)
 def test_bad_config_file_is_one_line(tmp_path, text, must_name):
     config = tmp_path / "c.yaml"
     config.write_text(text)
@@ -133,6 +154,7 @@ def test_missing_config_file_is_one_line(tmp_path):
 # Every command line that ends on its own, run at once (each is a fresh interpreter)
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def taken_port():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -149,25 +171,25 @@ def runs(tmp_path_factory, taken_port):
     for case in BAD_CASES:
         config = tmp / (case.id.replace(" ", "-") + ".yaml")
 
-        def fill(text: str) -> str:
+        def fill(text: str, config: Path = config) -> str:
             return text.replace("{config}", str(config)).replace("{tmp}", str(tmp))
 
-        args = ["serve", "--data-dir", str(tmp / case.id.replace(" ", "-")), *FREE_PORTS,
-                *[fill(a) for a in case.args]]
+        args = ["serve", "--data-dir", str(tmp / case.id.replace(" ", "-")), *FREE_PORTS, *[fill(a) for a in case.args]]
         if case.config is not None:
             config.write_text(case.config)
             if "PLANOSCOPE_CONFIG" not in case.env:
                 args += ["--config", str(config)]
-        out[case.id] = (Run(args, clean_env(**{k: fill(v) for k, v in case.env.items()})),
-                        [fill(n) for n in case.must_name])
+        out[case.id] = (
+            Run(args, clean_env(**{k: fill(v) for k, v in case.env.items()})),
+            [fill(n) for n in case.must_name],
+        )
     for flag in ("--otlp-grpc", "--otlp-http", "--listen"):
         args = list(FREE_PORTS)
         args[args.index(flag) + 1] = taken_port
         out["taken " + flag] = (Run(["serve", "--data-dir", str(tmp / flag.strip("-")), *args]), [])
     not_a_dir = tmp / "a-file"
     not_a_dir.write_text("")
-    out["data dir"] = (Run(["serve", "--data-dir", str(not_a_dir / "data"), *FREE_PORTS]),
-                       [str(not_a_dir / "data")])
+    out["data dir"] = (Run(["serve", "--data-dir", str(not_a_dir / "data"), *FREE_PORTS]), [str(not_a_dir / "data")])
     out["help"] = (Run(["--help"]), [])
     out["serve help"] = (Run(["serve", "--help"]), [])
     out["version"] = (Run(["--version"]), [])
@@ -191,6 +213,7 @@ def test_bad_setting_exits_2_with_one_line_naming_it(runs, case):
 # --------------------------------------------------------------------------------------------
 # Failed starts: exit code 1, one line naming what could not be had
 # --------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("flag", ["--otlp-grpc", "--otlp-http", "--listen"])
 def test_port_taken_exits_1_with_one_line_naming_the_address(runs, taken_port, flag):
@@ -229,6 +252,7 @@ def test_data_dir_in_use_by_another_planoscope_exits_1(server_factory, tmp_path)
 # --------------------------------------------------------------------------------------------
 # Precedence: file < environment < flags
 # --------------------------------------------------------------------------------------------
+
 
 def test_precedence_file_then_env_then_flags(tmp_path):
     config = tmp_path / "planoscope.yaml"
@@ -289,17 +313,37 @@ def test_bad_value_names_the_setting_and_its_source(tmp_path):
 def test_precedence_through_the_real_command(server_factory, tmp_path):
     """The same order end to end, seen on /metrics: names (namespace), labels (dimensions), buckets."""
     config = tmp_path / "planoscope.yaml"
-    config.write_text("metrics_namespace: file_ns\nmetrics_dimensions: [plano.route.name]\n"
-                      "metrics_buckets_ms: [1, 2]\n")
-    env = {"PLANOSCOPE_CONFIG": str(config), "PLANOSCOPE_METRICS_NAMESPACE": "env_ns",
-           "PLANOSCOPE_METRICS_BUCKETS_MS": "3,4"}
+    config.write_text(
+        "metrics_namespace: file_ns\nmetrics_dimensions: [plano.route.name]\nmetrics_buckets_ms: [1, 2]\n"
+    )
+    env = {
+        "PLANOSCOPE_CONFIG": str(config),
+        "PLANOSCOPE_METRICS_NAMESPACE": "env_ns",
+        "PLANOSCOPE_METRICS_BUCKETS_MS": "3,4",
+    }
     srv = server_factory(tmp_path / "data", "--metrics-buckets-ms", "7", env=env)
     base = now_base_ns()
-    sdk_export(srv, [{"resource": {"service.name": "plano(routing)"}, "name": "route", "kind": SpanKind.INTERNAL,
-                      "start": base, "end": base + 5_000_000, "attrs": {"plano.route.name": "code"}}])
+    sdk_export(
+        srv,
+        [
+            {
+                "resource": {"service.name": "plano(routing)"},
+                "name": "route",
+                "kind": SpanKind.INTERNAL,
+                "start": base,
+                "end": base + 5_000_000,
+                "attrs": {"plano.route.name": "code"},
+            }
+        ],
+    )
     m = srv.metrics()
-    labels = {"service_name": "plano(routing)", "span_name": "route", "span_kind": "SPAN_KIND_INTERNAL",
-              "status_code": "STATUS_CODE_UNSET", "plano_route_name": "code"}
+    labels = {
+        "service_name": "plano(routing)",
+        "span_name": "route",
+        "span_kind": "SPAN_KIND_INTERNAL",
+        "status_code": "STATUS_CODE_UNSET",
+        "plano_route_name": "code",
+    }
     assert m.value("env_ns_calls_total", labels) == 1  # namespace: env beats file; dimensions: file
     assert m.buckets("env_ns_duration_milliseconds", labels) == {"7": 1, "+Inf": 1}  # buckets: flag
 
@@ -307,6 +351,7 @@ def test_precedence_through_the_real_command(server_factory, tmp_path):
 # --------------------------------------------------------------------------------------------
 # --help
 # --------------------------------------------------------------------------------------------
+
 
 def test_top_level_help_lists_serve(runs):
     run, _ = runs["help"]
@@ -334,8 +379,22 @@ def test_version(runs):
 
 
 def test_a_non_loopback_listen_address_is_refused_without_insecure(tmp_path):
-    cmd = [sys.executable, "-m", "planoscope", "serve", "--data-dir", str(tmp_path / "d"), "--listen", "0.0.0.0:0",
-           "--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0", "--scrape", ""]
+    cmd = [
+        sys.executable,
+        "-m",
+        "planoscope",
+        "serve",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--listen",
+        "0.0.0.0:0",
+        "--otlp-grpc",
+        "127.0.0.1:0",
+        "--otlp-http",
+        "127.0.0.1:0",
+        "--scrape",
+        "",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1, run
     lines = [ln for ln in run.stderr.splitlines() if ln.strip()]

@@ -17,8 +17,14 @@ from planoscope.cli import load_settings, serve
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yaml"
-EXPORT_ARGS = ["--prometheus-url", "http://prometheus:9090", "--tempo-url", "http://tempo:3200",
-               "--planoscope-url", "http://127.0.0.1:9000"]
+EXPORT_ARGS = [
+    "--prometheus-url",
+    "http://prometheus:9090",
+    "--tempo-url",
+    "http://tempo:3200",
+    "--planoscope-url",
+    "http://127.0.0.1:9000",
+]
 
 
 def _compose() -> dict:
@@ -53,8 +59,9 @@ def test_planoscope_command_is_valid_and_forwards_to_tempo():
 
 def test_prometheus_config_is_valid_and_scrapes_planoscope_and_envoy():
     promtool = shutil.which("promtool") or "/usr/bin/promtool"
-    r = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus.yaml")], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [promtool, "check", "config", str(DEPLOY / "prometheus.yaml")], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     jobs = {j["job_name"]: j for j in yaml.safe_load((DEPLOY / "prometheus.yaml").read_text())["scrape_configs"]}
     assert jobs["planoscope"]["static_configs"][0]["targets"] == ["planoscope:9000"]
@@ -62,13 +69,21 @@ def test_prometheus_config_is_valid_and_scrapes_planoscope_and_envoy():
 
 
 def test_grafana_files_are_what_the_export_writes(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "planoscope", "grafana", "export", str(tmp_path), *EXPORT_ARGS],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "planoscope", "grafana", "export", str(tmp_path), *EXPORT_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
-    for rel in ("dashboards/plano-requests.json", "provisioning/datasources/planoscope.yaml",
-                "provisioning/dashboards/planoscope.yaml"):
-        assert filecmp.cmp(tmp_path / rel, DEPLOY / "grafana" / rel, shallow=False), \
+    for rel in (
+        "dashboards/plano-requests.json",
+        "provisioning/datasources/planoscope.yaml",
+        "provisioning/dashboards/planoscope.yaml",
+    ):
+        assert filecmp.cmp(tmp_path / rel, DEPLOY / "grafana" / rel, shallow=False), (
             f"deploy/grafana/{rel} is stale: rerun planoscope grafana export deploy/grafana {' '.join(EXPORT_ARGS)}"
+        )
     mounts = _compose()["services"]["grafana"]["volumes"]
     assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in mounts
     assert "./grafana/dashboards:/var/lib/grafana/dashboards:ro" in mounts

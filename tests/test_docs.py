@@ -34,7 +34,8 @@ def test_readme_table_lists_exactly_the_settings():
     table = config_table()
     assert set(table) == set(Settings.model_fields), (
         f"missing from README: {sorted(set(Settings.model_fields) - set(table))}; "
-        f"not settings: {sorted(set(table) - set(Settings.model_fields))}")
+        f"not settings: {sorted(set(table) - set(Settings.model_fields))}"
+    )
 
 
 @pytest.mark.parametrize("name", list(Settings.model_fields))
@@ -47,8 +48,13 @@ def test_readme_default_matches_the_code(name):
 
 @pytest.fixture(scope="module")
 def serve_help() -> str:
-    r = subprocess.run([sys.executable, "-m", "planoscope", "serve", "--help"], capture_output=True, text=True,
-                       timeout=60, env={**os.environ, "COLUMNS": "100"})
+    r = subprocess.run(
+        [sys.executable, "-m", "planoscope", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "100"},
+    )
     assert r.returncode == 0, r.stderr
     return r.stdout
 

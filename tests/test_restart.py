@@ -14,23 +14,45 @@ from conftest import Metrics, now_base_ns, read_spans, sdk_export, spans_by_id
 
 MS = 1_000_000
 LLM = {"service.name": "plano(llm)"}
-GPT = {"service_name": "plano(llm)", "span_name": "POST /v1/chat/completions gpt-4o",
-       "span_kind": "SPAN_KIND_CLIENT", "status_code": "STATUS_CODE_OK", "llm_model": "gpt-4o",
-       "http_status_code": "200"}
-AGENT = {"service_name": "plano(agent)", "span_name": "flights /v1/chat/completions",
-         "span_kind": "SPAN_KIND_INTERNAL", "status_code": "STATUS_CODE_UNSET", "agent_id": "flights"}
+GPT = {
+    "service_name": "plano(llm)",
+    "span_name": "POST /v1/chat/completions gpt-4o",
+    "span_kind": "SPAN_KIND_CLIENT",
+    "status_code": "STATUS_CODE_OK",
+    "llm_model": "gpt-4o",
+    "http_status_code": "200",
+}
+AGENT = {
+    "service_name": "plano(agent)",
+    "span_name": "flights /v1/chat/completions",
+    "span_kind": "SPAN_KIND_INTERNAL",
+    "status_code": "STATUS_CODE_UNSET",
+    "agent_id": "flights",
+}
 DEFAULT_BOUNDS = ["5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000"]
 
 
 def llm_span(base, duration_ns):
-    return {"resource": LLM, "name": "POST /v1/chat/completions gpt-4o", "kind": SpanKind.CLIENT,
-            "start": base, "end": base + duration_ns, "status": (StatusCode.OK, None),
-            "attrs": {"llm.model": "gpt-4o", "http.status_code": 200}}
+    return {
+        "resource": LLM,
+        "name": "POST /v1/chat/completions gpt-4o",
+        "kind": SpanKind.CLIENT,
+        "start": base,
+        "end": base + duration_ns,
+        "status": (StatusCode.OK, None),
+        "attrs": {"llm.model": "gpt-4o", "http.status_code": 200},
+    }
 
 
 def agent_span(base, duration_ns):
-    return {"resource": {"service.name": "plano(agent)"}, "name": "flights /v1/chat/completions",
-            "kind": SpanKind.INTERNAL, "start": base, "end": base + duration_ns, "attrs": {"agent_id": "flights"}}
+    return {
+        "resource": {"service.name": "plano(agent)"},
+        "name": "flights /v1/chat/completions",
+        "kind": SpanKind.INTERNAL,
+        "start": base,
+        "end": base + duration_ns,
+        "attrs": {"agent_id": "flights"},
+    }
 
 
 def cumulative(durations_ns, bounds):
@@ -103,11 +125,31 @@ def test_changed_metric_settings_are_recomputed_from_stored_spans(server_factory
     # New dimensions: the label sets change, the counts are recomputed.
     srv.restart("--metrics-dimensions", "agent_id,service.name")
     m = srv.metrics()
-    assert m.value("calls_total", {"service_name": "plano(llm)", "span_name": GPT["span_name"],
-                                   "span_kind": "SPAN_KIND_CLIENT", "status_code": "STATUS_CODE_OK"}) == 5
-    assert m.value("calls_total", {"service_name": "plano(agent)", "span_name": AGENT["span_name"],
-                                   "span_kind": "SPAN_KIND_INTERNAL", "status_code": "STATUS_CODE_UNSET",
-                                   "agent_id": "flights"}) == 2
+    assert (
+        m.value(
+            "calls_total",
+            {
+                "service_name": "plano(llm)",
+                "span_name": GPT["span_name"],
+                "span_kind": "SPAN_KIND_CLIENT",
+                "status_code": "STATUS_CODE_OK",
+            },
+        )
+        == 5
+    )
+    assert (
+        m.value(
+            "calls_total",
+            {
+                "service_name": "plano(agent)",
+                "span_name": AGENT["span_name"],
+                "span_kind": "SPAN_KIND_INTERNAL",
+                "status_code": "STATUS_CODE_UNSET",
+                "agent_id": "flights",
+            },
+        )
+        == 2
+    )
     assert len(m.series("calls_total")) == 2
 
     # Back to the defaults: the same totals as if nothing had changed.

@@ -13,32 +13,9 @@ from __future__ import annotations
 import threading
 import time
 
-from opentelemetry.trace import SpanKind
-
-from conftest import read_spans, spans_by_id
+from conftest import ids, make_spans, read_spans, spans_by_id
 
 BATCH = 200
-
-
-def make_spans(n: int, service: str):
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    mem = InMemorySpanExporter()
-    tp = TracerProvider(resource=Resource({"service.name": service}), shutdown_on_exit=False)
-    tp.add_span_processor(SimpleSpanProcessor(mem))
-    tracer = tp.get_tracer("plano", "1.0")
-    for i in range(n):
-        tracer.start_span("POST /v1/chat/completions gpt-4o", kind=SpanKind.CLIENT,
-                          attributes={"llm.model": "gpt-4o", "http.status_code": 200, "i": i}).end()
-    tp.shutdown()
-    return list(mem.get_finished_spans())
-
-
-def ids(spans) -> set[str]:
-    return {f"{s.context.span_id:016x}" for s in spans}
 
 
 class Senders:
@@ -103,7 +80,7 @@ class Senders:
 
 def work(n_batches: int = 160) -> list[list]:
     spans = make_spans(n_batches * BATCH, "plano(llm)")  # fresh ids: nothing is de-duplicated away
-    return [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]
+    return [spans[i : i + BATCH] for i in range(0, len(spans), BATCH)]
 
 
 def calls_total(srv) -> float:
@@ -169,8 +146,7 @@ def test_sigterm_stops_both_receivers_at_once_and_finishes_what_is_in_flight(ser
     import duckdb
     import httpx
 
-    from conftest import Metrics, db_path, grpc_export
-    from test_overload import _many_spans
+    from conftest import Metrics, _many_spans, db_path, grpc_export
 
     srv = server_factory(tmp_path / "d", "--max-request-bytes", str(256 << 20), "--max-spans-per-request", "1000000")
     body = _many_spans(300_000)

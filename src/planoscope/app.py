@@ -11,22 +11,23 @@ import logging
 import sys
 from datetime import timedelta
 
-from .auth import Credentials
-from .decode import Decoder, Limits
-from .forward import Forwarder, ForwardState, parse_destination
-from .dedupe import RecentSpans
-from .httpserver import HttpServer, StartupError, bind, bound_address
-from .ingest import Ingest
-from .journal import Journal
-from .receiver.grpc import GrpcReceiver
-from .receiver.http import otlp_http_app
-from .retention import Retention
-from .scraper import Scraper
-from .settings import Settings, split_address, scrape_target
-from .spanmetrics import SpanMetrics
+from .forward.forwarder import Forwarder, ForwardState, parse_destination
+from .ingest.admission import Ingest
+from .ingest.decode import Decoder, Limits
+from .ingest.dedupe import RecentSpans
+from .ingest.grpc import GrpcReceiver
+from .ingest.http import otlp_http_app
+from .ingest.journal import Journal
+from .ingest.writer import SpanWriter, WriterUnavailable
+from .metrics.spanmetrics import SpanMetrics
+from .net.auth import Credentials
+from .net.httpserver import HttpServer
+from .net.listen import StartupError, bind, bound_address, split_address
+from .scrape.scraper import Scraper
+from .settings import Settings, scrape_target
 from .store import DuckDBStore, StoreError
-from .web import create_web_app
-from .writer import SpanWriter, WriterUnavailable
+from .store.retention import Retention
+from .web.app import create_web_app
 
 log = logging.getLogger("planoscope")
 
@@ -40,8 +41,8 @@ GIL_SWITCH_INTERVAL = 0.001
 class Planoscope:
     """The running server. Example::
 
-        async with Planoscope(Settings(data_dir=tmp, listen="127.0.0.1:0")) as p:
-            print(p.addresses["listen"])
+    async with Planoscope(Settings(data_dir=tmp, listen="127.0.0.1:0")) as p:
+        print(p.addresses["listen"])
     """
 
     def __init__(self, settings: Settings):
@@ -98,34 +99,48 @@ class Planoscope:
             raise StartupError(f"cannot create the journal in {s.data_dir}: {e.strerror}") from None
         try:
             self.writer = writer = await stack.enter_async_context(
-                SpanWriter(store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2,
-                           watermark=watermark))
+                SpanWriter(
+                    store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2, watermark=watermark
+                )
+            )
         except WriterUnavailable as e:  # the journal's leftovers could not be inserted
             raise StartupError(str(e)) from None
         self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
-        self.scraper = scraper = Scraper(writer, [scrape_target(t) for t in s.scrape], s.scrape_interval,
-                                         s.scrape_timeout, s.scrape_metrics, s.scrape_max_bytes)
+        self.scraper = scraper = Scraper(
+            writer,
+            [scrape_target(t) for t in s.scrape],
+            s.scrape_interval,
+            s.scrape_timeout,
+            s.scrape_metrics,
+            s.scrape_max_bytes,
+        )
         ingest = await stack.enter_async_context(
-            Ingest(writer, decoder,
-                   max_queued_bytes=s.max_queued_bytes, retry_delay=s.overload_retry_delay))
+            Ingest(writer, decoder, max_queued_bytes=s.max_queued_bytes, retry_delay=s.overload_retry_delay)
+        )
         try:
             state = ForwardState(s.data_dir)
         except ValueError as e:
             raise StartupError(str(e)) from None
-        self.forwarders = forwarders = [Forwarder(store, parse_destination(url), state,
-                                                  ingesting=lambda: writer.spans_written)
-                                        for url in s.forward_otlp]
+        self.forwarders = forwarders = [
+            Forwarder(store, parse_destination(url), state, ingesting=lambda: writer.spans_written)
+            for url in s.forward_otlp
+        ]
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
         otlp_auth = Credentials(token=s.otlp_token)
-        await stack.enter_async_context(HttpServer(
-            create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders), web_sock))
+        await stack.enter_async_context(
+            HttpServer(
+                create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders), web_sock
+            )
+        )
         otlp_http = await stack.enter_async_context(
-            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock))
+            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock)
+        )
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
             grpc_rx = await stack.enter_async_context(
-                GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests))
+                GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests)
+            )
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
         # On stop, both receivers stop taking requests at once, then finish what is in flight
@@ -160,8 +175,9 @@ def _check_exposure(s: Settings) -> None:
     require credentials or are told to go without."""
     for name, address in (("OTLP/gRPC", s.otlp_grpc), ("OTLP/HTTP", s.otlp_http)):
         if not s.otlp_token and not _is_loopback(split_address(address)[0]):
-            log.warning("%s on %s accepts spans from anyone who can reach it: set otlp_token to require a token",
-                        name, address)
+            log.warning(
+                "%s on %s accepts spans from anyone who can reach it: set otlp_token to require a token", name, address
+            )
     if s.auth_token or s.auth_basic or _is_loopback(split_address(s.listen)[0]):
         return
     if not s.insecure:
@@ -169,5 +185,6 @@ def _check_exposure(s: Settings) -> None:
             f"refusing to serve the UI, API and /metrics on {s.listen} without authentication: anyone who can "
             "reach it reads every trace. Set auth_token or auth_basic (PLANOSCOPE_AUTH_TOKEN, "
             "PLANOSCOPE_AUTH_BASIC), listen on 127.0.0.1 behind an authenticating proxy, "
-            "or pass --insecure (PLANOSCOPE_INSECURE=true) to serve it anyway")
+            "or pass --insecure (PLANOSCOPE_INSECURE=true) to serve it anyway"
+        )
     log.warning("serving the UI, API and /metrics on %s without authentication (--insecure)", s.listen)

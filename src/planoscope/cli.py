@@ -34,12 +34,16 @@ def settings_options(func):
             func = click.option(flag, name, is_flag=True, flag_value=True, default=None, help=help_text)(func)
             continue
         many = isinstance(field.default, list)
-        func = click.option(flag, name, default=None, metavar="VALUE",
-                            multiple=many, help=help_text + (" (repeatable)" if many else ""))(func)
+        func = click.option(
+            flag, name, default=None, metavar="VALUE", multiple=many, help=help_text + (" (repeatable)" if many else "")
+        )(func)
     return click.option(
-        "--config", "config_file", type=click.Path(path_type=Path), default=None,
-        help="YAML file of settings (same names as the options, with underscores). "
-        f"[env: {env_name('config')}]")(func)
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help=f"YAML file of settings (same names as the options, with underscores). [env: {env_name('config')}]",
+    )(func)
 
 
 def load_settings(config_file: Path | None, flags: dict) -> Settings:
@@ -114,7 +118,7 @@ def run_server(settings: Settings) -> int:
 
 async def _serve(settings: Settings) -> int:
     from .app import Planoscope
-    from .httpserver import StartupError
+    from .net.listen import StartupError
 
     stop = stop_event()
     try:
@@ -130,22 +134,54 @@ async def _serve(settings: Settings) -> int:
 
 
 @main.command()
-@click.option("--target", required=True, metavar="HOST:PORT",
-              help="OTLP endpoint: HOST:PORT for gRPC; HOST:PORT or a URL for HTTP (path /v1/traces).")
+@click.option(
+    "--target",
+    required=True,
+    metavar="HOST:PORT",
+    help="OTLP endpoint: HOST:PORT for gRPC; HOST:PORT or a URL for HTTP (path /v1/traces).",
+)
 @click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True)
-@click.option("--spans", type=click.IntRange(min=1), default=None,
-              help="Send this many spans, then stop. [default: 100000 unless --duration is given]")
-@click.option("--duration", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-              help="Send for this many seconds, then stop.")
-@click.option("--rate", type=click.FloatRange(min=1), default=None, metavar="SPANS_PER_S",
-              help="Send at most this many spans per second. [default: as fast as acknowledged]")
-@click.option("--batch", type=click.IntRange(1, 100_000), default=512, show_default=True,
-              help="Spans per export request.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True,
-              help="Export requests in flight at once.")
+@click.option(
+    "--spans",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Send this many spans, then stop. [default: 100000 unless --duration is given]",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Send for this many seconds, then stop.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SPANS_PER_S",
+    help="Send at most this many spans per second. [default: as fast as acknowledged]",
+)
+@click.option(
+    "--batch", type=click.IntRange(1, 100_000), default=512, show_default=True, help="Spans per export request."
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Export requests in flight at once.",
+)
 @click.option("--gzip", is_flag=True, help="Compress requests with gzip.")
-def load(target: str, protocol: str, spans: int | None, duration: float | None, rate: float | None,
-         batch: int, concurrency: int, gzip: bool) -> None:
+def load(
+    target: str,
+    protocol: str,
+    spans: int | None,
+    duration: float | None,
+    rate: float | None,
+    batch: int,
+    concurrency: int,
+    gzip: bool,
+) -> None:
     """Send Plano-shaped OTLP spans (~15 attributes each) to TARGET and report what was acknowledged.
 
     Each span gets fresh ids, so nothing is de-duplicated away. Retryable errors are retried with
@@ -154,16 +190,32 @@ def load(target: str, protocol: str, spans: int | None, duration: float | None, 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .loadgen import run_load
+    from .demo.loadgen import run_load
 
     console = Console(stderr=True)
     total = spans if spans is not None else (None if duration else 100_000)
-    columns = [TextColumn("[bold]load[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("spans acked"),
-               TimeElapsedColumn()]
+    columns = [
+        TextColumn("[bold]load[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("spans acked"),
+        TimeElapsedColumn(),
+    ]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("load", total=total)
-        res = asyncio.run(run_load(target, protocol, spans, duration, rate, batch, concurrency, gzip,
-                                   progress=lambda n: progress.advance(task, n)))
+        res = asyncio.run(
+            run_load(
+                target,
+                protocol,
+                spans,
+                duration,
+                rate,
+                batch,
+                concurrency,
+                gzip,
+                progress=lambda n: progress.advance(task, n),
+            )
+        )
     click.echo(f"sent:         {res.sent}")
     click.echo(f"acknowledged: {res.acknowledged}")
     click.echo(f"rejected:     {res.rejected}")
@@ -180,26 +232,62 @@ DEMO_DATA_DIR = Path("planoscope-data/demo")  # its own database, never serve's 
 
 @main.command()
 @settings_options
-@click.option("--rate", type=click.FloatRange(min=0.01, max=1000), default=5.0, show_default=True,
-              metavar="REQUESTS_PER_S",
-              help="Average simulated gateway requests (traces) per second. Bursts and a slow drift "
-                   "(time of day, tens of minutes) vary the rate around it.")
-@click.option("--mix", default="llm=0.7,agent=0.3", show_default=True, metavar="KIND=SHARE,...",
-              help="Shares of the request kinds, normalized: llm (a direct LLM call, routed two times in "
-                   "three: plano(llm) with a plano(routing) child) and agent (plano(orchestrator) → "
-                   "plano(filter)s → plano(agent) → plano(llm)). A kind left out is not sent.")
-@click.option("--seed", type=int, default=None,
-              help="Seed of the simulation: the same seed sends the same traffic for the same time "
-                   "(and the same span ids, so re-sent traffic is stored once). [default: random, printed]")
-@click.option("--protocol", type=click.Choice(["grpc", "http"]), default="grpc", show_default=True,
-              help="OTLP transport of the simulated gateway.")
-@click.option("--envoy-port", type=click.IntRange(0, 65535), default=9901, show_default=True,
-              help="Port of the fake Envoy admin endpoint (/stats/prometheus) on 127.0.0.1; 0 picks a free one.")
-@click.option("--backfill", default=None, metavar="DURATION",
-              help="At start, also send the traffic of this much time before now (e.g. 1h), so the "
-                   "charts start full.  [default: 15m into an empty store, else 0s]")
-def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, protocol: str, envoy_port: int,
-         backfill: str, **flags) -> None:
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.01, max=1000),
+    default=5.0,
+    show_default=True,
+    metavar="REQUESTS_PER_S",
+    help="Average simulated gateway requests (traces) per second. Bursts and a slow drift "
+    "(time of day, tens of minutes) vary the rate around it.",
+)
+@click.option(
+    "--mix",
+    default="llm=0.7,agent=0.3",
+    show_default=True,
+    metavar="KIND=SHARE,...",
+    help="Shares of the request kinds, normalized: llm (a direct LLM call, routed two times in "
+    "three: plano(llm) with a plano(routing) child) and agent (plano(orchestrator) → "
+    "plano(filter)s → plano(agent) → plano(llm)). A kind left out is not sent.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of the simulation: the same seed sends the same traffic for the same time "
+    "(and the same span ids, so re-sent traffic is stored once). [default: random, printed]",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["grpc", "http"]),
+    default="grpc",
+    show_default=True,
+    help="OTLP transport of the simulated gateway.",
+)
+@click.option(
+    "--envoy-port",
+    type=click.IntRange(0, 65535),
+    default=9901,
+    show_default=True,
+    help="Port of the fake Envoy admin endpoint (/stats/prometheus) on 127.0.0.1; 0 picks a free one.",
+)
+@click.option(
+    "--backfill",
+    default=None,
+    metavar="DURATION",
+    help="At start, also send the traffic of this much time before now (e.g. 1h), so the "
+    "charts start full.  [default: 15m into an empty store, else 0s]",
+)
+def demo(
+    config_file: Path | None,
+    rate: float,
+    mix: str,
+    seed: int | None,
+    protocol: str,
+    envoy_port: int,
+    backfill: str,
+    **flags,
+) -> None:
     """Run planoscope with simulated Plano traffic: a live dashboard without Plano.
 
     Starts the server (the options of serve; the data goes to planoscope-data/demo unless a data
@@ -210,8 +298,8 @@ def demo(config_file: Path | None, rate: float, mix: str, seed: int | None, prot
     """
     import random
 
+    from .demo.simulate import Simulation, parse_mix
     from .settings import parse_duration
-    from .simulate import Simulation, parse_mix
 
     settings = load_settings(config_file, flags)
     if "data_dir" not in settings.model_fields_set:
@@ -242,17 +330,18 @@ def _scraping(settings: Settings, envoy_url: str) -> Settings:
 
 async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfill_s: float | None) -> int:
     from .app import Planoscope
-    from .envoy import EnvoyStats, FakeEnvoyAdmin
-    from .httpserver import StartupError
-    from .settings import split_address
-    from .simulate import OtlpExporter, Player
+    from .demo.envoy import EnvoyStats, FakeEnvoyAdmin
+    from .demo.simulate import OtlpExporter, Player
+    from .net.listen import StartupError, split_address
 
     stop = stop_event()
     stats = EnvoyStats()
     try:
         # The fake Envoy first: with --envoy-port 0 its URL, which the server scrapes, is known only once bound.
-        async with FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy, \
-                Planoscope(_scraping(settings, envoy.url)) as app:
+        async with (
+            FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy,
+            Planoscope(_scraping(settings, envoy.url)) as app,
+        ):
             a = app.addresses
             if backfill_s is None:  # a first look should show full charts; a restart must not double up
                 backfill_s = 0.0 if app.store.span_count() else DEMO_BACKFILL_S
@@ -264,12 +353,17 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
                 host = f"[{host}]"
             target = f"{host}:{port}" if protocol == "grpc" else f"http://{host}:{port}/v1/traces"
             mix = ", ".join(f"{k} {v:.0%}" for k, v in sim.mix.items() if v)
-            print("\n".join([
-                *listening_lines(settings, app),
-                f"planoscope: fake Envoy admin on {envoy.url}",
-                f"planoscope: simulating Plano: {sim.rate:g} requests/s ({mix}), seed {sim.seed}, "
-                f"OTLP/{protocol} to {target}" + (f", backfilling {backfill_s:g} s" if backfill_s else ""),
-            ]), flush=True)
+            print(
+                "\n".join(
+                    [
+                        *listening_lines(settings, app),
+                        f"planoscope: fake Envoy admin on {envoy.url}",
+                        f"planoscope: simulating Plano: {sim.rate:g} requests/s ({mix}), seed {sim.seed}, "
+                        f"OTLP/{protocol} to {target}" + (f", backfilling {backfill_s:g} s" if backfill_s else ""),
+                    ]
+                ),
+                flush=True,
+            )
             async with OtlpExporter(target, protocol) as exporter:
                 player = Player(sim, exporter, stats)
                 playing = asyncio.create_task(player.run(stop, backfill_s))
@@ -279,8 +373,11 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
                 print("planoscope: stopping: the simulator, then the server", flush=True)
                 stop.set()
                 await playing  # re-raises if the simulator failed
-            print(f"planoscope: simulated {player.traces} requests; spans acknowledged {exporter.acknowledged}, "
-                  f"rejected {exporter.rejected}, failed {exporter.failed}", flush=True)
+            print(
+                f"planoscope: simulated {player.traces} requests; spans acknowledged {exporter.acknowledged}, "
+                f"rejected {exporter.rejected}, failed {exporter.failed}",
+                flush=True,
+            )
     except StartupError as e:
         print(f"planoscope: error: {e}", file=sys.stderr, flush=True)
         return 1
@@ -295,16 +392,33 @@ def grafana() -> None:
 
 @grafana.command("export")
 @click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--prometheus-url", default="http://prometheus:9090", show_default=True,
-              help="URL Grafana reaches the Prometheus that scrapes planoscope's /metrics (and Envoy) at.")
-@click.option("--dashboards-path", default="/var/lib/grafana/dashboards", show_default=True,
-              help="Where Grafana finds DIR/dashboards (the provisioning provider's path).")
-@click.option("--planoscope-url", default=None, metavar="URL",
-              help="planoscope's UI as Grafana users reach it: adds a 'Traces in planoscope' link.")
-@click.option("--tempo-url", default=None, metavar="URL",
-              help="Adds a Tempo datasource at URL (a Tempo that planoscope forwards spans to).")
-def grafana_export(out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None,
-                   tempo_url: str | None) -> None:
+@click.option(
+    "--prometheus-url",
+    default="http://prometheus:9090",
+    show_default=True,
+    help="URL Grafana reaches the Prometheus that scrapes planoscope's /metrics (and Envoy) at.",
+)
+@click.option(
+    "--dashboards-path",
+    default="/var/lib/grafana/dashboards",
+    show_default=True,
+    help="Where Grafana finds DIR/dashboards (the provisioning provider's path).",
+)
+@click.option(
+    "--planoscope-url",
+    default=None,
+    metavar="URL",
+    help="planoscope's UI as Grafana users reach it: adds a 'Traces in planoscope' link.",
+)
+@click.option(
+    "--tempo-url",
+    default=None,
+    metavar="URL",
+    help="Adds a Tempo datasource at URL (a Tempo that planoscope forwards spans to).",
+)
+def grafana_export(
+    out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None, tempo_url: str | None
+) -> None:
     """Write the dashboard JSON and Grafana provisioning files into DIR.
 
     DIR/dashboards/plano-requests.json is "Plano - Requests Overview", generated from the same
@@ -315,10 +429,13 @@ def grafana_export(out_dir: Path, prometheus_url: str, dashboards_path: str, pla
 
     Example: planoscope grafana export grafana --prometheus-url http://localhost:9090
     """
-    from .grafana import export
+    from .grafana.export import export
 
-    for url, name in ((prometheus_url, "--prometheus-url"), (planoscope_url, "--planoscope-url"),
-                      (tempo_url, "--tempo-url")):
+    for url, name in (
+        (prometheus_url, "--prometheus-url"),
+        (planoscope_url, "--planoscope-url"),
+        (tempo_url, "--tempo-url"),
+    ):
         if url is not None and not url.startswith(("http://", "https://")):
             fail(f"{name} must be an http:// or https:// URL, not {url!r}")
     try:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_DIMENSIONS
+from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_DIMENSIONS
 
 ENV_PREFIX = "PLANOSCOPE_"
 
@@ -53,11 +53,6 @@ def parse_address(v: Any) -> str:
     return s
 
 
-def split_address(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def scrape_target(v: str) -> tuple[str, str]:
     """``"http://h:9901/stats/prometheus"`` → ``("h:9901", url)``; ``"edge=http://…"`` → ``("edge", url)``."""
     label, sep, url = v.partition("=")
@@ -80,73 +75,121 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data_dir: Path = Field(Path("planoscope-data"), description="Directory of the database and the journal; created on "
-                           "first run.")
+    data_dir: Path = Field(
+        Path("planoscope-data"), description="Directory of the database and the journal; created on first run."
+    )
     otlp_grpc: Address = Field("127.0.0.1:4317", description="OTLP/gRPC listen address (HOST:PORT; port 0 picks one).")
     otlp_http: Address = Field("127.0.0.1:4318", description="OTLP/HTTP listen address for POST /v1/traces.")
     listen: Address = Field("127.0.0.1:9000", description="Address of the UI, the query API, /metrics and /healthz.")
     metrics_namespace: str = Field(
-        "", description="Prefix of span-metric names: empty gives calls_total (collector 0.102, the reference "
-        "dashboard); traces_span_metrics gives the names of newer collectors.")
+        "",
+        description="Prefix of span-metric names: empty gives calls_total (collector 0.102, the reference "
+        "dashboard); traces_span_metrics gives the names of newer collectors.",
+    )
     metrics_dimensions: StrList = Field(
-        list(DEFAULT_DIMENSIONS), description="Span (or resource) attributes added as span-metric labels, "
-        "dots turned into underscores.")
+        list(DEFAULT_DIMENSIONS),
+        description="Span (or resource) attributes added as span-metric labels, dots turned into underscores.",
+    )
     metrics_buckets_ms: FloatList = Field(
-        list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds.")
+        list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds."
+    )
     dedupe_window: Duration = Field(
-        "10m", validate_default=True, description="How long a stored span's id is remembered, so a client's retry is not stored twice.")
+        "10m",
+        validate_default=True,
+        description="How long a stored span's id is remembered, so a client's retry is not stored twice.",
+    )
     retention: Duration = Field(
-        "7d", validate_default=True, ge=0, description="Spans (by start time) and scraped samples older than this "
-        "are deleted in the background; 0 keeps everything.")
+        "7d",
+        validate_default=True,
+        ge=0,
+        description="Spans (by start time) and scraped samples older than this "
+        "are deleted in the background; 0 keeps everything.",
+    )
     dedupe_max_spans: int = Field(
-        1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each).")
+        1_000_000, ge=0, description="At most this many span ids are remembered (about 100 bytes each)."
+    )
     max_request_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression.")
+        4 * 1024 * 1024, ge=1024, description="Largest OTLP request accepted, after decompression."
+    )
     max_queued_bytes: int = Field(
-        256 * 1024 * 1024, ge=1024, description="Bytes of OTLP requests accepted and not yet in the database "
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of OTLP requests accepted and not yet in the database "
         "(being decoded, journaled, or acknowledged and waiting to be inserted); beyond it a request is refused "
-        "with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).")
+        "with a retryable error and a retry delay (gRPC UNAVAILABLE, HTTP 503).",
+    )
     max_concurrent_requests: int = Field(
-        64, ge=1, description="OTLP requests each receiver takes at once; more are refused before their body is "
-        "read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).")
+        64,
+        ge=1,
+        description="OTLP requests each receiver takes at once; more are refused before their body is "
+        "read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).",
+    )
     overload_retry_delay: Duration = Field(
-        "1s", validate_default=True, gt=0, le=60, description="The retry delay suggested to a client refused "
-        "for overload (jittered by \u00b150%).")
+        "1s",
+        validate_default=True,
+        gt=0,
+        le=60,
+        description="The retry delay suggested to a client refused for overload (jittered by \u00b150%).",
+    )
     max_spans_per_request: int = Field(
-        100_000, ge=1, description="A request holding more spans is refused whole (gRPC INVALID_ARGUMENT, HTTP 400).")
+        100_000, ge=1, description="A request holding more spans is refused whole (gRPC INVALID_ARGUMENT, HTTP 400)."
+    )
     max_attribute_value_bytes: int = Field(
-        8192, ge=16, description="An attribute value longer than this (in UTF-8 bytes of its string form) is cut "
-        "to it and marked with a trailing \u2026; the client is told through partial success.")
+        8192,
+        ge=16,
+        description="An attribute value longer than this (in UTF-8 bytes of its string form) is cut "
+        "to it and marked with a trailing \u2026; the client is told through partial success.",
+    )
     max_attributes_per_span: int = Field(
-        128, ge=1, description="Attributes kept per span (and per resource, event and link); the rest are "
-        "dropped and the client told through partial success (the OpenTelemetry SDKs' default limit).")
+        128,
+        ge=1,
+        description="Attributes kept per span (and per resource, event and link); the rest are "
+        "dropped and the client told through partial success (the OpenTelemetry SDKs' default limit).",
+    )
     scrape: StrList = Field(
-        ["http://127.0.0.1:9901/stats/prometheus"], description="Prometheus-format targets scraped for "
-        "samples (Envoy's admin /stats/prometheus), each URL or LABEL=URL; empty: no scraping.")
-    scrape_interval: Duration = Field("15s", validate_default=True, gt=0, description="Time between two scrapes of a target.")
+        ["http://127.0.0.1:9901/stats/prometheus"],
+        description="Prometheus-format targets scraped for "
+        "samples (Envoy's admin /stats/prometheus), each URL or LABEL=URL; empty: no scraping.",
+    )
+    scrape_interval: Duration = Field(
+        "15s", validate_default=True, gt=0, description="Time between two scrapes of a target."
+    )
     scrape_timeout: Duration = Field(
-        "10s", validate_default=True, gt=0, description="A scrape slower than this (or than scrape_interval) fails.")
+        "10s", validate_default=True, gt=0, description="A scrape slower than this (or than scrape_interval) fails."
+    )
     scrape_metrics: StrList = Field(
-        ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all).")
+        ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all)."
+    )
     scrape_max_bytes: int = Field(
-        8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails.")
+        8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails."
+    )
     forward_otlp: StrList = Field(
-        [], description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "
+        [],
+        description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "
         "grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Retried from the store "
-        "until acknowledged.")
+        "until acknowledged.",
+    )
     auth_token: str = Field(
-        "", description="Bearer token the UI, the API and /metrics require (Authorization: Bearer TOKEN); "
-        "empty: none. Prefer the environment or the config file to a flag, which other users can see in ps.")
+        "",
+        description="Bearer token the UI, the API and /metrics require (Authorization: Bearer TOKEN); "
+        "empty: none. Prefer the environment or the config file to a flag, which other users can see in ps.",
+    )
     auth_basic: str = Field(
-        "", description="USER:PASSWORD the UI, the API and /metrics require as HTTP basic auth (browsers "
-        "prompt for it); empty: none. Either auth setting allows a non-loopback --listen address.")
+        "",
+        description="USER:PASSWORD the UI, the API and /metrics require as HTTP basic auth (browsers "
+        "prompt for it); empty: none. Either auth setting allows a non-loopback --listen address.",
+    )
     otlp_token: str = Field(
-        "", description="Bearer token both OTLP receivers require (gRPC metadata or HTTP header "
-        "authorization: Bearer TOKEN); empty: OTLP is open to whoever reaches its ports.")
+        "",
+        description="Bearer token both OTLP receivers require (gRPC metadata or HTTP header "
+        "authorization: Bearer TOKEN); empty: OTLP is open to whoever reaches its ports.",
+    )
     insecure: bool = Field(
-        False, description="Serve the UI, the API and /metrics on a non-loopback --listen address without "
+        False,
+        description="Serve the UI, the API and /metrics on a non-loopback --listen address without "
         "authentication (refused otherwise, unless auth_token or auth_basic is set: anyone who can reach the "
-        "port reads every trace).")
+        "port reads every trace).",
+    )
     log_level: str = Field("info", description="debug, info, warning or error.")
 
     @field_validator("metrics_buckets_ms")
@@ -175,7 +218,7 @@ class Settings(BaseModel):
     @field_validator("forward_otlp")
     @classmethod
     def _destinations(cls, v: list[str]) -> list[str]:
-        from .forward import parse_destination
+        from .forward.forwarder import parse_destination
 
         urls = [parse_destination(u).url for u in v]
         dup = next((u for u in urls if urls.count(u) > 1), None)
@@ -198,7 +241,7 @@ class Settings(BaseModel):
         user, sep, password = v.partition(":")
         if v and (not sep or not user or not password):
             raise ValueError("must be USER:PASSWORD, both non-empty")
-        if v and any(ord(c) < 0x20 or ord(c) == 0x7f for c in v):
+        if v and any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
             raise ValueError("must not contain control characters")
         return v
 
@@ -232,9 +275,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return doc
 
 
-def build_settings(
-    config_file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]
-) -> Settings:
+def build_settings(config_file: Path | None, environ: Mapping[str, str], flags: Mapping[str, Any]) -> Settings:
     """Merge file < environment < flags into ``Settings``; raises ``ConfigError`` naming the key."""
     fields = Settings.model_fields
     sources: dict[str, str] = {}

@@ -2,7 +2,7 @@
 apply thread, a cursor per reading thread.
 
 A span insert commits, in the same transaction, the journal position it reaches (see
-``journal.py``), so on start the journal's records after it, and only those, are inserted again.
+``ingest/journal.py``), so on start the journal's records after it, and only those, are inserted again.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ..schema import ATTR_MACRO, duckdb_ddl
+from .schema import ATTR_MACRO, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
@@ -83,14 +83,22 @@ class DuckDBStore:
             "CREATE TABLE IF NOT EXISTS samples (Timestamp TIMESTAMP NOT NULL, Target VARCHAR NOT NULL,"
             " MetricName VARCHAR NOT NULL, Labels VARCHAR NOT NULL, Value DOUBLE NOT NULL)"
         )
-        self._span_columns = [r[0] for r in self._con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'"
-            " ORDER BY ordinal_position").fetchall()]
+        self._span_columns = [
+            r[0]
+            for r in self._con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'"
+                " ORDER BY ordinal_position"
+            ).fetchall()
+        ]
 
     def _migrate(self) -> None:
         """Bring a store written by an earlier planoscope up to the current columns."""
-        have = {r[0] for r in self._con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'").fetchall()}
+        have = {
+            r[0]
+            for r in self._con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'otel_traces'"
+            ).fetchall()
+        }
         if "TraceKey" not in have:  # added with the trace explorer: the look-up key (schema.LOOKUP_COLUMNS)
             log.info("adding the TraceKey column to the spans stored by an earlier version")
             self._con.execute('ALTER TABLE otel_traces ADD COLUMN "TraceKey" UBIGINT')
@@ -139,8 +147,9 @@ class DuckDBStore:
                 rows = batch.append_column("IngestedAt", stamp).select(self._span_columns)
                 con.from_arrow(rows).insert_into("otel_traces")
             if journal_position is not None:
-                con.execute("INSERT OR REPLACE INTO planoscope_meta VALUES ('journal_applied', ?)",
-                            [str(journal_position)])
+                con.execute(
+                    "INSERT OR REPLACE INTO planoscope_meta VALUES ('journal_applied', ?)", [str(journal_position)]
+                )
             con.commit()
         except BaseException:
             con.rollback()
@@ -165,14 +174,18 @@ class DuckDBStore:
         if table not in ("otel_traces", "samples"):
             raise ValueError(table)
         con = self._con
-        con.execute(f"DELETE FROM {table} WHERE rowid IN"
-                    f" (SELECT rowid FROM {table} WHERE Timestamp < ? LIMIT ?)", [cutoff, limit])
+        con.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE Timestamp < ? LIMIT ?)",
+            [cutoff, limit],
+        )
         return con.fetchall()[0][0]
 
     def oldest(self) -> tuple[datetime | None, datetime | None]:
         """The earliest Timestamp of the stored spans and of the stored samples."""
-        return (self.query("SELECT min(Timestamp) FROM otel_traces")[0][0],
-                self.query("SELECT min(Timestamp) FROM samples")[0][0])
+        return (
+            self.query("SELECT min(Timestamp) FROM otel_traces")[0][0],
+            self.query("SELECT min(Timestamp) FROM samples")[0][0],
+        )
 
     def disk_bytes(self) -> int:
         """Bytes of the files in the data directory (the database, its write-ahead log, the journal)."""
@@ -190,8 +203,9 @@ class DuckDBStore:
     # top, so the totals are exact without writing them in every commit (~8 ms of DuckDB
     # statement overhead each, a fifth of a 4,000-span commit).
 
-    def save_metric_totals(self, totals: list[tuple], watermark: datetime | None, fingerprint: str,
-                           replace: bool = False) -> None:
+    def save_metric_totals(
+        self, totals: list[tuple], watermark: datetime | None, fingerprint: str, replace: bool = False
+    ) -> None:
         """Store ``totals`` (all of them if ``replace``) as of ``watermark``."""
         con = self._con
         con.begin()
@@ -200,14 +214,21 @@ class DuckDBStore:
                 con.execute("DELETE FROM spanmetrics_state")
             if totals:
                 series, calls, sum_ms, buckets = zip(*totals)
-                rows = pa.table({"series": pa.array(series, pa.string()), "calls": pa.array(calls, pa.int64()),
-                                 "sum_ms": pa.array(sum_ms, pa.float64()),
-                                 "buckets": pa.array(buckets, pa.list_(pa.int64()))})
+                rows = pa.table(
+                    {
+                        "series": pa.array(series, pa.string()),
+                        "calls": pa.array(calls, pa.int64()),
+                        "sum_ms": pa.array(sum_ms, pa.float64()),
+                        "buckets": pa.array(buckets, pa.list_(pa.int64())),
+                    }
+                )
                 con.register("_totals", rows)
                 con.execute("INSERT OR REPLACE INTO spanmetrics_state SELECT * FROM _totals")
                 con.unregister("_totals")
-            con.execute("INSERT OR REPLACE INTO planoscope_meta VALUES ('spanmetrics', ?), ('spanmetrics_watermark', ?)",
-                        [fingerprint, watermark.isoformat() if watermark else ""])
+            con.execute(
+                "INSERT OR REPLACE INTO planoscope_meta VALUES ('spanmetrics', ?), ('spanmetrics_watermark', ?)",
+                [fingerprint, watermark.isoformat() if watermark else ""],
+            )
             con.commit()
         except BaseException:
             con.rollback()
@@ -221,13 +242,13 @@ class DuckDBStore:
         mark = self.meta("spanmetrics_watermark")
         return rows, (datetime.fromisoformat(mark) if mark else None)
 
-    def scan_for_metrics(self, dimensions: Sequence[str], after: datetime | None = None,
-                         batch_rows: int = 100_000):
+    def scan_for_metrics(self, dimensions: Sequence[str], after: datetime | None = None, batch_rows: int = 100_000):
         """What span metrics derive from, of the spans ingested after ``after``, as Arrow batches:
         the label columns, Duration and ``d0``, ``d1``, … per dimension."""
         dims = "".join(
             f", coalesce(attr(SpanAttributes, ${i}), attr(ResourceAttributes, ${i})) AS d{i - 1}"
-            for i in range(1, len(dimensions) + 1))
+            for i in range(1, len(dimensions) + 1)
+        )
         where = f" WHERE IngestedAt > ${len(dimensions) + 1}" if after else ""
         params = [*dimensions, *([after] if after else [])]
         sql = f"SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration{dims} FROM otel_traces{where}"
@@ -242,10 +263,9 @@ class DuckDBStore:
 
     def recent_span_keys(self, window: timedelta, limit: int) -> list[bytes]:
         """trace_id + span_id of the spans ingested within ``window``, newest first."""
-        since = datetime.now(timezone.utc).replace(tzinfo=None) - window
+        since = datetime.now(UTC).replace(tzinfo=None) - window
         rows = self._con.execute(
-            "SELECT unhex(TraceId || SpanId) FROM otel_traces WHERE IngestedAt >= ?"
-            " ORDER BY IngestedAt DESC LIMIT ?",
+            "SELECT unhex(TraceId || SpanId) FROM otel_traces WHERE IngestedAt >= ? ORDER BY IngestedAt DESC LIMIT ?",
             [since, limit],
         ).fetchall()
         return [bytes(r[0]) for r in rows]

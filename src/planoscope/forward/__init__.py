@@ -1,0 +1,1 @@
+"""Forwarding: every stored span passed on over OTLP to Tempo, Jaeger or a collector."""

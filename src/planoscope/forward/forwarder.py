@@ -1,0 +1,227 @@
+"""Forwarding: every span stored is passed on to other OTLP endpoints (Tempo, Jaeger, a collector,
+another planoscope), at least once, in the order it was committed (``--forward-otlp URL``).
+
+The retry queue is the store itself. Each destination keeps a cursor, the ``IngestedAt`` of the
+last commit it has acknowledged, in ``<data_dir>/forward-state.json`` (replaced atomically). Its
+forwarder reads the spans committed after the cursor, whole commits at a time, sends them, and
+only then moves the cursor. A destination that is down costs nothing but its backlog of spans
+already on disk: ingest never waits for it, memory holds one batch, and a restart resumes from
+the cursor. The backlog is bounded by the store's retention. A span re-sent after a failure or a
+crash mid-batch arrives twice (at-least-once, as the OpenTelemetry Collector's exporters); a
+planoscope receiver drops such repeats within its de-duplication window.
+
+Attribute values are forwarded as the strings they are stored as.
+
+URLs: ``grpc://HOST:PORT`` (``grpcs://`` for TLS) sends OTLP/gRPC; ``http://HOST:PORT[/PATH]``
+(or ``https://``) sends OTLP/HTTP protobuf to PATH, ``/v1/traces`` by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..net.otlp import OtlpSender
+from ..query.traces import SPAN_SELECT, to_otlp_proto
+from ..store import DuckDBStore
+
+log = logging.getLogger("planoscope.forward")
+STATE_FILE = "forward-state.json"
+BATCH_SPANS = 5000  # spans read per batch (whole commits: a batch can be larger)
+REQUEST_SPANS = 512  # spans per export request, as the SDKs' batch processors send
+BACKOFF_S = (1, 2, 4, 8, 15, 30)
+# Ingest comes first. Reading stored rows and converting them to OTLP costs ~90 µs of CPU a span,
+# under the GIL (benchmarks/forward.py); while spans are arriving, a forwarder rests 3 s for every
+# second it spent so, taking at most about a quarter of a core from ingest, and catches up when
+# ingest quiets.
+BUSY_REST = 3.0
+
+
+@dataclass(frozen=True)
+class Destination:
+    url: str  # as given
+    protocol: str  # grpc | http
+    target: str  # HOST:PORT for gRPC, the full URL for HTTP
+    tls: bool
+
+
+def parse_destination(url: str) -> Destination:
+    """A ``--forward-otlp`` URL; raises ValueError with a message meant for the user."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("grpc", "grpcs", "http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{url!r} is not an OTLP URL: use grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has an invalid port") from None
+    if scheme.startswith("grpc"):
+        if not port:
+            raise ValueError(f"{url!r} needs a port (OTLP/gRPC is usually 4317)")
+        if parts.path not in ("", "/"):
+            raise ValueError(f"{url!r}: an OTLP/gRPC URL has no path")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return Destination(url, "grpc", f"{host}:{port}", scheme == "grpcs")
+    path = parts.path if parts.path not in ("", "/") else "/v1/traces"
+    return Destination(url, "http", f"{scheme}://{parts.netloc}{path}", scheme == "https")
+
+
+class ForwardState:
+    """The cursors of all destinations, in one small JSON file replaced atomically."""
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / STATE_FILE
+        self._lock = threading.Lock()
+        try:
+            raw = json.loads(self.path.read_text())
+            self.cursors = {url: datetime.fromisoformat(v) for url, v in raw.get("cursors", {}).items()}
+        except FileNotFoundError:
+            self.cursors = {}
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"{self.path} is not a forwarding state file ({e}); move it away to start forwarding from now"
+            ) from None
+
+    def save(self, url: str, cursor: datetime) -> None:
+        with self._lock:
+            self.cursors[url] = cursor
+            tmp = self.path.with_suffix(".tmp")
+            with open(tmp, "w") as f:
+                json.dump({"cursors": {u: c.isoformat() for u, c in self.cursors.items()}}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+
+
+class Forwarder:
+    """Async context manager: forwards the spans committed after this destination's cursor until
+    exit. A destination seen for the first time starts at the end of the store."""
+
+    def __init__(
+        self,
+        store: DuckDBStore,
+        dest: Destination,
+        state: ForwardState,
+        poll_s: float = 0.5,
+        ingesting: Callable[[], int] | None = None,
+    ):
+        """``ingesting()`` counts the spans written so far: while it moves, forwarding yields."""
+        self.store, self.dest, self.state, self.poll_s = store, dest, state, poll_s
+        self._ingesting = ingesting or (lambda: 0)
+        self.cursor: datetime | None = state.cursors.get(dest.url)
+        if self.cursor is None:
+            self.cursor = store.last_ingested() or datetime(1970, 1, 1)
+            state.save(dest.url, self.cursor)
+        self.forwarded = self.rejected = self.dropped = 0
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self._task: asyncio.Task | None = None
+        self._sender: OtlpSender | None = None
+
+    async def __aenter__(self) -> Forwarder:
+        self._sender = OtlpSender(self.dest.target, self.dest.protocol, gzip=True, tls=self.dest.tls)
+        self._task = asyncio.create_task(self._run(), name=f"forward {self.dest.url}")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._sender.close()
+
+    def health(self) -> dict:
+        pending = self.store.query("SELECT count(*) FROM otel_traces WHERE IngestedAt > ?", [self.cursor])[0][0]
+        return {
+            "url": self.dest.url,
+            "forwarded": self.forwarded,
+            "pending": pending,
+            "rejected": self.rejected,
+            "dropped": self.dropped,
+            "cursor": self.cursor.isoformat(),
+            "last_error": self.last_error,
+            "last_success": self.last_success,
+        }
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _next_batch(self) -> tuple[datetime | None, list[tuple]]:
+        """(upper IngestedAt, rows) of the next whole commits after the cursor, or (None, [])."""
+        upper = self.store.query(
+            "SELECT max(IngestedAt) FROM (SELECT IngestedAt FROM otel_traces WHERE IngestedAt > ?"
+            " ORDER BY IngestedAt LIMIT ?)",
+            [self.cursor, BATCH_SPANS],
+        )[0][0]
+        if upper is None:
+            return None, []
+        rows = self.store.query(
+            f"{SPAN_SELECT} WHERE IngestedAt > ? AND IngestedAt <= ? ORDER BY IngestedAt", [self.cursor, upper]
+        )
+        return upper, rows
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            t = time.perf_counter()
+            upper, rows = await asyncio.to_thread(self._next_batch)
+            read_s = time.perf_counter() - t
+            if upper is None:
+                await asyncio.sleep(self.poll_s)
+                continue
+            written = self._ingesting()
+            try:
+                await self._send(rows)
+            except _Retry as e:
+                self.last_error = str(e)
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                if failures == 0:
+                    log.warning(
+                        "forwarding to %s failed (%s); retrying every %d s at most, nothing is lost",
+                        self.dest.url,
+                        e,
+                        BACKOFF_S[-1],
+                    )
+                failures += 1
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                log.info("forwarding to %s resumed", self.dest.url)
+            failures = 0
+            self.last_error = None
+            self.last_success = time.time()
+            self.cursor = upper
+            await asyncio.to_thread(self.state.save, self.dest.url, upper)
+            if self._ingesting() != written:  # spans arrived meanwhile: give ingest the CPU
+                await asyncio.sleep((read_s + self._convert_s) * BUSY_REST)
+
+    async def _send(self, rows: list[tuple]) -> None:
+        self._convert_s = 0.0
+        for i in range(0, len(rows), REQUEST_SPANS):
+            chunk = rows[i : i + REQUEST_SPANS]
+            t = time.perf_counter()
+            body = to_otlp_proto(chunk).SerializeToString()
+            self._convert_s += time.perf_counter() - t
+            outcome, rejected = await self._sender.send(body)
+            if outcome == "retryable":
+                raise _Retry(f"{self.dest.url} is unavailable")
+            if outcome != "ok":  # refused for good: retrying would block every later span
+                self.dropped += len(chunk)
+                self.last_error = f"{self.dest.url} refused {len(chunk)} spans: {outcome.removeprefix('fatal:')}"
+                log.error("forwarding: %s; they are not retried", self.last_error)
+                continue
+            self.forwarded += len(chunk) - rejected
+            self.rejected += rejected
+
+
+class _Retry(Exception):
+    pass

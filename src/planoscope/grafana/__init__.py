@@ -1,0 +1,1 @@
+"""Grafana: the dashboards exported as Grafana JSON with their provisioning files."""

@@ -1,0 +1,143 @@
+"""OTLP/HTTP ``POST /v1/traces``: protobuf or JSON, optionally gzip-compressed.
+
+Responses follow the OTLP/HTTP spec: the body's encoding matches the request's; a bad request
+is 400 with a ``google.rpc.Status``; a journal that cannot be written is 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..net.auth import Credentials
+from .admission import Ingest, retry_status
+from .decode import BadRequest
+from .writer import WriterUnavailable
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+GRPC_INVALID_ARGUMENT = 3
+GRPC_UNAUTHENTICATED = 16
+
+
+class TooLarge(Exception):
+    pass
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"invalid gzip body: {e}") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge(f"decompressed body exceeds {limit} bytes")
+    if not d.eof:
+        raise BadRequest("invalid gzip body: truncated")
+    return out
+
+
+def _status(fmt: str, http_code: int, grpc_code: int, message: str, headers=None) -> Response:
+    if fmt == "json":
+        body = json.dumps({"code": grpc_code, "message": message}).encode()
+        return Response(body, http_code, media_type=JSON, headers=headers)
+    return Response(
+        Status(code=grpc_code, message=message).SerializeToString(), http_code, media_type=PROTOBUF, headers=headers
+    )
+
+
+def _retry_later(request: Request, message: str, delay: float) -> Response:
+    """503 with Retry-After and a google.rpc.Status carrying RetryInfo, in the request's encoding."""
+    status, _ = retry_status(message, delay)
+    headers = {"Retry-After": str(max(1, math.ceil(delay)))}  # whole seconds, as RFC 9110 has it
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON:
+        return Response(json.dumps(json_format.MessageToDict(status)).encode(), 503, media_type=JSON, headers=headers)
+    return Response(status.SerializeToString(), 503, media_type=PROTOBUF, headers=headers)
+
+
+def otlp_http_app(
+    ingest: Ingest, max_request_bytes: int, credentials: Credentials | None = None, max_concurrent: int | None = None
+) -> Starlette:
+    """The Starlette app for the OTLP/HTTP port."""
+    credentials = credentials or Credentials()
+    busy = [0]  # requests being received or processed; touched on the event loop only
+
+    async def traces(request: Request) -> Response:
+        if max_concurrent is not None and busy[0] >= max_concurrent:
+            # Refused before the body is read: what is not yet admitted costs no memory.
+            ingest.refuse("overloaded")
+            return _retry_later(
+                request, f"overloaded: {busy[0]} requests in progress (max_concurrent_requests)", ingest.retry_after()
+            )
+        busy[0] += 1
+        try:
+            return await _traces(request)
+        finally:
+            busy[0] -= 1
+
+    async def _traces(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        fmt = {PROTOBUF: "protobuf", JSON: "json"}.get(ctype)
+        if not credentials.check(request.headers.get("authorization")):
+            # Checked first, before the body is read: an unauthenticated client costs nothing.
+            ingest.refuse("unauthenticated")
+            return _status(
+                fmt or "json",
+                401,
+                GRPC_UNAUTHENTICATED,
+                "missing or wrong token: send Authorization: Bearer TOKEN",
+                headers={"WWW-Authenticate": ", ".join(credentials.challenges())},
+            )
+        if fmt is None:
+            ingest.refuse("bad_request")
+            return _status(
+                "json", 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}"
+            )
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_request_bytes:
+                ingest.refuse("too_large")
+                return _status(fmt, 413, GRPC_INVALID_ARGUMENT, f"request body exceeds {max_request_bytes} bytes")
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        try:
+            if encoding == "gzip":
+                try:
+                    data = _gunzip(bytes(body), max_request_bytes)
+                except BadRequest:
+                    ingest.refuse("bad_request")  # (ingest counts the ones it raises itself)
+                    raise
+            elif encoding in ("identity", ""):
+                data = bytes(body)
+            else:
+                ingest.refuse("bad_request")
+                return _status(fmt, 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
+            batch = await ingest(data, fmt)
+        except TooLarge as e:
+            ingest.refuse("too_large")
+            return _status(fmt, 413, GRPC_INVALID_ARGUMENT, str(e))
+        except BadRequest as e:
+            return _status(fmt, 400, GRPC_INVALID_ARGUMENT, str(e))
+        except WriterUnavailable as e:  # overloaded, or the store failed: retryable, with a delay
+            return _retry_later(request, str(e), getattr(e, "retry_after", 1.0))
+        if fmt == "json":
+            out: dict = {}
+            if batch.error_message:  # rejected spans, or (with none rejected) a warning of what was cut
+                out["partialSuccess"] = {"rejectedSpans": str(batch.rejected), "errorMessage": batch.error_message}
+            return Response(json.dumps(out).encode(), 200, media_type=JSON)
+        resp = ExportTraceServiceResponse()
+        if batch.error_message:
+            resp.partial_success.rejected_spans = batch.rejected
+            resp.partial_success.error_message = batch.error_message
+        return Response(resp.SerializeToString(), 200, media_type=PROTOBUF)
+
+    return Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])

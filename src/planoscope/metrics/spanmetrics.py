@@ -1,0 +1,156 @@
+"""Span metrics, as the OpenTelemetry Collector's spanmetrics connector derives them.
+
+``calls_total`` and ``duration_milliseconds`` (an explicit-bucket histogram) per service, span
+name, kind, status and the configured dimensions. A batch's deltas are aggregated with Arrow's
+hash aggregation (in C, not per span in Python). The totals are snapshotted into the store with
+a watermark and the spans after it are replayed on start (see the writer and the store), so
+after a restart the metrics continue from exactly what was acknowledged: cumulative since the
+data began, not since the process started.
+
+``SpanMetrics`` is a prometheus-client Collector: values are read at scrape time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from prometheus_client.core import Metric
+
+BASE_LABELS = ("service_name", "span_name", "span_kind", "status_code")
+DEFAULT_DIMENSIONS = ("llm.model", "agent_id", "selection.listener", "http.method", "http.status_code")
+DEFAULT_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_BASE_COLUMNS = ("ServiceName", "SpanName", "SpanKind", "StatusCode")
+
+# One stored row per series: the label values (JSON list, null = label absent), the call count,
+# the duration sum and the per-bucket counts (not cumulative; the last one is the overflow).
+Totals = tuple[str, int, float, list[int]]
+
+
+def _label_name(dimension: str) -> str:
+    # The collector's Prometheus exporter sanitizes label names: anything not [a-zA-Z0-9_] → _.
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in dimension)
+    return "key_" + out if out[:1].isdigit() else out
+
+
+def _bucket_label(b: float) -> str:
+    # As Go's Prometheus client writes bounds: 5, 2.5, 10000.
+    return str(int(b)) if b == int(b) else repr(float(b))
+
+
+class SpanMetrics:
+    """Cumulative span metrics. ``deltas`` aggregates a batch, ``merge`` gives the new totals to
+    store, ``apply`` installs them once stored, ``collect`` exposes them."""
+
+    def __init__(
+        self,
+        namespace: str = "",
+        dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
+        buckets_ms: Sequence[float] = DEFAULT_BUCKETS_MS,
+    ):
+        self.dimensions = tuple(dimensions)
+        self.buckets = np.array([float(b) for b in buckets_ms])
+        if len(self.buckets) == 0 or np.any(np.diff(self.buckets) <= 0):
+            raise ValueError("buckets must be strictly increasing")
+        prefix = namespace.replace(".", "_") + "_" if namespace else ""
+        self.calls_name = prefix + "calls"
+        self.duration_name = prefix + "duration_milliseconds"
+        self.label_names = BASE_LABELS + tuple(_label_name(d) for d in self.dimensions)
+        self._lock = threading.Lock()
+        self._totals: dict[str, list] = {}  # series -> [calls, sum_ms, bucket counts]
+        self._series_keys: dict[tuple, str] = {}  # label values -> series (its JSON), a cache
+        self.fingerprint = hashlib.sha256(json.dumps([self.dimensions, list(self.buckets)]).encode()).hexdigest()[:16]
+
+    # --- aggregation -------------------------------------------------------------------
+    def deltas(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:
+        """Per series: [calls, sum_ms, bucket counts] of ``spans``.
+
+        ``dims`` are the dimension values (span attribute, else resource attribute) per span, as
+        the decoder pulls them out; without them they are read from columns ``d0``, ``d1``, …
+        (as ``DuckDBStore.scan_for_metrics`` selects them).
+        """
+        if spans.num_rows == 0:
+            return {}
+        if dims is None:
+            dims = [spans.column(f"d{i}") for i in range(len(self.dimensions))]
+        # The collector's latency: float64(end - start) / 1e6; bucket i holds bounds[i-1] < ms <= bounds[i].
+        ms = pc.divide(pc.cast(spans.column("Duration"), pa.float64()), 1e6)
+        bucket = np.searchsorted(self.buckets, np.asarray(ms), side="left").astype(np.int32)
+        names = [*_BASE_COLUMNS, *(f"d{i}" for i in range(len(dims))), "bucket"]
+        table = pa.Table.from_arrays(
+            [*(spans.column(c) for c in _BASE_COLUMNS), *dims, pa.array(bucket), ms], names=[*names, "ms"]
+        )
+        grouped = table.group_by(names, use_threads=False).aggregate([("ms", "sum"), ("ms", "count")])
+        rows = zip(*(grouped.column(c).to_pylist() for c in [*names, "ms_sum", "ms_count"]))
+        out: dict[str, list] = {}
+        nb = len(self.buckets) + 1
+        keys = self._series_keys
+        if len(keys) > 100_000:  # a bound on memory if some label has unbounded values
+            keys.clear()
+        for *labels, b, total_ms, count in rows:
+            labels = tuple(labels)
+            series = keys.get(labels)
+            if series is None:
+                service, name, kind, status, *dim_values = labels
+                series = keys[labels] = json.dumps(
+                    [service, name, "SPAN_KIND_" + kind.upper(), "STATUS_CODE_" + status.upper(), *dim_values],
+                    separators=(",", ":"),
+                    ensure_ascii=False,
+                )
+            acc = out.get(series)
+            if acc is None:
+                acc = out[series] = [0, 0.0, [0] * nb]
+            acc[0] += count
+            acc[1] += total_ms
+            acc[2][b] += count
+        return out
+
+    def merge(self, deltas: dict[str, list]) -> list[Totals]:
+        """The new totals of the series in ``deltas`` (not yet applied: see ``apply``)."""
+        out = []
+        with self._lock:
+            for series, (calls, sum_ms, buckets) in deltas.items():
+                old = self._totals.get(series)
+                if old is not None:
+                    calls, sum_ms = calls + old[0], sum_ms + old[1]
+                    buckets = [a + b for a, b in zip(buckets, old[2])]
+                out.append((series, calls, sum_ms, buckets))
+        return out
+
+    def apply(self, totals: Iterable[Totals]) -> None:
+        """Install totals once the transaction that stored them has committed."""
+        with self._lock:
+            for series, calls, sum_ms, buckets in totals:
+                self._totals[series] = [calls, sum_ms, list(buckets)]
+
+    def snapshot(self) -> list[Totals]:
+        with self._lock:
+            return [(s, v[0], v[1], list(v[2])) for s, v in self._totals.items()]
+
+    def load(self, totals: Iterable[Totals]) -> None:
+        with self._lock:
+            self._totals = {}
+        self.apply(totals)
+
+    # --- exposition --------------------------------------------------------------------
+    def collect(self) -> Iterable[Metric]:
+        items = sorted(self.snapshot())
+        calls = Metric(self.calls_name, "Number of spans, as the spanmetrics connector counts them", "counter")
+        hist = Metric(self.duration_name, "Span duration in milliseconds", "histogram")
+        bounds = [_bucket_label(b) for b in self.buckets] + ["+Inf"]
+        for series, n, sum_ms, buckets in items:
+            labels = {k: v for k, v in zip(self.label_names, json.loads(series)) if v is not None}
+            calls.add_sample(self.calls_name + "_total", labels, n)
+            cumulative = 0
+            for le, c in zip(bounds, buckets):
+                cumulative += c
+                hist.add_sample(self.duration_name + "_bucket", {**labels, "le": le}, cumulative)
+            hist.add_sample(self.duration_name + "_sum", labels, sum_ms)
+            hist.add_sample(self.duration_name + "_count", labels, n)
+        yield calls
+        yield hist

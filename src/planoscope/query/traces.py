@@ -1,0 +1,358 @@
+"""The trace explorer's queries: find traces (``search``) and fetch one (``get_trace``), in the
+OTLP/JSON shape other tools read (``to_otlp_json``).
+
+A search follows Jaeger's semantics: a trace matches when **one of its spans** matches every
+span filter given (service, span name, model, agent, status, duration, attributes) and started
+in the searched range. Each result summarises the whole trace from its spans that started within
+``TRACE_MARGIN_S`` of its earliest matching span.
+
+A trace is looked up by its ``TraceKey`` (the id's first 8 bytes as an integer, see
+``schema.LOOKUP_COLUMNS``), then its full id.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from ..store import DuckDBStore
+from ..store.schema import SPAN_KINDS, STATUS_CODES, trace_key
+from .params import QueryError, check_bounds, naive_utc
+
+TRACE_MARGIN_S = 600  # spans of a matched trace up to 10 min outside the range count in its summary
+MAX_LIMIT = 500
+SORTS = ("start", "duration")
+
+_HEX_ID = re.compile(r"[0-9a-fA-F]{32}")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|h)?\s*")
+_DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3, None: 1.0}
+
+
+def parse_trace_id(text: str) -> str:
+    """A trace id as stored: 32 lowercase hex digits, not all zero (OTLP's invalid id)."""
+    if not _HEX_ID.fullmatch(text or ""):
+        raise QueryError(f"trace id {text!r} is not 32 hex digits")
+    if set(text) == {"0"}:
+        raise QueryError("the all-zero trace id is invalid (OTLP)")
+    return text.lower()
+
+
+def parse_duration_ms(text: str, what: str = "duration") -> float:
+    """``"250ms"``, ``"1.5s"``, ``"2m"``, ``"300us"``; a bare number is milliseconds."""
+    m = _DURATION.fullmatch(text or "")
+    if not m:
+        raise QueryError(f"{what} {text!r} is not a duration such as 250ms, 1.5s or 2m")
+    return float(m.group(1)) * _DURATION_MS[m.group(2)]
+
+
+def parse_attribute(text: str) -> tuple[str, str | None]:
+    """``key=value`` (the attribute has this value) or ``key`` (the attribute is present)."""
+    key, eq, value = (text or "").partition("=")
+    key = key.strip()
+    if not key:
+        raise QueryError(f"attribute filter {text!r} has no key: write key=value or key")
+    return key, (value if eq else None)
+
+
+@dataclass
+class TraceSearch:
+    """What to find; every field but the range is optional. Durations are in ms."""
+
+    start: float
+    end: float
+    service: str | None = None
+    name: str | None = None
+    model: str | None = None
+    agent: str | None = None
+    errors_only: bool = False
+    min_duration_ms: float | None = None
+    max_duration_ms: float | None = None
+    attributes: list[tuple[str, str | None]] = field(default_factory=list)
+    trace_id: str | None = None
+    sort: str = "start"
+    descending: bool = True
+    limit: int = 20
+    offset: int = 0
+
+    def check(self) -> None:
+        check_bounds(self.start, self.end)
+        if self.sort not in SORTS:
+            raise QueryError(f"sort must be one of {', '.join(SORTS)}, not {self.sort!r}")
+        if not 1 <= self.limit <= MAX_LIMIT:
+            raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
+        if self.offset < 0:
+            raise QueryError("offset must not be negative")
+        lo, hi = self.min_duration_ms, self.max_duration_ms
+        if lo is not None and hi is not None and hi < lo:
+            raise QueryError(f"max duration ({hi} ms) is below min duration ({lo} ms)")
+        if self.trace_id is not None:
+            self.trace_id = parse_trace_id(self.trace_id)
+
+    def span_filter(self) -> tuple[str, list]:
+        """SQL (ANDed conditions on one span) and its parameters."""
+        conds, params = ["Timestamp > ?", "Timestamp <= ?"], [naive_utc(self.start), naive_utc(self.end)]
+        for column, value in (
+            ("ServiceName", self.service),
+            ("SpanName", self.name),
+            ("LlmModel", self.model),
+            ("AgentId", self.agent),
+        ):
+            if value is not None:
+                conds.append(f"{column} = ?")
+                params.append(value)
+        if self.errors_only:
+            conds.append("StatusCode = 'Error'")
+        if self.min_duration_ms is not None:
+            conds.append("Duration >= ?")
+            params.append(round(self.min_duration_ms * 1e6))
+        if self.max_duration_ms is not None:
+            conds.append("Duration <= ?")
+            params.append(round(self.max_duration_ms * 1e6))
+        for key, value in self.attributes:
+            lookup = "coalesce(attr(SpanAttributes, ?), attr(ResourceAttributes, ?))"
+            conds.append(f"{lookup} IS NOT NULL" if value is None else f"{lookup} = ?")
+            params += [key, key] if value is None else [key, key, value]
+        if self.trace_id is not None:
+            conds.append("TraceKey = ? AND TraceId = ?")
+            params += [trace_key(self.trace_id), self.trace_id]
+        return " AND ".join(conds), params
+
+
+# Ranking groups the matching spans by trace; the page's traces are then summarised from all
+# their spans near the range, found by TraceKey.
+_RANK = """
+SELECT TraceId, TraceKey, epoch_ns(min(Timestamp)) AS first_ns, max(Duration) AS longest, count(*) OVER () AS total
+FROM otel_traces WHERE {where} GROUP BY TraceKey, TraceId
+ORDER BY {order} {direction}, TraceKey, TraceId LIMIT ? OFFSET ?
+"""
+_SUMMARY = """
+SELECT TraceId, TraceKey,
+       min(epoch_ns(Timestamp)) AS start_ns,
+       max(epoch_ns(Timestamp) + Duration) - min(epoch_ns(Timestamp)) AS duration_ns,
+       count(*) AS spans,
+       count(*) FILTER (WHERE StatusCode = 'Error') AS errors,
+       coalesce(arg_min(ServiceName, Timestamp) FILTER (WHERE ParentSpanId = ''), arg_min(ServiceName, Timestamp)),
+       coalesce(arg_min(SpanName, Timestamp) FILTER (WHERE ParentSpanId = ''), arg_min(SpanName, Timestamp)),
+       bool_or(ParentSpanId = '') AS has_root,
+       list_sort(list(DISTINCT ServiceName)),
+       coalesce(list_sort(list(DISTINCT LlmModel) FILTER (WHERE LlmModel IS NOT NULL)), []),
+       sum(coalesce(TotalTokens, PromptTokens + CompletionTokens)),
+       sum(CostUsd)
+FROM otel_traces
+WHERE TraceKey IN (SELECT unnest(?::UBIGINT[])) AND TraceId IN (SELECT unnest(?::VARCHAR[]))
+  AND Timestamp > ? AND Timestamp <= ?
+GROUP BY TraceId, TraceKey
+"""
+_RESULT_FIELDS = (
+    "trace_id",
+    "start_ns",
+    "duration_ns",
+    "span_count",
+    "error_count",
+    "root_service",
+    "root_name",
+    "has_root",
+    "services",
+    "models",
+    "tokens",
+    "cost_usd",
+)
+
+
+def search(store: DuckDBStore, q: TraceSearch) -> dict:
+    """``{"traces": [summary, ...], "total": matching traces, "limit", "offset"}``.
+
+    ``sort="start"`` orders traces by their earliest matching span (newest first unless
+    ``q.descending`` is false), ``sort="duration"`` by their longest matching span: with a
+    filter such as ``service=plano(llm)`` the slowest LLM calls, without one the longest roots."""
+    q.check()
+    where, params = q.span_filter()
+    ranked = store.query(
+        _RANK.format(
+            where=where,
+            order="first_ns" if q.sort == "start" else "longest",
+            direction="DESC" if q.descending else "ASC",
+        ),
+        [*params, q.limit, q.offset],
+    )
+    if not ranked:
+        total = store.query(f"SELECT count(DISTINCT TraceId) FROM otel_traces WHERE {where}", params)[0][0]
+        return {"traces": [], "total": total, "limit": q.limit, "offset": q.offset}
+    ids, keys, first = [r[0] for r in ranked], [r[1] for r in ranked], [r[2] for r in ranked]
+    margin_ns = TRACE_MARGIN_S * 10**9
+    rows = store.query(_SUMMARY, [keys, ids, _ts_ns(min(first) - margin_ns), _ts_ns(max(first) + margin_ns)])
+    position = {trace_id: i for i, trace_id in enumerate(ids)}
+    rows.sort(key=lambda r: position[r[0]])
+    traces = []
+    for trace_id, _key, *values in rows:
+        t = dict(zip(_RESULT_FIELDS, [trace_id, *values]))
+        t["start"] = t.pop("start_ns") / 1e9
+        t["duration_ms"] = t.pop("duration_ns") / 1e6
+        if t["cost_usd"] is not None:
+            t["cost_usd"] = round(t["cost_usd"], 10)
+        traces.append(t)
+    return {"traces": traces, "total": ranked[0][4], "limit": q.limit, "offset": q.offset}
+
+
+def _ts_ns(ns: int) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)
+
+
+FACETS = {"service": "ServiceName", "name": "SpanName", "model": "LlmModel", "agent": "AgentId"}
+MAX_FACET_VALUES = 200
+
+
+def facets(store: DuckDBStore, start: float, end: float) -> dict[str, list[dict]]:
+    """``{filter: [{"value", "spans"}, ...]}``: the values of each search filter in the range,
+    most frequent first (at most ``MAX_FACET_VALUES`` each)."""
+    rows = store.query(
+        "SELECT ServiceName, SpanName, LlmModel, AgentId, count(*) FROM otel_traces"
+        " WHERE Timestamp > ? AND Timestamp <= ? GROUP BY ALL",
+        [naive_utc(start), naive_utc(end)],
+    )
+    out = {}
+    for i, name in enumerate(FACETS):
+        counts: dict[str, int] = {}
+        for row in rows:
+            if row[i] is not None:
+                counts[row[i]] = counts.get(row[i], 0) + row[-1]
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FACET_VALUES]
+        out[name] = [{"value": v, "spans": n} for v, n in ranked]
+    return out
+
+
+# --- one trace ------------------------------------------------------------------------------
+
+_TRACE_COLUMNS = (
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "TraceState",
+    "SpanName",
+    "SpanKind",
+    "ServiceName",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "SpanAttributes",
+    "Duration",
+    "StatusCode",
+    "StatusMessage",
+    "Events",
+    "Links",
+)
+# Two steps: the TraceKey scan finds when the trace's spans started (an integer column, ~12 ms
+# at 10 M spans), then the spans are read from the row groups of that time only (zone maps),
+# instead of decompressing every column wherever the key scan runs (~40 ms).
+_TRACE_TIMES_SQL = "SELECT epoch_ns(min(Timestamp)), epoch_ns(max(Timestamp)) FROM otel_traces WHERE TraceKey = ?"
+# Spans as ``to_otlp_json`` reads them (add a WHERE clause).
+SPAN_SELECT = (
+    f"SELECT epoch_ns(Timestamp), {', '.join(_TRACE_COLUMNS)},"
+    " list_transform(Events, lambda e: epoch_ns(e.Timestamp)) FROM otel_traces"
+)
+_TRACE_SQL = (
+    f"{SPAN_SELECT} WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?)"
+    " AND TraceKey = ? AND TraceId = ? ORDER BY Timestamp, SpanId"
+)
+
+
+def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
+    """Trace ``trace_id`` in the OTLP/JSON shape, or None when no span of it is stored."""
+    trace_id = parse_trace_id(trace_id)
+    key = trace_key(trace_id)
+    first, last = store.query(_TRACE_TIMES_SQL, [key])[0]
+    if first is None:
+        return None
+    rows = store.query(_TRACE_SQL, [first, last, key, trace_id])  # none: another trace has the key
+    return to_otlp_json(rows) if rows else None
+
+
+def _kvs(text: str | None) -> list[KeyValue]:
+    if not text:
+        return []
+    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in json.loads(text).items()]
+
+
+def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
+    """Rows of ``SPAN_SELECT`` as an OTLP ``ExportTraceServiceRequest``, grouped by resource then
+    scope as an exporter sends them: what forwarding sends (~75 µs of CPU a span here) and what
+    ``to_otlp_json`` renders."""
+    req = ExportTraceServiceRequest()
+    scopes: dict[tuple, object] = {}
+    resources: dict[tuple, object] = {}
+    for start_ns, *values, event_ts in rows:
+        s = dict(zip(_TRACE_COLUMNS, values))
+        res_key = (s["ServiceName"], s["ResourceAttributes"])
+        rs = resources.get(res_key)
+        if rs is None:
+            rs = resources[res_key] = req.resource_spans.add()
+            attrs = _kvs(s["ResourceAttributes"])
+            if not any(kv.key == "service.name" for kv in attrs):
+                attrs.insert(0, KeyValue(key="service.name", value=AnyValue(string_value=s["ServiceName"])))
+            rs.resource.attributes.extend(attrs)
+        scope_key = (*res_key, s["ScopeName"], s["ScopeVersion"])
+        ss = scopes.get(scope_key)
+        if ss is None:
+            ss = scopes[scope_key] = rs.scope_spans.add()
+            ss.scope.name, ss.scope.version = s["ScopeName"] or "", s["ScopeVersion"] or ""
+        ss.spans.append(
+            Span(
+                trace_id=bytes.fromhex(s["TraceId"]),
+                span_id=bytes.fromhex(s["SpanId"]),
+                parent_span_id=bytes.fromhex(s["ParentSpanId"]),
+                trace_state=s["TraceState"] or "",
+                name=s["SpanName"],
+                kind=SPAN_KINDS.index(s["SpanKind"]) if s["SpanKind"] in SPAN_KINDS else 0,
+                start_time_unix_nano=start_ns,
+                end_time_unix_nano=start_ns + s["Duration"],
+                attributes=_kvs(s["SpanAttributes"]),
+                events=[
+                    Span.Event(time_unix_nano=ts, name=e["Name"], attributes=_kvs(e["Attributes"]))
+                    for e, ts in zip(s["Events"] or [], event_ts or [])
+                ],
+                links=[
+                    Span.Link(
+                        trace_id=bytes.fromhex(ln["TraceId"]),
+                        span_id=bytes.fromhex(ln["SpanId"]),
+                        trace_state=ln["TraceState"] or "",
+                        attributes=_kvs(ln["Attributes"]),
+                    )
+                    for ln in s["Links"] or []
+                ],
+                status=Status(
+                    code=STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
+                    message=s["StatusMessage"] or "",
+                ),
+            )
+        )
+    return req
+
+
+def to_otlp_json(rows: list[tuple]) -> dict:
+    """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest``: the protobuf
+    ``to_otlp_proto`` builds, in the OTLP JSON mapping (hex ids, enums as integers, int64s as
+    strings). Attribute values are the strings they are stored as."""
+    doc = json_format.MessageToDict(
+        to_otlp_proto(rows), use_integers_for_enums=True, always_print_fields_with_no_presence=True
+    )
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for sp in ss["spans"]:
+                _hex_ids(sp, "traceId", "spanId", "parentSpanId")
+                for link in sp["links"]:
+                    _hex_ids(link, "traceId", "spanId")
+    return doc
+
+
+def _hex_ids(obj: dict, *keys: str) -> None:
+    """Protobuf's JSON writes bytes as base64; OTLP/JSON writes ids as hex."""
+    for key in keys:
+        obj[key] = base64.b64decode(obj[key]).hex()

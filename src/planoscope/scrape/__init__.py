@@ -1,0 +1,1 @@
+"""Scraping: Prometheus-format targets (Envoy's admin /stats/prometheus) stored as samples."""

@@ -1,0 +1,235 @@
+"""The scraper: Prometheus-format targets (Envoy's admin ``/stats/prometheus``) read every
+``interval`` and their samples stored through the writer, as the reference stack's Prometheus does.
+
+Each target has its own task, so a slow or broken target never delays another, and nothing a
+target returns can stop the process: a refused connection, a timeout, an HTTP error, a body past
+``max_bytes`` or text that does not parse marks the target down (see ``health()``) and the next
+scrape tries again.
+
+Sample names are stored as the target writes them. prometheus-client's parser renames the samples
+of a counter declared without ``_total`` (Envoy's ``envoy_wasmcustom_ratelimited_rq``) to
+``…_total``; the ``# TYPE`` lines tell which it renamed, and the suffix is taken off again.
+
+Example::
+
+    async with Scraper(writer, [("envoy", "http://127.0.0.1:9901/stats/prometheus")]) as scraper:
+        print(scraper.health())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+import pyarrow as pa
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..ingest.writer import SpanWriter
+
+log = logging.getLogger("planoscope.scraper")
+
+SCHEMA = pa.schema(
+    [
+        ("Timestamp", pa.timestamp("us")),
+        ("Target", pa.string()),
+        ("MetricName", pa.string()),
+        ("Labels", pa.string()),
+        ("Value", pa.float64()),
+    ]
+)
+_COUNTER_TYPE = re.compile(r"^#\s*TYPE\s+(\S+)\s+counter\s*$", re.M)
+
+
+class ScrapeError(Exception):
+    """Why a scrape failed, in a few words for the health view."""
+
+
+@dataclass
+class TargetHealth:
+    label: str
+    url: str
+    up: bool | None = None  # None: not scraped yet
+    last_scrape: float | None = None  # unix s, start of the last scrape
+    last_duration_s: float | None = None
+    last_error: str | None = None
+    samples_last_scrape: int = 0
+    scrapes: int = 0
+    failures: int = 0
+
+
+def parse(text: str, keep: list[str]) -> list[tuple[str, str, float]]:
+    """``(name, labels as a JSON object, value)`` of every sample whose name matches a glob of ``keep``."""
+    renamed = {n for n in _COUNTER_TYPE.findall(text) if not n.endswith("_total")}
+    out = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            name = s.name
+            if family.type == "counter" and family.name in renamed and name == family.name + "_total":
+                name = family.name
+            if any(fnmatch.fnmatchcase(name, g) for g in keep):
+                out.append((name, json.dumps(dict(sorted(s.labels.items())), separators=(",", ":")), float(s.value)))
+    return out
+
+
+class Scraper:
+    """Async context manager scraping ``targets`` (``[(label, url)]``); also a prometheus-client
+    Collector of its own ``planoscope_scrape_*`` metrics."""
+
+    def __init__(
+        self,
+        writer: SpanWriter,
+        targets: list[tuple[str, str]],
+        interval: float = 15.0,
+        timeout: float = 10.0,
+        keep: list[str] | None = None,
+        max_bytes: int = 8 * 1024 * 1024,
+    ):
+        self.writer = writer
+        self.interval = interval
+        self.timeout = min(timeout, interval)  # as Prometheus: a scrape never overlaps the next
+        self.keep = list(keep if keep is not None else ["envoy_wasmcustom_*"])
+        self.max_bytes = max_bytes
+        self.targets = [TargetHealth(label, url) for label, url in targets]
+        self._tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> Scraper:
+        self._client = httpx.AsyncClient(
+            timeout=self.timeout, follow_redirects=True, trust_env=False, headers={"Accept": "text/plain;version=0.0.4"}
+        )
+        self._tasks = [asyncio.create_task(self._loop(t), name=f"scrape {t.label}") for t in self.targets]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    def health(self) -> list[dict]:
+        return [
+            {
+                "label": t.label,
+                "url": t.url,
+                "up": t.up,
+                "last_scrape": t.last_scrape,
+                "last_duration_s": t.last_duration_s,
+                "last_error": t.last_error,
+                "samples_last_scrape": t.samples_last_scrape,
+                "scrapes": t.scrapes,
+                "failures": t.failures,
+            }
+            for t in self.targets
+        ]
+
+    async def _loop(self, target: TargetHealth) -> None:
+        next_at = time.monotonic()
+        while True:
+            await self.scrape(target)
+            next_at += self.interval
+            now = time.monotonic()
+            if next_at < now:  # fell behind (a slow store): skip the missed slots
+                next_at = now + self.interval - (now - next_at) % self.interval
+            await asyncio.sleep(next_at - now)
+
+    async def scrape(self, target: TargetHealth) -> None:
+        """One scrape of ``target``: fetch, parse, store; the outcome goes to its health."""
+        started, t0 = time.time(), time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout):
+                body = await self._fetch(target.url)
+            text = body.decode("utf-8")
+            rows = await asyncio.to_thread(parse, text, self.keep)  # MBs of Envoy stats: off the loop
+        except (ScrapeError, httpx.HTTPError, TimeoutError, UnicodeDecodeError, ValueError) as e:
+            self._failed(target, started, time.monotonic() - t0, _describe(e, self.timeout))
+            return
+        ts = datetime.fromtimestamp(started, UTC).replace(tzinfo=None)
+        table = pa.table(
+            [
+                pa.array([ts] * len(rows), pa.timestamp("us")),
+                pa.array([target.label] * len(rows)),
+                pa.array([r[0] for r in rows], pa.string()),
+                pa.array([r[1] for r in rows], pa.string()),
+                pa.array([r[2] for r in rows], pa.float64()),
+            ],
+            schema=SCHEMA,
+        )
+        try:
+            await self.writer.write_samples(table)
+        except Exception as e:  # the store's problem, not the target's: the target stays up
+            log.warning("could not store %d samples of %s: %s", len(rows), target.label, e)
+        if target.up is False:
+            log.info("scrape target %s is up again", target.label)
+        target.up, target.last_error = True, None
+        target.last_scrape, target.last_duration_s = started, time.monotonic() - t0
+        target.samples_last_scrape = len(rows)
+        target.scrapes += 1
+
+    async def _fetch(self, url: str) -> bytes:
+        async with self._client.stream("GET", url) as r:
+            if r.status_code != 200:
+                raise ScrapeError(f"HTTP {r.status_code}")
+            declared = r.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise ScrapeError(f"body of {declared} bytes is larger than scrape_max_bytes ({self.max_bytes})")
+            chunks, n = [], 0
+            async for chunk in r.aiter_bytes():
+                n += len(chunk)
+                if n > self.max_bytes:
+                    raise ScrapeError(f"body is larger than scrape_max_bytes ({self.max_bytes})")
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    def _failed(self, target: TargetHealth, started: float, duration: float, error: str) -> None:
+        if target.up is not False or target.last_error != error:  # once per change, not every interval
+            log.warning("scrape of %s (%s) failed: %s", target.label, target.url, error)
+        target.up, target.last_error = False, error
+        target.last_scrape, target.last_duration_s = started, duration
+        target.samples_last_scrape = 0
+        target.scrapes += 1
+        target.failures += 1
+
+    # --- prometheus-client Collector ---------------------------------------------------
+    def collect(self):
+        up = GaugeMetricFamily(
+            "planoscope_scrape_up", "1 if the last scrape of the target succeeded", labels=["target", "url"]
+        )
+        duration = GaugeMetricFamily(
+            "planoscope_scrape_duration_seconds", "Duration of the last scrape", labels=["target", "url"]
+        )
+        samples = GaugeMetricFamily(
+            "planoscope_scrape_samples", "Samples kept from the last scrape", labels=["target", "url"]
+        )
+        for t in self.targets:
+            if t.up is None:
+                continue
+            up.add_metric([t.label, t.url], 1.0 if t.up else 0.0)
+            duration.add_metric([t.label, t.url], t.last_duration_s or 0.0)
+            samples.add_metric([t.label, t.url], float(t.samples_last_scrape))
+        return [f for f in (up, duration, samples) if f.samples]  # none at all without a scrape
+
+
+def _describe(e: BaseException, timeout: float) -> str:
+    if isinstance(e, (TimeoutError, httpx.TimeoutException)):
+        return f"timed out after {timeout:g} s"
+    if isinstance(e, httpx.ConnectError):
+        cause: BaseException | None = e
+        while cause is not None:  # httpx says "All connection attempts failed"; the OS says why
+            if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+                return "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        return f"cannot connect: {e or type(e).__name__}"
+    if isinstance(e, UnicodeDecodeError):
+        return "not Prometheus text format: not UTF-8"
+    if isinstance(e, ValueError):
+        return f"not Prometheus text format: {str(e)[:200]}"
+    if isinstance(e, httpx.HTTPError):
+        return f"{type(e).__name__}: {str(e)[:200]}"
+    return str(e)[:300]

@@ -1,0 +1,37 @@
+"""What the routes take from the running app (``app.state``, set by ``create_web_app``) and the
+query parameters they share, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+
+from ..query.params import check_bounds, default_step
+from ..scrape.scraper import Scraper
+from ..store import DuckDBStore
+
+
+def _store(request: Request) -> DuckDBStore:
+    return request.app.state.store
+
+
+def _scraper(request: Request) -> Scraper | None:
+    return request.app.state.scraper
+
+
+StoreDep = Annotated[DuckDBStore, Depends(_store)]
+ScraperDep = Annotated[Scraper | None, Depends(_scraper)]
+
+Start = Annotated[float | None, Query(description="Range start, unix seconds. Default: end - 1 h.")]
+End = Annotated[float | None, Query(description="Range end, unix seconds. Default: now.")]
+Step = Annotated[float | None, Query(gt=0, description="Seconds between points. Default: ~250 points over the range.")]
+
+
+def time_range(start: float | None, end: float | None, step: float | None = None) -> tuple[float, float, float]:
+    """The range asked for, with its defaults (the last hour, ~250 points); raises QueryError (a 400)."""
+    end = time.time() if end is None else end
+    start = end - 3600 if start is None else start
+    check_bounds(start, end)
+    return start, end, step or default_step(start, end)

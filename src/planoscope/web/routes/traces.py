@@ -1,0 +1,110 @@
+"""``/api/v1/traces``: the trace explorer's search, facets and one trace as OTLP/JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from ...query.traces import MAX_LIMIT, TraceSearch, facets, get_trace, parse_attribute, parse_duration_ms, search
+from ..deps import End, Start, StoreDep, time_range
+
+router = APIRouter(tags=["traces"])
+
+
+class TraceSummary(BaseModel):
+    trace_id: str
+    start: float = Field(description="start of the trace's earliest span, unix seconds")
+    duration_ms: float = Field(description="earliest span start to latest span end")
+    span_count: int
+    error_count: int = Field(description="spans with status Error")
+    root_service: str = Field(description="service of the root span (the earliest span when the root is missing)")
+    root_name: str
+    has_root: bool = Field(description="false while the root span has not arrived")
+    services: list[str]
+    models: list[str] = Field(description="LLM models the trace called")
+    tokens: int | None = Field(description="total LLM tokens, when the spans report usage")
+    cost_usd: float | None
+
+
+class TraceSearchResult(BaseModel):
+    traces: list[TraceSummary]
+    total: int = Field(description="matching traces in the range (all pages)")
+    limit: int
+    offset: int
+
+
+class FacetValue(BaseModel):
+    value: str
+    spans: int
+
+
+@router.get("/traces", response_model=TraceSearchResult)
+def find_traces(
+    store: StoreDep,
+    start: Start = None,
+    end: End = None,
+    service: Annotated[str | None, Query(description="service.name of a span, e.g. plano(llm)")] = None,
+    name: Annotated[str | None, Query(description="span name")] = None,
+    model: Annotated[str | None, Query(description="LLM model (llm.model or gen_ai.request.model)")] = None,
+    agent: Annotated[str | None, Query(description="agent_id")] = None,
+    errors: Annotated[bool, Query(description="only spans with status Error")] = False,
+    min_duration: Annotated[str | None, Query(description="span duration at least, e.g. 250ms, 1.5s")] = None,
+    max_duration: Annotated[str | None, Query(description="span duration at most")] = None,
+    attr: Annotated[
+        list[str],
+        Query(description="key=value (equal) or key (present), span or resource attribute; repeat for several"),
+    ] = [],  # noqa: B006
+    trace_id: Annotated[str | None, Query(description="32 hex digits")] = None,
+    sort: Annotated[str, Query(description="start or duration (of the whole trace)")] = "start",
+    order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc: newest or longest first")] = "desc",
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    """Traces with a span that started in ``[start, end]`` and matches every filter given (as
+    Jaeger searches: the filters hold on one span). Each row summarises the whole trace."""
+    start, end, _ = time_range(start, end)
+    q = TraceSearch(
+        start,
+        end,
+        service=service,
+        name=name,
+        model=model,
+        agent=agent,
+        errors_only=errors,
+        min_duration_ms=None if min_duration is None else parse_duration_ms(min_duration, "min_duration"),
+        max_duration_ms=None if max_duration is None else parse_duration_ms(max_duration, "max_duration"),
+        attributes=[parse_attribute(a) for a in attr],
+        trace_id=trace_id,
+        sort=sort,
+        descending=order == "desc",
+        limit=limit,
+        offset=offset,
+    )
+    return search(store, q)
+
+
+@router.get("/traces/facets", response_model=dict[str, list[FacetValue]])
+def trace_facets(store: StoreDep, start: Start = None, end: End = None) -> dict:
+    """The values each search filter can take in the range (services, span names, models,
+    agents), most frequent first, for the search form's pickers."""
+    return facets(store, *time_range(start, end)[:2])
+
+
+@router.get(
+    "/traces/{trace_id}",
+    responses={
+        200: {
+            "description": "The trace as an OTLP/JSON ExportTraceServiceRequest: "
+            "resourceSpans, scopeSpans, spans (hex ids, int64 as strings)"
+        }
+    },
+)
+def trace(store: StoreDep, trace_id: Annotated[str, Path(description="32 hex digits")]) -> dict:
+    """Every stored span of one trace, in the OTLP/JSON shape other tools consume. Attribute
+    values come back as strings (they are stored as the ClickHouse exporter stores them)."""
+    found = get_trace(store, trace_id)
+    if found is None:
+        raise HTTPException(404, f"no span of trace {trace_id.lower()} is stored")
+    return found

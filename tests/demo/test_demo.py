@@ -1,0 +1,260 @@
+"""``planoscope demo``: the real console program starts the server, the fake Envoy endpoint and the
+simulated gateway; data reaches the store within seconds; Ctrl-C stops everything, exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import STOP_TIMEOUT_S, Metrics, Server, read_spans, spans_by_id
+from planoscope.cli import demo, serve
+
+DATA_TIMEOUT_S = 60  # a deadline, not a speed goal: on a loaded machine the 15-minute backfill comes first
+
+
+class DemoServer(Server):
+    """``planoscope demo`` on free ports (the fake Envoy's too), through conftest's ``Server``."""
+
+    def __init__(self, data_dir: Path | None, *args: str):
+        super().__init__(data_dir or Path("planoscope-data/demo"), *args)
+        self.explicit_dir = data_dir is not None
+        self.envoy_url = ""
+
+    @property
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "planoscope",
+            "demo",
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--envoy-port",
+            "0",
+            *(["--data-dir", str(self.data_dir)] if self.explicit_dir else []),
+            *self.args,
+        ]
+
+    def _parse_addresses(self) -> None:
+        super()._parse_addresses()
+        m = re.search(
+            r"^planoscope: fake Envoy admin on (http://\S+/stats/prometheus)$", "\n".join(self.lines("out")), re.M
+        )
+        assert m, self.output()
+        self.envoy_url = m.group(1)
+
+
+@pytest.fixture
+def demo_factory():
+    started: list[DemoServer] = []
+
+    def start(data_dir: Path | None, *args: str) -> DemoServer:
+        srv = DemoServer(data_dir, *args)
+        started.append(srv)
+        return srv.start()
+
+    yield start
+    for srv in started:
+        srv.close()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+
+
+def _port_free(address: str) -> bool:
+    host, _, port = address.removeprefix("http://").split("/")[0].rpartition(":")
+    try:
+        socket.create_server((host, int(port))).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(demo_factory, tmp_path):
+    srv = demo_factory(tmp_path / "data", "--rate", "20", "--seed", "4")
+    t0 = time.monotonic()
+    written = 0
+    while time.monotonic() - t0 < DATA_TIMEOUT_S:
+        written = srv.healthz()["spans_written"]
+        if written >= 50:
+            break
+        time.sleep(0.2)
+    assert written >= 50, f"{written} spans stored after {DATA_TIMEOUT_S} s:\n{srv.output()}"
+
+    metrics = Metrics(srv.metrics_text())
+    llm_calls = [v for n, lb, v in metrics.samples if n == "calls_total" and lb["service_name"] == "plano(llm)"]
+    assert (
+        sum(llm_calls) > 0
+        and len({lb["llm_model"] for lb in metrics.series("calls_total") if lb["service_name"] == "plano(llm)"}) >= 2
+    )
+
+    # The fake Envoy counts live calls only (not the backfilled past) as they end: wait for some.
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < DATA_TIMEOUT_S:
+        envoy = Metrics(httpx.get(srv.envoy_url, timeout=10).text)
+        if envoy.value("envoy_wasmcustom_request_latency_count", {}) > 0:
+            break
+        time.sleep(0.5)
+    assert envoy.family_types()["envoy_wasmcustom_ratelimited_rq"] == "counter"
+    assert envoy.family_types()["envoy_wasmcustom_request_latency"] == "histogram"
+    assert envoy.value("envoy_wasmcustom_request_latency_count", {}) > 0
+    assert envoy.value("envoy_wasmcustom_ratelimited_rq_total", {}) >= 0
+    # The demo's server scrapes its fake Envoy (at once, then every 15 s).
+    for _ in range(50):
+        (target,) = srv.get("/api/v1/targets").json()
+        if target["up"] is not None:
+            break
+        time.sleep(0.2)
+    assert (target["label"], target["url"], target["up"]) == ("envoy", srv.envoy_url, True), target
+    assert target["samples_last_scrape"] > 0
+
+    out = "\n".join(srv.lines("out"))
+    assert "simulating Plano: 20 requests/s (llm 70%, agent 30%), seed 4, OTLP/grpc" in out
+    assert "backfilling 900 s" in out
+    below = _descendants(srv.proc.pid)
+    addresses = [srv.grpc_target, srv.http_traces_url, srv.web_url, srv.envoy_url]
+    srv.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert srv.stop() == 0
+    assert "planoscope: stopped" in srv.lines("out")
+    assert not [p for p in below if _alive(p)], f"left behind: {below}"
+    assert all(_port_free(a) for a in addresses), addresses
+    summary = next(ln for ln in srv.lines("out") if ln.startswith("planoscope: simulated "))
+    acked = int(re.search(r"acknowledged (\d+)", summary).group(1))
+    assert "rejected 0, failed 0" in summary
+
+    rows = spans_by_id(read_spans(srv.data_dir))
+    assert len(rows) == acked >= written
+    services = Counter(r["ServiceName"] for r in rows.values())
+    assert services["plano(llm)"] > 0 and set(services) <= {
+        "plano(llm)",
+        "plano(routing)",
+        "plano(orchestrator)",
+        "plano(filter)",
+        "plano(agent)",
+    }
+    now = time.time_ns()
+    # An empty store gets the last 15 minutes of traffic first (so the charts start full), then live traffic.
+    assert all(now - 16 * 60e9 < r["Timestamp"] < now for r in rows.values())
+    assert any(r["Timestamp"] < now - 5 * 60e9 for r in rows.values())
+
+
+def test_demo_keeps_its_data_apart_and_backfills(demo_factory, tmp_path, monkeypatch):
+    """Without --data-dir the demo writes to planoscope-data/demo, never to serve's database;
+    --backfill sends the recent past at once; SIGTERM stops it too."""
+    monkeypatch.chdir(tmp_path)
+    srv = demo_factory(None, "--rate", "10", "--backfill", "2m", "--protocol", "http", "--seed", "9")
+    out = "\n".join(srv.lines("out"))
+    assert f"data in {tmp_path / 'planoscope-data' / 'demo'} (0 spans)" in out
+    assert "OTLP/http to http://127.0.0.1:" in out and "backfilling 120 s" in out
+    t0 = time.monotonic()
+    while srv.healthz()["spans_written"] < 1000 and time.monotonic() - t0 < DATA_TIMEOUT_S:
+        time.sleep(0.2)
+    srv.stop()
+    assert not (tmp_path / "planoscope-data" / "planoscope.duckdb").exists()
+    rows = read_spans(tmp_path / "planoscope-data" / "demo")
+    oldest = min(r["Timestamp"] for r in rows)
+    assert len(rows) >= 1000 and time.time_ns() - oldest > 100e9, (len(rows), oldest)
+
+
+def test_demo_backfills_an_empty_store_only(demo_factory, tmp_path):
+    srv = demo_factory(tmp_path / "demo", "--rate", "5", "--seed", "2")
+    assert "backfilling 900 s" in "\n".join(srv.lines("out"))
+    t0 = time.monotonic()
+    while srv.healthz()["spans_written"] < 100 and time.monotonic() - t0 < DATA_TIMEOUT_S:
+        time.sleep(0.2)
+    srv.stop()
+    srv.start()  # the same data directory, now holding spans: a backfill would count them twice
+    out = "\n".join(srv.lines("out"))
+    assert "simulating Plano" in out and "backfilling" not in out
+    srv.stop()
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANOSCOPE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "planoscope", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mix", "llm=1,chat=2"], "bad value for --mix: unknown request kind 'chat'"),
+        (["--mix", "llm=0"], "bad value for --mix: at least one share must be above zero"),
+        (["--backfill", "soon"], "bad value for --backfill: not a duration"),
+    ],
+)
+def test_demo_rejects_bad_options_in_one_line(tmp_path, args, message):
+    r = _run("--data-dir", str(tmp_path / "d"), *args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(f"planoscope: error: {message}") and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_demo_stops_cleanly_when_the_envoy_port_is_taken(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = _run(
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--otlp-grpc",
+            "127.0.0.1:0",
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--envoy-port",
+            str(port),
+            timeout=STOP_TIMEOUT_S,
+        )
+    assert r.returncode == 1, r
+    assert f"cannot listen on 127.0.0.1:{port} for the fake Envoy admin endpoint" in r.stderr
+    assert "ready" not in r.stdout
+
+
+def test_demo_takes_every_option_of_serve():
+    demo_opts = {o for p in demo.params for o in p.opts}
+    assert {o for p in serve.params for o in p.opts} <= demo_opts
+    assert {"--rate", "--mix", "--seed", "--envoy-port", "--backfill", "--protocol"} <= demo_opts

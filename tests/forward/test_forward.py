@@ -1,0 +1,154 @@
+"""--forward-otlp: every stored span reaches another OTLP endpoint, here a second planoscope, over
+gRPC and HTTP; a backend that is down (even across a restart of the forwarding server) loses
+nothing and does not hold up ingest."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import _free_port, grpc_export, pb_request, pb_span, read_spans
+from planoscope.forward.forwarder import parse_destination
+
+
+def _spans(rng: random.Random, n: int, base_ns: int) -> list:
+    out = []
+    for i in range(n):
+        tid = rng.randbytes(16)
+        out.append(
+            pb_span(
+                tid,
+                rng.randbytes(8),
+                f"POST /v1/chat/completions m{i % 3}",
+                base_ns + i * 1000,
+                base_ns + i * 1000 + 5_000_000,
+                attrs={"llm.model": f"m{i % 3}", "n": i, "ok": True},
+                status_code=2 if i % 7 == 0 else 0,
+                status_message="boom" if i % 7 == 0 else "",
+            )
+        )
+    return out
+
+
+def _send(srv, spans, service="plano(llm)") -> None:
+    for i in range(0, len(spans), 100):
+        t = time.monotonic()
+        resp = grpc_export(
+            srv.grpc_target, pb_request(({"service.name": service, "deployment": "test"}, spans[i : i + 100]))
+        )
+        assert resp.partial_success.rejected_spans == 0
+        assert time.monotonic() - t < 5, "ingest waited for the forwarding backend"
+
+
+def _wait_for(srv, n: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if srv.healthz()["spans_written"] >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"backend has {srv.healthz()['spans_written']} spans, expected {n}")
+
+
+def _same_rows(a_dir, b_dir) -> int:
+    strip = lambda rows: {r["SpanId"]: {k: v for k, v in r.items() if k not in ("IngestedAt",)} for r in rows}  # noqa: E731
+    a, b = strip(read_spans(a_dir)), strip(read_spans(b_dir))
+    assert set(a) == set(b)
+    for span_id in a:
+        assert a[span_id] == b[span_id], span_id
+    return len(a)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_every_span_reaches_a_second_planoscope(server_factory, tmp_path, protocol):
+    backend = server_factory(tmp_path / "b")
+    url = f"grpc://{backend.grpc_target}" if protocol == "grpc" else backend.http_traces_url
+    front = server_factory(tmp_path / "a", "--forward-otlp", url)
+    rng = random.Random(1)
+    spans = _spans(rng, 1200, time.time_ns() - 60 * 10**9)
+    _send(front, spans[:700])
+    _send(front, spans[700:], service="plano(agent)")
+    _wait_for(backend, 1200)
+    health = front.healthz()["forwarding"]
+    assert [(f["url"], f["forwarded"], f["pending"], f["last_error"]) for f in health] == [(url, 1200, 0, None)]
+    front.stop()
+    backend.stop()
+    assert _same_rows(tmp_path / "a", tmp_path / "b") == 1200
+
+
+def test_a_down_backend_loses_nothing_across_a_restart(server_factory, tmp_path):
+    port = _free_port()
+    url = f"grpc://127.0.0.1:{port}"
+    front = server_factory(tmp_path / "a", "--forward-otlp", url)
+    rng = random.Random(2)
+    first, second = _spans(rng, 500, time.time_ns() - 120 * 10**9), _spans(rng, 300, time.time_ns() - 60 * 10**9)
+    _send(front, first)  # acknowledged at once although the backend is down
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        (f,) = front.healthz()["forwarding"]
+        if f["last_error"]:
+            break
+        time.sleep(0.2)
+    assert f["pending"] == 500 and f["forwarded"] == 0 and "unavailable" in f["last_error"]
+    front.restart()  # SIGTERM, then the same data directory: the backlog is on disk
+    _send(front, second)
+    backend = server_factory(tmp_path / "b", "--otlp-grpc", f"127.0.0.1:{port}")
+    _wait_for(backend, 800, timeout=90)  # the forwarder backs off up to 30 s between attempts
+    time.sleep(1)
+    assert backend.healthz()["spans_written"] == 800  # each span once (a re-send would be de-duplicated)
+    (f,) = front.healthz()["forwarding"]
+    assert f["pending"] == 0 and f["last_error"] is None
+    front.stop()
+    backend.stop()
+    assert _same_rows(tmp_path / "a", tmp_path / "b") == 800
+
+
+def test_forwarding_starts_at_the_end_of_an_existing_store(server_factory, tmp_path):
+    """Turning forwarding on for a store that holds spans forwards what arrives from then on."""
+    backend = server_factory(tmp_path / "b")
+    front = server_factory(tmp_path / "a")
+    rng = random.Random(3)
+    _send(front, _spans(rng, 50, time.time_ns() - 10**9))
+    front.restart("--forward-otlp", backend.http_traces_url)
+    later = _spans(rng, 20, time.time_ns() - 10**9)
+    _send(front, later)
+    _wait_for(backend, 20)
+    time.sleep(1.5)
+    assert backend.healthz()["spans_written"] == 20
+    backend.stop()
+    assert {r["SpanId"] for r in read_spans(tmp_path / "b")} == {s.span_id.hex() for s in later}
+
+
+@pytest.mark.parametrize(
+    "url,needle",
+    [
+        ("tempo:4317", "is not an OTLP URL"),
+        ("ftp://tempo:21", "is not an OTLP URL"),
+        ("grpc://tempo", "needs a port"),
+        ("grpc://tempo:4317/v1/traces", "has no path"),
+        ("http://tempo:99999", "invalid port"),
+    ],
+)
+def test_bad_forward_urls_are_one_line_errors(tmp_path, url, needle):
+    with pytest.raises(ValueError, match=needle):
+        parse_destination(url)
+    r = subprocess.run(
+        [sys.executable, "-m", "planoscope", "serve", "--data-dir", str(tmp_path / "d"), "--forward-otlp", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("planoscope: error: bad value for forward_otlp (from --forward-otlp): ") and needle in line
+
+
+def test_destinations():
+    assert parse_destination("grpc://tempo:4317").target == "tempo:4317"
+    assert parse_destination("grpcs://tempo.example:443").tls
+    assert parse_destination("http://tempo:4318").target == "http://tempo:4318/v1/traces"
+    assert parse_destination("https://otel.example/otlp/v1/traces").target == "https://otel.example/otlp/v1/traces"
+    assert parse_destination("grpc://[::1]:4317").target == "[::1]:4317"

@@ -1,0 +1,232 @@
+"""The writer on a real store and journal: acknowledged once journaled, in DuckDB in batches
+behind it, and on start whatever the journal has beyond DuckDB, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from datetime import datetime
+
+import pytest
+
+from planoscope.demo.loadgen import RequestFactory
+from planoscope.ingest.decode import Decoder
+from planoscope.ingest.dedupe import RecentSpans
+from planoscope.ingest.journal import Journal
+from planoscope.ingest.writer import SpanWriter, WriterUnavailable
+from planoscope.metrics.spanmetrics import SpanMetrics
+from planoscope.store import DuckDBStore
+
+
+@pytest.fixture
+def parts(tmp_path):
+    """A store, span metrics, a journal and ``request()``: a fresh 40-span OTLP request body."""
+    store = DuckDBStore(tmp_path / "d")
+    metrics = SpanMetrics()
+    factory = RequestFactory(40)
+    yield store, metrics, Journal(tmp_path / "d" / "journal"), factory.make
+    store.close()
+
+
+def _sync(test):
+    """Run an async test on its own event loop (the suite has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+def _calls(metrics: SpanMetrics) -> int:
+    return sum(calls for _, calls, _, _ in metrics.snapshot())
+
+
+def _writer(store, metrics, journal, **kw) -> SpanWriter:
+    return SpanWriter(store, metrics, RecentSpans(60, 10_000), journal, Decoder(metrics.dimensions), **kw)
+
+
+async def _write(writer: SpanWriter, body: bytes) -> None:
+    await writer.write(writer.decoder.decode_protobuf(body), body, "protobuf")
+
+
+@_sync
+async def test_a_request_is_acknowledged_once_journaled_and_is_in_duckdb_after_sync(parts):
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal, apply_every=30.0) as writer:
+        await asyncio.wait_for(_write(writer, request()), 2.0)  # would take 30 s if it waited for DuckDB
+        assert writer.backlog_bytes > 0 and store.span_count() == 0
+        assert [fmt for _, fmt, _ in Journal(journal.directory).replay(after=0)] == ["protobuf"]
+        assert await asyncio.wait_for(writer.sync(), 2.0)  # a reader: inserted now, not in 30 s
+        assert store.span_count() == 40 and _calls(metrics) == 40 and writer.backlog_bytes == 0
+        assert store.journal_applied() == writer.journaled > 0
+
+
+@_sync
+async def test_requests_within_apply_every_share_one_duckdb_commit(parts):
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal, apply_every=1.0) as writer:
+        for _ in range(5):
+            await _write(writer, request())
+        await asyncio.sleep(1.5)
+        assert writer.commits == 1 and writer.spans_written == 200
+
+
+@_sync
+async def test_duplicates_are_stored_and_counted_once(parts):
+    store, metrics, journal, request = parts
+    body = request()
+    async with _writer(store, metrics, journal) as writer:
+        await asyncio.gather(_write(writer, body), _write(writer, body))  # a retry racing its original
+        await writer.sync()
+        await _write(writer, body)  # and one after it was stored
+    assert store.span_count() == 40
+    assert _calls(metrics) == 40
+
+
+@_sync
+async def test_a_clean_stop_inserts_everything_and_empties_the_journal(parts):
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal, apply_every=30.0) as writer:
+        for _ in range(3):
+            await _write(writer, request())
+    assert store.span_count() == 120
+    assert not list(journal.directory.glob("*.log"))
+
+
+@_sync
+async def test_the_start_inserts_what_the_journal_has_beyond_duckdb_exactly_once(parts):
+    """A crash after journaling (acknowledged) and before or after the DuckDB insert."""
+    store, metrics, journal, request = parts
+    first, second = request(), request()
+    journal.open()
+    end_first = journal.append([("protobuf", first)])
+    journal.append([("protobuf", second)])
+    # The first request reached DuckDB before the crash, the second did not.
+    store.append_spans(Decoder().decode_protobuf(first).table, datetime(2026, 1, 1), end_first)
+    journal.close()
+    async with _writer(store, metrics, Journal(journal.directory)) as writer:
+        assert store.span_count() == 80  # not 120: the first is not inserted twice
+        assert _calls(metrics) == 40  # the inserted spans are counted (the stored ones on start, by app)
+        assert writer.applied == writer.journaled == store.journal_applied()
+        await _write(writer, request())  # positions continue after the journal's
+    assert store.span_count() == 120
+    async with _writer(store, SpanMetrics(), Journal(journal.directory)):
+        pass
+    assert store.span_count() == 120  # a second start finds nothing to insert
+
+
+@_sync
+async def test_a_failed_journal_write_acknowledges_nothing(parts):
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal) as writer:
+        os.close(journal._fd)  # the write fails (EBADF), as on a dead disk, and cannot be cut off
+        with pytest.raises(WriterUnavailable, match="cannot write the journal"):
+            await _write(writer, request())
+        assert store.span_count() == 0 and _calls(metrics) == 0
+        await _write(writer, request())  # the next goes into a fresh segment
+        await writer.sync()
+        assert store.span_count() == 40
+
+
+@_sync
+async def test_the_server_lets_the_writer_have_the_gil_back_within_a_millisecond(tmp_path):
+    """DuckDB retakes the GIL after every task of a commit; Python's default 5 ms switch interval
+    would let another thread keep it that long each time (see app.GIL_SWITCH_INTERVAL)."""
+    import sys
+
+    from planoscope.app import GIL_SWITCH_INTERVAL, Planoscope
+    from planoscope.settings import Settings
+
+    default = sys.getswitchinterval()
+    try:
+        settings = Settings(
+            data_dir=tmp_path / "d",
+            listen="127.0.0.1:0",
+            otlp_grpc="127.0.0.1:0",
+            otlp_http="127.0.0.1:0",
+            scrape=[],
+            retention=0,
+        )
+        async with Planoscope(settings):
+            assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL == 0.001
+    finally:
+        sys.setswitchinterval(default)
+
+
+class _FailingInserts:
+    """Fault injection (a full disk cannot be had on demand here): the store's span inserts fail
+    while ``failing`` is set; everything else is the real store."""
+
+    def __init__(self, store: DuckDBStore):
+        self.failing = True
+        self._append = store.append_spans
+        store.append_spans = self
+
+    def __call__(self, *args):
+        if self.failing:
+            raise OSError("No space left on device")
+        return self._append(*args)
+
+
+@_sync
+async def test_an_insert_that_fails_is_retried_and_nothing_acknowledged_is_lost(parts, caplog):
+    store, metrics, journal, request = parts
+    inserts = _FailingInserts(store)
+    async with _writer(store, metrics, journal) as writer:
+        await asyncio.wait_for(_write(writer, request()), 2.0)  # acknowledged: it is in the journal
+        assert not await writer.sync(timeout=1.0)  # not in DuckDB while inserts fail
+        assert "stay in the journal" in caplog.text and store.span_count() == 0
+        inserts.failing = False
+        assert await writer.sync(timeout=5.0)  # the retry (0.5 s, then 1 s, ...) got it in
+        assert store.span_count() == 40 and _calls(metrics) == 40 and writer.backlog_bytes == 0
+
+
+@_sync
+async def test_what_cannot_be_inserted_by_the_stop_is_inserted_by_the_next_start(parts):
+    store, metrics, journal, request = parts
+    inserts = _FailingInserts(store)
+    async with _writer(store, metrics, journal) as writer:
+        await _write(writer, request())
+        await _write(writer, request())
+    assert store.span_count() == 0 and list(journal.directory.glob("*.log"))
+    inserts.failing = False
+    async with _writer(store, metrics, Journal(journal.directory)):
+        assert store.span_count() == 80
+
+
+@_sync
+async def test_a_job_runs_at_once_while_spans_wait_for_their_insert(parts):
+    """Retention deletes in many small jobs: each must not wait for the spans' insert."""
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal, apply_every=30.0) as writer:
+        await _write(writer, request())
+        assert await asyncio.wait_for(writer.call(store.span_count), 2.0) == 0  # would take 30 s
+        assert writer.backlog_bytes > 0
+    assert store.span_count() == 40
+
+
+@_sync
+async def test_a_start_that_cannot_insert_the_journal_fails_with_a_message_and_keeps_it(parts):
+    store, metrics, journal, request = parts
+    journal.open()
+    journal.append([("protobuf", request())])
+    journal.close()
+    _FailingInserts(store)
+    with pytest.raises(WriterUnavailable, match="No space left on device.*stay in .*journal"):
+        async with _writer(store, metrics, Journal(journal.directory)):
+            pass
+    assert [fmt for _, fmt, _ in Journal(journal.directory).replay(after=0)] == ["protobuf"]
+
+
+@_sync
+async def test_applied_segments_are_deleted_while_new_ones_are_written(parts):
+    store, metrics, journal, request = parts
+    journal = Journal(journal.directory, segment_bytes=1)  # a segment per append
+    async with _writer(store, metrics, journal) as writer:
+        for _ in range(5):
+            await _write(writer, request())
+            assert await writer.sync()
+            assert len(list(journal.directory.glob("*.log"))) <= 2  # the open one and the one before
+    assert store.span_count() == 200 and not list(journal.directory.glob("*.log"))

@@ -1,0 +1,378 @@
+"""``/metrics``: the spanmetrics connector's ``calls_total`` and ``duration_milliseconds``
+histogram, checked exactly against a known set of spans sent by the OpenTelemetry SDK.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+from conftest import grpc_export, now_base_ns, pb_request, pb_span, sdk_export
+
+MS = 1_000_000
+DEFAULT_BOUNDS = ["5", "10", "25", "50", "100", "250", "500", "1000", "2500", "5000", "10000"]
+
+LLM = {"service.name": "plano(llm)"}
+AGENT = {"service.name": "plano(agent)"}
+ORCH = {"service.name": "plano(orchestrator)"}
+FILTER = {"service.name": "plano(filter)", "agent_id": "res-agent"}
+
+
+def cumulative(durations_ns: list[int], bounds: list[str]) -> dict[str, int]:
+    """Expected cumulative bucket counts, computed exactly (no floating point)."""
+    out = {le: sum(1 for d in durations_ns if Fraction(d, MS) <= Fraction(le)) for le in bounds}
+    out["+Inf"] = len(durations_ns)
+    return out
+
+
+def spans_for(base: int) -> tuple[list[dict], list[tuple[dict, list[int]]]]:
+    """(spans to send, expected [(labels, durations)] per series) for the default settings."""
+    gpt_ok = {"llm.model": "gpt-4o", "http.method": "POST", "http.status_code": 200}
+    gpt_ok_durations = [5 * MS, 5 * MS + 1, 10_000 * MS, 10_001 * MS]
+    spans = [
+        {
+            "resource": LLM,
+            "name": "POST /v1/chat/completions gpt-4o",
+            "kind": SpanKind.CLIENT,
+            "start": base,
+            "end": base + d,
+            "attrs": gpt_ok,
+            "status": (StatusCode.OK, None),
+        }
+        for d in gpt_ok_durations
+    ] + [
+        {
+            "resource": LLM,
+            "name": "POST /v1/chat/completions gpt-4o",
+            "kind": SpanKind.CLIENT,
+            "start": base,
+            "end": base + 120 * MS,
+            "status": (StatusCode.ERROR, "429"),
+            "attrs": {"llm.model": "gpt-4o", "http.method": "POST", "http.status_code": 429},
+        },
+        {
+            "resource": LLM,
+            "name": "POST /v1/chat/completions claude-3-5-sonnet",
+            "kind": SpanKind.CLIENT,
+            "start": base,
+            "end": base,
+            "attrs": {"llm.model": "claude-3-5-sonnet", "llm.provider": "anthropic"},
+        },
+        {
+            "resource": AGENT,
+            "name": "flights /v1/chat/completions",
+            "kind": SpanKind.INTERNAL,
+            "start": base,
+            "end": base + 42 * MS,
+            "attrs": {"agent_id": "flights", "message_count": 3},
+        },
+        {
+            "resource": AGENT,
+            "name": "flights /v1/chat/completions",
+            "kind": SpanKind.INTERNAL,
+            "start": base + MS,
+            "end": base + 59 * MS,
+            "attrs": {"agent_id": "flights", "message_count": 5},
+        },
+        {
+            "resource": ORCH,
+            "name": "POST /v1/chat/completions",
+            "kind": SpanKind.SERVER,
+            "start": base,
+            "end": base + 250 * MS,
+            "status": (StatusCode.OK, None),
+            "attrs": {
+                "selection.listener": "travel",
+                "http.method": "POST",
+                "http.status_code": 200,
+                "selection.agents": "flights,hotels",
+            },
+        },
+        {"resource": FILTER, "name": "input_guard", "kind": SpanKind.PRODUCER, "start": base, "end": base + MS},
+        {
+            "resource": FILTER,
+            "name": "input_guard",
+            "kind": SpanKind.PRODUCER,
+            "start": base,
+            "end": base + MS,
+            "attrs": {"agent_id": "span-agent"},
+        },
+    ]
+    llm = {"service_name": "plano(llm)", "span_kind": "SPAN_KIND_CLIENT"}
+    series = [
+        (
+            {
+                **llm,
+                "span_name": "POST /v1/chat/completions gpt-4o",
+                "status_code": "STATUS_CODE_OK",
+                "llm_model": "gpt-4o",
+                "http_method": "POST",
+                "http_status_code": "200",
+            },
+            gpt_ok_durations,
+        ),
+        (
+            {
+                **llm,
+                "span_name": "POST /v1/chat/completions gpt-4o",
+                "status_code": "STATUS_CODE_ERROR",
+                "llm_model": "gpt-4o",
+                "http_method": "POST",
+                "http_status_code": "429",
+            },
+            [120 * MS],
+        ),
+        (
+            {
+                **llm,
+                "span_name": "POST /v1/chat/completions claude-3-5-sonnet",
+                "status_code": "STATUS_CODE_UNSET",
+                "llm_model": "claude-3-5-sonnet",
+            },
+            [0],
+        ),
+        (
+            {
+                "service_name": "plano(agent)",
+                "span_name": "flights /v1/chat/completions",
+                "span_kind": "SPAN_KIND_INTERNAL",
+                "status_code": "STATUS_CODE_UNSET",
+                "agent_id": "flights",
+            },
+            [42 * MS, 58 * MS],
+        ),
+        (
+            {
+                "service_name": "plano(orchestrator)",
+                "span_name": "POST /v1/chat/completions",
+                "span_kind": "SPAN_KIND_SERVER",
+                "status_code": "STATUS_CODE_OK",
+                "selection_listener": "travel",
+                "http_method": "POST",
+                "http_status_code": "200",
+            },
+            [250 * MS],
+        ),
+        # A dimension missing from the span is looked up in its resource...
+        (
+            {
+                "service_name": "plano(filter)",
+                "span_name": "input_guard",
+                "span_kind": "SPAN_KIND_PRODUCER",
+                "status_code": "STATUS_CODE_UNSET",
+                "agent_id": "res-agent",
+            },
+            [MS],
+        ),
+        # ... and the span's own value wins over the resource's.
+        (
+            {
+                "service_name": "plano(filter)",
+                "span_name": "input_guard",
+                "span_kind": "SPAN_KIND_PRODUCER",
+                "status_code": "STATUS_CODE_UNSET",
+                "agent_id": "span-agent",
+            },
+            [MS],
+        ),
+    ]
+    return spans, series
+
+
+# Kinds the SDK cannot make (UNSPECIFIED) go as hand-made protobuf.
+def raw_request(base: int):
+    spans = [
+        pb_span("11" * 16, "21" * 8, "bare", base, base + 2 * MS, kind=PbSpan.SPAN_KIND_UNSPECIFIED),
+        pb_span(
+            "11" * 16,
+            "22" * 8,
+            "consume",
+            base,
+            base + 3 * MS,
+            kind=PbSpan.SPAN_KIND_CONSUMER,
+            attrs={"http.status_code": 204},
+        ),
+    ]
+    series = [
+        (
+            {
+                "service_name": "plano",
+                "span_name": "bare",
+                "span_kind": "SPAN_KIND_UNSPECIFIED",
+                "status_code": "STATUS_CODE_UNSET",
+            },
+            [2 * MS],
+        ),
+        (
+            {
+                "service_name": "plano",
+                "span_name": "consume",
+                "span_kind": "SPAN_KIND_CONSUMER",
+                "status_code": "STATUS_CODE_UNSET",
+                "http_status_code": "204",
+            },
+            [3 * MS],
+        ),
+    ]
+    return pb_request(({"service.name": "plano"}, spans)), series
+
+
+def check_series(metrics, series, bounds, prefix=""):
+    calls, hist = prefix + "calls_total", prefix + "duration_milliseconds"
+    assert sorted(map(sorted_items, metrics.series(calls))) == sorted(sorted_items(lb) for lb, _ in series)
+    for labels, durations in series:
+        assert metrics.value(calls, labels) == len(durations), labels
+        assert metrics.buckets(hist, labels) == cumulative(durations, bounds), labels
+        assert metrics.value(hist + "_count", labels) == len(durations), labels
+        assert metrics.value(hist + "_sum", labels) == pytest.approx(sum(durations) / MS, rel=1e-12, abs=1e-9)
+
+
+def sorted_items(d):
+    return tuple(sorted(d.items()))
+
+
+@pytest.fixture(scope="module")
+def default_metrics(module_server_factory, tmp_path_factory):
+    srv = module_server_factory(tmp_path_factory.mktemp("spanmetrics") / "data")
+    empty = srv.metrics()
+    base = now_base_ns()
+    spans, series = spans_for(base)
+    sdk_export(srv, spans)
+    req, raw_series = raw_request(base)
+    grpc_export(srv.grpc_target, req)
+    return {"empty": empty, "metrics": srv.metrics(), "series": series + raw_series}
+
+
+def test_no_series_before_any_span(default_metrics):
+    # (planoscope's own planoscope_* metrics are there from the start)
+    assert [s for s in default_metrics["empty"].samples if not s[0].startswith("planoscope_")] == []
+
+
+def test_metric_types(default_metrics):
+    types = default_metrics["metrics"].family_types()
+    assert {k: v for k, v in types.items() if not k.startswith("planoscope_")} == {
+        "calls": "counter",
+        "duration_milliseconds": "histogram",
+    }
+
+
+def test_calls_and_histograms_per_label_set(default_metrics):
+    check_series(default_metrics["metrics"], default_metrics["series"], DEFAULT_BOUNDS)
+
+
+def test_bucket_boundaries_are_inclusive_upper_bounds(default_metrics):
+    m = default_metrics["metrics"]
+    labels = default_metrics["series"][0][0]
+    b = m.buckets("duration_milliseconds", labels)
+    # 5 ms exactly is in le="5"; 5 ms + 1 ns is not, but is in le="10".
+    assert (b["5"], b["10"]) == (1, 2)
+    # 10000 ms exactly is in le="10000"; 10001 ms only in +Inf.
+    assert (b["5000"], b["10000"], b["+Inf"]) == (2, 3, 4)
+    assert list(b) == DEFAULT_BOUNDS + ["+Inf"]
+    assert m.value("duration_milliseconds_sum", labels) == pytest.approx(20011.000001, rel=1e-12)
+    assert m.value("duration_milliseconds_count", labels) == 4
+
+
+def test_a_missing_dimension_is_an_absent_label(default_metrics):
+    for labels in default_metrics["metrics"].series("calls_total"):
+        assert "" not in labels.values(), labels
+    agent = default_metrics["series"][3][0]
+    assert default_metrics["metrics"].value("calls_total", agent) == 2
+    assert "llm_model" not in agent and "http_method" not in agent
+
+
+def test_every_label_name(default_metrics):
+    names = set()
+    for labels in default_metrics["metrics"].series("calls_total"):
+        names |= set(labels)
+    assert names == {
+        "service_name",
+        "span_name",
+        "span_kind",
+        "status_code",
+        "llm_model",
+        "agent_id",
+        "selection_listener",
+        "http_method",
+        "http_status_code",
+    }
+
+
+def test_metrics_namespace_renames_the_metrics(server_factory, tmp_path):
+    srv = server_factory(tmp_path / "data", "--metrics-namespace", "traces_span_metrics")
+    base = now_base_ns()
+    spans, series = spans_for(base)
+    sdk_export(srv, spans, protocol="http")
+    m = srv.metrics()
+    assert {k: v for k, v in m.family_types().items() if not k.startswith("planoscope_")} == {
+        "traces_span_metrics_calls": "counter",
+        "traces_span_metrics_duration_milliseconds": "histogram",
+    }
+    assert {name for name, _, _ in m.samples if not name.startswith("planoscope_")} == {
+        "traces_span_metrics_calls_total",
+        "traces_span_metrics_duration_milliseconds_bucket",
+        "traces_span_metrics_duration_milliseconds_sum",
+        "traces_span_metrics_duration_milliseconds_count",
+    }
+    check_series(m, series, DEFAULT_BOUNDS, prefix="traces_span_metrics_")
+
+
+def test_dimensions_and_buckets_are_configurable(server_factory, tmp_path):
+    srv = server_factory(
+        tmp_path / "data",
+        "--metrics-dimensions",
+        "llm.model,llm.is_streaming,deployment.environment,plano.route.name",
+        "--metrics-buckets-ms",
+        "1,2.5,100",
+    )
+    base = now_base_ns()
+    res = {"service.name": "plano(llm)", "deployment.environment": "prod"}
+    attrs = {"llm.model": "gpt-4o", "llm.is_streaming": True, "http.method": "POST", "agent_id": "a"}
+    durations = [2_500_000, MS + 1, MS // 2, 150 * MS, MS]
+    spans = [
+        {"resource": res, "name": "chat", "kind": SpanKind.CLIENT, "start": base, "end": base + d, "attrs": attrs}
+        for d in durations
+    ]
+    spans.append(
+        {
+            "resource": res,
+            "name": "route",
+            "kind": SpanKind.INTERNAL,
+            "start": base,
+            "end": base + 100 * MS,
+            "attrs": {"plano.route.name": "code"},
+        }
+    )
+    sdk_export(srv, spans)
+    series = [
+        (
+            {
+                "service_name": "plano(llm)",
+                "span_name": "chat",
+                "span_kind": "SPAN_KIND_CLIENT",
+                "status_code": "STATUS_CODE_UNSET",
+                "llm_model": "gpt-4o",
+                "llm_is_streaming": "true",
+                "deployment_environment": "prod",
+            },
+            durations,
+        ),
+        (
+            {
+                "service_name": "plano(llm)",
+                "span_name": "route",
+                "span_kind": "SPAN_KIND_INTERNAL",
+                "status_code": "STATUS_CODE_UNSET",
+                "deployment_environment": "prod",
+                "plano_route_name": "code",
+            },
+            [100 * MS],
+        ),
+    ]
+    m = srv.metrics()
+    check_series(m, series, ["1", "2.5", "100"])
+    b = m.buckets("duration_milliseconds", series[0][0])
+    assert b == {"1": 2, "2.5": 4, "100": 4, "+Inf": 5}

@@ -1,0 +1,122 @@
+"""The DuckDB store's own policies, on a real database file."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import duckdb
+import pytest
+
+from planoscope.store import DuckDBStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A store whose reads run on 2 of DuckDB's threads, as on a 2-core machine, whatever this one has."""
+    s = DuckDBStore(tmp_path / "d")
+    s.read_threads = 2
+    yield s
+    s.close()
+
+
+def _threads(store: DuckDBStore) -> int:
+    """DuckDB's thread count as the writer sees it (read on the write connection, not through
+    ``query``, which would raise it)."""
+    return int(store._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+
+
+def _batch(n: int = 20):
+    from planoscope.demo.loadgen import RequestFactory
+    from planoscope.ingest.decode import Decoder
+
+    return Decoder().decode_protobuf(RequestFactory(n).make()).table
+
+
+def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(store):
+    store.append_spans(_batch(), datetime(2025, 12, 31))
+    assert _threads(store) == 1  # only the writer uses the database: inserts run single-threaded
+    assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2  # a read gets them all
+    # They stay raised for the reads that follow (lowering joins a worker thread: up to ~20 ms)...
+    assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2
+    assert _threads(store) == 2
+    # ...until the next insert, which runs on one again.
+    store.append_spans(_batch(), datetime(2026, 1, 1))
+    assert _threads(store) == 1
+    assert store.span_count() == 40
+
+
+def test_work_on_start_gets_all_of_duckdbs_threads_until_the_first_insert(tmp_path):
+    """Opening the store leaves DuckDB its threads: a migration or the span-metric replay reads."""
+    store = DuckDBStore(tmp_path / "d")
+    try:
+        assert _threads(store) == store.read_threads
+        store.append_spans(_batch(), datetime(2026, 1, 1))
+        assert _threads(store) == 1
+    finally:
+        store.close()
+
+
+def test_an_insert_during_a_read_runs_on_one_thread_and_the_next_read_gets_them_all(store):
+    inside, release, seen = threading.Event(), threading.Event(), []
+    real = store._cursor
+
+    def slow_read():
+        # A read in flight: counted, threads raised, its query not yet finished.
+        cursor = real()
+
+        class Slow:
+            def execute(self, sql, params=None):
+                if sql.startswith("SET"):
+                    return cursor.execute(sql, params)
+                inside.set()
+                release.wait(10)
+                seen.append(int(cursor.execute("SELECT current_setting('threads')").fetchall()[0][0]))
+                return cursor.execute(sql, params)
+
+        store._local.cur = Slow()
+        store.query("SELECT 1")
+
+    t = threading.Thread(target=slow_read)
+    t.start()
+    assert inside.wait(10)
+    store.append_spans(_batch(), datetime(2026, 1, 1))  # the writer inserts meanwhile
+    assert _threads(store) == 1  # lowered under the read: two threads cost the insert 50% more
+    release.set()
+    t.join(10)
+    assert seen == [1]  # the read finished on one
+    assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2
+
+
+def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
+    """A store written before TraceKey existed has it after IngestedAt: appends go by name."""
+    from planoscope.demo.loadgen import template_request
+    from planoscope.ingest.decode import Decoder
+    from planoscope.store.duckdb import DB_FILE
+    from planoscope.store.schema import duckdb_ddl, trace_key
+
+    data = tmp_path / "old"
+    data.mkdir()
+    con = duckdb.connect(str(data / DB_FILE))
+    con.execute("\n".join(line for line in duckdb_ddl().splitlines() if "TraceKey" not in line))
+    con.close()
+    store = DuckDBStore(data)
+    try:
+        assert store._span_columns[-2:] == ["IngestedAt", "TraceKey"]
+        batch = Decoder().decode_protobuf(template_request(20).SerializeToString()).table
+        stamp = datetime(2026, 1, 2, 3, 4, 5, 678901)
+        store.append_spans(batch, stamp)
+        rows = store.query('SELECT TraceId, SpanId, "TraceKey", IngestedAt, Duration FROM otel_traces ORDER BY SpanId')
+        expected = sorted(
+            zip(
+                batch.column("TraceId").to_pylist(),
+                batch.column("SpanId").to_pylist(),
+                batch.column("Duration").to_pylist(),
+            ),
+            key=lambda r: r[1],
+        )
+        assert [(r[0], r[1], r[4]) for r in rows] == expected
+        assert all(r[2] == trace_key(r[0]) for r in rows)
+        assert {r[3] for r in rows} == {stamp}
+    finally:
+        store.close()
