@@ -10,7 +10,7 @@ PROMETHEUS := /usr/bin/prometheus
 COMPOSE    := /usr/bin/docker-compose
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: run test lint setup bench clean
+.PHONY: run test lint setup bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
+
+# The README's pictures, docs/img/*.png, taken from the demo by Debian's Chromium (about a minute).
+screenshots: $(STAMP) $(CHROMIUM)
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info test-output
