@@ -6,7 +6,7 @@ span filter given (service, span name, model, agent, status, duration, attribute
 in the searched range. Each result summarises the whole trace from its spans that started within
 ``TRACE_MARGIN_S`` of its earliest matching span.
 
-A trace is looked up by its ``TraceKey`` (the id's first 8 bytes as an integer, see
+A trace is looked up by its ``TraceKey`` (the id's last 8 bytes as an integer, see
 ``schema.LOOKUP_COLUMNS``), then its full id.
 """
 
