@@ -288,21 +288,23 @@ class Evaluator:
         """The selector at each step, and the timestamps of the samples it took (for timestamp())."""
         refs = self.at_times(e.at, e.offset, times)
         found = self.select(e.matchers, refs.min() - self.lookback_ms, refs.max())
-        n, steps = len(found), len(times)
-        values = np.zeros((n, steps))
-        present = np.zeros((n, steps), bool)
-        sample_ts = np.zeros((n, steps), np.int64)
-        for i, (_, ts, vs) in enumerate(found):
-            idx = np.searchsorted(ts, refs, "right") - 1
-            ok = idx >= 0
-            idx = np.maximum(idx, 0)
-            t = ts[idx]
-            ok &= t >= refs - self.lookback_ms
-            ok &= ~is_stale(vs[idx])
-            values[i] = vs[idx]
-            present[i] = ok
-            sample_ts[i] = t
-        return Steps([ls for ls, _, _ in found], values, present), sample_ts
+        labels = [ls for ls, _, _ in found]
+        if not found:
+            empty = Steps.empty(len(times))
+            return empty, np.zeros(empty.values.shape, np.int64)
+        starts = np.zeros(len(found) + 1, np.int64)
+        np.cumsum([len(ts) for _, ts, _ in found], out=starts[1:])
+        ts = np.concatenate([ts for _, ts, _ in found])
+        vs = np.concatenate([vs for _, _, vs in found])
+        # The last sample at or before each step, if it is within the lookback and not a marker.
+        idx = search(ts, starts, refs, "right") - 1
+        present = idx >= starts[:-1, None]
+        idx = np.maximum(idx, 0)
+        sample_ts = ts[idx]
+        present &= sample_ts >= (refs - self.lookback_ms)[None, :]
+        values = vs[idx]
+        present &= ~is_stale(values)
+        return Steps(labels, values, present), sample_ts
 
     def range_vector(self, e: MatrixSelector, times: np.ndarray) -> Windows:
         refs = self.at_times(e.selector.at, e.selector.offset, times)
@@ -345,12 +347,18 @@ def windows(labels, ts_parts, val_parts, refs: np.ndarray, range_ms: int) -> Win
     ts = np.concatenate(ts_parts) if n else np.empty(0, np.int64)
     vs = np.concatenate(val_parts) if n else np.empty(0)
     first = refs - range_ms
-    lo = np.empty((n, len(refs)), np.int64)
-    hi = np.empty((n, len(refs)), np.int64)
-    for i in range(n):
-        lo[i] = np.searchsorted(ts_parts[i], first, "left") + starts[i]
-        hi[i] = np.searchsorted(ts_parts[i], refs, "right") + starts[i]
+    lo = search(ts, starts, first, "left")
+    hi = search(ts, starts, refs, "right")
     return Windows(labels, ts, vs, starts, lo, hi, first, refs.copy(), range_ms)
+
+
+def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str) -> np.ndarray:
+    """``np.searchsorted`` of ``at`` (T,) in each series' part of ``ts``, as flat indices (n, T).
+    (One call per series: faster than one call over all series shifted into bands, measured.)"""
+    out = np.empty((len(starts) - 1, len(at)), np.int64)
+    for i in range(len(starts) - 1):
+        out[i] = np.searchsorted(ts[starts[i] : starts[i + 1]], at, side) + starts[i]
+    return out
 
 
 def _repeat(value, steps: int):

@@ -433,7 +433,40 @@ class Lockstep:
         return out.reshape(self.shape)
 
 
+_EPS = np.finfo(np.float64).eps
+
+
+def _window_sums(w: Windows) -> tuple[np.ndarray, np.ndarray]:
+    """Plain sums of each window (``reduceat``), and which of them may be off by more than 1e-12
+    relative (cancellation, overflow, non-finite values): those Prometheus's Kahan sum must redo."""
+    lo, hi = w.lo.ravel(), w.hi.ravel()
+    if len(lo) == 0 or len(w.values) == 0:
+        return np.zeros(w.lo.shape), np.zeros(w.lo.shape, bool)
+    bounds = np.empty(2 * len(lo), np.int64)
+    bounds[0::2], bounds[1::2] = lo, hi
+    padded = np.append(w.values, 0.0)
+    total = np.add.reduceat(padded, bounds)[0::2]
+    magnitude = np.add.reduceat(np.abs(padded), bounds)[0::2]
+    n = hi - lo
+    exact = np.isfinite(magnitude) & (n * _EPS * magnitude <= 1e-12 * np.abs(total))
+    exact |= n <= 1
+    return total.reshape(w.lo.shape), ~exact.reshape(w.lo.shape)
+
+
+def _redo(w: Windows, redo: np.ndarray) -> Windows:
+    """The windows to compute the slow, exact way (the others left empty)."""
+    return Windows(w.labels, w.ts, w.values, w.starts, w.lo, np.where(redo, w.hi, w.lo), w.first, w.last, w.range)
+
+
 def _sum_over_time(w: Windows, scalars, times):
+    total, redo = _window_sums(w)
+    if redo.any():
+        exact, _ = _kahan_sum_over_time(_redo(w, redo))
+        total = np.where(redo, exact, total)
+    return total, np.ones(w.lo.shape, bool)
+
+
+def _kahan_sum_over_time(w: Windows):
     walk = Lockstep(w.lo, w.hi)
     total, c = walk.zeros(), walk.zeros()
     for _, m, pos in walk:
@@ -443,6 +476,16 @@ def _sum_over_time(w: Windows, scalars, times):
 
 
 def _avg_over_time(w: Windows, scalars, times):
+    total, redo = _window_sums(w)
+    mean = total / np.maximum(w.hi - w.lo, 1)
+    if redo.any():
+        exact, _ = _incremental_mean(_redo(w, redo))
+        mean = np.where(redo, exact, mean)
+    return mean, np.ones(w.lo.shape, bool)
+
+
+def _incremental_mean(w: Windows):
+    """Prometheus's avg_over_time: a running mean (Kahan-summed), which cannot overflow."""
     walk = Lockstep(w.lo, w.hi)
     mean, c = walk.zeros(), walk.zeros()
     for k, m, pos in walk:
