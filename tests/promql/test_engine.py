@@ -47,6 +47,16 @@ def test_too_many_samples_fails_with_prometheus_message():
     assert Engine(limits=Limits(max_samples=100_000)).range_query(store, "rate(requests_total[5m])", 0, 60 * MIN, MIN)
 
 
+def test_a_dense_working_array_beyond_the_limit_is_refused_before_it_is_allocated():
+    store = MemoryStorage()
+    store.add({"__name__": "up"}, [0], [1])
+    engine = Engine(limits=Limits(max_samples=100_000))
+    # A 1 s subquery over 2 days: 172,801 inner steps for one series.
+    with pytest.raises(LimitExceeded, match="too many samples"):
+        engine.instant_query(store, "count_over_time(up[2d:1s])", 2 * 86400_000)
+    assert engine.instant_query(store, "count_over_time(up[1d:1s])", 86400_000).samples[0].v == 301
+
+
 def test_too_many_series_fails():
     engine = Engine(limits=Limits(max_series=2))
     with pytest.raises(LimitExceeded, match="too many series"):

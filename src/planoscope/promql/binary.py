@@ -48,7 +48,7 @@ def evaluate(ev: Evaluator, e: Binary, times: np.ndarray):
         return _vector_scalar(e, rhs, lhs, swap=True)
     if e.op in SET_OPS:
         return _set_op(e, lhs, rhs)
-    return _vector_vector(e, lhs, rhs)
+    return _vector_vector(e, lhs, rhs, ev.reserve)
 
 
 def _vector_scalar(e: Binary, vec: Steps, scalar: np.ndarray, *, swap: bool) -> Steps:
@@ -126,7 +126,7 @@ def _result_labels(e: Binary, many: Labels, one: Labels) -> Labels:
     return tuple(sorted(out.items()))
 
 
-def _vector_vector(e: Binary, lhs: Steps, rhs: Steps) -> Steps:
+def _vector_vector(e: Binary, lhs: Steps, rhs: Steps, reserve) -> Steps:
     steps = lhs.present.shape[1]
     swapped = e.card == "one-to-many"
     many, one = (rhs, lhs) if swapped else (lhs, rhs)
@@ -150,6 +150,7 @@ def _vector_vector(e: Binary, lhs: Steps, rhs: Steps) -> Steps:
                 )
 
     pairs = [(i, j) for i, s in enumerate(msig) for j in osig.get(s, ())]
+    reserve(len(pairs), steps)
     if not pairs:
         return Steps.empty(steps)
     mi = np.array([p[0] for p in pairs])

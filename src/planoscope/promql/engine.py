@@ -68,7 +68,9 @@ TOO_MANY_SERIES = "query processing would load too many series into memory in qu
 @dataclass(frozen=True)
 class Limits:
     """What one query may use. ``max_samples`` counts samples and points held at once, as
-    Prometheus's ``--query.max-samples`` (default 50,000,000); ``max_series`` the series selected."""
+    Prometheus's ``--query.max-samples`` (default 50,000,000), and also bounds every series x steps
+    working array (stricter than Prometheus where a series is absent at most steps: the arrays
+    are dense). ``max_series``: the series selected from the store, all selectors together."""
 
     max_samples: int = 50_000_000
     max_series: int = 500_000
@@ -200,6 +202,12 @@ class Evaluator:
         if self.samples > self.limits.max_samples:
             raise LimitExceeded(TOO_MANY_SAMPLES)
 
+    def reserve(self, rows: int, steps: int) -> None:
+        """Refuses a (rows x steps) working array larger than the sample limit before allocating it:
+        the limit is what keeps a query from exhausting memory, so it must hold for dense arrays too."""
+        if rows * steps > self.limits.max_samples:
+            raise LimitExceeded(TOO_MANY_SAMPLES)
+
     def _size(self, value) -> int:
         if isinstance(value, Steps):
             return value.points()
@@ -217,7 +225,9 @@ class Evaluator:
             raise Timeout("query timed out in expression evaluation")
         before = self.samples
         if len(times) > 1 and self.is_invariant(e):
-            out = _repeat(self._eval(e, times[:1]), len(times))
+            once = self._eval(e, times[:1])
+            self.reserve(len(once) if isinstance(once, Steps | Windows) else 1, len(times))
+            out = _repeat(once, len(times))
         else:
             out = self._eval(e, times)
         self.samples = before
@@ -289,6 +299,7 @@ class Evaluator:
         refs = self.at_times(e.at, e.offset, times)
         found = self.select(e.matchers, refs.min() - self.lookback_ms, refs.max())
         labels = [ls for ls, _, _ in found]
+        self.reserve(len(found), len(times))
         if not found:
             empty = Steps.empty(len(times))
             return empty, np.zeros(empty.values.shape, np.int64)
@@ -315,6 +326,7 @@ class Evaluator:
             labels.append(ls)
             ts_parts.append(ts[keep])
             val_parts.append(vs[keep])
+        self.reserve(len(labels), len(refs))
         return windows(labels, ts_parts, val_parts, refs, e.range)
 
     def subquery(self, e: Subquery, times: np.ndarray) -> Windows:
@@ -335,6 +347,7 @@ class Evaluator:
                 labels.append(ls)
                 ts_parts.append(inner[p])
                 val_parts.append(val.values[i][p])
+        self.reserve(len(labels), len(refs))
         return windows(labels, ts_parts, val_parts, refs, e.range)
 
 
