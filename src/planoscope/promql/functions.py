@@ -728,26 +728,55 @@ def _holt_winters(w: Windows, scalars, times):
     return walk.result(s1), w.hi - w.lo >= 2
 
 
-def _per_window(fn: Callable[[np.ndarray, np.ndarray], float]) -> Callable:
-    """A function of each window's values (and the step's scalar arguments), one window at a time."""
+def _sorted_rows(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each row's first ``counts`` values sorted, NaNs first (as Prometheus sorts), padding last."""
+    width = values.shape[1]
+    pad = np.arange(width)[None, :] >= counts[:, None]
+    key = np.where(pad, 2, np.where(np.isnan(values), 0, 1))
+    order = np.lexsort((values, key), axis=1)
+    return np.take_along_axis(values, order, axis=1)
+
+
+def _row_quantiles(phi: np.ndarray, ordered: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Prometheus's ``quantile`` of each row's sorted values (phi one per row)."""
+    rank = phi * (counts - 1)
+    lower = np.maximum(0, np.floor(rank)).astype(np.int64)
+    upper = np.minimum(counts - 1, lower + 1)
+    weight = rank - np.floor(rank)
+    rows = np.arange(len(counts))
+    lower, upper = np.clip(lower, 0, ordered.shape[1] - 1), np.clip(upper, 0, ordered.shape[1] - 1)
+    out = ordered[rows, lower] * (1 - weight) + ordered[rows, upper] * weight
+    return np.where(np.isnan(phi), np.nan, np.where(phi < 0, -np.inf, np.where(phi > 1, np.inf, out)))
+
+
+def _by_sorted_windows(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Callable:
+    """A function of each window's sorted values: windows are padded into rows, a chunk at a time,
+    so that sorting and ranking are numpy work. ``fn(phi, ordered, counts)`` gets one row a window."""
 
     def run(w: Windows, scalars, times):
-        out = np.zeros(w.lo.shape)
-        for i, t in zip(*np.nonzero(w.hi > w.lo)):
-            out[i, t] = fn(w.values[w.lo[i, t] : w.hi[i, t]], *(s[t] for s in scalars))
-        return out, np.ones(w.lo.shape, bool)
+        shape = w.lo.shape
+        lo, counts = w.lo.ravel(), (w.hi - w.lo).ravel()
+        phi = np.broadcast_to(scalars[0][None, :], shape).ravel() if scalars else np.zeros(len(lo))
+        out = np.zeros(len(lo))
+        alive = np.flatnonzero(counts > 0)
+        if len(alive) == 0:
+            return out.reshape(shape), np.ones(shape, bool)
+        width = int(counts[alive].max())
+        chunk = max(1, 4_000_000 // width)
+        for start in range(0, len(alive), chunk):
+            rows = alive[start : start + chunk]
+            idx = np.minimum(lo[rows, None] + np.arange(width)[None, :], len(w.values) - 1)
+            ordered = _sorted_rows(w.values[idx], counts[rows])
+            out[rows] = fn(phi[rows], ordered, counts[rows])
+        return out.reshape(shape), np.ones(shape, bool)
 
     return run
 
 
-def _mad(values: np.ndarray) -> float:
-    median = q.quantile(0.5, values)
-    return q.quantile(0.5, np.abs(values - median))
-
-
-def _quantile_over_time(ev: Evaluator, call: Call, times: np.ndarray) -> Steps:
-    # quantile_over_time(φ, range): the range vector is the second argument.
-    return over_range(_per_window(lambda values, phi: q.quantile(phi, values)))(ev, call, times)
+def _mad_rows(phi: np.ndarray, ordered: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    half = np.full(len(counts), 0.5)
+    median = _row_quantiles(half, ordered, counts)
+    return _row_quantiles(half, _sorted_rows(np.abs(ordered - median[:, None]), counts), counts)
 
 
 def _absent_over_time(ev: Evaluator, call: Call, times: np.ndarray) -> Steps:
@@ -831,8 +860,8 @@ FUNCTIONS: dict[str, Impl] = {
     "present_over_time": over_range(_present_over_time),
     "stddev_over_time": over_range(_stddev_over_time),
     "stdvar_over_time": over_range(_stdvar_over_time),
-    "quantile_over_time": _quantile_over_time,
-    "mad_over_time": over_range(_per_window(_mad)),
+    "quantile_over_time": over_range(_by_sorted_windows(_row_quantiles)),
+    "mad_over_time": over_range(_by_sorted_windows(_mad_rows)),
     **{
         name: _native_histograms(name)
         for name in (
