@@ -42,7 +42,6 @@ from .syntax import (
     value_type,
 )
 from .values import (
-    EvalError,
     LimitExceeded,
     Matrix,
     ParseError,
@@ -395,4 +394,4 @@ def _repeat(value, steps: int):
     return value
 
 
-__all__ = ["Engine", "EvalError", "Evaluator", "Limits"]
+__all__ = ["Engine", "Evaluator", "Limits"]

@@ -165,9 +165,7 @@ def _sort(descending: bool) -> Impl:
         (vec,) = _args(ev, call, times)
         if len(times) != 1:
             return vec  # a range query's result is sorted by label set anyway
-        v = vec.values[:, 0]
-        order = np.lexsort((-v if descending else v, np.isnan(v)))  # NaN last either way
-        return Steps([vec.labels[i] for i in order], vec.values[order], vec.present[order])
+        return _by_value(vec, descending)
 
     return impl
 
@@ -220,6 +218,7 @@ def _sort_by_label(descending: bool) -> Impl:
 
 
 def _by_value(vec: Steps, descending: bool) -> Steps:
+    """An instant vector in value order, NaNs last either way."""
     v = vec.values[:, 0]
     order = np.lexsort((-v if descending else v, np.isnan(v)))
     return Steps([vec.labels[i] for i in order], vec.values[order], vec.present[order])

@@ -7,7 +7,6 @@ Constructs that parse but that this engine does not evaluate are refused here, b
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -276,7 +275,3 @@ def children(e: Expr) -> tuple[Expr, ...]:
     if isinstance(e, Binary):
         return (e.lhs, e.rhs)
     return ()
-
-
-def replace(e: Expr, **changes) -> Expr:
-    return dataclasses.replace(e, **changes)
