@@ -22,6 +22,7 @@ LAYERS = [
     {"ingest"},  # receivers, admission, decode, journal, writer
     {"scrape"},  # Envoy samples, written through ingest's writer
     {"query"},  # panels, their evaluation, trace search
+    {"promql"},  # the PromQL engine, over any Queryable
     {"forward", "grafana"},  # outward: OTLP forwarding, Grafana export
     {"web"},  # UI and API
     {"demo"},  # simulated Plano, fake Envoy, load generator
