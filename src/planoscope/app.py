@@ -70,14 +70,15 @@ class Planoscope:
         except StoreError as e:
             raise StartupError(str(e)) from None
         stack.callback(store.close)
-        self.metrics = metrics = SpanMetrics(s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms)
+        self.metrics = metrics = SpanMetrics(
+            s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms, s.metrics_cardinality_limit
+        )
         stored = store.metric_totals(metrics.fingerprint)
         if stored is None and store.span_count():
             log.info("span-metric settings changed: recomputing span metrics from the stored spans")
         totals, watermark = stored or ([], None)
         metrics.load(totals)
-        for batch in store.scan_for_metrics(metrics.dimensions, after=watermark):  # what the last snapshot missed
-            metrics.apply(metrics.merge(metrics.deltas(batch)))
+        metrics.replay(store.scan_for_metrics(metrics.dimensions, after=watermark))  # what the last snapshot missed
         # Retention may have deleted the spans ingested last: the watermark never goes back.
         watermark = max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
         store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_DIMENSIONS
+from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_CARDINALITY_LIMIT, DEFAULT_DIMENSIONS
 
 ENV_PREFIX = "PLANOSCOPE_"
 
@@ -92,6 +92,13 @@ class Settings(BaseModel):
     )
     metrics_buckets_ms: FloatList = Field(
         list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds."
+    )
+    metrics_cardinality_limit: int = Field(
+        DEFAULT_CARDINALITY_LIMIT,
+        ge=1,
+        description="Span-metric series per metric, as the spanmetrics connector's "
+        "aggregation_cardinality_limit: beyond it, spans of a series not seen before are counted in one "
+        'series labelled otel_metric_overflow="true" (known series keep counting).',
     )
     dedupe_window: Duration = Field(
         "10m",
