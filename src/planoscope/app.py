@@ -130,7 +130,10 @@ class Planoscope:
         otlp_auth = Credentials(token=s.otlp_token)
         await stack.enter_async_context(
             HttpServer(
-                create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders), web_sock
+                create_web_app(
+                    store, metrics, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
+                ),
+                web_sock,
             )
         )
         otlp_http = await stack.enter_async_context(

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_CARDINALITY_LIMIT, DEFAULT_DIMENSIONS
+from .query.panels import DEFAULT_MAX_SERIES
 
 ENV_PREFIX = "PLANOSCOPE_"
 
@@ -99,6 +100,14 @@ class Settings(BaseModel):
         description="Span-metric series per metric, as the spanmetrics connector's "
         "aggregation_cardinality_limit: beyond it, spans of a series not seen before are counted in one "
         'series labelled otel_metric_overflow="true" (known series keep counting).',
+    )
+    max_series_per_panel: int = Field(
+        DEFAULT_MAX_SERIES,
+        ge=1,
+        le=1000,
+        description="Series a dashboard panel draws: the top ones by value over the range, "
+        "the rest summed into one series named other (the latency panel: top models by requests, the "
+        "quantiles of all other models' spans together).",
     )
     dedupe_window: Duration = Field(
         "10m",

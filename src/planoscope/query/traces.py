@@ -225,24 +225,27 @@ def _ts_ns(ns: int) -> datetime:
 
 FACETS = {"service": "ServiceName", "name": "SpanName", "model": "LlmModel", "agent": "AgentId"}
 MAX_FACET_VALUES = 200
+# One aggregate per facet (grouping sets), each cut to its top values in DuckDB: grouping by all
+# four columns together sent their cross product to Python (50,000 models: 50,000 rows).
+_FACETS_SQL = (
+    "SELECT f, v, n FROM (SELECT "
+    + "CASE "
+    + " ".join(f"WHEN grouping({c}) = 0 THEN {i}" for i, c in enumerate(FACETS.values()))
+    + f" END AS f, coalesce({', '.join(FACETS.values())}) AS v, count(*) AS n FROM otel_traces"
+    " WHERE Timestamp > ? AND Timestamp <= ?"
+    f" GROUP BY GROUPING SETS ({', '.join(f'({c})' for c in FACETS.values())}))"
+    " WHERE v IS NOT NULL QUALIFY row_number() OVER (PARTITION BY f ORDER BY n DESC, v) <= ?"
+)
 
 
 def facets(store: DuckDBStore, start: float, end: float) -> dict[str, list[dict]]:
     """``{filter: [{"value", "spans"}, ...]}``: the values of each search filter in the range,
     most frequent first (at most ``MAX_FACET_VALUES`` each)."""
-    rows = store.query(
-        "SELECT ServiceName, SpanName, LlmModel, AgentId, count(*) FROM otel_traces"
-        " WHERE Timestamp > ? AND Timestamp <= ? GROUP BY ALL",
-        [naive_utc(start), naive_utc(end)],
-    )
-    out = {}
-    for i, name in enumerate(FACETS):
-        counts: dict[str, int] = {}
-        for row in rows:
-            if row[i] is not None:
-                counts[row[i]] = counts.get(row[i], 0) + row[-1]
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_FACET_VALUES]
-        out[name] = [{"value": v, "spans": n} for v, n in ranked]
+    rows = store.query(_FACETS_SQL, [naive_utc(start), naive_utc(end), MAX_FACET_VALUES])
+    out: dict[str, list[dict]] = {name: [] for name in FACETS}
+    names = list(FACETS)
+    for f, v, n in sorted(rows, key=lambda r: (r[0], -r[2], r[1])):
+        out[names[f]].append({"value": v, "spans": n})
     return out
 
 
