@@ -23,6 +23,7 @@ from .metrics.spanmetrics import SpanMetrics
 from .net.auth import Credentials
 from .net.httpserver import HttpServer
 from .net.listen import StartupError, bind, bound_address, split_address
+from .net.otlp import parse_header
 from .scrape.scraper import Scraper
 from .settings import Settings, scrape_target
 from .store import DuckDBStore, StoreError
@@ -122,8 +123,9 @@ class Planoscope:
             state = ForwardState(s.data_dir)
         except ValueError as e:
             raise StartupError(str(e)) from None
+        headers = [parse_header(h) for h in s.forward_otlp_headers]
         self.forwarders = forwarders = [
-            Forwarder(store, parse_destination(url), state, ingesting=lambda: writer.spans_written)
+            Forwarder(store, parse_destination(url, headers), state, ingesting=lambda: writer.spans_written)
             for url in s.forward_otlp
         ]
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)

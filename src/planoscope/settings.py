@@ -185,6 +185,12 @@ class Settings(BaseModel):
         "grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Retried from the store "
         "until acknowledged.",
     )
+    forward_otlp_headers: StrList = Field(
+        [],
+        description="Headers sent with every forwarded request (gRPC metadata or HTTP headers), each "
+        "NAME=VALUE, e.g. authorization=Bearer TOKEN; for all forward_otlp destinations. A URL's USER:PASSWORD@ "
+        "is sent as basic auth instead and never shown. Prefer the environment or the config file to a flag.",
+    )
     auth_token: str = Field(
         "",
         description="Bearer token the UI, the API and /metrics require (Authorization: Bearer TOKEN); "
@@ -236,11 +242,21 @@ class Settings(BaseModel):
     def _destinations(cls, v: list[str]) -> list[str]:
         from .forward.forwarder import parse_destination
 
-        urls = [parse_destination(u).url for u in v]
-        dup = next((u for u in urls if urls.count(u) > 1), None)
+        dests = [parse_destination(u) for u in v]
+        shown = [d.shown for d in dests]  # never the URL's password, even in an error
+        dup = next((u for u in shown if shown.count(u) > 1), None)
         if dup:
             raise ValueError(f"{dup!r} is given twice")
-        return urls
+        return [d.url for d in dests]
+
+    @field_validator("forward_otlp_headers")
+    @classmethod
+    def _headers(cls, v: list[str]) -> list[str]:
+        from .net.otlp import parse_header
+
+        for h in v:
+            parse_header(h)
+        return v
 
     @field_validator("auth_token", "otlp_token")
     @classmethod
