@@ -23,6 +23,7 @@ from .metrics.spanmetrics import SpanMetrics
 from .net.auth import Credentials
 from .net.httpserver import HttpServer
 from .net.listen import StartupError, bind, bound_address, split_address
+from .net.otlp import parse_header
 from .scrape.scraper import Scraper
 from .settings import Settings, scrape_target
 from .store import DuckDBStore, StoreError
@@ -70,14 +71,15 @@ class Planoscope:
         except StoreError as e:
             raise StartupError(str(e)) from None
         stack.callback(store.close)
-        self.metrics = metrics = SpanMetrics(s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms)
+        self.metrics = metrics = SpanMetrics(
+            s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms, s.metrics_cardinality_limit
+        )
         stored = store.metric_totals(metrics.fingerprint)
         if stored is None and store.span_count():
             log.info("span-metric settings changed: recomputing span metrics from the stored spans")
         totals, watermark = stored or ([], None)
         metrics.load(totals)
-        for batch in store.scan_for_metrics(metrics.dimensions, after=watermark):  # what the last snapshot missed
-            metrics.apply(metrics.merge(metrics.deltas(batch)))
+        metrics.replay(store.scan_for_metrics(metrics.dimensions, after=watermark))  # what the last snapshot missed
         # Retention may have deleted the spans ingested last: the watermark never goes back.
         watermark = max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
         store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)
@@ -121,15 +123,19 @@ class Planoscope:
             state = ForwardState(s.data_dir)
         except ValueError as e:
             raise StartupError(str(e)) from None
+        headers = [parse_header(h) for h in s.forward_otlp_headers]
         self.forwarders = forwarders = [
-            Forwarder(store, parse_destination(url), state, ingesting=lambda: writer.spans_written)
+            Forwarder(store, parse_destination(url, headers), state, ingesting=lambda: writer.spans_written)
             for url in s.forward_otlp
         ]
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
         otlp_auth = Credentials(token=s.otlp_token)
         await stack.enter_async_context(
             HttpServer(
-                create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders), web_sock
+                create_web_app(
+                    store, metrics, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
+                ),
+                web_sock,
             )
         )
         otlp_http = await stack.enter_async_context(

@@ -15,7 +15,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_DIMENSIONS
+from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_CARDINALITY_LIMIT, DEFAULT_DIMENSIONS
+from .query.panels import DEFAULT_MAX_SERIES
 
 ENV_PREFIX = "PLANOSCOPE_"
 
@@ -93,6 +94,21 @@ class Settings(BaseModel):
     metrics_buckets_ms: FloatList = Field(
         list(DEFAULT_BUCKETS_MS), description="Upper bounds of the span-duration histogram, in milliseconds."
     )
+    metrics_cardinality_limit: int = Field(
+        DEFAULT_CARDINALITY_LIMIT,
+        ge=1,
+        description="Span-metric series per metric, as the spanmetrics connector's "
+        "aggregation_cardinality_limit: beyond it, spans of a series not seen before are counted in one "
+        'series labelled otel_metric_overflow="true" (known series keep counting).',
+    )
+    max_series_per_panel: int = Field(
+        DEFAULT_MAX_SERIES,
+        ge=1,
+        le=1000,
+        description="Series a dashboard panel draws: the top ones by value over the range, "
+        "the rest summed into one series named other (the latency panel: top models by requests, the "
+        "quantiles of all other models' spans together).",
+    )
     dedupe_window: Duration = Field(
         "10m",
         validate_default=True,
@@ -169,6 +185,12 @@ class Settings(BaseModel):
         "grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Retried from the store "
         "until acknowledged.",
     )
+    forward_otlp_headers: StrList = Field(
+        [],
+        description="Headers sent with every forwarded request (gRPC metadata or HTTP headers), each "
+        "NAME=VALUE, e.g. authorization=Bearer TOKEN; for all forward_otlp destinations. A URL's USER:PASSWORD@ "
+        "is sent as basic auth instead and never shown. Prefer the environment or the config file to a flag.",
+    )
     auth_token: str = Field(
         "",
         description="Bearer token the UI, the API and /metrics require (Authorization: Bearer TOKEN); "
@@ -220,11 +242,21 @@ class Settings(BaseModel):
     def _destinations(cls, v: list[str]) -> list[str]:
         from .forward.forwarder import parse_destination
 
-        urls = [parse_destination(u).url for u in v]
-        dup = next((u for u in urls if urls.count(u) > 1), None)
+        dests = [parse_destination(u) for u in v]
+        shown = [d.shown for d in dests]  # never the URL's password, even in an error
+        dup = next((u for u in shown if shown.count(u) > 1), None)
         if dup:
             raise ValueError(f"{dup!r} is given twice")
-        return urls
+        return [d.url for d in dests]
+
+    @field_validator("forward_otlp_headers")
+    @classmethod
+    def _headers(cls, v: list[str]) -> list[str]:
+        from .net.otlp import parse_header
+
+        for h in v:
+            parse_header(h)
+        return v
 
     @field_validator("auth_token", "otlp_token")
     @classmethod

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import duckdb
 import grpc
@@ -24,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_decode import random_request
 
-from conftest import EXPORT_METHOD, db_path
+from conftest import EXPORT_METHOD, db_path, grpc_export, now_base_ns, pb_request, pb_span
 from planoscope.ingest.decode import BadRequest, Decoder, Limits
 from planoscope.metrics.spanmetrics import DEFAULT_DIMENSIONS
 
@@ -306,17 +307,31 @@ def test_live_server_survived_and_stored_exactly_the_accepted_spans(live):
 
 # --- the query API, from its OpenAPI schema ---------------------------------------------------------
 
+# Quotes and backslashes in attribute keys, integers past int64, huge durations: see the file.
+HOOKS = Path(__file__).resolve().parent.parent / "web" / "schemathesis_hooks.py"
+
 
 def test_schemathesis_finds_no_server_error(server_factory, tmp_path):
     srv = server_factory(tmp_path / "d")
+    # Some spans in the default range: some errors (offset past int64) need rows to show.
+    base = now_base_ns()
+    spans = [
+        pb_span(bytes([i + 1]) * 16, bytes([i + 1]) * 8, "s", base, base + 10**6, attrs={'a"b': "x"}) for i in range(5)
+    ]
+    grpc_export(srv.grpc_target, pb_request(({"service.name": "plano(llm)"}, spans)))
     # What schemathesis found once (a 500 from an int64 overflow): now a 400 naming the problem.
-    for params in (
-        {"step": "9.291791636602381e+306"},
-        {"start": "-1e300", "end": "1e300", "step": "1e299"},
-        {"start": "1e12", "end": "2e12"},
+    for path, params in (
+        ("/api/v1/panels/agent_requests_per_second", {"step": "9.291791636602381e+306"}),
+        ("/api/v1/panels/agent_requests_per_second", {"start": "-1e300", "end": "1e300", "step": "1e299"}),
+        ("/api/v1/panels/agent_requests_per_second", {"start": "1e12", "end": "2e12"}),
+        # ... and what its hostile values below find on the code before they were added.
+        ("/api/v1/traces", {"offset": str(2**63)}),
+        ("/api/v1/traces", {"min_duration": "1" + "0" * 400}),
+        ("/api/v1/traces", [("attr", f"k{i}") for i in range(21)]),
     ):
-        r = httpx.get(srv.web_url + "/api/v1/panels/agent_requests_per_second", params=params, timeout=30)
+        r = httpx.get(srv.web_url + path, params=params, timeout=30)
         assert r.status_code == 400 and r.json()["detail"], (params, r.status_code, r.text)
+    assert httpx.get(srv.web_url + "/api/v1/traces", params={"attr": 'a"b\\'}, timeout=30).status_code == 200
     cmd = [
         os.path.join(os.path.dirname(sys.executable), "schemathesis"),
         "run",
@@ -339,7 +354,7 @@ def test_schemathesis_finds_no_server_error(server_factory, tmp_path):
         text=True,
         timeout=240,
         cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "", "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path)},
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS), "HYPOTHESIS_STORAGE_DIRECTORY": str(tmp_path)},
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "passed" in run.stdout.lower() or "no issues found" in run.stdout.lower(), run.stdout[-2000:]

@@ -353,3 +353,36 @@ def test_drill_down_from_latency_legend_and_stat_tile(live, page):
     assert q["model"] == [model] and q["service"] == ["plano(llm)"]
     want = _api_traces(live, **_range_of(page), service="plano(llm)", model=model)
     assert _shown_ids(page) == [t["trace_id"] for t in want["traces"]] and want["total"] > 0
+
+
+def test_a_panel_with_more_series_than_it_draws_says_so(server_factory, tmp_path, page):
+    srv = server_factory(tmp_path / "d", "--max-series-per-panel", "5")
+    base = (int(time.time()) - 900) * 10**9
+    spans = [
+        pb_span(
+            (i + 1).to_bytes(16, "big"),
+            (i + 1).to_bytes(8, "big"),
+            "chat",
+            base + i * 10**9,
+            base + i * 10**9 + (i % 7 + 1) * 50_000_000,
+            attrs={"llm.model": f"model-{i % 60:02d}"},
+        )
+        for i in range(240)
+    ]
+    grpc_export(srv.grpc_target, pb_request(({"service.name": "plano(llm)"}, spans)))
+    agents = [pb_span(b"\xaa" * 16, b"\xab" * 8, "a", base, base + 10**6, attrs={"agent_id": "weather"})]
+    grpc_export(srv.grpc_target, pb_request(({"service.name": "plano(agent)"}, agents)))
+    _open(page, srv)
+    llm = page.locator('[data-panel="llm_requests_per_second"]')
+    expect(llm.locator(".truncated")).to_have_text("top 5 of 60 models; the rest summed as other")
+    assert _legend(page, "llm_requests_per_second") == [f"model-{i:02d}" for i in range(5)] + ["other"]
+    # "other" stands for 55 models: no single search behind it, so no traces link on its row.
+    assert llm.locator(".legend tbody tr").last.locator("a").count() == 0
+    assert llm.locator(".legend tbody tr").first.locator("a").count() == 1
+    latency = page.locator('[data-panel="llm_latency_ms"] .truncated')
+    expect(latency).to_have_text("top 5 of 60 models; the rest together as other")
+    tiles = page.locator('[data-panel="llm_cumulative_requests"] .stat .label').all_inner_texts()
+    assert tiles == [f"model-{i:02d}" for i in range(5)] + ["other"]
+    assert page.locator('[data-panel="agent_requests_per_second"] .truncated').is_hidden()
+    OUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUT / "dashboard-truncated.png"), full_page=True)

@@ -14,22 +14,27 @@ Attribute values are forwarded as the strings they are stored as.
 
 URLs: ``grpc://HOST:PORT`` (``grpcs://`` for TLS) sends OTLP/gRPC; ``http://HOST:PORT[/PATH]``
 (or ``https://``) sends OTLP/HTTP protobuf to PATH, ``/v1/traces`` by default.
+
+Credentials travel as headers (``forward_otlp_headers``: gRPC metadata or HTTP headers). A URL's
+``USER:PASSWORD@`` still works, sent as basic auth, but a destination is only ever shown, logged
+and keyed in the state file by its URL without it (``Destination.shown``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..net.otlp import OtlpSender
 from ..query.traces import SPAN_SELECT, to_otlp_proto
@@ -49,33 +54,51 @@ BUSY_REST = 3.0
 
 @dataclass(frozen=True)
 class Destination:
-    url: str  # as given
+    url: str = field(repr=False)  # as given: it may hold a password
+    shown: str  # the URL without USER:PASSWORD@ (what health, logs and the state file name)
     protocol: str  # grpc | http
-    target: str  # HOST:PORT for gRPC, the full URL for HTTP
+    target: str  # HOST:PORT for gRPC, the full URL (without userinfo) for HTTP
     tls: bool
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # sent with every request
 
 
-def parse_destination(url: str) -> Destination:
-    """A ``--forward-otlp`` URL; raises ValueError with a message meant for the user."""
-    parts = urlsplit(url.strip())
+def redact_url(url: str) -> str:
+    """``url`` without anything up to its last ``@``: a malformed URL's password may hold a
+    ``/`` or ``?`` (where a parser would end the authority), and it is still not to be shown."""
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}" if sep else url.strip().rpartition("@")[2]
+
+
+def parse_destination(url: str, headers: Sequence[tuple[str, str]] = ()) -> Destination:
+    """A ``--forward-otlp`` URL, with the ``headers`` to send there; raises ValueError with a
+    message meant for the user (which names the URL without its password)."""
+    url = url.strip()
+    shown = redact_url(url)
+    parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("grpc", "grpcs", "http", "https") or not parts.hostname:
         raise ValueError(
-            f"{url!r} is not an OTLP URL: use grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]"
+            f"{shown!r} is not an OTLP URL: use grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]"
         )
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{url!r} has an invalid port") from None
+        raise ValueError(f"{shown!r} has an invalid port") from None
+    headers = dict(headers)
+    if parts.username is not None or parts.password is not None:  # this destination's own: it wins
+        user_password = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        headers["authorization"] = "Basic " + base64.b64encode(user_password.encode()).decode()
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    hostport = f"{host}:{port}" if port else host
     if scheme.startswith("grpc"):
         if not port:
-            raise ValueError(f"{url!r} needs a port (OTLP/gRPC is usually 4317)")
+            raise ValueError(f"{shown!r} needs a port (OTLP/gRPC is usually 4317)")
         if parts.path not in ("", "/"):
-            raise ValueError(f"{url!r}: an OTLP/gRPC URL has no path")
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return Destination(url, "grpc", f"{host}:{port}", scheme == "grpcs")
+            raise ValueError(f"{shown!r}: an OTLP/gRPC URL has no path")
+        return Destination(url, f"{scheme}://{hostport}", "grpc", hostport, scheme == "grpcs", tuple(headers.items()))
     path = parts.path if parts.path not in ("", "/") else "/v1/traces"
-    return Destination(url, "http", f"{scheme}://{parts.netloc}{path}", scheme == "https")
+    target = f"{scheme}://{hostport}{path}"
+    return Destination(url, target, "http", target, scheme == "https", tuple(headers.items()))
 
 
 class ForwardState:
@@ -93,6 +116,15 @@ class ForwardState:
             raise ValueError(
                 f"{self.path} is not a forwarding state file ({e}); move it away to start forwarding from now"
             ) from None
+
+    def cursor(self, dest: Destination) -> datetime | None:
+        """``dest``'s cursor. Earlier versions keyed it by the URL as given, password and all:
+        such an entry moves to the URL as shown."""
+        if dest.shown not in self.cursors and dest.url in self.cursors:
+            with self._lock:
+                self.cursors[dest.shown] = self.cursors.pop(dest.url)
+            self.save(dest.shown, self.cursors[dest.shown])
+        return self.cursors.get(dest.shown)
 
     def save(self, url: str, cursor: datetime) -> None:
         with self._lock:
@@ -120,10 +152,10 @@ class Forwarder:
         """``ingesting()`` counts the spans written so far: while it moves, forwarding yields."""
         self.store, self.dest, self.state, self.poll_s = store, dest, state, poll_s
         self._ingesting = ingesting or (lambda: 0)
-        self.cursor: datetime | None = state.cursors.get(dest.url)
+        self.cursor: datetime | None = state.cursor(dest)
         if self.cursor is None:
             self.cursor = store.last_ingested() or datetime(1970, 1, 1)
-            state.save(dest.url, self.cursor)
+            state.save(dest.shown, self.cursor)
         self.forwarded = self.rejected = self.dropped = 0
         self.last_error: str | None = None
         self.last_success: float | None = None
@@ -131,8 +163,9 @@ class Forwarder:
         self._sender: OtlpSender | None = None
 
     async def __aenter__(self) -> Forwarder:
-        self._sender = OtlpSender(self.dest.target, self.dest.protocol, gzip=True, tls=self.dest.tls)
-        self._task = asyncio.create_task(self._run(), name=f"forward {self.dest.url}")
+        dest = self.dest
+        self._sender = OtlpSender(dest.target, dest.protocol, gzip=True, tls=dest.tls, headers=dest.headers)
+        self._task = asyncio.create_task(self._run(), name=f"forward {dest.shown}")
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -144,7 +177,7 @@ class Forwarder:
     def health(self) -> dict:
         pending = self.store.query("SELECT count(*) FROM otel_traces WHERE IngestedAt > ?", [self.cursor])[0][0]
         return {
-            "url": self.dest.url,
+            "url": self.dest.shown,
             "forwarded": self.forwarded,
             "pending": pending,
             "rejected": self.rejected,
@@ -180,14 +213,14 @@ class Forwarder:
                 continue
             written = self._ingesting()
             try:
-                await self._send(rows)
+                refused = await self._send(rows)
             except _Retry as e:
                 self.last_error = str(e)
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 if failures == 0:
                     log.warning(
                         "forwarding to %s failed (%s); retrying every %d s at most, nothing is lost",
-                        self.dest.url,
+                        self.dest.shown,
                         e,
                         BACKOFF_S[-1],
                     )
@@ -195,17 +228,20 @@ class Forwarder:
                 await asyncio.sleep(delay)
                 continue
             if failures:
-                log.info("forwarding to %s resumed", self.dest.url)
+                log.info("forwarding to %s resumed", self.dest.shown)
             failures = 0
-            self.last_error = None
+            if not refused:  # a refusal stays shown until a batch goes through whole
+                self.last_error = None
             self.last_success = time.time()
             self.cursor = upper
-            await asyncio.to_thread(self.state.save, self.dest.url, upper)
+            await asyncio.to_thread(self.state.save, self.dest.shown, upper)
             if self._ingesting() != written:  # spans arrived meanwhile: give ingest the CPU
                 await asyncio.sleep((read_s + self._convert_s) * BUSY_REST)
 
-    async def _send(self, rows: list[tuple]) -> None:
+    async def _send(self, rows: list[tuple]) -> int:
+        """Send ``rows``; the number the destination refused for good (dropped)."""
         self._convert_s = 0.0
+        refused = 0
         for i in range(0, len(rows), REQUEST_SPANS):
             chunk = rows[i : i + REQUEST_SPANS]
             t = time.perf_counter()
@@ -213,14 +249,16 @@ class Forwarder:
             self._convert_s += time.perf_counter() - t
             outcome, rejected = await self._sender.send(body)
             if outcome == "retryable":
-                raise _Retry(f"{self.dest.url} is unavailable")
+                raise _Retry(f"{self.dest.shown} is unavailable")
             if outcome != "ok":  # refused for good: retrying would block every later span
                 self.dropped += len(chunk)
-                self.last_error = f"{self.dest.url} refused {len(chunk)} spans: {outcome.removeprefix('fatal:')}"
+                refused += len(chunk)
+                self.last_error = f"{self.dest.shown} refused {len(chunk)} spans: {outcome.removeprefix('fatal:')}"
                 log.error("forwarding: %s; they are not retried", self.last_error)
                 continue
             self.forwarded += len(chunk) - rejected
             self.rejected += rejected
+        return refused
 
 
 class _Retry(Exception):

@@ -7,6 +7,19 @@ a watermark and the spans after it are replayed on start (see the writer and the
 after a restart the metrics continue from exactly what was acknowledged: cumulative since the
 data began, not since the process started.
 
+Cardinality is bounded as the connector's ``aggregation_cardinality_limit`` bounds it: once
+``cardinality_limit`` series exist, the spans of a series not seen before are counted in one
+overflow series whose only label is ``otel_metric_overflow="true"`` (the connector's overflow data
+point has no attribute but ``otel.metric.overflow``). Known series keep counting; every span is
+counted exactly once, so sums over all series stay exact. ``calls`` and ``duration_milliseconds``
+are each limited (the connector limits per metric); both see the same series, so they overflow
+together. The connector limits per resource; /metrics has no resource here (``service_name`` is
+a label like any other), so the limit holds over all services: a flood of service names is
+bounded too. Which new series fit below the limit is decided from the stored totals and, within
+one batch, in the order of their label values, so a restart reaches the same assignment (the
+spans replayed on start count as one batch; see ``replay``). Changing the limit applies to series
+not known yet: raising it lets new ones in, lowering it keeps the known ones.
+
 ``SpanMetrics`` is a prometheus-client Collector: values are read at scrape time.
 """
 
@@ -25,6 +38,12 @@ from prometheus_client.core import Metric
 BASE_LABELS = ("service_name", "span_name", "span_kind", "status_code")
 DEFAULT_DIMENSIONS = ("llm.model", "agent_id", "selection.listener", "http.method", "http.status_code")
 DEFAULT_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# The OpenTelemetry metrics SDK's default aggregation cardinality limit (the connector has none
+# unless configured: unbounded, which a client sending a new llm.model per request turns into
+# 330 MB dashboards and 130 MB scrapes).
+DEFAULT_CARDINALITY_LIMIT = 2000
+# The overflow series' key: a JSON object of its labels (other series are a JSON list of values).
+OVERFLOW_SERIES = '{"otel_metric_overflow":"true"}'
 _BASE_COLUMNS = ("ServiceName", "SpanName", "SpanKind", "StatusCode")
 
 # One stored row per series: the label values (JSON list, null = label absent), the call count,
@@ -52,7 +71,11 @@ class SpanMetrics:
         namespace: str = "",
         dimensions: Sequence[str] = DEFAULT_DIMENSIONS,
         buckets_ms: Sequence[float] = DEFAULT_BUCKETS_MS,
+        cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
     ):
+        if cardinality_limit < 1:
+            raise ValueError("cardinality_limit must be at least 1")
+        self.cardinality_limit = cardinality_limit
         self.dimensions = tuple(dimensions)
         self.buckets = np.array([float(b) for b in buckets_ms])
         if len(self.buckets) == 0 or np.any(np.diff(self.buckets) <= 0):
@@ -68,12 +91,54 @@ class SpanMetrics:
 
     # --- aggregation -------------------------------------------------------------------
     def deltas(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:
-        """Per series: [calls, sum_ms, bucket counts] of ``spans``.
+        """Per series: [calls, sum_ms, bucket counts] of ``spans``; the spans of new series beyond
+        the cardinality limit under ``OVERFLOW_SERIES``.
 
         ``dims`` are the dimension values (span attribute, else resource attribute) per span, as
         the decoder pulls them out; without them they are read from columns ``d0``, ``d1``, …
         (as ``DuckDBStore.scan_for_metrics`` selects them).
         """
+        return self._bound(self._aggregate(spans, dims))
+
+    def replay(self, batches: Iterable[pa.Table | pa.RecordBatch]) -> None:
+        """Count stored spans on start (those after the snapshot's watermark, or all of them),
+        as one batch: which new series take the room left below the limit then depends on what
+        is stored, not on the order or the batches the store returns it in. Memory holds at most
+        the limit's worth of series: a new series that can no longer be among the first by label
+        values is folded into the overflow at once."""
+        pending: dict[str, list] = {}
+        for batch in batches:
+            for series, acc in self._aggregate(batch).items():
+                _add(pending, series, acc)
+            with self._lock:
+                room = self._room()
+                new = [s for s in pending if s not in self._totals and s != OVERFLOW_SERIES]
+            if len(new) > room:
+                for series in sorted(new)[room:]:
+                    _add(pending, OVERFLOW_SERIES, pending.pop(series))
+        self.apply(self.merge(self._bound(pending)))
+
+    def _room(self) -> int:
+        """New series that still fit below the limit (call with the lock held)."""
+        return max(self.cardinality_limit - (len(self._totals) - (OVERFLOW_SERIES in self._totals)), 0)
+
+    def _bound(self, deltas: dict[str, list]) -> dict[str, list]:
+        with self._lock:
+            known, room = self._totals, self._room()
+            new = [s for s in deltas if s not in known and s != OVERFLOW_SERIES]
+            if len(new) <= room:
+                return deltas
+            # The first by label values get the room: the same spans give the same series.
+            admitted = set(sorted(new)[:room]) if room else set()
+        out: dict[str, list] = {}
+        for series, acc in deltas.items():
+            if series in known or series in admitted:
+                out[series] = acc
+            else:
+                _add(out, OVERFLOW_SERIES, acc)
+        return out
+
+    def _aggregate(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:
         if spans.num_rows == 0:
             return {}
         if dims is None:
@@ -144,7 +209,11 @@ class SpanMetrics:
         hist = Metric(self.duration_name, "Span duration in milliseconds", "histogram")
         bounds = [_bucket_label(b) for b in self.buckets] + ["+Inf"]
         for series, n, sum_ms, buckets in items:
-            labels = {k: v for k, v in zip(self.label_names, json.loads(series)) if v is not None}
+            values = json.loads(series)
+            if isinstance(values, dict):  # the overflow series
+                labels = values
+            else:
+                labels = {k: v for k, v in zip(self.label_names, values) if v is not None}
             calls.add_sample(self.calls_name + "_total", labels, n)
             cumulative = 0
             for le, c in zip(bounds, buckets):
@@ -154,3 +223,14 @@ class SpanMetrics:
             hist.add_sample(self.duration_name + "_count", labels, n)
         yield calls
         yield hist
+
+
+def _add(out: dict[str, list], series: str, acc: list) -> None:
+    """Add the [calls, sum_ms, buckets] ``acc`` to ``out[series]``."""
+    old = out.get(series)
+    if old is None:
+        out[series] = [acc[0], acc[1], list(acc[2])]
+    else:
+        old[0] += acc[0]
+        old[1] += acc[1]
+        old[2] = [a + b for a, b in zip(old[2], acc[2])]

@@ -14,6 +14,14 @@ new sample repeats the last interval's rate. The increase follows
 Prometheus' counter semantics: where the value falls (a restarted Envoy), the new value counts
 from 0, so a rate is never negative. As in Prometheus, a sample more than 5 minutes old is stale:
 no point is drawn from it.
+
+A panel draws at most ``max_series`` series of a grouped query (``SpanRate`` by a column,
+``SpanCount``, ``LatencyQuantiles``, ``ScrapedRate``): the top ones by value over the range
+(requests, for the latency panel), ties by name, and one series named ``other`` (label
+``other="true"``) for the rest: their sum per point for rates and counts, so the series still add
+up to the total; for latency the quantiles of all the other groups' spans together (exact, as the
+others). The panel then says ``truncated: {"shown", "total", "label"}``. The ranking and the
+folding run in DuckDB, so 50,000 models cost one aggregate, not 50,000 series.
 """
 
 from __future__ import annotations
@@ -25,34 +33,60 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..store import DuckDBStore
-from .panels import LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
+from .panels import DEFAULT_MAX_SERIES, LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
 from .params import QueryError, check_bounds, check_range, naive_utc
 
 LOOKBACK_S = 300.0  # Prometheus' staleness: an older sample no longer stands for "now"
 MAX_RAW_SAMPLES = 200_000
 
 
+OTHER = "other"  # the name of the series of everything past the top ones
+OTHER_LABELS = {"other": "true"}
+
+
 def evaluate(
-    store: DuckDBStore, panel: Panel, start: float, end: float, step: float, scrape_targets: Sequence[str] = ()
+    store: DuckDBStore,
+    panel: Panel,
+    start: float,
+    end: float,
+    step: float,
+    scrape_targets: Sequence[str] = (),
+    max_series: int = DEFAULT_MAX_SERIES,
 ) -> dict:
     """``{"id", "title", "unit", "series": [{"name", "labels", "points"}], ...}`` for the range."""
-    return evaluate_all(store, [panel], start, end, step, scrape_targets)[0]
+    return evaluate_all(store, [panel], start, end, step, scrape_targets, max_series)[0]
 
 
 def evaluate_all(
-    store: DuckDBStore, panels: list[Panel], start: float, end: float, step: float, scrape_targets: Sequence[str] = ()
+    store: DuckDBStore,
+    panels: list[Panel],
+    start: float,
+    end: float,
+    step: float,
+    scrape_targets: Sequence[str] = (),
+    max_series: int = DEFAULT_MAX_SERIES,
 ) -> list[dict]:
     """Every panel over one range. The rate panels share one scan of the range: at 7 days of
     10 M spans that is one 250 ms aggregate instead of three (benchmarks/dashboard.py).
-    ``scrape_targets`` (labels) only shape the notice of a scraped panel without data."""
+    ``scrape_targets`` (labels) only shape the notice of a scraped panel without data;
+    ``max_series`` bounds the series of a grouped panel (see the module docstring)."""
     check_range(start, end, step)
+    if max_series < 1:
+        raise ValueError("max_series must be at least 1")
     rates = [p.query for p in panels if isinstance(p.query, SpanRate)]
-    counts = _span_counts(store, rates, start, end, step) if rates else None
-    return [_evaluate(store, p, start, end, step, counts, scrape_targets) for p in panels]
+    counts = _span_counts(store, rates, start, end, step, max_series) if rates else None
+    return [_evaluate(store, p, start, end, step, counts, scrape_targets, max_series) for p in panels]
 
 
 def _evaluate(
-    store: DuckDBStore, panel: Panel, start: float, end: float, step: float, counts, scrape_targets: Sequence[str] = ()
+    store: DuckDBStore,
+    panel: Panel,
+    start: float,
+    end: float,
+    step: float,
+    counts,
+    scrape_targets: Sequence[str],
+    max_series: int,
 ) -> dict:
     q = panel.query
     out = {
@@ -64,15 +98,18 @@ def _evaluate(
         "end": end,
         "step": step,
     }
+    groups = None  # (label, groups in the range) of a grouped panel
     if isinstance(q, SpanRate):
-        out["series"] = _span_rate(counts, q, start, end, step)
+        out["series"], groups = _span_rate(counts, q, start, end, step)
     elif isinstance(q, LatencyQuantiles):
-        out["series"] = _latency(store, q, start, end, step)
+        out["series"], groups = _latency(store, q, start, end, step, max_series)
     elif isinstance(q, SpanCount):
-        out["series"] = _count(store, q, end)
+        out["series"], groups = _count(store, q, end, max_series)
     elif isinstance(q, ScrapedRate):
-        out["series"] = scraped_rate(store, q.metric, start, end, step)
+        out["series"], total = _top_series(scraped_rate(store, q.metric, start, end, step), max_series)
+        groups = ("series", total)
         if out["series"]:
+            _say_truncated(out, groups, max_series)
             return out
         if not scrape_targets:
             out["notice"] = (
@@ -88,7 +125,13 @@ def _evaluate(
             out["notice"] = f"No samples of {q.metric} in this range."
     else:  # pragma: no cover - the Query union is closed
         raise TypeError(q)
+    _say_truncated(out, groups, max_series)
     return out
+
+
+def _say_truncated(out: dict, groups: tuple[str, int] | None, max_series: int) -> None:
+    if groups is not None and groups[1] > max_series:
+        out["truncated"] = {"shown": max_series, "total": groups[1], "label": groups[0]}
 
 
 def _n_points(start: float, end: float, step: float) -> int:
@@ -108,75 +151,152 @@ def _points(start: float, step: float, n: int, values: dict[int, float], fill: f
     return [[start + k * step, values.get(k, fill)] for k in range(n)]
 
 
-def _span_counts(store: DuckDBStore, rates: list[SpanRate], start: float, end: float, step: float) -> dict:
-    """Span counts per (step, service, every ``by`` column the rate panels group on)."""
+def _ranked(source: str, by: str, weight: str) -> str:
+    """SQL over ``source`` (a FROM clause with its WHERE): each value ``g`` of column ``by`` with
+    its ``weight``, its ``rank`` by weight (highest first, ties by value) and the number of
+    values, ``groups``."""
+    return (
+        f"SELECT {by} AS g, {weight} AS weight, row_number() OVER (ORDER BY {weight} DESC, {by} ASC NULLS FIRST)"
+        f" AS rank, count(*) OVER () AS groups FROM {source} GROUP BY {by}"
+    )
+
+
+def _span_counts(
+    store: DuckDBStore, rates: list[SpanRate], start: float, end: float, step: float, max_series: int
+) -> dict[SpanRate, dict]:
+    """Per rate panel: ``{"rows": [(k, other, group, spans)], "groups": distinct groups}``, from
+    one scan of the range (``base``), grouped panels folded to their top ``max_series`` groups."""
     params, k = _window(start, end, step)
     services = sorted({s for q in rates for s in q.services})
     by = sorted({q.by for q in rates if q.by})
-    cols = ["ServiceName", *by]
-    rows = store.query(
-        f"SELECT {k} AS k, {', '.join(cols)}, count(*) FROM otel_traces"
-        f" WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({', '.join('?' for _ in services)})"
-        " GROUP BY ALL",
-        [*params, *services],
-    )
-    return {"columns": cols, "rows": rows}
+    sql = [
+        f"WITH base AS MATERIALIZED (SELECT {k} AS k, {', '.join(['ServiceName', *by])}, count(*) AS n"
+        f" FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({_marks(services)})"
+        " GROUP BY ALL)"
+    ]
+    args: list = [*params, *services]
+    selects = []
+    for i, q in enumerate(rates):
+        if q.by:
+            sql.append(f", r{i} AS ({_ranked(f'base WHERE ServiceName IN ({_marks(q.services)})', q.by, 'sum(n)')})")
+            args += q.services
+    for i, q in enumerate(rates):
+        if q.by:
+            selects.append(
+                f"SELECT {i} AS panel, b.k, r.rank > ? AS other, CASE WHEN r.rank <= ? THEN b.{q.by} END AS g,"
+                f" sum(b.n)::BIGINT AS n, max(r.groups) AS groups FROM base b JOIN r{i} r ON b.{q.by} IS NOT DISTINCT"
+                f" FROM r.g WHERE b.ServiceName IN ({_marks(q.services)}) GROUP BY ALL"
+            )
+            args += [max_series, max_series, *q.services]
+        else:
+            selects.append(
+                f"SELECT {i} AS panel, k, false AS other, ServiceName AS g, sum(n)::BIGINT AS n, NULL AS groups"
+                f" FROM base WHERE ServiceName IN ({_marks(q.services)}) GROUP BY ALL"
+            )
+            args += q.services
+    rows = store.query("".join(sql) + " " + " UNION ALL ".join(selects), args)
+    out = {q: {"rows": [], "groups": 0} for q in rates}
+    for panel, kk, other, g, n, groups in rows:
+        entry = out[rates[panel]]
+        entry["rows"].append((kk, other, g, n))
+        entry["groups"] = max(entry["groups"], groups or 0)
+    return out
 
 
-def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float) -> list[dict]:
-    cols = counts["columns"]
-    group_at = cols.index(q.by if q.by else "ServiceName") + 1
-    by_group: dict[str | None, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    for row in counts["rows"]:
-        if row[1] in q.services:
-            by_group[row[group_at]][row[0]] += row[-1] / step
+def _marks(values: Sequence) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float) -> tuple[list[dict], tuple | None]:
+    entry = counts[q]
     n_points = _n_points(start, end, step)
+    by_group: dict[tuple[bool, str | None], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for k, other, g, n in entry["rows"]:
+        by_group[(other, g)][k] += n / step
     if q.by:
-        return [
+        series = [
             {"name": g or "", "labels": {q.label: g or ""}, "points": _points(start, step, n_points, v, 0.0)}
-            for g, v in sorted(by_group.items(), key=lambda kv: kv[0] or "")
+            for (other, g), v in sorted(by_group.items(), key=lambda kv: kv[0][1] or "")
+            if not other
         ]
+        if (True, None) in by_group:
+            series.append(
+                {
+                    "name": OTHER,
+                    "labels": OTHER_LABELS,
+                    "points": _points(start, step, n_points, by_group[(True, None)], 0.0),
+                }
+            )
+        return series, (q.label, entry["groups"])
     return [
         {
             "name": name,
             "labels": {"service_name": svc},
-            "points": _points(start, step, n_points, by_group.get(svc, {}), 0.0),
+            "points": _points(start, step, n_points, by_group.get((False, svc), {}), 0.0),
         }
         for svc, name in zip(q.services, q.names)
-    ]
+    ], None
 
 
-def _latency(store: DuckDBStore, q: LatencyQuantiles, start: float, end: float, step: float) -> list[dict]:
+def _latency(
+    store: DuckDBStore, q: LatencyQuantiles, start: float, end: float, step: float, max_series: int
+) -> tuple[list[dict], tuple]:
     params, k = _window(start, end, step)
+    where = "Timestamp > ? AND Timestamp <= ? AND ServiceName = ?"
     rows = store.query(
-        f"SELECT {k} AS k, {q.by} AS g, quantile_cont(Duration, ?) FROM otel_traces"
-        " WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName = ? GROUP BY ALL",
-        [list(q.quantiles), *params, q.service],
+        f"WITH r AS ({_ranked(f'otel_traces WHERE {where}', q.by, 'count(*)')})"
+        f" SELECT {k} AS k, r.rank > ? AS other, CASE WHEN r.rank <= ? THEN o.{q.by} END AS g,"
+        f" quantile_cont(o.Duration, ?), max(r.groups) FROM otel_traces o JOIN r ON o.{q.by} IS NOT DISTINCT FROM r.g"
+        f" WHERE {where.replace('Timestamp', 'o.Timestamp').replace('ServiceName', 'o.ServiceName')} GROUP BY ALL",
+        [*params, q.service, max_series, max_series, list(q.quantiles), *params, q.service],
     )
-    series: dict[tuple[float, str], dict[int, float]] = defaultdict(dict)
-    for kk, g, values in rows:
+    series: dict[tuple[bool, str, float], dict[int, float]] = defaultdict(dict)
+    groups = 0
+    for kk, other, g, values, n_groups in rows:
+        groups = max(groups, n_groups)
         for quantile, v in zip(q.quantiles, values):
-            series[(quantile, g or "")][kk] = v / 1e6
+            series[(other, g or "", quantile)][kk] = v / 1e6
     n_points = _n_points(start, end, step)
-    return [
-        {
-            "name": f"p{round(quantile * 100)} {g}".strip(),
-            "labels": {"quantile": str(quantile), q.label: g},
-            "points": _points(start, step, n_points, v, None),
-        }
-        for (quantile, g), v in sorted(series.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-    ]
+    out = []
+    for (other, g, quantile), v in sorted(series.items()):
+        labels = {"quantile": str(quantile), **(OTHER_LABELS if other else {q.label: g})}
+        name = f"p{round(quantile * 100)} {OTHER if other else g}".strip()
+        out.append({"name": name, "labels": labels, "points": _points(start, step, n_points, v, None)})
+    return out, (q.label, groups)
 
 
-def _count(store: DuckDBStore, q: SpanCount, end: float) -> list[dict]:
+def _count(store: DuckDBStore, q: SpanCount, end: float, max_series: int) -> tuple[list[dict], tuple]:
+    source = "otel_traces WHERE Timestamp <= ? AND ServiceName = ?"
     rows = store.query(
-        f"SELECT {q.by} AS g, count(*) FROM otel_traces WHERE Timestamp <= ? AND ServiceName = ? GROUP BY ALL",
-        [naive_utc(end), q.service],
+        f"WITH r AS ({_ranked(source, q.by, 'count(*)')}) SELECT rank > ? AS other,"
+        " CASE WHEN rank <= ? THEN g END AS g, sum(weight)::BIGINT, max(groups) FROM r GROUP BY ALL",
+        [naive_utc(end), q.service, max_series, max_series],
     )
-    return [
-        {"name": g or "", "labels": {q.label: g or ""}, "points": [[end, n]]}
-        for g, n in sorted(rows, key=lambda r: r[0] or "")
+    rows.sort(key=lambda r: (r[0], r[1] or ""))  # by name, the rest last
+    series = [
+        {"name": OTHER, "labels": OTHER_LABELS, "points": [[end, n]]}
+        if other
+        else {"name": g or "", "labels": {q.label: g or ""}, "points": [[end, n]]}
+        for other, g, n, _ in rows
     ]
+    return series, (q.label, max((r[3] for r in rows), default=0))
+
+
+def _top_series(series: list[dict], max_series: int) -> tuple[list[dict], int]:
+    """The ``max_series`` series of the largest sum of points (ties by name), in their order,
+    and one ``other`` series summing the rest per point; and how many there were."""
+    if len(series) <= max_series:
+        return series, len(series)
+    ranked = sorted(range(len(series)), key=lambda i: (-sum(v for _, v in series[i]["points"]), series[i]["name"]))
+    top = set(ranked[:max_series])
+    rest: dict[float, float] = defaultdict(float)
+    for i, s in enumerate(series):
+        if i not in top:
+            for t, v in s["points"]:
+                rest[t] += v
+    kept = [s for i, s in enumerate(series) if i in top]
+    kept.append({"name": OTHER, "labels": OTHER_LABELS, "points": [[t, rest[t]] for t in sorted(rest)]})
+    return kept, len(series)
 
 
 def _sample_series(store: DuckDBStore, metric: str, since: float, end: float) -> dict[tuple[str, str], list]:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Series a grouped panel draws: the top ones by value, the rest as one "other" (see evaluate.py).
+DEFAULT_MAX_SERIES = 20
+
 
 @dataclass(frozen=True)
 class SpanRate:

@@ -20,6 +20,7 @@ from ..ingest.admission import Ingest
 from ..ingest.writer import SpanWriter
 from ..metrics.spanmetrics import SpanMetrics
 from ..net.auth import Credentials, RequireAuth
+from ..query.panels import DEFAULT_MAX_SERIES
 from ..query.params import QueryError
 from ..scrape.scraper import Scraper
 from ..store import DuckDBStore
@@ -38,9 +39,11 @@ def create_web_app(
     ingest: Ingest | None = None,
     retention: Retention | None = None,
     forwarders: Sequence[Forwarder] = (),
+    max_series_per_panel: int = DEFAULT_MAX_SERIES,
 ) -> FastAPI:
     """The FastAPI app for ``--listen``. With ``credentials``, everything but ``/healthz``
-    (liveness probes carry no secrets) requires them."""
+    (liveness probes carry no secrets) requires them. A dashboard panel draws at most
+    ``max_series_per_panel`` series (the rest as one "other")."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     registry = CollectorRegistry(auto_describe=False)
     for collector in (metrics, scraper, ingest):
@@ -48,7 +51,7 @@ def create_web_app(
             registry.register(collector)
     app.state.store, app.state.scraper, app.state.writer = store, scraper, writer
     app.state.retention, app.state.forwarders, app.state.registry = retention, list(forwarders), registry
-    app.state.started = time.time()
+    app.state.started, app.state.max_series_per_panel = time.time(), max_series_per_panel
     app.add_middleware(ReadAfterWrite, writer=writer)  # inside the auth check, added after it
     if credentials is not None and credentials.required:
         app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))

@@ -21,8 +21,13 @@ def _scraper(request: Request) -> Scraper | None:
     return request.app.state.scraper
 
 
+def _max_series(request: Request) -> int:
+    return request.app.state.max_series_per_panel
+
+
 StoreDep = Annotated[DuckDBStore, Depends(_store)]
 ScraperDep = Annotated[Scraper | None, Depends(_scraper)]
+MaxSeriesDep = Annotated[int, Depends(_max_series)]
 
 Start = Annotated[float | None, Query(description="Range start, unix seconds. Default: end - 1 h.")]
 End = Annotated[float | None, Query(description="Range end, unix seconds. Default: now.")]

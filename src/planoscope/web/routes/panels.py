@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from ...query.evaluate import evaluate, evaluate_all
 from ...query.panels import BY_ID, PANELS, ScrapedRate, drilldown
-from ..deps import End, ScraperDep, Start, Step, StoreDep, time_range
+from ..deps import End, MaxSeriesDep, ScraperDep, Start, Step, StoreDep, time_range
 
 router = APIRouter(tags=["dashboard"])
 
@@ -37,6 +37,12 @@ class Series(BaseModel):
     points: list[tuple[float, float]] = Field(description="[unix seconds, value] pairs")
 
 
+class Truncated(BaseModel):
+    shown: int = Field(description="groups drawn as their own series (the setting max_series_per_panel)")
+    total: int = Field(description="groups in the range; the ones not shown are summed in the series named other")
+    label: str = Field(description="the label the series are grouped by, e.g. llm_model")
+
+
 class PanelData(BaseModel):
     id: str
     title: str
@@ -47,6 +53,11 @@ class PanelData(BaseModel):
     step: float
     series: list[Series]
     notice: str | None = Field(None, description="why the panel has no data, when it cannot have any")
+    truncated: Truncated | None = Field(
+        None,
+        description="present when the panel has more groups than it draws: the top ones by value, the rest "
+        'as one series named other (label other="true"): summed, or for latency the quantiles of their spans',
+    )
 
 
 class Dashboard(BaseModel):
@@ -85,6 +96,7 @@ def list_panels() -> list[dict]:
 def panel(
     store: StoreDep,
     scraper: ScraperDep,
+    max_series: MaxSeriesDep,
     panel_id: Annotated[str, Path(description="e.g. llm_requests_per_second")],
     start: Start = None,
     end: End = None,
@@ -92,13 +104,20 @@ def panel(
 ) -> dict:
     """One panel's series over ``[start, end]``; a stat panel has one point per series, at ``end``."""
     if panel_id not in BY_ID:
-        raise HTTPException(404, f"no panel {panel_id!r}; GET /api/v1/panels lists them")
-    return evaluate(store, BY_ID[panel_id], *time_range(start, end, step), _targets(scraper))
+        raise HTTPException(404, f"no panel {panel_id[:100]!r}; GET /api/v1/panels lists them")
+    return evaluate(store, BY_ID[panel_id], *time_range(start, end, step), _targets(scraper), max_series)
 
 
 @router.get("/dashboard", response_model=Dashboard, response_model_exclude_none=True)
-def dashboard(store: StoreDep, scraper: ScraperDep, start: Start = None, end: End = None, step: Step = None) -> dict:
+def dashboard(
+    store: StoreDep,
+    scraper: ScraperDep,
+    max_series: MaxSeriesDep,
+    start: Start = None,
+    end: End = None,
+    step: Step = None,
+) -> dict:
     """Every panel over one range: what the UI asks for on each refresh."""
     start, end, step = time_range(start, end, step)
-    panels = evaluate_all(store, list(PANELS), start, end, step, _targets(scraper))
+    panels = evaluate_all(store, list(PANELS), start, end, step, _targets(scraper), max_series)
     return {"start": start, "end": end, "step": step, "spans_stored": store.span_count(), "panels": panels}

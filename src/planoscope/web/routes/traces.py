@@ -7,7 +7,17 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
-from ...query.traces import MAX_LIMIT, TraceSearch, facets, get_trace, parse_attribute, parse_duration_ms, search
+from ...query.traces import (
+    MAX_ATTR_FILTERS,
+    MAX_LIMIT,
+    MAX_OFFSET,
+    TraceSearch,
+    facets,
+    get_trace,
+    parse_attribute,
+    parse_duration_ms,
+    search,
+)
 from ..deps import End, Start, StoreDep, time_range
 
 router = APIRouter(tags=["traces"])
@@ -54,13 +64,16 @@ def find_traces(
     max_duration: Annotated[str | None, Query(description="span duration at most")] = None,
     attr: Annotated[
         list[str],
-        Query(description="key=value (equal) or key (present), span or resource attribute; repeat for several"),
+        Query(
+            description="key=value (equal) or key (present), span or resource attribute; repeat for several "
+            f"(at most {MAX_ATTR_FILTERS})"
+        ),
     ] = [],  # noqa: B006
     trace_id: Annotated[str | None, Query(description="32 hex digits")] = None,
     sort: Annotated[str, Query(description="start or duration (of the whole trace)")] = "start",
     order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc: newest or longest first")] = "desc",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict:
     """Traces with a span that started in ``[start, end]`` and matches every filter given (as
     Jaeger searches: the filters hold on one span). Each row summarises the whole trace."""

@@ -73,7 +73,7 @@ function buildGrid() {
     el.style.gridColumn = `${x + 1} / span ${w}`;
     el.style.gridRow = `${y + 1} / span ${h}`;
     el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span><span class="targets"></span></header>
-      <div class="body"></div><div class="legend"></div>`;
+      <div class="body"></div><div class="truncated" hidden></div><div class="legend"></div>`;
     el.querySelector("h2").textContent = p.title;
     el.querySelector(".info").title = p.description + "\nReference PromQL: " + p.promql.join("\n");
     grid.appendChild(el);
@@ -86,10 +86,23 @@ function colorFor(def, i, name) {
   return PALETTE[i % PALETTE.length];
 }
 
+// A panel with more groups than it draws (max_series_per_panel) says so under the chart.
+const NOUNS = { llm_model: "models", agent_id: "agents", series: "series" };
+function renderTruncated(view, data) {
+  const note = view.el.querySelector(".truncated");
+  const t = data.truncated;
+  note.hidden = !t;
+  if (!t) return;
+  const noun = NOUNS[t.label] || `${t.label} values`;
+  const rest = view.def.unit === "ms" ? "the rest together as other" : "the rest summed as other";
+  note.textContent = `top ${t.shown.toLocaleString("en-US")} of ${t.total.toLocaleString("en-US")} ${noun}; ${rest}`;
+}
+
 function renderPanel(view, data) {
   const body = view.el.querySelector(".body");
   const legend = view.el.querySelector(".legend");
   view.el.dataset.series = data.series.map((s) => s.name).join("|");
+  renderTruncated(view, data);
   if (data.notice) {
     destroyPlot(view);
     body.innerHTML = `<div class="notice"></div>`;
@@ -110,7 +123,7 @@ function renderPanel(view, data) {
 // --- drill-down: a point, a legend row or a stat tile opens the matching traces -----------------
 function drillUrl(def, series, start, end) {
   const dd = def.drilldown;
-  if (!dd) return null;
+  if (!dd || series?.labels?.other === "true") return null;  // "other" stands for many values: no one search
   const p = new URLSearchParams({ from: String(start), to: String(end) });
   for (const [k, v] of Object.entries(dd.filters || {})) p.set(k, v);
   if (dd.by) {
@@ -224,9 +237,10 @@ function renderLegend(view, data, legend, aligned) {
   const hidden = state.hidden.get(def.id) || new Set();
   const rows = data.series.map((s, i) => {
     const [mean, max, last] = stats(aligned[i + 1]);
+    const href = drillUrl(def, s, data.start, data.end);
     return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
       <td><span class="swatch" style="background:${colorFor(def, i, s.name)}"></span>${escapeHtml(s.name || "(none)")}</td>
-      <td class="drill">${def.drilldown ? `<a href="${drillUrl(def, s, data.start, data.end)}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}</td>
+      <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}</td>
       <td>${fmtUnit(mean, def.unit)}</td><td>${fmtUnit(max, def.unit)}</td><td>${fmtUnit(last, def.unit)}</td></tr>`;
   });
   legend.innerHTML = `<table><thead><tr><th>Name</th><th></th><th>Mean</th><th>Max</th><th>Last</th></tr></thead>
