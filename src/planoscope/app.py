@@ -127,19 +127,28 @@ class Planoscope:
         ]
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
         otlp_auth = Credentials(token=s.otlp_token)
-        await stack.enter_async_context(
-            HttpServer(
-                create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders), web_sock
-            )
-        )
+        web_app = create_web_app(store, metrics, writer, scraper, web_auth, ingest, retention, forwarders)
+        await stack.enter_async_context(HttpServer(web_app, web_sock))
         otlp_http = await stack.enter_async_context(
-            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock)
+            HttpServer(
+                otlp_http_app(
+                    ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests, s.otlp_request_timeout
+                ),
+                http_sock,
+            )
         )
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
             grpc_rx = await stack.enter_async_context(
-                GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests)
+                GrpcReceiver(
+                    s.otlp_grpc,
+                    ingest,
+                    s.max_request_bytes,
+                    otlp_auth,
+                    s.max_concurrent_requests,
+                    s.otlp_request_timeout,
+                )
             )
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None
