@@ -3,22 +3,26 @@
 Against the real server: 64 gRPC calls that send their headers and never their message, and 64
 OTLP/HTTP bodies dripping a byte every 2 s (``max_concurrent_requests`` of them), while the
 OpenTelemetry SDK's exporters keep succeeding at the first attempt; a request slower than
-``otlp_request_timeout`` refused.
+``otlp_request_timeout`` refused; and 1,100 idle connections to the UI port of a server started
+under ``ulimit -n 1024``, while both OTLP receivers keep working and stderr stays quiet.
 """
 
 from __future__ import annotations
 
+import resource
 import socket
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import grpc
+import httpx
 import pytest
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
-from conftest import EXPORT_METHOD, _wait, ids, make_spans, read_spans
+from conftest import EXPORT_METHOD, Server, _wait, ids, make_spans, read_spans
 from planoscope.ingest.slots import EVICT_AFTER
 
 TOKEN = "slow-clients-token-0123456789"
@@ -215,3 +219,56 @@ def test_a_request_slower_than_otlp_request_timeout_is_refused(server_factory, t
         slow.close()
     srv.stop()
     assert srv.lines("err") == []
+
+
+class LimitedServer(Server):
+    """The server under ``ulimit -n SOFT`` (hard limit HARD), as a shell or a unit file sets it."""
+
+    def __init__(self, data_dir, soft: int, hard: int):
+        super().__init__(data_dir)
+        self.nofile = f"--nofile={soft}:{hard}"
+
+    @property
+    def command(self) -> list[str]:
+        return ["prlimit", self.nofile, "--", *super().command]
+
+
+@pytest.mark.parametrize("hard", [4096, 1024])
+def test_idle_connections_to_the_ui_leave_ingest_working(tmp_path, hard):
+    """With the hard limit above the soft one, planoscope raises it; with both at 1,024 each
+    listener keeps to its share. Either way the idle connections take no descriptor the OTLP
+    receivers need, the UI still answers (the oldest idle connection gives way), and stderr
+    holds at most the one line about a low limit, not one per failed accept."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    soft, own_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert own_hard >= 2048, "this test opens 1,100 connections"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (own_hard, own_hard))
+    srv = LimitedServer(tmp_path / "d", 1024, hard).start()
+    idle = []
+    try:
+        u = urlsplit(srv.web_url)
+        idle = [socket.create_connection((u.hostname, u.port), timeout=5) for _ in range(1100)]
+        if hard > 1024:  # the limit was raised: the UI holds its 1,024 connections, more than 1,024 fds
+            _wait(lambda: 1024 < _open_fds(srv) < 1024 + 64, 10, "the UI holding 1,024 connections")
+        else:  # the UI keeps to its share (256), leaving the other listeners theirs
+            _wait(lambda: _open_fds(srv) < 256 + 64, 10, "the UI holding its share of connections")
+        r = httpx.get(srv.web_url + "/healthz", timeout=10)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        sent = _export_at_first_attempt(GrpcExporter(endpoint=srv.grpc_target, insecure=True, timeout=10), 10)
+        sent |= _export_at_first_attempt(HttpExporter(endpoint=srv.http_traces_url, timeout=10), 10)
+        err = "\n".join(srv.lines("err"))
+        assert ("the open file limit is 1024" in err) == (hard == 1024), err[:3000]
+        assert len(err) < 2000, err[:3000]
+        assert "socket.accept" not in err and "Traceback" not in err, err[:3000]
+    finally:
+        for s in idle:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, own_hard))
+        srv.stop()
+    assert {r["SpanId"] for r in read_spans(srv.data_dir)} == sent
+
+
+def _open_fds(srv: Server) -> int:
+    return len(list(Path(f"/proc/{srv.proc.pid}/fd").iterdir()))  # prlimit execs the server: same pid
