@@ -20,6 +20,7 @@ from .ingest.http import otlp_http_app
 from .ingest.journal import Journal
 from .ingest.writer import SpanWriter, WriterUnavailable
 from .metrics.spanmetrics import SpanMetrics
+from .net import fds
 from .net.auth import Credentials
 from .net.httpserver import HttpServer
 from .net.listen import StartupError, bind, bound_address, split_address
@@ -130,22 +131,37 @@ class Planoscope:
         ]
         web_auth = Credentials(token=s.auth_token, basic=s.auth_basic)
         otlp_auth = Credentials(token=s.otlp_token)
-        await stack.enter_async_context(
-            HttpServer(
-                create_web_app(
-                    store, metrics, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
-                ),
-                web_sock,
-            )
+        # Each listener holds at most its share of the file descriptors, so that no flood of
+        # connections to one port leaves the others unable to accept.
+        shares = fds.listener_shares()
+        stack.enter_context(fds.throttled_accept_errors(asyncio.get_running_loop()))
+        web_app = create_web_app(
+            store, metrics, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
         )
+        await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(
-            HttpServer(otlp_http_app(ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests), http_sock)
+            HttpServer(
+                otlp_http_app(
+                    ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests, s.otlp_request_timeout
+                ),
+                http_sock,
+                shares.http,
+                "OTLP/HTTP",
+            )
         )
         if not s.otlp_grpc.endswith(":0"):
             bind(s.otlp_grpc, "OTLP/gRPC").close()  # gRPC's own bind error says little: check first
         try:
             grpc_rx = await stack.enter_async_context(
-                GrpcReceiver(s.otlp_grpc, ingest, s.max_request_bytes, otlp_auth, s.max_concurrent_requests)
+                GrpcReceiver(
+                    s.otlp_grpc,
+                    ingest,
+                    s.max_request_bytes,
+                    otlp_auth,
+                    s.max_concurrent_requests,
+                    s.otlp_request_timeout,
+                    shares.grpc,
+                )
             )
         except OSError as e:
             raise StartupError(f"{e} (OTLP/gRPC)") from None

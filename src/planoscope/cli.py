@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .net.fds import raise_limit as raise_fd_limit
 from .settings import ConfigError, Settings, build_settings, env_name
 
 
@@ -89,6 +90,8 @@ def setup_process(settings: Settings) -> None:
     """What the planoscope process sets once, for serve and demo alike."""
     logging.basicConfig(level=settings.log_level.upper(), format="planoscope: %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per scrape; the scraper logs what matters
+    # Every connection takes a descriptor: the common soft limit of 1,024 is a few idle clients away.
+    raise_fd_limit()
 
 
 def stop_event() -> asyncio.Event:

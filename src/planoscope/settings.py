@@ -137,8 +137,17 @@ class Settings(BaseModel):
     max_concurrent_requests: int = Field(
         64,
         ge=1,
-        description="OTLP requests each receiver takes at once; more are refused before their body is "
-        "read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).",
+        description="OTLP requests each receiver takes at once, from their headers to their answer; more are "
+        "refused before their body is read, with a retryable error (gRPC RESOURCE_EXHAUSTED, HTTP 503).",
+    )
+    otlp_request_timeout: Duration = Field(
+        "30s",
+        validate_default=True,
+        gt=0,
+        le=3600,
+        description="Time an OTLP client may take to send one request once its headers are in (gRPC: the "
+        "message, HTTP: the body); slower ones are refused (gRPC DEADLINE_EXCEEDED, HTTP 408), and one still "
+        "sending gives its place to a new request when all max_concurrent_requests are taken.",
     )
     overload_retry_delay: Duration = Field(
         "1s",

@@ -208,7 +208,7 @@ def test_the_sdk_exporter_waits_the_suggested_delay_and_succeeds(server_factory,
 
 def test_more_concurrent_requests_than_allowed_are_refused_and_retried(server_factory, tmp_path):
     """Beyond --max-concurrent-requests per receiver, a request is refused before its body is read:
-    gRPC RESOURCE_EXHAUSTED (by gRPC itself), HTTP 503 with Retry-After and RetryInfo."""
+    gRPC RESOURCE_EXHAUSTED, HTTP 503 with Retry-After, both with RetryInfo."""
     srv = server_factory(tmp_path / "d", "--max-concurrent-requests", "2", "--overload-retry-delay", "100ms")
     refused = {"grpc": 0, "http": 0}
     acked: set[str] = set()
@@ -216,7 +216,9 @@ def test_more_concurrent_requests_than_allowed_are_refused_and_retried(server_fa
     errors: list[str] = []
 
     def grpc_loop(client: int) -> None:
-        with grpc.insecure_channel(srv.grpc_target) as ch:
+        # A connection each (channels to one target share one otherwise), as separate clients have:
+        # a connection carries at most a quarter of the slots (here one call at a time).
+        with grpc.insecure_channel(srv.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
             call = ch.unary_unary(EXPORT_METHOD)
             for b in range(8):
                 body, ids = _request(client, b)
@@ -227,6 +229,9 @@ def test_more_concurrent_requests_than_allowed_are_refused_and_retried(server_fa
                     except grpc.RpcError as e:
                         if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                             return errors.append(f"{e.code()} {e.details()}")
+                        assert "max_concurrent_requests" in e.details()
+                        status = Status.FromString(dict(e.trailing_metadata())["grpc-status-details-bin"])
+                        assert status.code == 8 and status.details[0].Is(RetryInfo.DESCRIPTOR)
                         with lock:
                             refused["grpc"] += 1
                         time.sleep(0.02)

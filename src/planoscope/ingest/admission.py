@@ -34,11 +34,11 @@ class Overloaded(WriterUnavailable):
         self.retry_after = retry_after
 
 
-def retry_status(message: str, delay_s: float) -> tuple[Status, RetryInfo]:
-    """A retryable ``google.rpc.Status`` (UNAVAILABLE) carrying ``RetryInfo``: the OTLP spec's
-    answer to overload, on gRPC and HTTP alike."""
+def retry_status(message: str, delay_s: float, code: int = GRPC_UNAVAILABLE) -> tuple[Status, RetryInfo]:
+    """A retryable ``google.rpc.Status`` (UNAVAILABLE, or ``code``: RESOURCE_EXHAUSTED) carrying
+    ``RetryInfo``: the OTLP spec's answer to overload, on gRPC and HTTP alike."""
     info = RetryInfo(retry_delay=Duration(seconds=int(delay_s), nanos=int(delay_s % 1 * 1e9)))
-    status = Status(code=GRPC_UNAVAILABLE, message=message)
+    status = Status(code=code, message=message)
     status.details.add().Pack(info)
     return status, info
 

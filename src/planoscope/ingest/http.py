@@ -2,6 +2,11 @@
 
 Responses follow the OTLP/HTTP spec: the body's encoding matches the request's; a bad request
 is 400 with a ``google.rpc.Status``; a journal that cannot be written is 503 with ``Retry-After``.
+
+A request holds one of ``max_concurrent_requests`` slots from its headers on, its body has
+``otlp_request_timeout`` to arrive (else 408), and a request still waiting for its body gives the
+slot to a newcomer when all are taken (503 with ``Retry-After``): see ``slots.py``. The token is
+checked before a slot is taken.
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..net.auth import Credentials
 from .admission import Ingest, retry_status
 from .decode import BadRequest
+from .slots import Slots
 from .writer import WriterUnavailable
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 GRPC_INVALID_ARGUMENT = 3
+GRPC_DEADLINE_EXCEEDED = 4
 GRPC_UNAUTHENTICATED = 16
 
 
@@ -65,26 +72,17 @@ def _retry_later(request: Request, message: str, delay: float) -> Response:
 
 
 def otlp_http_app(
-    ingest: Ingest, max_request_bytes: int, credentials: Credentials | None = None, max_concurrent: int | None = None
+    ingest: Ingest,
+    max_request_bytes: int,
+    credentials: Credentials | None = None,
+    max_concurrent: int = 64,
+    request_timeout: float = 30.0,
 ) -> Starlette:
     """The Starlette app for the OTLP/HTTP port."""
     credentials = credentials or Credentials()
-    busy = [0]  # requests being received or processed; touched on the event loop only
+    slots = Slots(max_concurrent, request_timeout)
 
     async def traces(request: Request) -> Response:
-        if max_concurrent is not None and busy[0] >= max_concurrent:
-            # Refused before the body is read: what is not yet admitted costs no memory.
-            ingest.refuse("overloaded")
-            return _retry_later(
-                request, f"overloaded: {busy[0]} requests in progress (max_concurrent_requests)", ingest.retry_after()
-            )
-        busy[0] += 1
-        try:
-            return await _traces(request)
-        finally:
-            busy[0] -= 1
-
-    async def _traces(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         fmt = {PROTOBUF: "protobuf", JSON: "json"}.get(ctype)
         if not credentials.check(request.headers.get("authorization")):
@@ -102,22 +100,52 @@ def otlp_http_app(
             return _status(
                 "json", 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Type {ctype!r}: use {PROTOBUF} or {JSON}"
             )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_request_bytes:
+        slot = slots.take()
+        if slot is None:
+            # Refused before the body is read: what is not yet admitted costs no memory.
+            ingest.refuse("overloaded")
+            return _retry_later(
+                request,
+                f"overloaded: {slots.held} requests in progress (max_concurrent_requests)",
+                ingest.retry_after(),
+            )
+        try:
+            try:
+                async with slot.receiving():
+                    body = await _read_body(request, max_request_bytes)
+            except ClientDisconnect:  # nobody to answer
+                return Response(status_code=400)
+            except TimeoutError:
+                # The body is left unread: the connection cannot serve another request.
+                close = {"Connection": "close"}
+                if slot.evicted:
+                    ingest.refuse("evicted")
+                    response = _retry_later(
+                        request, "overloaded: the body was still not in when every slot was taken", ingest.retry_after()
+                    )
+                    response.headers.update(close)
+                    return response
+                ingest.refuse("timeout")
+                message = f"the request body did not arrive within {request_timeout:g} s (otlp_request_timeout)"
+                return _status(fmt, 408, GRPC_DEADLINE_EXCEEDED, message, headers=close)
+            if body is None:
                 ingest.refuse("too_large")
                 return _status(fmt, 413, GRPC_INVALID_ARGUMENT, f"request body exceeds {max_request_bytes} bytes")
+            return await _ingest(request, fmt, bytes(body))
+        finally:
+            slot.release()
+
+    async def _ingest(request: Request, fmt: str, body: bytes) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         try:
             if encoding == "gzip":
                 try:
-                    data = _gunzip(bytes(body), max_request_bytes)
+                    data = _gunzip(body, max_request_bytes)
                 except BadRequest:
                     ingest.refuse("bad_request")  # (ingest counts the ones it raises itself)
                     raise
             elif encoding in ("identity", ""):
-                data = bytes(body)
+                data = body
             else:
                 ingest.refuse("bad_request")
                 return _status(fmt, 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
@@ -141,3 +169,13 @@ def otlp_http_app(
         return Response(resp.SerializeToString(), 200, media_type=PROTOBUF)
 
     return Starlette(routes=[Route("/v1/traces", traces, methods=["POST"])])
+
+
+async def _read_body(request: Request, limit: int) -> bytearray | None:
+    """The body, or None once it is longer than ``limit``."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return body

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import socket
 
+LISTEN_BACKLOG = 1024  # connections the kernel queues until they are accepted
+
 
 def split_address(addr: str) -> tuple[str, int]:
     """``"host:port"`` or ``"[v6]:port"`` → (host, port)."""
@@ -37,7 +39,7 @@ def bind(address: str, what: str) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
-        sock.listen(1024)
+        sock.listen(LISTEN_BACKLOG)
         return sock
     except socket.gaierror as e:
         sock.close()
