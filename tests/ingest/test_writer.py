@@ -91,7 +91,8 @@ async def test_a_clean_stop_inserts_everything_and_empties_the_journal(parts):
     async with _writer(store, metrics, journal, apply_every=30.0) as writer:
         for _ in range(3):
             await _write(writer, request())
-    assert store.span_count() == 120
+        assert writer.pending_spans == 120
+    assert store.span_count() == 120 and writer.pending_spans == 0
     assert not list(journal.directory.glob("*.log"))
 
 
@@ -118,12 +119,15 @@ async def test_the_start_inserts_what_the_journal_has_beyond_duckdb_exactly_once
 
 
 @_sync
-async def test_a_failed_journal_write_acknowledges_nothing(parts):
+async def test_a_failed_journal_write_acknowledges_nothing(parts, caplog):
     store, metrics, journal, request = parts
     async with _writer(store, metrics, journal) as writer:
         os.close(journal._fd)  # the write fails (EBADF), as on a dead disk, and cannot be cut off
-        with pytest.raises(WriterUnavailable, match="cannot write the journal"):
+        with pytest.raises(WriterUnavailable, match="cannot write its journal") as e:
             await _write(writer, request())
+        # The client learns nothing of the server's files; its log has the path and the reason.
+        assert str(store.data_dir) not in str(e.value) and "/" not in str(e.value)
+        assert f"cannot write the journal {journal.directory}" in caplog.text and "Bad file descriptor" in caplog.text
         assert store.span_count() == 0 and _calls(metrics) == 0
         await _write(writer, request())  # the next goes into a fresh segment
         await writer.sync()

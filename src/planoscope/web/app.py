@@ -43,7 +43,7 @@ def create_web_app(
     (liveness probes carry no secrets) requires them."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (metrics, scraper, ingest):
+    for collector in (metrics, scraper, ingest, writer):
         if collector is not None:
             registry.register(collector)
     app.state.store, app.state.scraper, app.state.writer = store, scraper, writer
