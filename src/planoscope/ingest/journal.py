@@ -208,11 +208,17 @@ class Journal:
 
     def corrupt_files(self) -> list[Path]:
         """The copies of unreadable journal bytes (``.corrupt``) in the journal directory."""
-        return sorted(self.directory.glob("*" + CORRUPT_SUFFIX))
+        try:
+            return sorted(self.directory.glob("*" + CORRUPT_SUFFIX))
+        except OSError:  # /healthz asks: a failing disk must not fail it
+            return []
 
     def quarantined(self) -> list[Path]:
         """The record bodies kept in ``quarantine/``."""
-        return sorted(p for p in (self.directory / QUARANTINE).glob("*") if p.suffix in (".pb", ".json"))
+        try:
+            return sorted(p for p in (self.directory / QUARANTINE).glob("*") if p.suffix in (".pb", ".json"))
+        except OSError:
+            return []
 
     def quarantine(self, start: int, fmt: str, body: bytes, reason: str) -> Path:
         """Keep the record that begins at position ``start`` as ``quarantine/<start>.pb`` (or
@@ -224,6 +230,7 @@ class Journal:
         directory.mkdir(exist_ok=True)
         target = directory / f"{start:020d}.{_FILE_SUFFIX[fmt]}"
         _write_file(target, body)
+        reason = " ".join(reason.split())  # one line per record
         line = f"{target.name}\t{datetime.now(UTC).isoformat(timespec='seconds')}\t{reason}\n"
         with open(directory / "reasons.txt", "a", encoding="utf-8") as f:
             f.write(line)
