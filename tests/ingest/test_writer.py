@@ -234,3 +234,40 @@ async def test_applied_segments_are_deleted_while_new_ones_are_written(parts):
             assert await writer.sync()
             assert len(list(journal.directory.glob("*.log"))) <= 2  # the open one and the one before
     assert store.span_count() == 200 and not list(journal.directory.glob("*.log"))
+
+
+@_sync
+async def test_a_full_journal_is_degraded_until_it_takes_writes_again_even_with_no_client(tmp_path, monkeypatch):
+    """A journal on a real full tmpfs: the request is refused (retryable, no path), /healthz says
+    degraded; once there is room, the writer finds out by itself, without waiting for a client."""
+    import subprocess
+
+    import planoscope.ingest.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "JOURNAL_RECHECK_S", 0.2)  # 5 s in production
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    store = DuckDBStore(tmp_path / "d")
+    try:
+        metrics = SpanMetrics()
+        async with _writer(store, metrics, Journal(mnt / "journal")) as writer:
+            with pytest.raises(WriterUnavailable, match="cannot write its journal") as e:
+                for _ in range(200):
+                    await _write(writer, RequestFactory(500).make())
+            assert str(mnt) not in str(e.value)
+            health = writer.health()
+            assert health["status"] == "degraded" and "No space left on device" in health["problems"][0]
+            assert (
+                str(mnt) not in health["problems"][0] and "<journal>/00000000000000000000.log" in health["problems"][0]
+            )
+            subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+            deadline = asyncio.get_running_loop().time() + 10
+            while writer.health()["status"] != "ok":
+                assert asyncio.get_running_loop().time() < deadline, writer.health()
+                await asyncio.sleep(0.05)
+            await _write(writer, RequestFactory(40).make())
+            assert await writer.sync()
+    finally:
+        store.close()
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

@@ -257,6 +257,21 @@ class Journal:
             raise JournalError(f"the record at position {start}: {problem}")
         return FORMATS[data[HEADER_BYTES - 1]], data[HEADER_BYTES:]
 
+    def check_writable(self, size: int = 64 << 10) -> None:
+        """Write, fsync and remove a scratch file of ``size`` bytes beside the segments; raises
+        ``OSError`` (a full disk, a read-only or failing one) as an append would."""
+        probe = self.directory / ".writable"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, [bytes(size)])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            try:
+                probe.unlink()
+            except OSError:  # the next check truncates it
+                pass
+
     def open(self) -> None:
         """Start a new segment at ``position`` for the appends of this run."""
         if self._segments and not self._replayed:

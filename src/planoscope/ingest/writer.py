@@ -62,6 +62,8 @@ log = logging.getLogger("planoscope.writer")
 # commits, 8.1 in 16,384-row ones, 5.0 in 122,880-row ones (checkpoints included).
 ROW_GROUP = 122_880
 
+JOURNAL_RECHECK_S = 5.0  # how often a journal that failed is tried again while nothing arrives
+
 _STOP = object()
 _WAKE = object()  # a sync() is waiting: apply what is queued now
 
@@ -243,9 +245,11 @@ class SpanWriter:
         return self.incidents.inserts.reason
 
     def _redact(self, message: str) -> str:
-        """``message`` without the data directory's path (/healthz needs no credentials)."""
-        for path in {str(self.store.data_dir.resolve()), str(self.store.data_dir)}:
-            message = message.replace(path, "<data_dir>")
+        """``message`` without the data directory's or the journal's path (/healthz needs no
+        credentials)."""
+        for path, name in ((self.store.data_dir, "<data_dir>"), (self.journal.directory, "<journal>")):
+            for form in {str(path.resolve()), str(path)}:
+                message = message.replace(form, name)
         return message
 
     async def write(self, batch: SpanBatch, body: bytes, fmt: str) -> None:
@@ -347,7 +351,11 @@ class SpanWriter:
         try:
             stopping = False
             while not stopping:
-                item = self._journal_queue.get()
+                try:  # while the journal cannot be written, find out without waiting for a client
+                    item = self._journal_queue.get(timeout=JOURNAL_RECHECK_S if self.incidents.journal.since else None)
+                except queue.Empty:
+                    self._recheck_journal()
+                    continue
                 if item is _STOP:
                     break
                 group = [item]
@@ -370,6 +378,16 @@ class SpanWriter:
                 if item is not _STOP:
                     _notify(item, WriterUnavailable("the writer is stopping"))
             self._queue.put(_STOP)
+
+    def _recheck_journal(self) -> None:
+        """Whether the journal that failed takes a write again (its directory, a little space, an
+        fsync): /healthz stays degraded no longer than that, even when no client sends meanwhile."""
+        try:
+            self.journal.check_writable()
+        except OSError as e:
+            self.incidents.journal.failed(_first_line(e), f"the journal still cannot be written: {e}")
+        else:
+            self.incidents.journal.succeeded()
 
     def _journal_group(self, group: list[_Pending]) -> None:
         try:
