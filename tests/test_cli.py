@@ -250,6 +250,86 @@ def test_data_dir_in_use_by_another_planoscope_exits_1(server_factory, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
+# A broken data directory: exit code 1, one line, and the files as they were
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken_starts(module_server_factory, tmp_path_factory):
+    """Each case's data directory broken as a disk or an operator breaks one, then every start
+    at once. Once each of these printed a 45- to 65-line traceback."""
+    import hashlib
+    import shutil
+
+    tmp = tmp_path_factory.mktemp("broken")
+    template = tmp / "template"
+    srv = module_server_factory(template)
+    base = now_base_ns()
+    spans = [{"resource": {"service.name": "s"}, "name": "x", "kind": SpanKind.SERVER, "start": base, "end": base + 1}]
+    for _ in range(3):
+        sdk_export(srv, spans * 200)
+    srv.stop()
+    dirs = {}
+    for case in ("truncated database", "journal on a read-only mount", "immutable journal", "a directory as a segment"):
+        dirs[case] = tmp / case.replace(" ", "-")
+        shutil.copytree(template, dirs[case])
+    db = dirs["truncated database"] / "planoscope.duckdb"
+    with open(db, "r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+    sha = hashlib.sha256(db.read_bytes()).hexdigest()
+    (dirs["a directory as a segment"] / "journal" / "00000000000000000000.log").mkdir()
+    ro = dirs["journal on a read-only mount"] / "journal"
+    immutable = dirs["immutable journal"] / "journal"
+    full = tmp / "full"
+    full.mkdir()
+    dirs["full disk"] = full / "data"
+    undo = []
+    try:
+        subprocess.run(["mount", "--bind", str(ro), str(ro)], check=True)
+        undo.append(["umount", str(ro)])
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+        subprocess.run(["chattr", "+i", str(immutable)], check=True)  # root ignores chmod
+        undo.append(["chattr", "-i", str(immutable)])
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(full)], check=True)
+        undo.append(["umount", str(full)])
+        subprocess.run(["dd", "if=/dev/zero", f"of={full}/filler", "bs=64k"], capture_output=True)
+        runs = {case: Run(["serve", "--data-dir", str(d), *FREE_PORTS]) for case, d in dirs.items()}
+        run_all(list(runs.values()))
+    finally:
+        for cmd in reversed(undo):
+            subprocess.run(cmd, check=True)
+    return runs, dirs, hashlib.sha256(db.read_bytes()).hexdigest() == sha
+
+
+@pytest.mark.parametrize(
+    "case, says",
+    [
+        ("truncated database", "is truncated"),
+        ("journal on a read-only mount", "Read-only file system"),
+        ("immutable journal", "Operation not permitted"),
+        ("a directory as a segment", "is not a file"),
+        ("full disk", "No space left on device"),
+    ],
+)
+def test_a_start_on_a_broken_data_directory_exits_1_with_one_line(broken_starts, case, says):
+    runs, dirs, _ = broken_starts
+    run = runs[case]
+    assert run.returncode == 1, run
+    lines = run.error_lines()
+    assert len(lines) == 1, run
+    assert lines[0].startswith("planoscope: error: ") and says in lines[0], run
+    assert str(dirs[case]) in lines[0], run  # where: the server's own output may name paths
+    assert "Traceback" not in run.stderr and "ready" not in run.stdout
+
+
+def test_a_failed_start_leaves_a_corrupt_database_byte_for_byte(broken_starts):
+    """Its checkpoint on close once wrote 2,632 bytes into the truncated file."""
+    runs, dirs, unchanged = broken_starts
+    assert runs["truncated database"].returncode == 1 and unchanged
+    assert sorted(p.name for p in dirs["truncated database"].iterdir()) == ["journal", "planoscope.duckdb"]
+
+
+# --------------------------------------------------------------------------------------------
 # Precedence: file < environment < flags
 # --------------------------------------------------------------------------------------------
 

@@ -5,12 +5,17 @@ from the stored spans. Also: what was acknowledged survives a hard kill.
 
 from __future__ import annotations
 
+import json
+import struct
+import subprocess
+import time
 from fractions import Fraction
 
+import httpx
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import Metrics, now_base_ns, read_spans, sdk_export, spans_by_id
+from conftest import Metrics, _wait, http_post, now_base_ns, pb_request, pb_span, read_spans, sdk_export, spans_by_id
 
 MS = 1_000_000
 LLM = {"service.name": "plano(llm)"}
@@ -194,3 +199,150 @@ def test_acknowledged_spans_survive_a_hard_kill(server_factory, tmp_path):
     srv.stop()
     assert set(spans_by_id(read_spans(data_dir))) == ids
     assert not list((data_dir / "journal").glob("*.log"))  # all in DuckDB: the journal is emptied on stop
+
+
+# --------------------------------------------------------------------------------------------
+# What once stopped storage for good, or lost acknowledged spans on a restart
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_span_longer_than_2_to_the_53_ns_stops_neither_storage_nor_a_restart(server_factory, tmp_path):
+    """One unauthenticated OTLP/JSON request (start 0, end now) killed the writer within 5 s on a
+    float cast: the spans acknowledged before it never reached DuckDB, all later ingest was
+    refused, and every restart replayed it and died again."""
+    data_dir = tmp_path / "data"
+    srv = server_factory(data_dir)
+    base = now_base_ns()
+    ids = span_ids(sdk_export(srv, [llm_span(base, MS)]))
+    end = time.time_ns()
+    doc = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0123456789abcdef0123456789abcdef",
+                                "spanId": "0123456789abcdef",
+                                "name": "x",
+                                "startTimeUnixNano": "0",
+                                "endTimeUnixNano": str(end),
+                            }
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    r = http_post(srv.http_traces_url, json.dumps(doc).encode(), "application/json")
+    assert r.status_code == 200 and not r.json().get("partialSuccess"), r.text
+    srv.kill()  # at once: the long span is in the journal only, for the restart to replay
+    srv.start()
+    assert any("from the journal" in line for line in srv.lines("err")), srv.output()
+    assert srv.healthz()["status"] == "ok"
+    ids |= span_ids(sdk_export(srv, [llm_span(base + 1, 2 * MS)], protocol="http"))  # ingest goes on
+    m = srv.metrics()
+    long = {
+        "service_name": "",
+        "span_name": "x",
+        "span_kind": "SPAN_KIND_UNSPECIFIED",
+        "status_code": "STATUS_CODE_UNSET",
+    }
+    assert m.buckets("duration_milliseconds", long)["10000"] == 0 and m.value("calls_total", long) == 1
+    assert m.value("duration_milliseconds_sum", long) == pytest.approx(end / MS)
+    srv.restart()  # and again: nothing left to trip over
+    srv.stop()
+    stored = spans_by_id(read_spans(data_dir))
+    assert set(stored) == ids | {"0123456789abcdef"}
+    assert stored["0123456789abcdef"]["Duration"] == end
+
+
+@pytest.mark.parametrize("damage", ["length field", "body byte"])
+def test_a_corrupt_first_record_of_a_segment_costs_at_most_itself(server_factory, tmp_path, damage):
+    """Four corrupt bytes of the first record's length field were taken for a torn tail and the
+    whole segment (20,000 acknowledged spans in the probe) was cut off. Now a record whose header
+    alone is corrupt is kept whole; one whose body is corrupt is copied to a .corrupt file, and
+    every intact record after it is inserted."""
+    data_dir = tmp_path / "data"
+    srv = server_factory(data_dir)
+    base = now_base_ns()
+    sent: list[set[str]] = []
+    for r in range(10):
+        spans = [pb_span(f"{r + 1:032x}", f"{r + 1:04x}{i + 1:012x}", "s", base, base + MS) for i in range(50)]
+        resp = http_post(srv.http_traces_url, pb_request((LLM, spans)).SerializeToString())
+        assert resp.status_code == 200
+        sent.append({s.span_id.hex() for s in spans})
+    srv.kill()  # before the insert: everything is in the journal only
+    (segment,) = (data_dir / "journal").glob("*.log")
+    data = bytearray(segment.read_bytes())
+    length = struct.unpack_from("<I", data)[0]
+    if damage == "length field":
+        struct.pack_into("<I", data, 0, 0xFFFFFFFF)
+    else:
+        data[9 + length // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    srv.start()
+    srv.stop()
+    stored = set(spans_by_id(read_spans(data_dir)))
+    corrupt = list((data_dir / "journal").glob("*.corrupt"))
+    if damage == "length field":
+        assert stored == set().union(*sent) and not corrupt
+    else:
+        assert stored == set().union(*sent[1:])
+        assert [p.name for p in corrupt] == [f"{segment.name}.0.corrupt"]
+        assert corrupt[0].read_bytes() == bytes(data[: 9 + length])  # the record, as the disk holds it
+
+
+def test_a_full_disk_is_seen_waited_out_and_loses_nothing(server_factory, tmp_path):
+    """The data directory on a small tmpfs, filled by ingest. Once every failed insert was logged
+    as the rollback's "no transaction is active", /healthz said ok, and a stop with acknowledged
+    spans only in the journal said "stopped" and exited 0."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        data_dir = mnt / "data"
+        srv = server_factory(data_dir)
+        base = now_base_ns()
+        acked: set[str] = set()
+        refused = 0
+        with httpx.Client(timeout=30) as c:
+            for r in range(400):
+                spans = [
+                    pb_span(f"{r + 1:032x}", f"{r + 1:06x}{i + 1:010x}", "s", base, base + MS, attrs={"pad": "x" * 200})
+                    for i in range(200)
+                ]
+                resp = c.post(
+                    srv.http_traces_url,
+                    content=pb_request((LLM, spans)).SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf"},
+                )
+                if resp.status_code == 200:
+                    acked |= {s.span_id.hex() for s in spans}
+                    continue
+                assert resp.status_code == 503, resp.text  # retryable, and no path of ours in it
+                assert str(mnt) not in resp.text and "journal" in resp.text
+                refused += 1
+                if refused >= 3 and srv.healthz()["status"] == "degraded":
+                    break
+        health = _wait(
+            lambda: (h := srv.healthz())["status"] == "degraded" and len(h["problems"]) == 2 and h,
+            what="/healthz degraded: the journal and the inserts failing",
+        )
+        journal, inserts = health["problems"]
+        assert "journal cannot be written" in journal and "inserts into the store have failed" in inserts
+        assert all("No space left on device" in p and str(mnt) not in p for p in (journal, inserts)), health
+        assert 0 < health["pending_spans"] <= len(acked)
+        err = "\n".join(srv.lines("err"))
+        assert "No space left on device" in err and "no transaction is active" not in err
+        assert srv.stop(expect_rc=None) == 1
+        last = srv.lines("err")[-1]
+        assert last.startswith("planoscope: error: ") and "acknowledged spans are still only in the journal" in last
+        assert "they will be inserted on the next start" in last
+        subprocess.run(["mount", "-o", "remount,size=256m", str(mnt)], check=True)
+        srv.start()
+        srv.stop()
+        rows = read_spans(data_dir)
+        assert len(rows) == len(acked) and set(spans_by_id(rows)) == acked  # each once, none lost
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

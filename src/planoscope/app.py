@@ -17,7 +17,7 @@ from .ingest.decode import Decoder, Limits
 from .ingest.dedupe import RecentSpans
 from .ingest.grpc import GrpcReceiver
 from .ingest.http import otlp_http_app
-from .ingest.journal import Journal
+from .ingest.journal import Journal, JournalError
 from .ingest.writer import SpanWriter, WriterUnavailable
 from .metrics.spanmetrics import SpanMetrics
 from .net import fds
@@ -63,6 +63,18 @@ class Planoscope:
     async def __aexit__(self, *exc) -> None:
         await self._stack.aclose()
 
+    def left_in_journal(self) -> str | None:
+        """After the stop: what it could not insert into the store (acknowledged spans kept only
+        in the journal, for the next start), or None when everything is in."""
+        writer = getattr(self, "writer", None)
+        if writer is None or not writer.pending_spans:
+            return None
+        reason = f" (the store could not be written: {writer.last_error})" if writer.last_error else ""
+        return (
+            f"{writer.pending_spans} acknowledged spans are still only in the journal{reason}; "
+            "they will be inserted on the next start"
+        )
+
     async def _start(self) -> None:
         s = self.settings
         stack = self._stack
@@ -75,17 +87,14 @@ class Planoscope:
         self.metrics = metrics = SpanMetrics(
             s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms, s.metrics_cardinality_limit
         )
-        stored = store.metric_totals(metrics.fingerprint)
-        if stored is None and store.span_count():
-            log.info("span-metric settings changed: recomputing span metrics from the stored spans")
-        totals, watermark = stored or ([], None)
-        metrics.load(totals)
-        metrics.replay(store.scan_for_metrics(metrics.dimensions, after=watermark))  # what the last snapshot missed
-        # Retention may have deleted the spans ingested last: the watermark never goes back.
-        watermark = max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
-        store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
-        recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
+        try:
+            with store.starting():  # every read before the first write: a corrupt file fails unchanged
+                watermark = _restore_metrics(store, metrics)
+                recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
+                store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)
+        except StoreError as e:
+            raise StartupError(str(e)) from None
 
         _check_exposure(s)
         # Bind every port before serving anything, so a taken port fails the start cleanly.
@@ -100,14 +109,21 @@ class Planoscope:
             journal = Journal(s.data_dir / "journal")
         except OSError as e:
             raise StartupError(f"cannot create the journal in {s.data_dir}: {e.strerror}") from None
+        except JournalError as e:
+            raise StartupError(str(e)) from None
         try:
-            self.writer = writer = await stack.enter_async_context(
-                SpanWriter(
+            with store.starting():
+                writer = SpanWriter(
                     store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2, watermark=watermark
                 )
-            )
-        except WriterUnavailable as e:  # the journal's leftovers could not be inserted
+            self.writer = await stack.enter_async_context(writer)
+        except (StoreError, WriterUnavailable) as e:  # the journal's leftovers could not go in
+            store.failed = True  # a full disk or a damaged file: nothing more is written into it
             raise StartupError(str(e)) from None
+        except JournalError as e:
+            raise StartupError(str(e)) from None
+        except OSError as e:  # the journal cannot be read
+            raise StartupError(f"cannot read the journal in {journal.directory}: {e.strerror or e}") from None
         self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
         self.scraper = scraper = Scraper(
             writer,
@@ -177,6 +193,19 @@ class Planoscope:
             "otlp_http": bound_address(http_sock),
             "listen": bound_address(web_sock),
         }
+
+
+def _restore_metrics(store: DuckDBStore, metrics: SpanMetrics):
+    """Load the stored span-metric totals and count the spans the last snapshot missed; returns
+    the watermark to store them with."""
+    stored = store.metric_totals(metrics.fingerprint)
+    if stored is None and store.span_count():
+        log.info("span-metric settings changed: recomputing span metrics from the stored spans")
+    totals, watermark = stored or ([], None)
+    metrics.load(totals)
+    metrics.replay(store.scan_for_metrics(metrics.dimensions, after=watermark))  # what the last snapshot missed
+    # Retention may have deleted the spans ingested last: the watermark never goes back.
+    return max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
 
 
 async def _stop_receiving(grpc_rx: GrpcReceiver, otlp_http: HttpServer) -> None:

@@ -124,16 +124,38 @@ async def _serve(settings: Settings) -> int:
     from .net.listen import StartupError
 
     stop = stop_event()
+    app = Planoscope(settings)
     try:
-        async with Planoscope(settings) as app:
-            print("\n".join([*listening_lines(settings, app), "planoscope: ready"]), flush=True)
-            await stop.wait()
-            print("planoscope: stopping: finishing in-flight requests", flush=True)
+        await app.__aenter__()
     except StartupError as e:
         print(f"planoscope: error: {e}", file=sys.stderr, flush=True)
         return 1
+    except Exception as e:  # unforeseen: still one line (the traceback at --log-level debug)
+        logging.getLogger("planoscope").debug("the start failed", exc_info=True)
+        print(f"planoscope: error: cannot start: {_one_line(e)}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        print("\n".join([*listening_lines(settings, app), "planoscope: ready"]), flush=True)
+        await stop.wait()
+        print("planoscope: stopping: finishing in-flight requests", flush=True)
+    finally:
+        await app.__aexit__(None, None, None)
+    return stopped(app)
+
+
+def stopped(app) -> int:
+    """The last line of a stop and its exit code: 0 only when every acknowledged span is in the store."""
+    left = app.left_in_journal()
+    if left:
+        print(f"planoscope: error: {left}", file=sys.stderr, flush=True)
+        return 1
     print("planoscope: stopped", flush=True)
     return 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 @main.command()
@@ -384,8 +406,7 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
     except StartupError as e:
         print(f"planoscope: error: {e}", file=sys.stderr, flush=True)
         return 1
-    print("planoscope: stopped", flush=True)
-    return 0
+    return stopped(app)
 
 
 @main.group()

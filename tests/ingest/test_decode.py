@@ -66,6 +66,10 @@ DOUBLES = [
 ]
 
 
+# Around the latest time the store holds (decode.MAX_TIME_NS = 2**63 - 2): kept up to it, rejected after.
+EDGE_TIMES = [2**53 + 1, 2**63 - 2, 2**63 - 1, 2**63, 2**64 - 1]
+
+
 def _value(rng: random.Random, depth: int = 0) -> AnyValue:
     kind = rng.randrange(8 if depth < 2 else 5)
     if kind == 0:
@@ -113,15 +117,17 @@ def random_request(seed: int) -> bytes:
                 s.trace_state = rng.choice(["", "a=b"])
                 s.name = rng.choice(STRINGS)
                 s.kind = rng.randrange(7)
-                s.start_time_unix_nano = rng.randrange(1, 2**62)
-                s.end_time_unix_nano = s.start_time_unix_nano + (
-                    -1 if rng.random() < 0.05 else rng.choice([0, 1, 5_000_000])
+                s.start_time_unix_nano = rng.randrange(1, 2**62) if rng.random() < 0.95 else rng.choice(EDGE_TIMES)
+                s.end_time_unix_nano = min(
+                    2**64 - 1, s.start_time_unix_nano + (-1 if rng.random() < 0.05 else rng.choice([0, 1, 5_000_000]))
                 )
+                if rng.random() < 0.03:  # a long span: the start at 0, the end anywhere
+                    s.start_time_unix_nano, s.end_time_unix_nano = 0, rng.choice(EDGE_TIMES)
                 s.attributes.extend(_attrs(rng, rng.randrange(8)))
                 for _ in range(rng.randrange(3)):
                     e = s.events.add()
                     e.name = rng.choice(STRINGS)
-                    e.time_unix_nano = rng.randrange(2**64)
+                    e.time_unix_nano = rng.randrange(2**62) if rng.random() < 0.95 else rng.choice(EDGE_TIMES)
                     e.attributes.extend(_attrs(rng, rng.randrange(3)))
                 for _ in range(rng.randrange(2)):
                     ln = s.links.add()
@@ -362,3 +368,37 @@ def test_too_many_spans_refuse_the_request(native):
     assert Decoder(native=native, limits=lim).decode_protobuf(_one_span_request([], n_spans=10)).table.num_rows == 10
     with pytest.raises(BadRequest, match=r"^the request holds more than 10 spans \(max_spans_per_request\)$"):
         Decoder(native=native, limits=lim).decode_protobuf(_one_span_request([], n_spans=11))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "reference"])
+def test_times_are_kept_up_to_the_latest_the_store_holds(native):
+    """decode.MAX_TIME_NS = 2**63 - 2: DuckDB's TIMESTAMP_NS reads 2**63 - 1 as infinity."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    latest = decode.MAX_TIME_NS
+    assert latest == 2**63 - 2
+    req = ExportTraceServiceRequest()
+    spans = req.resource_spans.add().scope_spans.add().spans
+    cases = [  # (name, start, end, event time or None, kept)
+        ("latest", latest, latest, latest, True),
+        ("long", 0, latest, None, True),
+        ("start", latest + 1, latest + 1, None, False),
+        ("end", 0, latest + 1, None, False),
+        ("event", 1, 2, latest + 1, False),
+    ]
+    for i, (name, start, end, event, _) in enumerate(cases, start=1):
+        s = Span(trace_id=bytes([i]) * 16, span_id=bytes([i]) * 8, name=name)
+        s.start_time_unix_nano, s.end_time_unix_nano = start, end
+        if event is not None:
+            s.events.add(time_unix_nano=event, name="e")
+        spans.append(s)
+    batch = Decoder(native=native).decode_protobuf(req.SerializeToString())
+    assert batch.table.column("SpanName").to_pylist() == [c[0] for c in cases if c[4]]
+    ts = batch.table.column("Timestamp").cast(pa.int64()).to_pylist()
+    assert ts == [latest, 0] and batch.table.column("Duration").to_pylist() == [0, latest]
+    assert batch.rejected == 3
+    assert [e.split(": ", 1)[1].split(" is ")[0] for e in batch.errors] == [
+        "start_time_unix_nano",
+        "end_time_unix_nano",
+        "an event's time_unix_nano",
+    ]

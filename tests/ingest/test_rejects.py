@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status as RpcStatus
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from conftest import (
     grpc_export,
@@ -192,6 +193,48 @@ def test_broken_gzip_is_400(rejects, case):
 def test_nothing_of_an_undecodable_request_is_stored(rejects):
     assert len(rejects["never_stored"]) == 9
     assert not rejects["never_stored"] & set(rejects["stored"])
+
+
+# --------------------------------------------------------------------------------------------
+# Times: what the store cannot hold is rejected, the latest time it holds is stored and found.
+# --------------------------------------------------------------------------------------------
+
+LATEST = 2**63 - 2  # DuckDB's TIMESTAMP_NS reads 2**63 - 1 as infinity
+
+
+def test_times_beyond_what_the_store_holds_are_rejected_and_the_latest_it_holds_is_found(server_factory, tmp_path):
+    """A span at 2**63 - 1 ns was stored as DuckDB's ``infinity``: counted, never found by its id,
+    never deleted by retention. It is rejected through partial success now, as is an end or an
+    event time beyond what the store holds; a span ending at the latest time is stored and found."""
+    data_dir = tmp_path / "data"
+    srv = server_factory(data_dir)
+    base = now_base_ns()
+    kept: dict[str, str] = {}
+    for t, transport in enumerate(TRANSPORTS, start=1):
+        tid = f"{t:02x}" + "7e" * 15
+        event = Span.Event(time_unix_nano=2**63 - 1, name="late")
+        spans = [
+            pb_span(tid, f"{t:02x}00000000000001", "at infinity", 2**63 - 1, 2**63 - 1),
+            pb_span(tid, f"{t:02x}00000000000002", "ends beyond", base, 2**63 - 1),
+            pb_span(tid, f"{t:02x}00000000000003", "late event", base, base + MS, events=[event]),
+            pb_span(tid, f"{t:02x}00000000000004", "ends at the latest", 0, LATEST),
+            pb_span(tid, f"{t:02x}00000000000005", "normal", base, base + MS),
+        ]
+        ps = send(transport, srv, pb_request((RESOURCE, spans))).partial_success
+        assert ps.rejected_spans == 3, (transport, ps)
+        for field in ("start_time_unix_nano is out of range", "end_time_unix_nano is out of range"):
+            assert field in ps.error_message, (transport, ps.error_message)
+        assert "an event's time_unix_nano is out of range" in ps.error_message and "2262" in ps.error_message
+        kept[f"{t:02x}00000000000004"] = tid
+        r = srv.get(f"/api/v1/traces/{tid}")
+        assert r.status_code == 200, r.text
+        names = {s["name"] for rs in r.json()["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]}
+        assert names == {"ends at the latest", "normal"}
+    srv.stop()
+    stored = spans_by_id(read_spans(data_dir))
+    assert len(stored) == 6
+    for sid in kept:
+        assert stored[sid]["Timestamp"] == 0 and stored[sid]["Duration"] == LATEST
 
 
 # --------------------------------------------------------------------------------------------

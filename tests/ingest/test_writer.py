@@ -91,7 +91,8 @@ async def test_a_clean_stop_inserts_everything_and_empties_the_journal(parts):
     async with _writer(store, metrics, journal, apply_every=30.0) as writer:
         for _ in range(3):
             await _write(writer, request())
-    assert store.span_count() == 120
+        assert writer.pending_spans == 120
+    assert store.span_count() == 120 and writer.pending_spans == 0
     assert not list(journal.directory.glob("*.log"))
 
 
@@ -118,12 +119,15 @@ async def test_the_start_inserts_what_the_journal_has_beyond_duckdb_exactly_once
 
 
 @_sync
-async def test_a_failed_journal_write_acknowledges_nothing(parts):
+async def test_a_failed_journal_write_acknowledges_nothing(parts, caplog):
     store, metrics, journal, request = parts
     async with _writer(store, metrics, journal) as writer:
         os.close(journal._fd)  # the write fails (EBADF), as on a dead disk, and cannot be cut off
-        with pytest.raises(WriterUnavailable, match="cannot write the journal"):
+        with pytest.raises(WriterUnavailable, match="cannot write its journal") as e:
             await _write(writer, request())
+        # The client learns nothing of the server's files; its log has the path and the reason.
+        assert str(store.data_dir) not in str(e.value) and "/" not in str(e.value)
+        assert f"cannot write the journal {journal.directory}" in caplog.text and "Bad file descriptor" in caplog.text
         assert store.span_count() == 0 and _calls(metrics) == 0
         await _write(writer, request())  # the next goes into a fresh segment
         await writer.sync()
@@ -230,3 +234,40 @@ async def test_applied_segments_are_deleted_while_new_ones_are_written(parts):
             assert await writer.sync()
             assert len(list(journal.directory.glob("*.log"))) <= 2  # the open one and the one before
     assert store.span_count() == 200 and not list(journal.directory.glob("*.log"))
+
+
+@_sync
+async def test_a_full_journal_is_degraded_until_it_takes_writes_again_even_with_no_client(tmp_path, monkeypatch):
+    """A journal on a real full tmpfs: the request is refused (retryable, no path), /healthz says
+    degraded; once there is room, the writer finds out by itself, without waiting for a client."""
+    import subprocess
+
+    import planoscope.ingest.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "JOURNAL_RECHECK_S", 0.2)  # 5 s in production
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], check=True)
+    store = DuckDBStore(tmp_path / "d")
+    try:
+        metrics = SpanMetrics()
+        async with _writer(store, metrics, Journal(mnt / "journal")) as writer:
+            with pytest.raises(WriterUnavailable, match="cannot write its journal") as e:
+                for _ in range(200):
+                    await _write(writer, RequestFactory(500).make())
+            assert str(mnt) not in str(e.value)
+            health = writer.health()
+            assert health["status"] == "degraded" and "No space left on device" in health["problems"][0]
+            assert (
+                str(mnt) not in health["problems"][0] and "<journal>/00000000000000000000.log" in health["problems"][0]
+            )
+            subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+            deadline = asyncio.get_running_loop().time() + 10
+            while writer.health()["status"] != "ok":
+                assert asyncio.get_running_loop().time() < deadline, writer.health()
+                await asyncio.sleep(0.05)
+            await _write(writer, RequestFactory(40).make())
+            assert await writer.sync()
+    finally:
+        store.close()
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

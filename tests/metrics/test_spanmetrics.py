@@ -376,3 +376,27 @@ def test_dimensions_and_buckets_are_configurable(server_factory, tmp_path):
     check_series(m, series, ["1", "2.5", "100"])
     b = m.buckets("duration_milliseconds", series[0][0])
     assert b == {"1": 2, "2.5": 4, "100": 4, "+Inf": 5}
+
+
+def test_durations_past_2_to_the_53_ns_are_bucketed_exactly():
+    """A float64 holds ns exactly only up to 2**53 (104 days): Arrow's safe cast of a longer span
+    raised, which once stopped the writer for good. Buckets compare the int64 ns themselves."""
+    import pyarrow as pa
+
+    from planoscope.metrics.spanmetrics import SpanMetrics
+
+    durations = [2_500_000, 2_500_001, 2**53 + 1, 10**12 * MS, 10**12 * MS + 1, 2**63 - 2]
+    n = len(durations)
+    spans = pa.table(
+        {
+            "ServiceName": ["s"] * n,
+            "SpanName": ["x"] * n,
+            "SpanKind": ["Internal"] * n,
+            "StatusCode": ["Unset"] * n,
+            "Duration": pa.array(durations, pa.int64()),
+        }
+    )
+    m = SpanMetrics(dimensions=(), buckets_ms=(2.5, 5, 10**12))
+    ((calls, sum_ms, buckets),) = m.deltas(spans).values()
+    assert calls == n and buckets == [1, 1, 2, 2]  # 2.5 ms is in le=2.5; 10**12 ms in le=1e12
+    assert sum_ms == pytest.approx(sum(Fraction(d, MS) for d in durations), rel=1e-12)

@@ -8,7 +8,7 @@ from datetime import datetime
 import duckdb
 import pytest
 
-from planoscope.store import DuckDBStore
+from planoscope.store import DuckDBStore, StoreError
 
 
 @pytest.fixture
@@ -120,3 +120,66 @@ def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
         assert {r[3] for r in rows} == {stamp}
     finally:
         store.close()
+
+
+def _filled_store(data, n: int = 50):
+    store = DuckDBStore(data)
+    for i in range(n):
+        store.append_spans(_batch(500), datetime(2026, 1, 1), i)
+    store.close()
+    return data / "planoscope.duckdb"
+
+
+def test_a_truncated_database_is_refused_in_one_line_and_left_byte_for_byte(tmp_path):
+    """It once failed half-way through the start with a 50-line traceback, and the failed start's
+    checkpoint on close wrote 2,632 bytes into the corrupt file."""
+    import hashlib
+
+    db = _filled_store(tmp_path / "d")
+    with open(db, "r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for _ in range(2):  # a second start finds it as the first left it
+        with pytest.raises(StoreError) as e:
+            DuckDBStore(tmp_path / "d")
+        assert "truncated" in str(e.value) and str(db) in str(e.value) and "\n" not in str(e.value)
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+        assert sorted(p.name for p in db.parent.iterdir()) == ["planoscope.duckdb"]  # no WAL either
+
+
+def test_a_start_on_an_intact_store_writes_nothing_before_its_first_write(tmp_path):
+    """Opening runs only statements that write nothing when the schema is there (the ``attr``
+    macro is redefined only if it differs), so a start that fails afterwards leaves the file as it was."""
+    import hashlib
+
+    db = _filled_store(tmp_path / "d", n=2)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    store = DuckDBStore(tmp_path / "d")
+    store.failed = True  # as after a failed start: closed without a checkpoint
+    store.close()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert not (tmp_path / "d" / "planoscope.duckdb.wal").exists()
+
+
+def test_an_insert_on_a_full_disk_fails_with_the_disks_error(tmp_path):
+    """The failed commit's own error, not the rollback's "no transaction is active" after it."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        store = DuckDBStore(mnt / "d")
+        try:
+            with pytest.raises(duckdb.Error) as e:
+                for i in range(100):
+                    store.append_spans(_batch(2000), datetime(2026, 1, 1), i)
+            assert "No space left on device" in str(e.value), e.value
+            assert DuckDBStore.unwritable(e.value)  # the writer retries it; nothing is quarantined
+            subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+            store.append_spans(_batch(), datetime(2026, 1, 1), 1000)  # and it recovers in place
+            assert store.journal_applied() == 1000
+        finally:
+            store.close()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)

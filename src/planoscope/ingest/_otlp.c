@@ -248,6 +248,11 @@ typedef struct {
     Py_ssize_t max_value, max_attrs, max_spans, truncated, dropped;
 } out_t;
 
+/* The latest time the store holds (decode.MAX_TIME_NS): DuckDB's TIMESTAMP_NS is int64 ns and
+   reads INT64_MAX as infinity. A span's end (start + duration) and its events' times are checked. */
+#define MAX_TIME_NS ((uint64_t)INT64_MAX - 1)
+#define MAX_TIME_TEXT "at most 9223372036854775806 ns, in 2262"
+
 static const char *KIND[6] = {"Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"};
 static const char *STATUS[3] = {"Unset", "Ok", "Error"};
 
@@ -469,7 +474,7 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
     }
     buf_t none = {sp.p, sp.p};
     buf_t tid = none, sid = none, pid = none, tstate = none, name = none, status = {NULL, NULL};
-    uint64_t kind = 0, start = 0, end = 0;
+    uint64_t kind = 0, start = 0, end = 0, max_event = 0;
     /* First pass: the scalars. Attributes, events and links are read on a second pass, only for
        spans that pass validation, so a rejected span leaves nothing in the columns. */
     buf_t s = sp;
@@ -483,6 +488,17 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
             else if (f == 4) pid = sub;
             else if (f == 5) name = sub;
             else if (f == 15) status = sub;
+            else if (f == 11) { /* an event: only its time matters here, the last one given wins */
+                uint64_t t = 0;
+                uint32_t ef;
+                int ew, er;
+                while ((er = next_field(&sub, &ef, &ew)) > 0) {
+                    if (ef == 1 && ew == 1) { if (read_fixed64(&sub, &t) < 0) return -1; }
+                    else if (skip(&sub, ew) < 0) return -1;
+                }
+                if (er < 0) return -1;
+                if (t > max_event) max_event = t;
+            }
         } else if (f == 6 && w == 0) { if (read_varint(&s, &kind) < 0) return -1; }
         else if (f == 7 && w == 1) { if (read_fixed64(&s, &start) < 0) return -1; }
         else if (f == 8 && w == 1) { if (read_fixed64(&s, &end) < 0) return -1; }
@@ -504,8 +520,12 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
         bad = msg;
     } else if (end < start) {
         bad = "end_time_unix_nano is before start_time_unix_nano";
-    } else if (start > (uint64_t)INT64_MAX || end - start > (uint64_t)INT64_MAX) {
-        bad = "start_time_unix_nano out of range";
+    } else if (start > MAX_TIME_NS) {
+        bad = "start_time_unix_nano is out of range (" MAX_TIME_TEXT ")";
+    } else if (end > MAX_TIME_NS) {
+        bad = "end_time_unix_nano is out of range (" MAX_TIME_TEXT ")";
+    } else if (max_event > MAX_TIME_NS) {
+        bad = "an event's time_unix_nano is out of range (" MAX_TIME_TEXT ")";
     }
     if (bad) return reject(o, name, bad);
 
@@ -545,7 +565,7 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
                 } else if (skip(&e, ew) < 0) return -1;
             }
             if (er < 0) return -1;
-            if (bb_i64(&o->i64[L_EVTS], t > (uint64_t)INT64_MAX ? 0 : (int64_t)t) < 0 ||
+            if (bb_i64(&o->i64[L_EVTS], (int64_t)t) < 0 ||
                 sc_push(&o->s[S_EVNAME], en.p, LEN(en)) < 0 || obj_end(&o->evobj, &o->s[S_EVATTRS]) < 0)
                 return -1;
             o->nevents++;

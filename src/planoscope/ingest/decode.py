@@ -32,7 +32,13 @@ MAX_ERROR_MESSAGES = 5
 ELLIPSIS = "\u2026"  # marks a value cut to the length limit
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
-_INT64_MAX = 0x7FFFFFFFFFFFFFFF
+# The latest time the store holds. DuckDB's TIMESTAMP_NS is int64 ns since the epoch and reads
+# INT64_MAX as infinity (a span stored there is counted, yet never found by its id nor deleted by
+# retention), so a span is rejected unless its start, its end (start + duration: queries add
+# them) and its events' times are at most INT64_MAX - 1 (2262-04-11T23:47:16.854775806Z). OTLP's
+# times are unsigned: nothing is too early.
+MAX_TIME_NS = 0x7FFFFFFFFFFFFFFF - 1
+_OUT_OF_RANGE = f"is out of range (at most {MAX_TIME_NS} ns, in 2262)"
 
 
 class BadRequest(ValueError):
@@ -246,8 +252,12 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
                     bad = f"parent_span_id must be empty or 8 bytes, got {len(pid)} bytes"
                 elif end < start:
                     bad = "end_time_unix_nano is before start_time_unix_nano"
-                elif start > _INT64_MAX or end - start > _INT64_MAX:
-                    bad = "start_time_unix_nano out of range"
+                elif start > MAX_TIME_NS:
+                    bad = f"start_time_unix_nano {_OUT_OF_RANGE}"
+                elif end > MAX_TIME_NS:
+                    bad = f"end_time_unix_nano {_OUT_OF_RANGE}"
+                elif span.events and max(ev.time_unix_nano for ev in span.events) > MAX_TIME_NS:
+                    bad = f"an event's time_unix_nano {_OUT_OF_RANGE}"
                 if bad:
                     rejected += 1
                     if len(errors) < MAX_ERROR_MESSAGES:
@@ -259,7 +269,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
                     xspan[j].append(values.get(k))
                 for ev in span.events:
                     t = ev.time_unix_nano
-                    c["evts"].append(t if t <= _INT64_MAX else 0)
+                    c["evts"].append(t)
                     c["evname"].append(ev.name)
                     c["evattrs"].append(attributes_json(cut.pairs(ev.attributes))[0])
                 for ln in span.links:

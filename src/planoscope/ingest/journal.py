@@ -15,32 +15,45 @@ Layout: ``<data_dir>/journal/<start offset, 20 digits>.log`` segments. A positio
 into the concatenation of all segments ever written, so it only grows. A record is a header
 (body length u32, CRC-32 u32 of format byte + body, format byte) and the body. A segment holds
 the positions up to the next segment's start; bytes beyond are a write that failed and could not
-be cut off, after which appends went on in a new segment. A record cut short or failing its CRC
-at the end of the newest segment is a write that was never acknowledged (the fsync did not
-return) and is cut off; a bad record followed by intact ones is corruption, reported and skipped.
+be cut off, after which appends went on in a new segment.
+
+Replay never destroys an intact record. After a record that does not verify, it scans forward,
+byte by byte within the segment, for the next record whose header and CRC verify, and goes on
+from there. If the bad record's checksum verifies over exactly the bytes up to that next record,
+only its header was corrupt (four flipped bytes of a length field must not cost the segment
+behind them) and the record is kept. What cannot be read is copied, before anything is changed,
+to ``<segment>.<byte offset>.corrupt`` beside the segment and reported at ERROR. The one thing
+cut off without a copy is a torn tail: bytes after the last intact record of the newest segment
+that are a record cut short (or zeros), with no intact record after them. That is a write a
+crash interrupted before its fsync returned, so it was never acknowledged; a copy of every
+crash's torn write would only pile up.
+
+A record the writer cannot insert because of what it holds goes to ``quarantine/`` (``quarantine``):
+the request body as it was received, which can be sent again once the cause is fixed.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+
+from .records import FORMATS, HEADER, HEADER_BYTES, header, next_record, record_end, repaired, torn
 
 log = logging.getLogger("planoscope.journal")
 
-_HEADER = struct.Struct("<IIB")
-FORMATS = ("protobuf", "json")
-_FORMAT_CODE = {f: i for i, f in enumerate(FORMATS)}
+_FILE_SUFFIX = {"protobuf": "pb", "json": "json"}
 SUFFIX = ".log"
+CORRUPT_SUFFIX = ".corrupt"
+QUARANTINE = "quarantine"
 _IOV_MAX = 1024
 
 
 class JournalError(RuntimeError):
-    """The journal cannot be written; nothing of the failed append was acknowledged."""
+    """The journal cannot be read, kept aside or written; nothing of a failed append was acknowledged."""
 
 
 class Journal:
@@ -66,13 +79,20 @@ class Journal:
         self.position = 0  # end of the last record, over all segments
         self._replayed = False
         self._broken = False  # a failed write left bytes that could not be cut off
+        self.corrupt_bytes = 0  # found unreadable by replay, kept in .corrupt files
 
     def _scan(self) -> Iterator[int]:
         for p in self.directory.glob("*" + SUFFIX):
             try:
-                yield int(p.stem)
+                start = int(p.stem)
             except ValueError:
+                start = -1
+            if start < 0 or p.name != self._path(start).name:
                 log.warning("ignoring %s: not a journal segment", p)
+                continue
+            if not p.is_file():
+                raise JournalError(f"{p} is not a file but has a journal segment's name: move it out of the journal")
+            yield start
 
     def _path(self, start: int) -> Path:
         return self.directory / f"{start:020d}{SUFFIX}"
@@ -103,48 +123,154 @@ class Journal:
                 )
                 data = data[: segments[i + 1] - start]
             offset = 0
-            problem = None
             while offset < len(data):
-                end, problem = _record_end(data, offset)
+                end, problem = record_end(data, offset)
                 if problem is None:
-                    code = data[offset + _HEADER.size - 1]
                     if start + end > after:
-                        yield start + end, FORMATS[code], data[offset + _HEADER.size : end]
+                        yield start + end, FORMATS[data[offset + HEADER_BYTES - 1]], data[offset + HEADER_BYTES : end]
                     offset = end
-                elif end < len(data) and _record_end(data, end)[1] is None:
-                    # Intact records follow: corruption (a bad disk), not a torn write. Only this
-                    # record is lost; truncating here would destroy acknowledged ones after it.
+                    continue
+                found = next_record(data, offset + 1)
+                stop = len(data) if found is None else found
+                code = repaired(data, offset, stop)
+                if code is not None:
                     log.error(
-                        "journal %s: a corrupt record at byte %d (%d bytes) skipped; it is lost",
+                        "journal %s: the record at byte %d has a corrupt header (%s) but its checksum verifies "
+                        "over the %d bytes up to %s: kept",
                         path.name,
                         offset,
-                        end - offset,
+                        problem,
+                        stop - offset - HEADER_BYTES,
+                        "the next record" if found is not None else "the end",
                     )
-                    offset, problem = end, None
-                else:
-                    break
-            if problem is not None:
-                if newest:  # what a crash cut short: never acknowledged (or a corrupt end)
+                    if start + stop > after:
+                        yield start + stop, FORMATS[code], data[offset + HEADER_BYTES : stop]
+                    offset = stop
+                    continue
+                if found is None and newest and torn(data, offset):
                     log.warning(
-                        "journal %s: cutting off %d bytes at its end (%s: a write cut short by a crash, "
-                        "never acknowledged, or corruption)",
+                        "journal %s: cutting off %d bytes at its end, from byte %d (%s: a write a crash cut short "
+                        "before its fsync returned, never acknowledged)",
                         path.name,
                         len(data) - offset,
-                        problem,
-                    )
-                    with open(path, "r+b") as f:
-                        f.truncate(offset)
-                        os.fsync(f.fileno())
-                else:
-                    log.error(
-                        "journal %s: %s at byte %d; the %d bytes after it are lost",
-                        path.name,
-                        problem,
                         offset,
-                        len(data) - offset,
+                        problem,
                     )
+                    self._cut(path, offset)
+                    break
+                kept = self._keep_corrupt(path, offset, data[offset:stop])
+                log.error(
+                    "journal %s: bytes %d to %d (%d bytes) cannot be read as records (%s at byte %d; %s); "
+                    "they are copied to %s and are not inserted",
+                    path.name,
+                    offset,
+                    stop,
+                    stop - offset,
+                    problem,
+                    offset,
+                    f"replay goes on with the intact record at byte {found}" if found is not None else "none follows",
+                    kept.name,
+                )
+                if found is None:
+                    if newest:  # appends go on from the last intact record (the bytes are copied)
+                        self._cut(path, offset)
+                    break
+                offset = found
             self.position = max(self.position, start + offset)
         self._replayed = True
+
+    def _cut(self, path: Path, offset: int) -> None:
+        try:
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise JournalError(f"cannot cut the journal segment {path} at byte {offset}: {e.strerror}") from None
+
+    def _keep_corrupt(self, path: Path, offset: int, blob: bytes) -> Path:
+        """Copy unreadable bytes beside their segment (once: a later replay of the same segment
+        finds the copy there)."""
+        self.corrupt_bytes += len(blob)
+        target = path.with_name(f"{path.name}.{offset}{CORRUPT_SUFFIX}")
+        n = 1
+        try:
+            while target.is_file() and target.read_bytes() != blob:  # other bytes there once: keep both
+                n += 1
+                target = path.with_name(f"{path.name}.{offset}.{n}{CORRUPT_SUFFIX}")
+            if not target.is_file():
+                _write_file(target, blob)
+        except OSError as e:
+            raise JournalError(
+                f"cannot copy the unreadable bytes {offset} to {offset + len(blob)} of the journal segment {path} "
+                f"to {target.name} ({e.strerror}); nothing was changed"
+            ) from None
+        return target
+
+    def corrupt_files(self) -> list[Path]:
+        """The copies of unreadable journal bytes (``.corrupt``) in the journal directory."""
+        try:
+            return sorted(self.directory.glob("*" + CORRUPT_SUFFIX))
+        except OSError:  # /healthz asks: a failing disk must not fail it
+            return []
+
+    def quarantined(self) -> list[Path]:
+        """The record bodies kept in ``quarantine/``."""
+        try:
+            return sorted(p for p in (self.directory / QUARANTINE).glob("*") if p.suffix in (".pb", ".json"))
+        except OSError:
+            return []
+
+    def quarantine(self, start: int, fmt: str, body: bytes, reason: str) -> Path:
+        """Keep the record that begins at position ``start`` as ``quarantine/<start>.pb`` (or
+        ``.json``): its body as received, durably, before the writer commits a position past it.
+        The file is an OTLP request as a client sent it; ``curl --data-binary @FILE -H
+        'Content-Type: application/x-protobuf' http://HOST:4318/v1/traces`` sends it again.
+        ``reasons.txt`` beside it says why each was kept. Raises ``OSError``."""
+        directory = self.directory / QUARANTINE
+        directory.mkdir(exist_ok=True)
+        target = directory / f"{start:020d}.{_FILE_SUFFIX[fmt]}"
+        _write_file(target, body)
+        reason = " ".join(reason.split())  # one line per record
+        line = f"{target.name}\t{datetime.now(UTC).isoformat(timespec='seconds')}\t{reason}\n"
+        with open(directory / "reasons.txt", "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(directory)
+        return target
+
+    def read(self, start: int) -> tuple[str, bytes]:
+        """The (format, body) of the record that begins at position ``start`` (still in a
+        segment: not yet released). Raises ``OSError`` or ``JournalError``."""
+        with self._lock:
+            segment = max((s for s in self._segments if s <= start), default=None)
+        if segment is None:
+            raise JournalError(f"no journal segment holds position {start}")
+        with open(self._path(segment), "rb") as f:
+            f.seek(start - segment)
+            head = f.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES:
+                raise JournalError(f"no record at position {start}")
+            data = head + f.read(HEADER.unpack(head)[0])
+        end, problem = record_end(data, 0)
+        if problem is not None:
+            raise JournalError(f"the record at position {start}: {problem}")
+        return FORMATS[data[HEADER_BYTES - 1]], data[HEADER_BYTES:]
+
+    def check_writable(self, size: int = 64 << 10) -> None:
+        """Write, fsync and remove a scratch file of ``size`` bytes beside the segments; raises
+        ``OSError`` (a full disk, a read-only or failing one) as an append would."""
+        probe = self.directory / ".writable"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, [bytes(size)])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            try:
+                probe.unlink()
+            except OSError:  # the next check truncates it
+                pass
 
     def open(self) -> None:
         """Start a new segment at ``position`` for the appends of this run."""
@@ -191,18 +317,12 @@ class Journal:
             raise JournalError(f"cannot open a journal segment in {self.directory}: {e}") from None
         parts = []
         for fmt, body in records:
-            code = _FORMAT_CODE[fmt]
-            parts.append(_HEADER.pack(len(body), zlib.crc32(body, zlib.crc32(bytes((code,)))), code))
+            parts.append(header(fmt, body))
             parts.append(body)
         size = sum(len(p) for p in parts)
         try:
-            written = 0
             for i in range(0, len(parts), _IOV_MAX):  # writev takes at most IOV_MAX buffers
-                chunk = parts[i : i + _IOV_MAX]
-                n = os.writev(self._fd, chunk)
-                if n != sum(len(p) for p in chunk):
-                    raise OSError(f"short write ({written + n} of {size} bytes)")
-                written += n
+                _write_all(self._fd, parts[i : i + _IOV_MAX])
             os.fdatasync(self._fd)
         except OSError as e:
             try:  # cut the partial write off, so the next record starts where this one did
@@ -237,18 +357,34 @@ class Journal:
                 self._path(s).unlink(missing_ok=True)
 
 
-def _record_end(data: bytes, offset: int) -> tuple[int, str | None]:
-    """The end of the record at ``offset`` (as its header says, when it has one) and what is wrong
-    with it, or None if it is intact."""
-    if offset + _HEADER.size > len(data):
-        return len(data), "a record header cut short"
-    length, crc, code = _HEADER.unpack_from(data, offset)
-    end = offset + _HEADER.size + length
-    if end > len(data):
-        return end, "a record cut short"
-    if code >= len(FORMATS) or zlib.crc32(data[offset + _HEADER.size : end], zlib.crc32(bytes((code,)))) != crc:
-        return end, "a corrupt record"
-    return end, None
+def _write_all(fd: int, chunk: list[bytes]) -> None:
+    """writev the whole chunk. A short write is legal: the rest is written again, and what stopped
+    it (ENOSPC on a full disk) is raised then with its own errno."""
+    views = [memoryview(p) for p in chunk if p]
+    while views:
+        n = os.writev(fd, views)
+        if n == 0:
+            raise OSError("the journal write made no progress")
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def _write_file(path: Path, blob: bytes) -> None:
+    """Write ``path`` whole and durably: a temporary file, fsynced, renamed into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -16,6 +16,17 @@ other writes, such as retention's deletes (``await writer.call(fn)``).
 
 The apply thread also keeps the span metrics and the de-duplication window in step with what is
 in DuckDB, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
+
+An insert that fails is one of two things, and the apply thread never dies of either:
+- the store cannot be written (a full disk, an I/O error, memory: ``DuckDBStore.unwritable``):
+  the spans stay in the journal and the insert is retried with backoff, forever, without a
+  restart; ``health()`` says ``degraded`` meanwhile, and nothing is quarantined;
+- the store refuses these spans (DuckDB rejects the rows, or converting or aggregating them
+  raises): the group is retried record by record, and a record that fails on its own twice while
+  the store takes a write is quarantined (``Journal.quarantine``: its body kept for sending
+  again), logged once with its cause and counted; the rest goes in. On start, a journal record
+  that no longer decodes (settings changed) is quarantined the same way, so a restart never
+  fails on a journal record.
 """
 
 from __future__ import annotations
@@ -25,18 +36,23 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from prometheus_client.core import Metric
 
 from ..metrics.spanmetrics import SpanMetrics
 from ..store import DuckDBStore
-from .decode import BadRequest, Decoder, SpanBatch
+from .decode import Decoder, SpanBatch
 from .dedupe import RecentSpans
-from .journal import Journal
+from .incidents import Incidents
+from .journal import Journal, JournalError
+from .records import HEADER_BYTES
 
 log = logging.getLogger("planoscope.writer")
 
@@ -46,12 +62,31 @@ log = logging.getLogger("planoscope.writer")
 # commits, 8.1 in 16,384-row ones, 5.0 in 122,880-row ones (checkpoints included).
 ROW_GROUP = 122_880
 
+JOURNAL_RECHECK_S = 5.0  # how often a journal that failed is tried again while nothing arrives
+
 _STOP = object()
 _WAKE = object()  # a sync() is waiting: apply what is queued now
 
 
 class WriterUnavailable(RuntimeError):
     """The spans could not be journaled; the client should retry."""
+
+
+# What a client is told when the journal cannot be written. The reason (and the journal's path)
+# goes to the server's log only: an unauthenticated sender learns nothing of its file system.
+JOURNAL_UNAVAILABLE = "planoscope cannot write its journal now (its log says why); retry later"
+
+
+def _canary_request() -> bytes:
+    """One ordinary span (what _probe prepares, never stores)."""
+    span = Span(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, name="planoscope canary", kind=Span.SPAN_KIND_INTERNAL)
+    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_000_001_000_000
+    request = ExportTraceServiceRequest()
+    request.resource_spans.add().scope_spans.add().spans.append(span)
+    return request.SerializeToString()
+
+
+_CANARY = _canary_request()
 
 
 @dataclass
@@ -64,10 +99,17 @@ class _Pending:  # a request on its way into the journal
 
 
 @dataclass
-class _Journaled:  # acknowledged spans on their way into DuckDB
-    batches: list[SpanBatch]
-    end: int  # journal position after them
-    size: int  # bytes of request bodies
+class _Journaled:  # an acknowledged request on its way into DuckDB
+    batch: SpanBatch | None  # None: a request with nothing left to insert
+    start: int  # journal position of its record
+    end: int  # journal position after it
+    size: int  # bytes of its body counted in the backlog (0 for the journal's leftovers)
+    fmt: str | None = None  # the record, when it is at hand (on start); else read from the journal
+    body: bytes | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.batch.table.num_rows if self.batch is not None else 0
 
 
 @dataclass
@@ -135,11 +177,18 @@ class SpanWriter:
         self._waiters: list[tuple[int, asyncio.Future, asyncio.AbstractEventLoop]] = []
         self._closing = threading.Event()  # on stop, a failed insert is left to the next start
         self._given_up = False  # an insert failed on stop: nothing after it may go in either
-        self.last_error: Exception | None = None  # of the last failed insert
+        self._pending_spans = 0  # acknowledged, neither in DuckDB nor quarantined (guarded by _lock)
+        self.incidents = Incidents(self._redact)
+        self._canary = _Journaled(decoder.decode_protobuf(_CANARY), 0, 0, 0)  # see _probe
 
     async def __aenter__(self) -> SpanWriter:
+        """Insert the journal's leftovers and start; raises ``WriterUnavailable`` (the store cannot
+        take them) or ``JournalError`` (the journal cannot be read, kept or written)."""
         await asyncio.to_thread(self._recover)
-        self.journal.open()
+        try:
+            self.journal.open()
+        except OSError as e:
+            raise JournalError(f"cannot write the journal in {self.journal.directory}: {e.strerror or e}") from None
         self.journaled = self.applied = max(self.applied, self.journal.position)
         self._thread.start()
         self._journal_thread.start()
@@ -160,6 +209,48 @@ class SpanWriter:
     def backlog_bytes(self) -> int:
         """Bytes of requests acknowledged (journaled) whose spans are not in DuckDB yet."""
         return self._backlog
+
+    @property
+    def pending_spans(self) -> int:
+        """Spans acknowledged (journaled) that are neither in DuckDB nor quarantined: after the
+        stop, those the next start inserts from the journal."""
+        return self._pending_spans
+
+    def health(self) -> dict:
+        """The writer's part of /healthz: ``status`` ok, degraded (inserts fail, and the spans wait
+        in the journal; or the journal cannot be written, and ingest is refused with retryable
+        errors) or writer stopped; the ``problems`` behind it; what the journal has set aside."""
+        problems = self.incidents.problems(self.pending_spans)
+        if not self.alive:
+            problems.insert(0, "the writer has stopped: nothing is journaled or inserted")
+        return {
+            "status": "writer stopped" if not self.alive else "degraded" if problems else "ok",
+            "problems": problems,
+            "pending_spans": self.pending_spans,
+            "journal": {
+                "quarantined_files": len(self.journal.quarantined()),
+                "quarantined_records": self.incidents.quarantined_records,
+                "last_quarantined": self.incidents.last_quarantined,
+                "corrupt_files": len(self.journal.corrupt_files()),
+            },
+        }
+
+    def collect(self) -> Iterable[Metric]:
+        """A prometheus-client Collector: what the writer holds, fails on and sets aside."""
+        return self.incidents.collect(self.pending_spans, self.journal.corrupt_bytes)
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last insert failed, while inserts fail."""
+        return self.incidents.inserts.reason
+
+    def _redact(self, message: str) -> str:
+        """``message`` without the data directory's or the journal's path (/healthz needs no
+        credentials)."""
+        for path, name in ((self.store.data_dir, "<data_dir>"), (self.journal.directory, "<journal>")):
+            for form in {str(path.resolve()), str(path)}:
+                message = message.replace(form, name)
+        return message
 
     async def write(self, batch: SpanBatch, body: bytes, fmt: str) -> None:
         """Journal the request ``body`` (format ``fmt``) that decoded to ``batch``; returns once
@@ -218,14 +309,20 @@ class SpanWriter:
         group: list[_Journaled] = []
         n = records = 0
         for end, fmt, body in self.journal.replay(after=self.applied):
-            try:
-                batch = decode[fmt](body)
-            except BadRequest as e:  # decoded once already: only different settings get here
-                log.error("journal record ending at %d no longer decodes (%s); skipped", end, e)
-                batch = None
-            group.append(_Journaled([batch] if batch else [], end, 0))
-            n += batch.table.num_rows if batch else 0
             records += 1
+            record = _Journaled(None, end - HEADER_BYTES - len(body), end, 0, fmt, body)
+            try:
+                record.batch = decode[fmt](body)
+            except Exception as e:  # it decoded once: only changed settings (or a bug) get here
+                if group:  # the records before it go in first: positions are committed in order
+                    self._apply_recovered(group)
+                    group, n = [], 0
+                self._quarantine(record, f"it no longer decodes: {e}")
+                continue
+            with self._lock:
+                self._pending_spans += record.rows
+            group.append(record)
+            n += record.rows
             if n >= self.apply_spans:
                 self._apply_recovered(group)
                 group, n = [], 0
@@ -234,17 +331,19 @@ class SpanWriter:
         if records:
             log.warning(
                 "inserted %d requests (%d spans) from the journal: acknowledged, and not yet in the "
-                "database when planoscope last stopped",
-                records,
+                "database when planoscope last stopped%s",
+                records - self.incidents.quarantined_records,
                 self.spans_written,
+                f"; {self.incidents.quarantined_records} quarantined" if self.incidents.quarantined_records else "",
             )
         self.journal.release(self.applied)
 
     def _apply_recovered(self, group: list[_Journaled]) -> None:
-        if not self._commit(group):
+        error = self._insert(group)
+        if error is not None:
             raise WriterUnavailable(
                 f"cannot insert the acknowledged spans its journal holds into the database "
-                f"({self.last_error}); they stay in {self.journal.directory} for the next start"
+                f"({_first_line(error)}); they stay in {self.journal.directory} for the next start"
             )
 
     # --- the journal thread ---------------------------------------------------------------
@@ -252,7 +351,11 @@ class SpanWriter:
         try:
             stopping = False
             while not stopping:
-                item = self._journal_queue.get()
+                try:  # while the journal cannot be written, find out without waiting for a client
+                    item = self._journal_queue.get(timeout=JOURNAL_RECHECK_S if self.incidents.journal.since else None)
+                except queue.Empty:
+                    self._recheck_journal()
+                    continue
                 if item is _STOP:
                     break
                 group = [item]
@@ -276,19 +379,35 @@ class SpanWriter:
                     _notify(item, WriterUnavailable("the writer is stopping"))
             self._queue.put(_STOP)
 
+    def _recheck_journal(self) -> None:
+        """Whether the journal that failed takes a write again (its directory, a little space, an
+        fsync): /healthz stays degraded no longer than that, even when no client sends meanwhile."""
+        try:
+            self.journal.check_writable()
+        except OSError:  # still failing: the failed appends are what is logged and shown
+            return
+        self.incidents.journal.succeeded()
+
     def _journal_group(self, group: list[_Pending]) -> None:
         try:
             end = self.journal.append([(p.fmt, p.body) for p in group])
         except Exception as e:  # JournalError, or anything unforeseen: nothing is acknowledged
-            log.error("%s", e)
+            self.incidents.journal.failed(_first_line(e), str(e))
             for p in group:
-                _notify(p, e)
+                _notify(p, WriterUnavailable(JOURNAL_UNAVAILABLE))
             return
-        size = sum(len(p.body) for p in group)
+        self.incidents.journal.succeeded()
+        records, position = [], end
+        for p in reversed(group):  # each record's place in the journal, for a quarantine
+            start = position - HEADER_BYTES - len(p.body)
+            records.append(_Journaled(p.batch, start, position, len(p.body)))
+            position = start
         with self._lock:
-            self._backlog += size
+            self._backlog += sum(r.size for r in records)
+            self._pending_spans += sum(r.rows for r in records)
         # In this order, so that a sync() after the answer waits for these spans.
-        self._queue.put(_Journaled([p.batch for p in group], end, size))
+        for r in reversed(records):
+            self._queue.put(r)
         self.journaled = end
         for p in group:
             _notify(p, None)
@@ -313,7 +432,7 @@ class SpanWriter:
                     self._snapshot()
                 continue
             group = [item]
-            n = sum(b.table.num_rows for b in item.batches)
+            n = item.rows
             # Wait for a row group's worth (see ROW_GROUP), apply_every at most; take only what is
             # queued already while a reader waits or the backlog nears what ingest admits.
             deadline = time.monotonic() + self.apply_every
@@ -337,7 +456,7 @@ class SpanWriter:
                     self._run_job(item)
                     continue
                 group.append(item)
-                n += sum(b.table.num_rows for b in item.batches)
+                n += item.rows
                 if self._waiters and item.end >= max(w[0] for w in self._waiters):
                     break  # what the readers wait for is in the group: insert it now
             self._apply(group)
@@ -350,16 +469,81 @@ class SpanWriter:
         acknowledged and stay in the journal until then). Groups go in strictly in journal
         order: the position committed with one says every record before it is in DuckDB."""
         delay = 0.5
-        while not self._given_up and not self._commit(group):
+        while not self._given_up:
+            error = self._insert(group)
+            if error is None:
+                break
             if self._closing.wait(delay):  # stopping: the journal keeps them for the next start
                 self._given_up = True
             delay = min(delay * 2, 10.0)
         if self._given_up:
             return
-        with self._lock:
-            self._backlog -= sum(j.size for j in group)
         self.journal.release(self.applied)
         self._wake_waiters()
+
+    def _insert(self, group: list[_Journaled]) -> BaseException | None:
+        """One attempt at the group: committed whole, or else record by record with what the
+        store refuses quarantined. Returns None once everything is in (or quarantined), else the
+        error that says the store cannot be written now (what is in stays in)."""
+        group = [j for j in group if j.end > self.applied]  # a retry after some went in one by one
+        error = self._commit(group) if group else None
+        if error is not None and not self._unwritable(error):
+            error = self._isolate(group)
+        if error is None:
+            self.incidents.inserts.succeeded()
+            return None
+        rows, reason = sum(j.rows for j in group if j.end > self.applied), _first_line(error)
+        self.incidents.inserts.failed(
+            reason, f"insert of {rows} acknowledged spans failed (they stay in the journal and are retried): {reason}"
+        )
+        return error
+
+    def _isolate(self, group: list[_Journaled]) -> BaseException | None:
+        """Commit the records one by one; quarantine one that fails on its own twice for what it
+        holds while the store takes a write. None once all are in or set aside; else the error
+        that says the store cannot be written."""
+        for record in group:
+            if record.end <= self.applied:
+                continue
+            error = self._commit([record])
+            if error is not None and not self._unwritable(error):
+                error = self._commit([record])  # once more: a cause in the data fails again
+            if error is None:
+                continue
+            if self._unwritable(error):
+                return error
+            probe = self._probe()
+            if probe is not None:  # nothing would go in now: not this record's fault
+                return probe
+            try:
+                self._quarantine(record, _first_line(error))
+            except (OSError, JournalError) as e:  # cannot be kept: not quarantined, retried
+                return e
+        return None
+
+    def _quarantine(self, record: _Journaled, reason: str) -> None:
+        """Keep ``record`` in the journal's quarantine, then commit the position past it."""
+        fmt, body = (record.fmt, record.body) if record.body is not None else self.journal.read(record.start)
+        path = self.journal.quarantine(record.start, fmt, body, reason)
+        moved = _Journaled(None, record.start, record.end, record.size)
+        error = self._commit([moved])
+        if error is not None:
+            raise OSError(f"cannot commit the journal position past a quarantined record: {error}")
+        with self._lock:
+            self._pending_spans -= record.rows
+        self.incidents.quarantined(f"{self.journal.directory.name}/{path.parent.name}/{path.name}", record.rows, reason)
+        log.error(
+            "journal record at position %d (%d acknowledged spans) cannot be inserted: %s. It is kept in %s "
+            "(send it again once the cause is fixed); the rest goes on",
+            record.start,
+            record.rows,
+            reason,
+            path,
+        )
+
+    def _unwritable(self, error: BaseException) -> bool:
+        """Whether ``error`` says the store cannot be written now (retry) rather than that it refuses the spans."""
+        return isinstance(error, (OSError, MemoryError, JournalError)) or self.store.unwritable(error)
 
     def _wake_waiters(self) -> None:
         with self._lock:
@@ -368,40 +552,26 @@ class SpanWriter:
         for _, fut, loop in done:
             loop.call_soon_threadsafe(_settle, fut, None)
 
-    def _commit(self, group: list[_Journaled]) -> bool:
+    def _commit(self, group: list[_Journaled]) -> BaseException | None:
         """One transaction for the group's new spans and the journal position after them; then
-        the span metrics they add. Returns whether it committed.
+        the span metrics they add. Returns None once committed, else the error (nothing of the
+        group is then in).
 
         Measured on 2 cores with DuckDB on one thread: a commit costs ~4 ms of CPU plus ~5 us a
         span, so the apply thread gathers up to ``apply_every`` seconds of spans per commit. The
         metrics are aggregated here, once per commit, off the decode thread, which is the busier
         stage.
         """
-        batches = [b for j in group for b in j.batches]
         end = group[-1].end
-        keys = [k for b in batches for k in b.keys]
-        if batches:
-            table = pa.concat_tables([b.table for b in batches])
-            dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.metrics.dimensions))]
-        else:
-            table, dims = None, []
-        mask = self.recent.new_mask(keys)
-        if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
-            keep = pa.array(mask)
-            table = table.filter(keep)
-            dims = [d.filter(keep) for d in dims]
-            keys = [k for k, m in zip(keys, mask) if m]
-        rows = table.num_rows if table is not None else 0
-        deltas = self.metrics.deltas(table, dims) if rows else {}
         try:
+            table, keys, deltas = self._prepare(group)
+            rows = table.num_rows if table is not None else 0
             # Strictly increasing, so a snapshot's watermark splits commits cleanly.
             now = datetime.now(UTC).replace(tzinfo=None)
             ingested = max(now, self._last_ingested + timedelta(microseconds=1))
             self.store.append_spans(table if rows else None, ingested, end)
         except Exception as e:
-            log.error("insert of %d acknowledged spans failed (they stay in the journal): %s", rows, e)
-            self.last_error = e
-            return False
+            return e
         if rows:
             self._last_ingested = ingested
             self.metrics.apply(self.metrics.merge(deltas))
@@ -409,8 +579,40 @@ class SpanWriter:
             self.recent.add(keys)
             self.commits += 1
             self.spans_written += rows
+        with self._lock:
+            self._backlog -= sum(j.size for j in group)
+            self._pending_spans -= sum(j.rows for j in group)
         self.applied = end  # last: a sync() that sees it finds the metrics counted too
-        return True
+        return None
+
+    def _prepare(self, group: list[_Journaled]) -> tuple[pa.Table | None, list[bytes], dict]:
+        """The group's spans not stored yet as one table, their keys and their span-metric deltas."""
+        batches = [j.batch for j in group if j.batch is not None]
+        if not batches:
+            return None, [], {}
+        keys = [k for b in batches for k in b.keys]
+        table = pa.concat_tables([b.table for b in batches])
+        dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.metrics.dimensions))]
+        mask = self.recent.new_mask(keys)
+        if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
+            keep = pa.array(mask)
+            table = table.filter(keep)
+            dims = [d.filter(keep) for d in dims]
+            keys = [k for k, m in zip(keys, mask) if m]
+        return table, keys, (self.metrics.deltas(table, dims) if table.num_rows else {})
+
+    def _probe(self) -> BaseException | None:
+        """Whether a sound request would go in now, or else why not: the canary (a request made
+        at start, which decoded) is prepared as spans are, without being stored, and the journal
+        position is committed again unchanged. A record is quarantined only when this passes:
+        a failure that is not its own (a store that takes no write, a writer that can make
+        nothing ready) is waited out instead, so it never sets every record aside."""
+        try:
+            self._prepare([self._canary])
+            self.store.append_spans(None, datetime.now(UTC).replace(tzinfo=None), self.applied)
+        except Exception as e:
+            return e
+        return None
 
     def _run_job(self, item: _Samples | _Call) -> None:
         if isinstance(item, _Samples):
@@ -463,5 +665,12 @@ def _settle(fut: asyncio.Future, error: BaseException | None, result: Any = None
         return
     if error is None:
         fut.set_result(result)
+    elif isinstance(error, WriterUnavailable):
+        fut.set_exception(error)
     else:
         fut.set_exception(WriterUnavailable(f"could not store: {error}"))
+
+
+def _first_line(error: BaseException | str | None) -> str:
+    text = str(error or "").strip()
+    return text.splitlines()[0] if text else type(error).__name__

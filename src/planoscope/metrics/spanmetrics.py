@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Iterable, Sequence
+from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
@@ -80,6 +82,8 @@ class SpanMetrics:
         self.buckets = np.array([float(b) for b in buckets_ms])
         if len(self.buckets) == 0 or np.any(np.diff(self.buckets) <= 0):
             raise ValueError("buckets must be strictly increasing")
+        # ns <= bound_ms * 1e6 exactly, for an integer ns: ns <= floor(bound_ms * 1e6)
+        self._bounds_ns = np.array([min(math.floor(Fraction(b) * 10**6), 2**63 - 1) for b in self.buckets], np.int64)
         prefix = namespace.replace(".", "_") + "_" if namespace else ""
         self.calls_name = prefix + "calls"
         self.duration_name = prefix + "duration_milliseconds"
@@ -144,8 +148,11 @@ class SpanMetrics:
         if dims is None:
             dims = [spans.column(f"d{i}") for i in range(len(self.dimensions))]
         # The collector's latency: float64(end - start) / 1e6; bucket i holds bounds[i-1] < ms <= bounds[i].
-        ms = pc.divide(pc.cast(spans.column("Duration"), pa.float64()), 1e6)
-        bucket = np.searchsorted(self.buckets, np.asarray(ms), side="left").astype(np.int32)
+        # Bucketed on the int64 ns themselves (a float64 is exact only to 2^53 ns, 104 days, and
+        # Arrow's safe cast raises beyond), the sum in float64 through an unchecked cast.
+        duration = spans.column("Duration")
+        ms = pc.divide(pc.cast(duration, pa.float64(), safe=False), 1e6)
+        bucket = np.searchsorted(self._bounds_ns, np.asarray(duration), side="left").astype(np.int32)
         names = [*_BASE_COLUMNS, *(f"d{i}" for i in range(len(dims))), "bucket"]
         table = pa.Table.from_arrays(
             [*(spans.column(c) for c in _BASE_COLUMNS), *dims, pa.array(bucket), ms], names=[*names, "ms"]

@@ -3,14 +3,20 @@ apply thread, a cursor per reading thread.
 
 A span insert commits, in the same transaction, the journal position it reaches (see
 ``ingest/journal.py``), so on start the journal's records after it, and only those, are inserted again.
+
+Opening never writes to a database file it has not validated: a file shorter than its own block
+count says (truncated) is refused before anything runs on it, the start-up statements write only
+what is missing, and a store that failed (``failed``) is closed without a checkpoint, so a start
+that fails leaves the file byte for byte as it found it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +34,19 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written; the message is meant for the user."""
 
 
+# DuckDB's answers that are about the rows given to it (a value it cannot convert, a constraint),
+# not about the database: the same insert fails again whatever the disk does.
+_DATA_ERRORS = (
+    duckdb.DataError,
+    duckdb.IntegrityError,
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.TypeMismatchException,
+    duckdb.InvalidInputException,
+)
+_FILE_HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database headers, before the blocks
+
+
 class DuckDBStore:
     """Owns the database file. ``write_*`` methods must be called from one thread only."""
 
@@ -38,6 +57,7 @@ class DuckDBStore:
         except OSError as e:
             raise StoreError(f"cannot create data directory {self.data_dir}: {e.strerror}") from None
         self.path = self.data_dir / DB_FILE
+        self.failed = False  # a DuckDB error on start: close without writing to the file
         try:
             self._con = duckdb.connect(str(self.path))
         except duckdb.IOException as e:
@@ -50,6 +70,17 @@ class DuckDBStore:
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
+        try:
+            self._open()
+        except (duckdb.Error, StoreError) as e:
+            self.failed = True
+            self.close()
+            if isinstance(e, StoreError):
+                raise
+            raise self.error(e) from None
+
+    def _open(self) -> None:
+        self._check_size()
         # Measured on 2 cores: with DuckDB's default 16 MB WAL checkpoint threshold ingest falls
         # from ~45k to ~28k spans/s (each checkpoint recompresses the open row group). The price of
         # 256 MB: up to ~500k recent spans held in memory, and a few seconds of WAL replay after a
@@ -67,8 +98,8 @@ class DuckDBStore:
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._threads_lock = threading.Lock()
         self._threads = self.read_threads  # DuckDB's thread count now
-        self._con.execute(ATTR_MACRO)
-        self._con.execute(duckdb_ddl())
+        self._create_macro()
+        self._con.execute(duckdb_ddl())  # these statements write nothing when the tables exist
         self._migrate()
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS spanmetrics_state ("
@@ -90,6 +121,59 @@ class DuckDBStore:
                 " ORDER BY ordinal_position"
             ).fetchall()
         ]
+
+    def _check_size(self) -> None:
+        """Refuse a file shorter than the blocks it uses: DuckDB would open it and fail on the
+        first read of a missing block, half-way through the start. (Free blocks at the end of
+        the file may have been cut off by DuckDB itself: only used ones count.)"""
+        block_size, used = self._con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchall()[0]
+        last = used - 1  # blocks are numbered from 0: at least this many are in use
+        for (table,) in self._con.execute("SELECT table_name FROM duckdb_tables() WHERE NOT temporary").fetchall():
+            top = self._con.execute("SELECT max(block_id) FROM pragma_storage_info(?)", [table]).fetchall()[0][0]
+            last = max(last, top if top is not None else -1)
+        need = _FILE_HEADER_BYTES + block_size * (last + 1) if last >= 0 else 0
+        have = self.path.stat().st_size
+        if have < need:
+            raise StoreError(
+                f"the database {self.path} is truncated ({have} bytes; the blocks it uses need {need}): "
+                "restore it from a backup, or move it away to start with an empty store"
+            )
+
+    def _create_macro(self) -> None:
+        """(Re)define the ``attr`` macro stored in the database only if it differs: a statement that
+        writes would have DuckDB checkpoint into the file on close, even after a failed start."""
+        self._con.execute(ATTR_MACRO.replace("MACRO attr(", "TEMP MACRO _planoscope_attr(", 1))
+        defs = dict(
+            self._con.execute(
+                "SELECT function_name, macro_definition FROM duckdb_functions()"
+                " WHERE function_name IN ('attr', '_planoscope_attr') AND schema_name = 'main'"
+                " AND database_name IN (current_database(), 'temp')"
+            ).fetchall()
+        )
+        if defs.get("attr") != defs["_planoscope_attr"]:
+            self._con.execute(ATTR_MACRO)
+
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[None]:
+        """Around the start's reads and writes (the span-metric replay, ...): a DuckDB error (a
+        corrupt block) becomes the one-line ``StoreError`` and the store closes without writing."""
+        try:
+            yield
+        except duckdb.Error as e:
+            raise self.error(e) from None
+
+    def error(self, e: BaseException) -> StoreError:
+        """A DuckDB error met on start as the one-line ``StoreError`` the user sees; the store is
+        marked failed, so closing it writes nothing to the file."""
+        self.failed = True
+        return StoreError(f"cannot use the database {self.path}: {str(e).splitlines()[0]}")
+
+    @staticmethod
+    def unwritable(e: BaseException) -> bool:
+        """Whether ``e``, raised by a write, says the database cannot be written now (a full disk,
+        an I/O error, memory, a failed commit, or anything else about the database itself) rather
+        than that DuckDB refused the rows given to it (it would refuse them again)."""
+        return isinstance(e, duckdb.Error) and not isinstance(e, _DATA_ERRORS)
 
     def _migrate(self) -> None:
         """Bring a store written by an earlier planoscope up to the current columns."""
@@ -152,7 +236,7 @@ class DuckDBStore:
                 )
             con.commit()
         except BaseException:
-            con.rollback()
+            _rollback(con)
             raise
 
     def journal_applied(self) -> int:
@@ -231,7 +315,7 @@ class DuckDBStore:
             )
             con.commit()
         except BaseException:
-            con.rollback()
+            _rollback(con)
             raise
 
     def metric_totals(self, fingerprint: str) -> tuple[list[tuple], datetime | None] | None:
@@ -274,14 +358,25 @@ class DuckDBStore:
         return self.query("SELECT count(*) FROM otel_traces")[0][0]
 
     def close(self) -> None:
-        """Checkpoint (so the next start replays no WAL) and close."""
+        """Checkpoint (so the next start replays no WAL) and close; a failed store is closed
+        without one, so that nothing is written into a file DuckDB could not read."""
         with self._cursors_lock:
             for cur in self._cursors:
                 cur.close()
             self._cursors.clear()
         try:
-            self._con.execute("CHECKPOINT")
+            self._con.execute("PRAGMA disable_checkpoint_on_shutdown" if self.failed else "CHECKPOINT")
         except duckdb.Error as e:  # the WAL is still there and is replayed on the next start
             log.warning("checkpoint on close failed: %s", e)
         finally:
             self._con.close()
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what a failed statement left open, keeping the error that failed it: a commit
+    that failed (a full disk) has already ended the transaction, and the rollback's own "no
+    transaction is active" would replace the real reason."""
+    try:
+        con.rollback()
+    except duckdb.Error:
+        pass

@@ -46,7 +46,7 @@ def create_web_app(
     ``max_series_per_panel`` series (the rest as one "other")."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (metrics, scraper, ingest):
+    for collector in (metrics, scraper, ingest, writer):
         if collector is not None:
             registry.register(collector)
     app.state.store, app.state.scraper, app.state.writer = store, scraper, writer

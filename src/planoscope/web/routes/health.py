@@ -15,14 +15,19 @@ router = APIRouter()
 
 @router.get("/healthz")
 def healthz(request: Request) -> JSONResponse:
-    """Liveness: 200 while the writer can commit; also what the data directory holds."""
+    """Liveness: 200 while the writer runs, 503 once it has stopped (a restart helps then);
+    ``status`` is ``ok``, ``degraded`` (inserts fail: a full disk, an I/O error; ``problems``
+    says why) or ``writer stopped``. Degraded stays 200: a restart frees no disk space and a
+    start on a full disk fails, while this process keeps the acknowledged spans in its journal
+    and inserts them once the store takes writes again. Also what the data directory holds."""
     state = request.app.state
     store, writer, retention = state.store, state.writer, state.retention
-    alive = writer.alive
+    health = writer.health()
+    alive = health["status"] != "writer stopped"
     oldest_span, oldest_sample = store.oldest()
     return JSONResponse(
         {
-            "status": "ok" if alive else "writer stopped",
+            **health,
             "version": __version__,
             "uptime_s": round(time.time() - state.started, 3),
             "spans_written": writer.spans_written,
