@@ -53,13 +53,13 @@ def targets():
         t.close()
 
 
-def _serve(server_factory, tmp_path, *urls):
+def _serve(server_factory, tmp_path, *urls, interval="0.2s"):
     flags = [x for url in urls for x in ("--scrape", url)]  # the flag repeated, one target each
     return server_factory(
         tmp_path / "data",
         *flags,
         "--scrape-interval",
-        "0.2s",
+        interval,
         "--scrape-timeout",
         "0.5s",
         "--scrape-max-bytes",
@@ -159,7 +159,9 @@ def test_a_failing_target_is_reported_and_recovers(server_factory, tmp_path, tar
     else:
         bad.mode = failure
         url = bad.url
-    srv = _serve(server_factory, tmp_path, f"bad={url}", f"good={good.url}")
+    # A scrape has at most its interval: 0.5 s, so that a loaded machine's slow parse of a 3 MB
+    # body or of garbage is still told from a timeout (at 0.2 s it was not, under a load of 3.6).
+    srv = _serve(server_factory, tmp_path, f"bad={url}", f"good={good.url}", interval="0.5s")
     health = _wait(lambda: (h := _targets(srv))["bad"]["up"] is False and h, what="bad target down")
     assert error in health["bad"]["last_error"], health["bad"]
     assert health["bad"]["last_scrape"] and health["bad"]["last_duration_s"] is not None
