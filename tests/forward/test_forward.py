@@ -152,3 +152,34 @@ def test_destinations():
     assert parse_destination("http://tempo:4318").target == "http://tempo:4318/v1/traces"
     assert parse_destination("https://otel.example/otlp/v1/traces").target == "https://otel.example/otlp/v1/traces"
     assert parse_destination("grpc://[::1]:4317").target == "[::1]:4317"
+
+
+def test_a_row_that_cannot_be_converted_does_not_stop_forwarding(server_factory, tmp_path):
+    """A version before the time bound stored a span starting at 2^63 - 1 ns as DuckDB's
+    ``infinity``; the forwarder died on such a row, and every span after it stayed unforwarded
+    (found by the hardening probe). Now the row is dropped, counted and named, and the rest goes."""
+    import duckdb
+
+    from conftest import db_path
+
+    backend = server_factory(tmp_path / "b")
+    front = server_factory(tmp_path / "a", "--forward-otlp", backend.http_traces_url)
+    rng = random.Random(4)
+    _send(front, _spans(rng, 10, time.time_ns() - 10**9))
+    _wait_for(backend, 10)
+    front.stop()
+    con = duckdb.connect(str(db_path(tmp_path / "a")))
+    con.execute(
+        "INSERT INTO otel_traces BY NAME SELECT * REPLACE ('infinity'::TIMESTAMP_NS AS Timestamp,"
+        " '00000000000000000000000000000bad' AS TraceId, now()::TIMESTAMP + INTERVAL 1 SECOND AS IngestedAt)"
+        " FROM otel_traces LIMIT 1"
+    )
+    con.close()
+    front.start()
+    later = _spans(rng, 20, time.time_ns() - 10**9)
+    _send(front, later)
+    _wait_for(backend, 30)
+    (f,) = front.healthz()["forwarding"]
+    assert f["dropped"] == 1 and f["forwarded"] == 20, f  # (counted since this start)
+    assert [ln for ln in front.lines("err") if "1 stored spans cannot be converted to OTLP" in ln]
+    assert front.running

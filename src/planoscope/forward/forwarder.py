@@ -245,20 +245,45 @@ class Forwarder:
         for i in range(0, len(rows), REQUEST_SPANS):
             chunk = rows[i : i + REQUEST_SPANS]
             t = time.perf_counter()
-            body = to_otlp_proto(chunk).SerializeToString()
+            body, bad = self._encode(chunk)
             self._convert_s += time.perf_counter() - t
+            self.dropped += bad
+            refused += bad
+            sent = len(chunk) - bad
+            if not sent:
+                continue
             outcome, rejected = await self._sender.send(body)
             if outcome == "retryable":
                 raise _Retry(f"{self.dest.shown} is unavailable")
             if outcome != "ok":  # refused for good: retrying would block every later span
-                self.dropped += len(chunk)
-                refused += len(chunk)
-                self.last_error = f"{self.dest.shown} refused {len(chunk)} spans: {outcome.removeprefix('fatal:')}"
+                self.dropped += sent
+                refused += sent
+                self.last_error = f"{self.dest.shown} refused {sent} spans: {outcome.removeprefix('fatal:')}"
                 log.error("forwarding: %s; they are not retried", self.last_error)
                 continue
-            self.forwarded += len(chunk) - rejected
+            self.forwarded += sent - rejected
             self.rejected += rejected
         return refused
+
+    def _encode(self, chunk: list[tuple]) -> tuple[bytes | None, int]:
+        """(the OTLP request of ``chunk``, or None if none of it converts; how many rows could not be
+        converted). A row that cannot be rendered (e.g. a Timestamp stored as ``infinity`` by a
+        version that did not reject such times) is dropped, counted and logged, instead of
+        stopping forwarding for good behind it."""
+        try:
+            return to_otlp_proto(chunk).SerializeToString(), 0
+        except Exception:  # find the bad rows: the rest still goes
+            good, bad, why = [], 0, None
+            for row in chunk:
+                try:
+                    to_otlp_proto([row])
+                    good.append(row)
+                except Exception as e:
+                    bad += 1
+                    why = why or f"{type(e).__name__}: {e}"
+            self.last_error = f"{bad} stored spans cannot be converted to OTLP ({why}); they are not forwarded"
+            log.error("forwarding to %s: %s", self.dest.shown, self.last_error)
+            return (to_otlp_proto(good).SerializeToString() if good else None), bad
 
 
 class _Retry(Exception):
