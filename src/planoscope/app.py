@@ -203,7 +203,10 @@ def _restore_metrics(store: DuckDBStore, metrics: SpanMetrics):
         log.info("span-metric settings changed: recomputing span metrics from the stored spans")
     totals, watermark = stored or ([], None)
     metrics.load(totals)
-    metrics.replay(store.scan_for_metrics(metrics.dimensions, after=watermark))  # what the last snapshot missed
+    if stored is None:  # a recount of everything: one batch (see SpanMetrics.replay)
+        metrics.replay(store.scan_for_metrics(metrics.dimensions))
+    else:  # the commits the last snapshot missed, one by one as they were counted
+        metrics.replay_commits(store.scan_for_metrics(metrics.dimensions, after=watermark, by_commit=True))
     # Retention may have deleted the spans ingested last: the watermark never goes back.
     return max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
 

@@ -16,9 +16,11 @@ are each limited (the connector limits per metric); both see the same series, so
 together. The connector limits per resource; /metrics has no resource here (``service_name`` is
 a label like any other), so the limit holds over all services: a flood of service names is
 bounded too. Which new series fit below the limit is decided from the stored totals and, within
-one batch, in the order of their label values, so a restart reaches the same assignment (the
-spans replayed on start count as one batch; see ``replay``). Changing the limit applies to series
-not known yet: raising it lets new ones in, lowering it keeps the known ones.
+one batch, in the order of their label values, so a restart reaches the same assignment: the
+commits after the last snapshot are replayed one by one, in order, as they were counted live
+(``replay_commits``), and a full recount counts everything as one batch (``replay``). Changing
+the limit applies to series not known yet: raising it lets new ones in, lowering it keeps the
+known ones.
 
 ``SpanMetrics`` is a prometheus-client Collector: values are read at scrape time.
 """
@@ -121,6 +123,28 @@ class SpanMetrics:
                 for series in sorted(new)[room:]:
                     _add(pending, OVERFLOW_SERIES, pending.pop(series))
         self.apply(self.merge(self._bound(pending)))
+
+    def replay_commits(self, batches: Iterable[pa.Table | pa.RecordBatch]) -> None:
+        """Count the commits made after the last snapshot, one by one and in order, exactly as
+        the writer counted them when they were made (each commit was one ``deltas``): so the new
+        series that took the room left below the limit are the same ones /metrics showed before a
+        crash. ``batches`` hold an ``IngestedAt`` column (one value per commit), sorted by it, as
+        ``DuckDBStore.scan_for_metrics(..., by_commit=True)`` returns them."""
+        commit, pending = None, {}
+        for batch in batches:
+            stamps = batch.column("IngestedAt").to_numpy()
+            cuts = [0, *(np.flatnonzero(stamps[1:] != stamps[:-1]) + 1), len(stamps)]
+            for lo, hi in zip(cuts, cuts[1:]):
+                if lo == hi:
+                    continue
+                if stamps[lo] != commit and pending:
+                    self.apply(self.merge(self._bound(pending)))
+                    pending = {}
+                commit = stamps[lo]
+                for series, acc in self._aggregate(batch.slice(lo, hi - lo)).items():
+                    _add(pending, series, acc)
+        if pending:
+            self.apply(self.merge(self._bound(pending)))
 
     def _room(self) -> int:
         """New series that still fit below the limit (call with the lock held)."""

@@ -326,16 +326,24 @@ class DuckDBStore:
         mark = self.meta("spanmetrics_watermark")
         return rows, (datetime.fromisoformat(mark) if mark else None)
 
-    def scan_for_metrics(self, dimensions: Sequence[str], after: datetime | None = None, batch_rows: int = 100_000):
+    def scan_for_metrics(
+        self,
+        dimensions: Sequence[str],
+        after: datetime | None = None,
+        batch_rows: int = 100_000,
+        by_commit: bool = False,
+    ):
         """What span metrics derive from, of the spans ingested after ``after``, as Arrow batches:
-        the label columns, Duration and ``d0``, ``d1``, … per dimension."""
+        the label columns, Duration and ``d0``, ``d1``, … per dimension; ``by_commit`` adds
+        ``IngestedAt`` (one value per commit) and orders by it."""
         dims = "".join(
             f", coalesce(attr(SpanAttributes, ${i}), attr(ResourceAttributes, ${i})) AS d{i - 1}"
             for i in range(1, len(dimensions) + 1)
         )
         where = f" WHERE IngestedAt > ${len(dimensions) + 1}" if after else ""
         params = [*dimensions, *([after] if after else [])]
-        sql = f"SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration{dims} FROM otel_traces{where}"
+        commit = (", IngestedAt", " ORDER BY IngestedAt") if by_commit else ("", "")
+        sql = f"SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration{dims}{commit[0]} FROM otel_traces{where}{commit[1]}"
         return self._con.cursor().sql(sql, params=params).to_arrow_reader(batch_rows)
 
     def last_ingested(self) -> datetime | None:
