@@ -85,7 +85,7 @@ def make_pool(span_rate: float, pool_spans: int, seed: int = 1):
     """(table, span-metric dimension arrays, pool length in s) of ~pool_spans simulated spans at
     ``span_rate`` spans/s; the table's Timestamps are relative to the pool start (ns)."""
     window = max(60, round(pool_spans / span_rate))
-    trace_rate = span_rate / 2.69  # spans per trace in the simulation's default mix
+    trace_rate = span_rate / 5.65  # spans per trace in the simulation's default mix
     parts = 2 if window >= 120 else 1
     bounds = [SIM_EPOCH + window * i // parts for i in range(parts + 1)]
     with cf.ProcessPoolExecutor(parts, mp_context=multiprocessing.get_context("fork")) as ex:

@@ -72,6 +72,7 @@ class Demo:
             "--otlp-http=127.0.0.1:0",
             "--listen=127.0.0.1:0",
             "--envoy-port=0",
+            "--brightstaff-port=0",
             f"--data-dir={data_dir}",
             # Scraped samples are live only (the backfill is spans): scrape often so that the
             # rate-limited panel has a line within seconds.

@@ -358,16 +358,16 @@ def db_path(data_dir: Path | str) -> Path:
 
 def attrs_dict(value: Any) -> dict[str, str]:
     """An attribute column's value as a dict: the store keeps each attribute set as a JSON object
-    of string values (a MAP or a list of key/value structs are accepted too); a key may appear
-    only once."""
+    of string values (a MAP or a list of key/value structs are accepted too). A key sent twice
+    (Plano repeats ``service.name.override`` and ``llm.model``) is kept as sent; the first wins
+    here, as planoscope reads it."""
     if isinstance(value, str):
         pairs = json.loads(value, object_pairs_hook=list)
         assert isinstance(pairs, list), f"not a JSON object: {value!r}"
         out = {}
         for k, v in pairs:
             assert isinstance(v, str), f"attribute {k!r} is not stored as a string: {value!r}"
-            assert k not in out, f"attribute {k!r} stored twice: {value!r}"
-            out[k] = v
+            out.setdefault(k, v)
         return out
     if isinstance(value, dict) and set(value) != {"key", "value"}:
         return value

@@ -207,7 +207,8 @@ def load(
     concurrency: int,
     gzip: bool,
 ) -> None:
-    """Send Plano-shaped OTLP spans (~15 attributes each) to TARGET and report what was acknowledged.
+    """Send Plano-shaped OTLP spans (~16 attributes each, one service a request, as Plano sends
+    them) to TARGET and report what was acknowledged.
 
     Each span gets fresh ids, so nothing is de-duplicated away. Retryable errors are retried with
     backoff. Example: planoscope load --target 127.0.0.1:4317 --duration 30
@@ -268,12 +269,13 @@ DEMO_DATA_DIR = Path("planoscope-data/demo")  # its own database, never serve's 
 )
 @click.option(
     "--mix",
-    default="llm=0.7,agent=0.3",
+    default="llm=0.65,agent=0.3,routing=0.05",
     show_default=True,
     metavar="KIND=SHARE,...",
-    help="Shares of the request kinds, normalized: llm (a direct LLM call, routed two times in "
-    "three: plano(llm) with a plano(routing) child) and agent (plano(orchestrator) → "
-    "plano(filter)s → plano(agent) → plano(llm)). A kind left out is not sent.",
+    help="Shares of the request kinds, normalized: llm (a direct LLM call: plano(llm) → "
+    "plano(routing), plano(outbound)), agent (plano(inbound) → plano(orchestrator) → "
+    "plano(filter)s, plano(agent) → plano(llm)s) and routing (/routing/*: a plano(routing) "
+    "routing_decision). A kind left out is not sent.",
 )
 @click.option(
     "--seed",
@@ -297,6 +299,13 @@ DEMO_DATA_DIR = Path("planoscope-data/demo")  # its own database, never serve's 
     help="Port of the fake Envoy admin endpoint (/stats/prometheus) on 127.0.0.1; 0 picks a free one.",
 )
 @click.option(
+    "--brightstaff-port",
+    type=click.IntRange(0, 65535),
+    default=9092,
+    show_default=True,
+    help="Port of the fake brightstaff metrics endpoint (/metrics) on 127.0.0.1; 0 picks a free one.",
+)
+@click.option(
     "--backfill",
     default=None,
     metavar="DURATION",
@@ -310,14 +319,19 @@ def demo(
     seed: int | None,
     protocol: str,
     envoy_port: int,
+    brightstaff_port: int,
     backfill: str,
     **flags,
 ) -> None:
     """Run planoscope with simulated Plano traffic: a live dashboard without Plano.
 
     Starts the server (the options of serve; the data goes to planoscope-data/demo unless a data
-    directory is given), a fake Envoy admin endpoint with Plano's rate-limit and LLM metrics, and a
-    simulated Plano gateway sending OTLP traces to the server. Stops on Ctrl-C or SIGTERM.
+    directory is given) and a simulated Plano 0.4.28+ gateway: brightstaff's and Envoy's spans as
+    Plano sends them (one OTLP export per service, batched every ~5 s), a fake Envoy admin
+    endpoint with the WASM filter's rate-limit and LLM metrics, and a fake brightstaff /metrics;
+    the server scrapes both. The traffic has bursts, 429s, upstream errors and, every few
+    minutes, an incident (a rate-limit storm, a provider outage or slowdown). Stops on Ctrl-C or
+    SIGTERM.
 
     Example: planoscope demo --rate 10 --mix llm=0.5,agent=0.5 --seed 42 --backfill 15m
     """
@@ -340,32 +354,43 @@ def demo(
     seed = random.SystemRandom().randrange(1_000_000) if seed is None else seed
     sim = Simulation(rate=rate, mix=shares, seed=seed)
     setup_process(settings)
-    sys.exit(asyncio.run(_demo(settings, sim, protocol, envoy_port, backfill_s)))
+    sys.exit(asyncio.run(_demo(settings, sim, protocol, envoy_port, brightstaff_port, backfill_s)))
 
 
 DEMO_BACKFILL_S = 900.0
+# What the demo keeps of its scrapes: the WASM filter's and Envoy's cluster counters, and all of
+# brightstaff's (Plano's brightstaff dashboard queries them).
+DEMO_SCRAPE_METRICS = ["envoy_wasmcustom_*", "envoy_cluster_upstream_rq*", "brightstaff_*", "process_*"]
 
 
-def _scraping(settings: Settings, envoy_url: str) -> Settings:
-    """The demo scrapes its fake Envoy, unless told which targets to scrape."""
-    if "scrape" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"scrape": [f"envoy={envoy_url}"]})
+def _scraping(settings: Settings, envoy_url: str, brightstaff_url: str) -> Settings:
+    """The demo scrapes its fake Envoy and brightstaff and keeps their metrics, unless told
+    which targets to scrape or which metrics to keep."""
+    update = {}
+    if "scrape" not in settings.model_fields_set:
+        update["scrape"] = [f"envoy={envoy_url}", f"brightstaff={brightstaff_url}"]
+    if "scrape_metrics" not in settings.model_fields_set:
+        update["scrape_metrics"] = DEMO_SCRAPE_METRICS
+    return settings.model_copy(update=update)
 
 
-async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfill_s: float | None) -> int:
+async def _demo(
+    settings: Settings, sim, protocol: str, envoy_port: int, brightstaff_port: int, backfill_s: float | None
+) -> int:
     from .app import Planoscope
+    from .demo.brightstaff import BrightstaffStats, FakeBrightstaff
     from .demo.envoy import EnvoyStats, FakeEnvoyAdmin
     from .demo.simulate import OtlpExporter, Player
     from .net.listen import StartupError, split_address
 
     stop = stop_event()
-    stats = EnvoyStats()
+    stats, bstats = EnvoyStats(), BrightstaffStats()
     try:
-        # The fake Envoy first: with --envoy-port 0 its URL, which the server scrapes, is known only once bound.
+        # The fakes first: with a port of 0 their URLs, which the server scrapes, are known only once bound.
         async with (
             FakeEnvoyAdmin(stats, f"127.0.0.1:{envoy_port}") as envoy,
-            Planoscope(_scraping(settings, envoy.url)) as app,
+            FakeBrightstaff(bstats, f"127.0.0.1:{brightstaff_port}") as brightstaff,
+            Planoscope(_scraping(settings, envoy.url, brightstaff.url)) as app,
         ):
             a = app.addresses
             if backfill_s is None:  # a first look should show full charts; a restart must not double up
@@ -383,6 +408,7 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
                     [
                         *listening_lines(settings, app),
                         f"planoscope: fake Envoy admin on {envoy.url}",
+                        f"planoscope: fake brightstaff metrics on {brightstaff.url}",
                         f"planoscope: simulating Plano: {sim.rate:g} requests/s ({mix}), seed {sim.seed}, "
                         f"OTLP/{protocol} to {target}" + (f", backfilling {backfill_s:g} s" if backfill_s else ""),
                     ]
@@ -390,7 +416,7 @@ async def _demo(settings: Settings, sim, protocol: str, envoy_port: int, backfil
                 flush=True,
             )
             async with OtlpExporter(target, protocol) as exporter:
-                player = Player(sim, exporter, stats)
+                player = Player(sim, exporter, stats, bstats)
                 playing = asyncio.create_task(player.run(stop, backfill_s))
                 print("planoscope: ready", flush=True)
                 stopping = asyncio.create_task(stop.wait())

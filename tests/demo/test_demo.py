@@ -1,5 +1,6 @@
-"""``planoscope demo``: the real console program starts the server, the fake Envoy endpoint and the
-simulated gateway; data reaches the store within seconds; Ctrl-C stops everything, exit 0.
+"""``planoscope demo``: the real console program starts the server, the fake Envoy and brightstaff
+endpoints and the simulated gateway; data reaches the store within seconds, both fakes are
+scraped; Ctrl-C stops everything, exit 0.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import STOP_TIMEOUT_S, Metrics, Server, read_spans, spans_by_id
+from conftest import STOP_TIMEOUT_S, Metrics, Server, _samples, read_spans, spans_by_id
 from planoscope.cli import demo, serve
 
 DATA_TIMEOUT_S = 60  # a deadline, not a speed goal: on a loaded machine the 15-minute backfill comes first
 
 
 class DemoServer(Server):
-    """``planoscope demo`` on free ports (the fake Envoy's too), through conftest's ``Server``."""
+    """``planoscope demo`` on free ports (the fakes' too), through conftest's ``Server``."""
 
     def __init__(self, data_dir: Path | None, *args: str):
         super().__init__(data_dir or Path("planoscope-data/demo"), *args)
         self.explicit_dir = data_dir is not None
-        self.envoy_url = ""
+        self.envoy_url = self.brightstaff_url = ""
 
     @property
     def command(self) -> list[str]:
@@ -46,17 +47,19 @@ class DemoServer(Server):
             "127.0.0.1:0",
             "--envoy-port",
             "0",
+            "--brightstaff-port",
+            "0",
             *(["--data-dir", str(self.data_dir)] if self.explicit_dir else []),
             *self.args,
         ]
 
     def _parse_addresses(self) -> None:
         super()._parse_addresses()
-        m = re.search(
-            r"^planoscope: fake Envoy admin on (http://\S+/stats/prometheus)$", "\n".join(self.lines("out")), re.M
-        )
-        assert m, self.output()
-        self.envoy_url = m.group(1)
+        out = "\n".join(self.lines("out"))
+        envoy = re.search(r"^planoscope: fake Envoy admin on (http://\S+/stats/prometheus)$", out, re.M)
+        brightstaff = re.search(r"^planoscope: fake brightstaff metrics on (http://\S+/metrics)$", out, re.M)
+        assert envoy and brightstaff, self.output()
+        self.envoy_url, self.brightstaff_url = envoy.group(1), brightstaff.group(1)
 
 
 @pytest.fixture
@@ -122,7 +125,9 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     llm_calls = [v for n, lb, v in metrics.samples if n == "calls_total" and lb["service_name"] == "plano(llm)"]
     assert (
         sum(llm_calls) > 0
-        and len({lb["llm_model"] for lb in metrics.series("calls_total") if lb["service_name"] == "plano(llm)"}) >= 2
+        # (a call that failed before dispatch has no model: its series has no llm_model label)
+        and len({lb.get("llm_model") for lb in metrics.series("calls_total") if lb["service_name"] == "plano(llm)"})
+        >= 3
     )
 
     # The fake Envoy counts live calls only (not the backfilled past) as they end: wait for some.
@@ -136,20 +141,35 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     assert envoy.family_types()["envoy_wasmcustom_request_latency"] == "histogram"
     assert envoy.value("envoy_wasmcustom_request_latency_count", {}) > 0
     assert envoy.value("envoy_wasmcustom_ratelimited_rq_total", {}) >= 0
-    # The demo's server scrapes its fake Envoy (at once, then every 15 s).
-    for _ in range(50):
-        (target,) = srv.get("/api/v1/targets").json()
-        if target["up"] is not None:
+    brightstaff = Metrics(httpx.get(srv.brightstaff_url, timeout=10).text)
+    assert brightstaff.family_types()["brightstaff_llm_upstream_requests"] == "counter"
+    assert brightstaff.value("brightstaff_build_info", {"version": "0.4.36", "git_sha": "003c36ae"}) == 1
+    # The demo's server scrapes both fakes (at once, then every 15 s), and keeps brightstaff's
+    # and the process' metrics as well as the WASM filter's.
+    for _ in range(100):
+        targets = srv.get("/api/v1/targets").json()
+        if all(t["up"] is not None for t in targets):
             break
         time.sleep(0.2)
-    assert (target["label"], target["url"], target["up"]) == ("envoy", srv.envoy_url, True), target
-    assert target["samples_last_scrape"] > 0
+    got = {t["label"]: (t["url"], t["up"]) for t in targets}
+    assert got == {"envoy": (srv.envoy_url, True), "brightstaff": (srv.brightstaff_url, True)}, targets
+    assert all(t["samples_last_scrape"] > 0 for t in targets), targets
+    for metric, target in (
+        ("brightstaff_http_requests_total", "brightstaff"),
+        ("process_resident_memory_bytes", "brightstaff"),
+        ("envoy_wasmcustom_request_latency_count", "envoy"),
+        ("envoy_cluster_upstream_rq", "envoy"),
+    ):
+        t0 = time.monotonic()
+        while not _samples(srv, metric, target) and time.monotonic() - t0 < DATA_TIMEOUT_S:
+            time.sleep(0.5)
+        assert _samples(srv, metric, target), (metric, target)
 
     out = "\n".join(srv.lines("out"))
-    assert "simulating Plano: 20 requests/s (llm 70%, agent 30%), seed 4, OTLP/grpc" in out
+    assert "simulating Plano: 20 requests/s (llm 65%, agent 30%, routing 5%), seed 4, OTLP/grpc" in out
     assert "backfilling 900 s" in out
     below = _descendants(srv.proc.pid)
-    addresses = [srv.grpc_target, srv.http_traces_url, srv.web_url, srv.envoy_url]
+    addresses = [srv.grpc_target, srv.http_traces_url, srv.web_url, srv.envoy_url, srv.brightstaff_url]
     srv.proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert srv.stop() == 0
     assert "planoscope: stopped" in srv.lines("out")
@@ -162,13 +182,15 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     rows = spans_by_id(read_spans(srv.data_dir))
     assert len(rows) == acked >= written
     services = Counter(r["ServiceName"] for r in rows.values())
-    assert services["plano(llm)"] > 0 and set(services) <= {
+    assert set(services) == {
         "plano(llm)",
         "plano(routing)",
         "plano(orchestrator)",
         "plano(filter)",
         "plano(agent)",
-    }
+        "plano(inbound)",
+        "plano(outbound)",
+    }, services
     now = time.time_ns()
     # An empty store gets the last 15 minutes of traffic first (so the charts start full), then live traffic.
     assert all(now - 16 * 60e9 < r["Timestamp"] < now for r in rows.values())
@@ -233,9 +255,17 @@ def test_demo_rejects_bad_options_in_one_line(tmp_path, args, message):
     assert not (tmp_path / "d").exists()
 
 
-def test_demo_stops_cleanly_when_the_envoy_port_is_taken(tmp_path):
+@pytest.mark.parametrize(
+    "flag, what",
+    [
+        ("--envoy-port", "the fake Envoy admin endpoint"),
+        ("--brightstaff-port", "the fake brightstaff metrics endpoint"),
+    ],
+)
+def test_demo_stops_cleanly_when_a_fake_port_is_taken(tmp_path, flag, what):
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
+        ports = {"--envoy-port": "0", "--brightstaff-port": "0", flag: str(port)}
         r = _run(
             "--data-dir",
             str(tmp_path / "d"),
@@ -245,16 +275,15 @@ def test_demo_stops_cleanly_when_the_envoy_port_is_taken(tmp_path):
             "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
-            "--envoy-port",
-            str(port),
+            *(x for kv in ports.items() for x in kv),
             timeout=STOP_TIMEOUT_S,
         )
     assert r.returncode == 1, r
-    assert f"cannot listen on 127.0.0.1:{port} for the fake Envoy admin endpoint" in r.stderr
+    assert f"cannot listen on 127.0.0.1:{port} for {what}" in r.stderr
     assert "ready" not in r.stdout
 
 
 def test_demo_takes_every_option_of_serve():
     demo_opts = {o for p in demo.params for o in p.opts}
     assert {o for p in serve.params for o in p.opts} <= demo_opts
-    assert {"--rate", "--mix", "--seed", "--envoy-port", "--backfill", "--protocol"} <= demo_opts
+    assert {"--rate", "--mix", "--seed", "--envoy-port", "--brightstaff-port", "--backfill", "--protocol"} <= demo_opts

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import grpc_export, key_values, pb_request, pb_span, read_spans
 from planoscope.demo.simulate import Simulation, export_requests
+from planoscope.ingest.decode import value_str
 
 BASE = 1_760_000_000  # the simulated traffic covers [BASE, BASE + SECONDS)
 SECONDS = 90
@@ -32,14 +33,16 @@ class S:
 
 
 def _str(v) -> str:
-    """An AnyValue as the store renders it (the simulation sends strings, ints, bools, doubles)."""
-    kind = v.WhichOneof("value")
-    x = getattr(v, kind)
-    if kind == "bool_value":
-        return "true" if x else "false"
-    if kind == "double_value":
-        return repr(x) if x != int(x) else str(int(x))
-    return str(x)
+    """An AnyValue as the store renders it (doubles in the ES6 number format)."""
+    return value_str(v)
+
+
+def _attrs(kvs) -> dict[str, str]:
+    """Attributes as the store reads them: a key Plano repeats (llm.model) keeps its first value."""
+    out: dict[str, str] = {}
+    for a in kvs:
+        out.setdefault(a.key, _str(a.value))
+    return out
 
 
 def _spans(traces) -> list[S]:
@@ -56,7 +59,7 @@ def _spans(traces) -> list[S]:
                     sp.start_time_unix_nano,
                     sp.end_time_unix_nano,
                     sp.status.code == 2,
-                    {a.key: _str(a.value) for a in sp.attributes},
+                    _attrs(sp.attributes),
                 )
             )
     return out
@@ -125,7 +128,7 @@ def _send(target: str, spans: list[S]) -> None:
 @pytest.fixture(scope="module")
 def explorer(module_server_factory, tmp_path_factory):
     srv = module_server_factory(tmp_path_factory.mktemp("traces"))
-    traces = Simulation(rate=3, seed=11).traces(BASE, BASE + SECONDS)
+    traces = Simulation(rate=3, seed=12).traces(BASE, BASE + SECONDS)  # a window with 429s and 5xx
     sim_spans = sorted((s for t in traces for s in t.spans), key=lambda s: s[1].end_time_unix_nano)
     for req in export_requests(sim_spans, 256):
         assert grpc_export(srv.grpc_target, req).partial_success.rejected_spans == 0
@@ -213,8 +216,12 @@ CASES = [
     ("everything", {}, {}),
     ("part of the range", {**MID}, {**MID}),
     ("service", {"service": "plano(agent)"}, {"service": "plano(agent)"}),
-    ("span name", {"name": "POST /v1/chat/completions gpt-4o"}, {"name": "POST /v1/chat/completions gpt-4o"}),
-    ("model", {"model": "gpt-4o"}, {"model": "gpt-4o"}),
+    (
+        "span name",
+        {"name": "POST /v1/chat/completions openai/gpt-4o"},
+        {"name": "POST /v1/chat/completions openai/gpt-4o"},
+    ),
+    ("model", {"model": "openai/gpt-4o"}, {"model": "openai/gpt-4o"}),
     ("agent", {"agent": "billing_agent"}, {"agent": "billing_agent"}),
     ("errors only", {"errors": "true"}, {"errors": True}),
     ("min duration", {"min_duration": "2s"}, {"min_ns": 2_000_000_000}),
@@ -225,7 +232,7 @@ CASES = [
         {"min_ns": 500_000_000, "max_ns": 900_000_000},
     ),
     ("attribute value", {"attr": "http.status_code=429"}, {"attr": ["http.status_code=429"]}),
-    ("attribute bool", {"attr": "llm.is_streaming=false"}, {"attr": ["llm.is_streaming=false"]}),
+    ("attribute bool", {"attr": "plano.cache.warm=false"}, {"attr": ["plano.cache.warm=false"]}),
     ("attribute present", {"attr": "llm.usage.cached_input_tokens"}, {"attr": ["llm.usage.cached_input_tokens"]}),
     (
         "two attributes",
@@ -234,8 +241,8 @@ CASES = [
     ),
     (
         "combined",
-        {"service": "plano(llm)", "model": "claude-sonnet-4", "min_duration": "1s", **MID},
-        {"service": "plano(llm)", "model": "claude-sonnet-4", "min_ns": 10**9, **MID},
+        {"service": "plano(llm)", "model": "anthropic/claude-sonnet-4-20250514", "min_duration": "1s", **MID},
+        {"service": "plano(llm)", "model": "anthropic/claude-sonnet-4-20250514", "min_ns": 10**9, **MID},
     ),
     ("nothing matches", {"model": "no-such-model"}, {"model": "no-such-model"}),
 ]
@@ -281,7 +288,7 @@ def test_a_trace_is_summarised_beyond_the_range_that_matched(explorer):
     got = _search(srv, start=start, end=start + 0.001, service="plano(llm)")
     row = next(t for t in got["traces"] if t["trace_id"] == llm.trace)
     assert row == summary(spans, llm.trace)
-    assert row["span_count"] >= 4 and row["root_service"] == "plano(orchestrator)"
+    assert row["span_count"] >= 4 and row["root_service"] == "plano(inbound)"  # Envoy's span is the root
 
 
 @pytest.mark.parametrize("sort,order", [("start", "asc"), ("duration", "desc"), ("duration", "asc")])
@@ -367,7 +374,7 @@ def _otlp_spans(doc: dict) -> dict[str, tuple[str, dict]]:
 
 def test_get_trace_returns_every_span_as_otlp_json(explorer):
     srv, spans = explorer
-    agent_trace = next(s.trace for s in spans if s.service == "plano(orchestrator)" and s.error)
+    agent_trace = next(s.trace for s in spans if s.service == "plano(inbound)" and s.error)
     for tid in (agent_trace, ORPHAN, TWIN_A, PADDED):
         r = httpx.get(f"{srv.web_url}/api/v1/traces/{tid}")
         assert r.status_code == 200, r.text
@@ -380,7 +387,10 @@ def test_get_trace_returns_every_span_as_otlp_json(explorer):
             assert sp["traceId"] == tid and sp["parentSpanId"] == s.parent and sp["name"] == s.name
             assert (int(sp["startTimeUnixNano"]), int(sp["endTimeUnixNano"])) == (s.start, s.end)
             assert sp["status"]["code"] == (2 if s.error else 0)
-            assert {a["key"]: a["value"]["stringValue"] for a in sp["attributes"]} == s.attrs
+            got_attrs: dict[str, str] = {}
+            for a in sp["attributes"]:
+                got_attrs.setdefault(a["key"], a["value"]["stringValue"])
+            assert got_attrs == s.attrs
 
 
 def test_get_trace_round_trips_through_another_server(explorer, server_factory, tmp_path):

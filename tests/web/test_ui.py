@@ -60,7 +60,9 @@ def _legend(page: Page, panel: str) -> list[str]:
 
 
 def _api_names(srv, panel: str, query: str) -> list[str]:
-    return [s["name"] for s in srv.get(f"/api/v1/panels/{panel}?{query}").json()["series"]]
+    """The API's series names as the legend shows them (LLM calls that failed before dispatch
+    have no model: their series is unnamed)."""
+    return [s["name"] or "(none)" for s in srv.get(f"/api/v1/panels/{panel}?{query}").json()["series"]]
 
 
 def test_all_six_panels_render_with_their_series(live, page):
@@ -319,6 +321,8 @@ def test_trace_id_box_and_unknown_trace(live, page):
 
 def test_drill_down_from_a_panel_point_to_its_traces(live, page):
     _open(page, live, "?range=1h&refresh=off")
+    # Hide the calls without a model (failed before dispatch): the point clicked is a model's.
+    page.locator('[data-panel="llm_requests_per_second"] .legend tbody tr', has_text="(none)").click()
     over = page.locator('[data-panel="llm_requests_per_second"] .u-over')
     box = over.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.95)
@@ -339,12 +343,14 @@ def test_drill_down_from_a_panel_point_to_its_traces(live, page):
 
 def test_drill_down_from_latency_legend_and_stat_tile(live, page):
     _open(page, live, "?range=1h&refresh=off")
-    link = page.locator('[data-panel="llm_latency_ms"] .legend td.drill a').first
-    href = link.get_attribute("href")
+    # The first model's row (calls that failed before dispatch have no model to drill to).
+    rows = page.locator('[data-panel="llm_latency_ms"] .legend tbody tr')
+    row = rows.filter(has=page.locator('td.drill a[href*="model="]')).first
+    href = row.locator("td.drill a").get_attribute("href")
     q = parse_qs(urlparse(href).query)
     assert q["service"] == ["plano(llm)"] and q["sort"] == ["duration"] and q["order"] == ["desc"]
-    assert q["model"][0] in page.locator('[data-panel="llm_latency_ms"] .legend tbody td').first.inner_text()
-    tile = page.locator('[data-panel="llm_cumulative_requests"] a.stat').first
+    assert q["model"][0] in row.locator("td").first.inner_text()
+    tile = page.locator('[data-panel="llm_cumulative_requests"] a.stat').filter(has_not_text="(none)").first
     model = tile.locator(".label").inner_text()
     tile.click()
     expect(page).to_have_url(re.compile(r"/traces\?"))

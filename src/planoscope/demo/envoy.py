@@ -1,23 +1,36 @@
 """A fake Envoy admin endpoint for the simulated gateway: ``/stats/prometheus`` in Envoy's text
-format, with the metrics Plano's WASM filter defines, fed by the simulated upstream calls.
+format, with the metrics Plano's llm_gateway WASM filter defines and the cluster counters,
+fed by the simulated calls through Envoy's listeners.
 
-Envoy names a WASM filter's metric ``wasmcustom.<name>`` and exposes it as
-``envoy_wasmcustom_<name>``; a metric without tags is written with empty braces
-(``envoy_wasmcustom_ratelimited_rq{} 3``), histograms use Envoy's default buckets, families are
-sorted by name and carry ``# TYPE`` lines only. Like Envoy, the counters count from the start
-of this process.
+What the filter records (crates/llm_gateway/src/stream_context.rs):
+
+- ``ratelimited_rq`` counter: the 429s it answers itself;
+- ``active_http_calls`` gauge: its own HTTP callouts in flight (none for LLM traffic: 0);
+- ``input_sequence_length``: the prompt's token count, for every request (rate-limited ones too,
+  it is counted before the check);
+- at the end of every upstream response, errors included: ``request_latency`` (ms),
+  ``output_sequence_length`` (tokens: 0 for an error), and when there were tokens
+  ``time_per_output_token`` (latency ÷ tokens, integer ms, the TTFT included) and
+  ``tokens_per_second`` (1000 ÷ that);
+- ``time_to_first_token`` (ms): streaming responses only, with Plano's own buckets.
+
+Envoy names a WASM metric ``wasmcustom.<name>`` and exposes it as ``envoy_wasmcustom_<name>``;
+a metric without tags is written with empty braces (``envoy_wasmcustom_ratelimited_rq{} 3``),
+other histograms use Envoy's default buckets, families are sorted by name and carry ``# TYPE``
+lines only. ``envoy_cluster_upstream_rq_total`` counts requests to a cluster as they start,
+``envoy_cluster_upstream_rq`` responses by code as they end. Like Envoy, the counters count from
+the start of this process; each call is counted once, when it ends.
 
 Example::
 
     stats = EnvoyStats()
-    stats.track(trace.calls)                  # simulated upstream LLM calls, ending now or later
+    stats.track(traces)                       # simulated traces, ending now or later
     async with FakeEnvoyAdmin(stats, "127.0.0.1:9901") as envoy:
         print(envoy.url)                      # http://127.0.0.1:9901/stats/prometheus
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
 import time
@@ -29,9 +42,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from ..net.httpserver import HttpServer
-from ..net.listen import bind, bound_address
-from .simulate import LlmCall
+from .exposition import Histogram, Served
+from .spans import EnvoyCall
 
 # Envoy's default histogram buckets (source/common/stats/histogram_impl.h).
 BUCKETS = (
@@ -55,6 +67,29 @@ BUCKETS = (
     1800000,
     3600000,
 )
+# Plano's envoy.template.yaml: stats_config.histogram_bucket_settings for wasmcustom.time_to_first_token.
+TTFT_BUCKETS = (
+    100,
+    500,
+    800,
+    1000,
+    1200,
+    1400,
+    1600,
+    1800,
+    2000,
+    2200,
+    2400,
+    3000,
+    3500,
+    4000,
+    4500,
+    5000,
+    6000,
+    10000,
+    60000,
+    180000,
+)
 PREFIX = "envoy_wasmcustom_"
 HISTOGRAMS = (
     "time_to_first_token",
@@ -66,34 +101,11 @@ HISTOGRAMS = (
 )
 
 
-class _Histogram:
-    def __init__(self):
-        self.counts = [0] * (len(BUCKETS) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
-        self.sum += value
-
-    def lines(self, name: str) -> list[str]:
-        out = [f"# TYPE {name} histogram"]
-        for le, n in zip([*map(_num, BUCKETS), "+Inf"], itertools.accumulate(self.counts)):
-            out.append(f'{name}_bucket{{le="{le}"}} {n}')
-        out += [f"{name}_sum{{}} {_num(self.sum)}", f"{name}_count{{}} {sum(self.counts)}"]
-        return out
-
-
-def _num(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
 class EnvoyStats:
-    """Envoy's stats of the simulated upstream LLM calls, as of ``clock()`` (Unix ns).
+    """Envoy's stats of the simulated calls, as of ``clock()`` (Unix ns).
 
-    ``track`` takes calls that may end in the future; each is counted once ``clock()`` has
-    passed its end: a rate-limited call (429, rejected by Plano's filter) increments
-    ``ratelimited_rq``, any other is an upstream request of its provider's cluster, and a
-    success is observed by the histograms. ``active_http_calls`` is the calls in flight.
+    ``track`` takes traces whose calls may end in the future; each call is counted once
+    ``clock()`` has passed its end (a request to a cluster once it has started).
     """
 
     def __init__(self, clock: Callable[[], int] = time.time_ns):
@@ -101,36 +113,44 @@ class EnvoyStats:
         self.started_ns = clock()
         self.ratelimited_rq = 0
         self.upstream_rq: Counter[tuple[str, int]] = Counter()  # (cluster, response code)
-        self.histograms = {name: _Histogram() for name in HISTOGRAMS}
-        self._pending: list[tuple[int, int, LlmCall]] = []  # heap by end time
+        self.upstream_rq_total: Counter[str] = Counter()
+        self.histograms = {n: Histogram(TTFT_BUCKETS if n == "time_to_first_token" else BUCKETS) for n in HISTOGRAMS}
+        self._pending: list[tuple[int, int, bool, EnvoyCall]] = []  # (when, seq, ended?, call)
         self._seq = itertools.count()
 
-    def track(self, calls: Iterable[LlmCall]) -> None:
-        for call in calls:
-            heapq.heappush(self._pending, (call.end_ns, next(self._seq), call))
+    def track(self, traces: Iterable) -> None:
+        for trace in traces:
+            for call in trace.calls:
+                heapq.heappush(self._pending, (call.start_ns, next(self._seq), False, call))
+                heapq.heappush(self._pending, (call.end_ns, next(self._seq), True, call))
         self._fold(self.clock())  # keeps only calls in flight or to come, scraped or not
 
     def _fold(self, now_ns: int) -> None:
+        h = self.histograms
         while self._pending and self._pending[0][0] <= now_ns:
-            call = heapq.heappop(self._pending)[2]
+            _, _, ended, call = heapq.heappop(self._pending)
+            if not ended:
+                if not call.rate_limited:
+                    self.upstream_rq_total[call.cluster] += 1
+                continue
+            if call.wasm:
+                h["input_sequence_length"].observe(call.input_tokens)
             if call.rate_limited:
                 self.ratelimited_rq += 1
                 continue
-            self.upstream_rq[(call.provider, call.status_code)] += 1
-            if call.status_code != 200:
+            self.upstream_rq[(call.cluster, call.status_code)] += 1
+            if not call.wasm or not call.completed:  # a reset stream never reaches the filter's end of response
                 continue
-            latency_ms = (call.end_ns - call.start_ns) / 1e6
-            h = self.histograms
+            latency_ms = (call.end_ns - call.start_ns) // 1_000_000
             h["request_latency"].observe(latency_ms)
-            h["input_sequence_length"].observe(call.prompt_tokens)
-            h["output_sequence_length"].observe(call.completion_tokens)
-            h["tokens_per_second"].observe(call.completion_tokens / max(latency_ms / 1000, 1e-3))
+            h["output_sequence_length"].observe(call.output_tokens)
+            if call.output_tokens > 0:
+                tpot = latency_ms // call.output_tokens
+                h["time_per_output_token"].observe(tpot)
+                if tpot > 0:
+                    h["tokens_per_second"].observe(1000 // tpot)
             if call.ttft_ms is not None:
                 h["time_to_first_token"].observe(call.ttft_ms)
-                h["time_per_output_token"].observe((latency_ms - call.ttft_ms) / max(call.completion_tokens, 1))
-
-    def active_calls(self, now_ns: int) -> int:
-        return sum(1 for _, _, c in self._pending if c.start_ns <= now_ns < c.end_ns)
 
     def render(self) -> str:
         """The ``/stats/prometheus`` page, now."""
@@ -143,12 +163,17 @@ class EnvoyStats:
             ],
             PREFIX + "active_http_calls": [
                 f"# TYPE {PREFIX}active_http_calls gauge",
-                f"{PREFIX}active_http_calls{{}} {self.active_calls(now_ns)}",
+                f"{PREFIX}active_http_calls{{}} 0",
             ],
             "envoy_cluster_upstream_rq": ["# TYPE envoy_cluster_upstream_rq counter"]
             + [
                 f'envoy_cluster_upstream_rq{{envoy_response_code="{code}",envoy_cluster_name="{cluster}"}} {n}'
                 for (cluster, code), n in sorted(self.upstream_rq.items())
+            ],
+            "envoy_cluster_upstream_rq_total": ["# TYPE envoy_cluster_upstream_rq_total counter"]
+            + [
+                f'envoy_cluster_upstream_rq_total{{envoy_cluster_name="{cluster}"}} {n}'
+                for cluster, n in sorted(self.upstream_rq_total.items())
             ],
             "envoy_server_live": ["# TYPE envoy_server_live gauge", "envoy_server_live{} 1"],
             "envoy_server_uptime": [
@@ -156,8 +181,8 @@ class EnvoyStats:
                 f"envoy_server_uptime{{}} {max(0, now_ns - self.started_ns) // 1_000_000_000}",
             ],
         }
-        for name, h in self.histograms.items():
-            families[PREFIX + name] = h.lines(PREFIX + name)
+        for name, hist in self.histograms.items():
+            families[PREFIX + name] = [f"# TYPE {PREFIX}{name} histogram", *hist.lines(PREFIX + name)]
         return "".join(line + "\n" for name in sorted(families) for line in families[name])
 
 
@@ -173,24 +198,12 @@ def envoy_admin_app(stats: EnvoyStats) -> Starlette:
     return Starlette(routes=[Route("/stats/prometheus", prometheus), Route("/ready", ready)])
 
 
-class FakeEnvoyAdmin:
+class FakeEnvoyAdmin(Served):
     """Async context manager serving ``envoy_admin_app(stats)`` on ``address`` (port 0 picks one)."""
 
+    what = "the fake Envoy admin endpoint"
+    path = "/stats/prometheus"
+
     def __init__(self, stats: EnvoyStats, address: str = "127.0.0.1:9901"):
-        self.stats, self.address = stats, address
-        self.url = ""
-
-    async def __aenter__(self) -> FakeEnvoyAdmin:
-        sock = bind(self.address, "the fake Envoy admin endpoint")
-        self.address = bound_address(sock)
-        self.url = f"http://{self.address}/stats/prometheus"
-        self._server = HttpServer(envoy_admin_app(self.stats), sock)
-        try:
-            await self._server.__aenter__()
-        except BaseException:
-            sock.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self._server.__aexit__(*exc)
+        super().__init__(envoy_admin_app(stats), address)
+        self.stats = stats

@@ -17,21 +17,52 @@ import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ..net.otlp import OtlpSender
+from .export import export_request
+from .simulate import Simulation
 
 
-def template_request(spans: int, seed: int = 1) -> ExportTraceServiceRequest:
-    """``spans`` spans of simulated Plano traffic (the traces ending last), in one request."""
-    from .simulate import Simulation, export_request  # simulate uses otlp; no cycle at import
-
+def _service_spans(spans: int, seed: int) -> tuple[dict[str, list], dict[str, int]]:
+    """``spans`` spans of each service of simulated Plano traffic, and how many spans of each
+    the traffic had meanwhile (their shares), most common first."""
     sim = Simulation(rate=20, seed=seed, steady=True)
-    now_s = time.time_ns() // 1_000_000_000
-    picked, second = [], now_s - 3600
-    while len(picked) < spans:
+    second = time.time_ns() // 1_000_000_000 - 3600
+    by_service: dict[str, list] = {}
+    seen: dict[str, int] = {}
+    while len(by_service) < 3 or any(len(v) < spans for v in by_service.values()):
         for trace in sim.second(second):
-            picked.extend(trace.spans)
+            for service, span in trace.spans:
+                seen[service] = seen.get(service, 0) + 1
+                group = by_service.setdefault(service, [])
+                if len(group) < spans:
+                    group.append((service, span))
         second += 1
-    req = export_request(picked[:spans])
-    shift = now_s * 1_000_000_000 - max(s.end_time_unix_nano for s in _spans_of(req))
+    order = sorted(by_service, key=lambda svc: -seen[svc])
+    return {svc: by_service[svc] for svc in order}, {svc: seen[svc] for svc in order}
+
+
+def _turns(shares: list[int], slots: int = 100) -> list[int]:
+    """A cycle of indices in proportion to ``shares``, spread out (smooth weighted round robin)."""
+    total = sum(shares)
+    weights = [max(1, round(slots * w / total)) for w in shares]
+    current, out = [0] * len(weights), []
+    for _ in range(sum(weights)):
+        current = [c + w for c, w in zip(current, weights)]
+        best = current.index(max(current))
+        current[best] -= sum(weights)
+        out.append(best)
+    return out
+
+
+def template_request(spans: int, seed: int = 1, service: str | None = None) -> ExportTraceServiceRequest:
+    """One Export call of simulated Plano traffic, as Plano sends it: ``spans`` spans of one
+    ``service`` (by default the one with the most spans), ending now."""
+    groups, _ = _service_spans(spans, seed)
+    return _shifted(export_request(groups[service or next(iter(groups))]))
+
+
+def _shifted(req: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    now_ns = time.time_ns() // 1_000_000_000 * 1_000_000_000
+    shift = now_ns - max(s.end_time_unix_nano for s in _spans_of(req))
     for s in _spans_of(req):
         s.start_time_unix_nano += shift
         s.end_time_unix_nano += shift
@@ -42,20 +73,14 @@ def _spans_of(req: ExportTraceServiceRequest) -> list:
     return [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
 
-class RequestFactory:
-    """Serialized copies of a request of simulated Plano traffic, each with fresh random ids.
+class _Template:
+    """One serialized request, and where its ids stand in the bytes."""
 
-    The template is serialized once; each copy overwrites every id in place (one numpy scatter),
-    so making a 512-span request costs tens of microseconds and the load generator leaves the
-    CPU to the server it measures.
-    """
-
-    def __init__(self, spans: int, seed: int = 1):
-        req = template_request(spans, seed)
+    def __init__(self, req: ExportTraceServiceRequest):
         body = req.SerializeToString()
         # Every id, wherever it stands (a span's own, its children's parent, its trace's other
-        # spans), gets the same fresh bytes in a copy: the trees stay whole.
-        ids = dict.fromkeys(i for s in _spans_of(req) for i in (s.trace_id, s.span_id))
+        # spans), gets the same fresh bytes in a copy.
+        ids = dict.fromkeys(i for s in _spans_of(req) for i in (s.trace_id, s.span_id, s.parent_span_id) if i)
         dst, src, offset = [], [], 0
         for ident in ids:
             at = body.find(ident)
@@ -64,14 +89,38 @@ class RequestFactory:
                 src.append(np.arange(offset, offset + len(ident)))
                 at = body.find(ident, at + len(ident))
             offset += len(ident)
-        self.spans = sum(1 for _ in _spans_of(req))
-        self._template = np.frombuffer(body, dtype=np.uint8)
-        self._dst, self._src, self._fresh = np.concatenate(dst), np.concatenate(src), offset
+        self.body = np.frombuffer(body, dtype=np.uint8)
+        self.dst, self.src, self.fresh = np.concatenate(dst), np.concatenate(src), offset
 
     def make(self) -> bytes:
-        out = self._template.copy()
-        out[self._dst] = np.frombuffer(os.urandom(self._fresh), dtype=np.uint8)[self._src]
+        out = self.body.copy()
+        out[self.dst] = np.frombuffer(os.urandom(self.fresh), dtype=np.uint8)[self.src]
         return out.tobytes()
+
+
+class RequestFactory:
+    """Serialized Export calls of simulated Plano traffic, ``spans`` spans each, with fresh ids.
+
+    Plano sends one Export call per service, so the factory holds a template per service and
+    takes turns between them in proportion to the services' shares of the traffic. Each template
+    is serialized once; each copy overwrites every id in place (one numpy scatter), so making a
+    512-span request costs tens of microseconds and the load generator leaves the CPU to the
+    server it measures. (A span's parent is in another service's request: the copies' trees are
+    not linked.)
+    """
+
+    def __init__(self, spans: int, seed: int = 1):
+        groups, seen = _service_spans(spans, seed)
+        self.spans = spans
+        self.services = list(groups)
+        self._templates = [_Template(_shifted(export_request(g))) for g in groups.values()]
+        self._turns = _turns([seen[svc] for svc in self.services])
+        self._next = 0
+
+    def make(self) -> bytes:
+        template = self._templates[self._turns[self._next]]
+        self._next = (self._next + 1) % len(self._turns)
+        return template.make()
 
 
 @dataclass

@@ -298,7 +298,8 @@ def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
 def _kvs(text: str | None) -> list[KeyValue]:
     if not text:
         return []
-    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in json.loads(text).items()]
+    # Every pair as stored, in order: a key sent twice (Plano repeats llm.model) keeps both values.
+    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in json.loads(text, object_pairs_hook=list)]
 
 
 def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:

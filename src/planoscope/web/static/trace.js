@@ -5,7 +5,13 @@
 const state = { spans: [], byId: new Map(), roots: [], start: 0, end: 0, collapsed: new Set(), selected: null,
                 critical: new Set() };
 
-const attrMap = (kvs) => Object.fromEntries((kvs || []).map((a) => [a.key, anyValue(a.value)]));
+// The first of a repeated key wins, as planoscope reads attributes (Plano sends llm.model twice:
+// the configured provider/model, then the model the upstream reported).
+const attrMap = (kvs) => {
+  const m = {};
+  for (const a of kvs || []) if (!(a.key in m)) m[a.key] = anyValue(a.value);
+  return m;
+};
 function anyValue(v) {
   if (!v) return "";
   if ("stringValue" in v) return v.stringValue;
