@@ -213,6 +213,25 @@ def test_bad_requests(server_factory, tmp_path):
 # --- in-process: the parser and the rate, on their own ------------------------------------------
 
 
+def test_parse_tells_a_counter_declared_without_total_from_one_declared_with_it():
+    """Envoy writes both families (found with the demo's fake Envoy, which copies it): the
+    parser names both samples ``envoy_cluster_upstream_rq_total``; only the first is renamed back,
+    so Plano's dashboard's ``envoy_cluster_upstream_rq_total`` query finds its own series."""
+    from planoscope.scrape.scraper import parse
+
+    text = (
+        "# HELP envoy_cluster_upstream_rq per code\n"
+        "# TYPE envoy_cluster_upstream_rq counter\n"
+        'envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="openai"} 7\n'
+        "# TYPE envoy_cluster_upstream_rq_total counter\n"
+        'envoy_cluster_upstream_rq_total{envoy_cluster_name="openai"} 9\n'
+    )
+    assert parse(text, ["*"]) == [
+        ("envoy_cluster_upstream_rq", '{"envoy_cluster_name":"openai","envoy_response_code":"200"}', 7.0),
+        ("envoy_cluster_upstream_rq_total", '{"envoy_cluster_name":"openai"}', 9.0),
+    ]
+
+
 def test_parse_keeps_envoy_names_and_filters():
     from planoscope.scrape.scraper import parse
 

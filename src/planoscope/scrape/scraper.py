@@ -45,7 +45,7 @@ SCHEMA = pa.schema(
         ("Value", pa.float64()),
     ]
 )
-_COUNTER_TYPE = re.compile(r"^#\s*TYPE\s+(\S+)\s+counter\s*$", re.M)
+_TYPE_LINE = re.compile(r"^#[ \t]*TYPE[ \t]+(\S+)[ \t]+(\S+)", re.M)
 
 
 class ScrapeError(Exception):
@@ -66,16 +66,25 @@ class TargetHealth:
 
 
 def parse(text: str, keep: list[str]) -> list[tuple[str, str, float]]:
-    """``(name, labels as a JSON object, value)`` of every sample whose name matches a glob of ``keep``."""
-    renamed = {n for n in _COUNTER_TYPE.findall(text) if not n.endswith("_total")}
+    """``(name, labels as a JSON object, value)`` of every sample whose name matches a glob of ``keep``.
+
+    Each ``# TYPE`` line starts a section parsed on its own, so that the name a counter was
+    declared with is known: Envoy writes both ``envoy_cluster_upstream_rq`` (declared without
+    ``_total``, which the parser renames to ``…_total``) and ``envoy_cluster_upstream_rq_total``
+    (declared with it), and only the first is renamed back."""
+    starts = [0, *(m.start() for m in _TYPE_LINE.finditer(text)), len(text)]
     out = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            name = s.name
-            if family.type == "counter" and family.name in renamed and name == family.name + "_total":
-                name = family.name
-            if any(fnmatch.fnmatchcase(name, g) for g in keep):
-                out.append((name, json.dumps(dict(sorted(s.labels.items())), separators=(",", ":")), float(s.value)))
+    for a, b in zip(starts, starts[1:]):
+        section = text[a:b]
+        m = _TYPE_LINE.match(section)
+        renamed = m.group(1) if m and m.group(2) == "counter" and not m.group(1).endswith("_total") else None
+        for family in text_string_to_metric_families(section):
+            for s in family.samples:
+                name = renamed if renamed and s.name == renamed + "_total" else s.name
+                if any(fnmatch.fnmatchcase(name, g) for g in keep):
+                    out.append(
+                        (name, json.dumps(dict(sorted(s.labels.items())), separators=(",", ":")), float(s.value))
+                    )
     return out
 
 
