@@ -42,6 +42,12 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.clickhouse_fixtures import (  # noqa: F401 (fixtures: a real ClickHouse server)
+    clickhouse_database,
+    clickhouse_server,
+    clickhouse_server_factory,
+)
+
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
