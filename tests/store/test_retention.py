@@ -13,7 +13,7 @@ import duckdb
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 
-from conftest import FakeTarget, db_path, grpc_export, now_base_ns, pb_request, pb_span, sdk_export
+from conftest import FakeTarget, _wait, db_path, grpc_export, now_base_ns, pb_request, pb_span, sdk_export
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -82,7 +82,8 @@ def test_old_spans_and_samples_go_and_the_metrics_stay(server_factory, tmp_path,
     sdk_export(srv, [llm_span(now - 2 * HOUR + i * MS) for i in range(25)])  # older than the retention
     wait_for(lambda: srv.healthz()["retention_deleted"]["spans"] >= 25, what="the old spans' deletion")
     h = srv.healthz()
-    assert h["oldest_span"] == pytest.approx(future / S, abs=1e-6)
+    # Microseconds in the store (the ns cut off) and a float of ~1.8e9 s: within 2 us.
+    assert h["oldest_span"] == pytest.approx(future / S, abs=2e-6)
     assert h["retention_s"] == 3
     wait_for(lambda: srv.healthz()["retention_deleted"]["samples"] > 0, what="a sample's deletion")
     h = srv.healthz()
@@ -142,8 +143,8 @@ def test_deleting_many_spans_goes_in_chunks_while_ingest_continues(server_factor
 def test_retention_zero_keeps_everything(server_factory, tmp_path):
     srv = server_factory(tmp_path / "d", "--retention", "0")
     sdk_export(srv, [llm_span(time.time_ns() - 400 * 24 * HOUR)])  # 400 days old
-    time.sleep(1)
-    h = srv.healthz()
+    # Inserted behind the journal (up to 5 s later; /healthz waits 0.25 s for it): wait for it.
+    h = _wait(lambda: (h := srv.healthz())["oldest_span"] is not None and h, what="the span in the store")
     assert h["retention_s"] == 0 and h["retention_last_run"] is None and h["oldest_span"] is not None
     srv.stop()
     assert len(stored(srv.data_dir)[0]) == 1
