@@ -4,8 +4,10 @@ server), and the 4xx answers to bad ids and filters."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -43,6 +45,26 @@ def _attrs(kvs) -> dict[str, str]:
     for a in kvs:
         out.setdefault(a.key, _str(a.value))
     return out
+
+
+def failure_class(s: S) -> str | None:
+    """What Plano means by a failed span, written here independently of the store's macro: an
+    HTTP status >= 400 (429, then 5xx, then 4xx), else an LLM call that failed before dispatch,
+    else status ERROR."""
+    raw = s.attrs.get("http.status_code", s.attrs.get("http.response.status_code"))
+    code = int(float(raw)) if raw is not None and re.fullmatch(r"\d+(\.\d*)?", raw) else None
+    if code == 429:
+        return "429"
+    if code is not None and code >= 500:
+        return "5xx"
+    if code is not None and code >= 400:
+        return "4xx"
+    if s.service == "plano(llm)" and s.name == "llm":
+        return "before_dispatch"
+    return "error_status" if s.error else None
+
+
+CLASSES = ("429", "4xx", "5xx", "before_dispatch", "error_status")
 
 
 def _spans(traces) -> list[S]:
@@ -151,7 +173,9 @@ def _matches(s: S, f: dict) -> bool:
     ]
     if any(k in f and f[k] != v for k, v in checks):
         return False
-    if f.get("errors") and not s.error:
+    if f.get("errors") and failure_class(s) is None:
+        return False
+    if f.get("failure") and failure_class(s) not in f["failure"]:
         return False
     if "min_ns" in f and s.end - s.start < f["min_ns"]:
         return False
@@ -186,13 +210,21 @@ def summary(spans: list[S], trace_id: str) -> dict:
     tokens = [int(s.attrs["llm.usage.total_tokens"]) for s in mine if "llm.usage.total_tokens" in s.attrs]
     costs = [float(s.attrs["llm.usage.total_cost_usd"]) for s in mine if "llm.usage.total_cost_usd" in s.attrs]
     start = min(s.start for s in mine)
+    failed = [failure_class(s) for s in mine if failure_class(s)]
+    orchestrators = sorted((s for s in mine if s.service == "plano(orchestrator)"), key=lambda s: s.start)
     return {
         "trace_id": trace_id,
         "span_count": len(mine),
-        "error_count": sum(s.error for s in mine),
+        "error_count": len(failed),
+        "failures": {c: failed.count(c) for c in CLASSES},
         "root_service": root.service,
         "root_name": root.name,
         "has_root": bool(roots),
+        # A rootless trace is in flight for IN_FLIGHT_S after its newest span arrived: when this
+        # runs depends on the machine (tests/query/test_in_flight.py checks both sides).
+        "in_flight": False if roots else ANY,
+        "listener": orchestrators[0].attrs.get("selection.listener", orchestrators[0].name) if orchestrators else None,
+        "agents": sorted({s.attrs["agent_id"] for s in mine if "agent_id" in s.attrs and s.service != "plano(filter)"}),
         "services": sorted({s.service for s in mine}),
         "models": sorted({s.attrs["llm.model"] for s in mine if "llm.model" in s.attrs}),
         "tokens": sum(tokens) if tokens else None,
@@ -208,7 +240,9 @@ def _search(srv, **params) -> dict:
     return r.json()
 
 
-FULL = {"start": BASE - 1, "end": BASE + SECONDS + 60}
+# Every search lists the traces in flight too: the hand-made orphan's root never comes, and for
+# IN_FLIGHT_S after it arrived it is in flight (left out by default).
+FULL = {"start": BASE - 1, "end": BASE + SECONDS + 60, "in_flight": "true"}
 MID = {"start": BASE + 20, "end": BASE + 50}
 
 # (name, API parameters, expectation parameters): every filter, alone and combined.
@@ -224,6 +258,17 @@ CASES = [
     ("model", {"model": "openai/gpt-4o"}, {"model": "openai/gpt-4o"}),
     ("agent", {"agent": "billing_agent"}, {"agent": "billing_agent"}),
     ("errors only", {"errors": "true"}, {"errors": True}),
+    ("failure 429", {"failure": "429"}, {"failure": ["429"]}),
+    ("failure 5xx", {"failure": "5xx"}, {"failure": ["5xx"]}),
+    ("failure 4xx", {"failure": "4xx"}, {"failure": ["4xx"]}),
+    ("failure before dispatch", {"failure": "before_dispatch"}, {"failure": ["before_dispatch"]}),
+    ("failure error status", {"failure": "error_status"}, {"failure": ["error_status"]}),
+    ("two failure classes", {"failure": ["429", "before_dispatch"]}, {"failure": ["429", "before_dispatch"]}),
+    (
+        "failed LLM calls of a model",
+        {"model": "openai/gpt-4o", "errors": "true"},
+        {"model": "openai/gpt-4o", "errors": True},
+    ),
     ("min duration", {"min_duration": "2s"}, {"min_ns": 2_000_000_000}),
     ("max duration", {"max_duration": "150ms"}, {"max_ns": 150_000_000}),
     (
@@ -349,6 +394,7 @@ def test_facets_list_the_values_in_range(explorer):
         ("name", lambda s: s.name),
         ("model", lambda s: s.attrs.get("llm.model")),
         ("agent", lambda s: s.attrs.get("agent_id")),
+        ("failure", failure_class),
     ):
         counts = defaultdict(int)
         for s in in_range:
@@ -439,6 +485,10 @@ def test_get_trace_round_trips_through_another_server(explorer, server_factory, 
         ("/api/v1/traces?limit=100000", 400, "limit"),
         ("/api/v1/traces?offset=-1", 400, "offset"),
         ("/api/v1/traces?attr==x", 400, "has no key"),
+        ("/api/v1/traces?failure=500", 400, "not a failure class"),
+        ("/api/v1/traces?failure=429&failure=oops", 400, "not a failure class"),
+        ("/api/v1/traces/" + "0" * 32 + "/failures", 400, "all-zero"),
+        ("/api/v1/traces/" + "12" * 16 + "/failures", 404, "no span of trace"),
         ("/api/v1/traces?trace_id=nope", 400, "32 hex digits"),
         ("/api/v1/traces?start=100&end=50", 400, "must be after"),
         ("/api/v1/traces?start=nan", 400, "finite"),

@@ -346,7 +346,7 @@ def test_drill_down_from_latency_legend_and_stat_tile(live, page):
     # The first model's row (calls that failed before dispatch have no model to drill to).
     rows = page.locator('[data-panel="llm_latency_ms"] .legend tbody tr')
     row = rows.filter(has=page.locator('td.drill a[href*="model="]')).first
-    href = row.locator("td.drill a").get_attribute("href")
+    href = row.locator("td.drill a:not(.failed)").get_attribute("href")
     q = parse_qs(urlparse(href).query)
     assert q["service"] == ["plano(llm)"] and q["sort"] == ["duration"] and q["order"] == ["desc"]
     assert q["model"][0] in row.locator("td").first.inner_text()
@@ -384,7 +384,7 @@ def test_a_panel_with_more_series_than_it_draws_says_so(server_factory, tmp_path
     assert _legend(page, "llm_requests_per_second") == [f"model-{i:02d}" for i in range(5)] + ["other"]
     # "other" stands for 55 models: no single search behind it, so no traces link on its row.
     assert llm.locator(".legend tbody tr").last.locator("a").count() == 0
-    assert llm.locator(".legend tbody tr").first.locator("a").count() == 1
+    assert llm.locator(".legend tbody tr").first.locator("a").all_text_contents() == ["traces ↗", "failed ↗"]
     latency = page.locator('[data-panel="llm_latency_ms"] .truncated')
     expect(latency).to_have_text("top 5 of 60 models; the rest together as other")
     tiles = page.locator('[data-panel="llm_cumulative_requests"] .stat .label').all_inner_texts()

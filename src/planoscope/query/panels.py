@@ -168,8 +168,11 @@ def drilldown(panel: Panel) -> dict | None:
     """How a point or series of ``panel`` maps to a trace search (the UI's drill-down):
     ``filters`` hold for every series; ``by`` names the search filter that takes the value of
     the series label ``label``; ``series`` gives per-series filters by series name; ``sort``
-    orders the traces (the latency panel opens the slowest first)."""
+    orders the traces (the latency panel opens the slowest first); ``failed``, on the panels of
+    LLM calls, is what to add to open only the calls that failed (as Plano means it: see
+    ``schema.FAILURE_MACRO``; agents' HTTP status is never recorded, so agent spans never fail)."""
     q = panel.query
+    failed = {"failed": {"errors": "true"}}
     if isinstance(q, SpanRate):
         if not q.by:
             return {"filters": {}, "series": {n: {"service": s} for n, s in zip(q.names, q.services)}}
@@ -177,13 +180,26 @@ def drilldown(panel: Panel) -> dict | None:
             "filters": {"service": q.services[0]} if len(q.services) == 1 else {},
             "by": SEARCH_FILTER[q.by],
             "label": q.label,
+            **(failed if q.services == (LLM,) else {}),
         }
     if isinstance(q, LatencyQuantiles):
-        return {"filters": {"service": q.service}, "by": SEARCH_FILTER[q.by], "label": q.label, "sort": "duration"}
+        return {
+            "filters": {"service": q.service},
+            "by": SEARCH_FILTER[q.by],
+            "label": q.label,
+            "sort": "duration",
+            **(failed if q.service == LLM else {}),
+        }
     if isinstance(q, SpanCount):
-        return {"filters": {"service": q.service}, "by": SEARCH_FILTER[q.by], "label": q.label}
+        return {
+            "filters": {"service": q.service},
+            "by": SEARCH_FILTER[q.by],
+            "label": q.label,
+            **(failed if q.service == LLM else {}),
+        }
     if isinstance(q, ScrapedRate) and q.metric == "envoy_wasmcustom_ratelimited_rq":
         # Envoy counts what Plano's rate limiter refused; Plano's LLM span of such a request
-        # carries the 429 it answered.
-        return {"filters": {"service": LLM, "attr": "http.status_code=429"}}
+        # carries the 429 it answered (an int there, a string on Envoy's outbound span): failure
+        # class 429.
+        return {"filters": {"service": LLM, "failure": "429"}}
     return None

@@ -24,7 +24,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .schema import ATTR_MACRO, duckdb_ddl
+from .schema import MACROS, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
@@ -98,7 +98,7 @@ class DuckDBStore:
         self.read_threads = int(self._con.execute("SELECT current_setting('threads')").fetchall()[0][0])
         self._threads_lock = threading.Lock()
         self._threads = self.read_threads  # DuckDB's thread count now
-        self._create_macro()
+        self._create_macros()
         self._con.execute(duckdb_ddl())  # these statements write nothing when the tables exist
         self._migrate()
         self._con.execute(
@@ -139,19 +139,22 @@ class DuckDBStore:
                 "restore it from a backup, or move it away to start with an empty store"
             )
 
-    def _create_macro(self) -> None:
-        """(Re)define the ``attr`` macro stored in the database only if it differs: a statement that
-        writes would have DuckDB checkpoint into the file on close, even after a failed start."""
-        self._con.execute(ATTR_MACRO.replace("MACRO attr(", "TEMP MACRO _planoscope_attr(", 1))
-        defs = dict(
-            self._con.execute(
-                "SELECT function_name, macro_definition FROM duckdb_functions()"
-                " WHERE function_name IN ('attr', '_planoscope_attr') AND schema_name = 'main'"
-                " AND database_name IN (current_database(), 'temp')"
-            ).fetchall()
-        )
-        if defs.get("attr") != defs["_planoscope_attr"]:
-            self._con.execute(ATTR_MACRO)
+    def _create_macros(self) -> None:
+        """(Re)define the macros stored in the database (``schema.MACROS``) only where they differ:
+        a statement that writes would have DuckDB checkpoint into the file on close, even after a
+        failed start."""
+        for name, sql in MACROS.items():
+            self._con.execute(sql.replace(f"MACRO {name}(", f"TEMP MACRO _planoscope_{name}(", 1))
+            defs = dict(
+                self._con.execute(
+                    "SELECT function_name, macro_definition FROM duckdb_functions()"
+                    " WHERE function_name IN (?, ?) AND schema_name = 'main'"
+                    " AND database_name IN (current_database(), 'temp')",
+                    [name, f"_planoscope_{name}"],
+                ).fetchall()
+            )
+            if defs.get(name) != defs[f"_planoscope_{name}"]:
+                self._con.execute(sql)
 
     @contextlib.contextmanager
     def starting(self) -> Iterator[None]:

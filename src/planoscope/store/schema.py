@@ -24,6 +24,31 @@ ATTR_MACRO = (
     "json_extract_string(attributes, '/' || replace(replace(name, '~', '~0'), '/', '~1'))"
 )
 
+# What Plano means by a failed call (reference/plano-telemetry: brightstaff never sets a span
+# status, Envoy sets ERROR only for >= 500, a 429 is UNSET everywhere): a span failed when its
+# HTTP status (``HttpStatusCode``, parsed at decode time from an int or a string, from
+# http.status_code or semconv's http.response.status_code) is >= 400, or it is a plano(llm) span
+# that never got a model (named ``llm``: failed before dispatch), or its status is ERROR. The class
+# says why, the most specific cause first: what the caller was answered (429, then any other
+# 5xx or 4xx: an ERROR Envoy span with 503 is 5xx), then before_dispatch, then error_status (an
+# ERROR status with no HTTP code). NULL: not failed. Every search, count, mark and panel on
+# failures calls this macro (through ``FAILURE_CLASS``); the span-metric status_code label stays
+# the collector's (the span status).
+FAILURE_CLASSES = ("429", "4xx", "5xx", "before_dispatch", "error_status")
+FAILURE_MACRO = (
+    "CREATE OR REPLACE MACRO failure_class(status_code, http_status_code, service_name, span_name) AS CASE"
+    " WHEN http_status_code = 429 THEN '429'"
+    " WHEN http_status_code >= 500 THEN '5xx'"
+    " WHEN http_status_code >= 400 THEN '4xx'"
+    " WHEN service_name = 'plano(llm)' AND span_name = 'llm' THEN 'before_dispatch'"
+    " WHEN status_code = 'Error' THEN 'error_status'"
+    " END"
+)
+# A span's failure class as a query writes it (a stored column later: only this changes).
+FAILURE_CLASS = "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"
+# The macros every connection has, by name: (re)defined on open (see DuckDBStore._create_macros).
+MACROS = {"attr": ATTR_MACRO, "failure_class": FAILURE_MACRO}
+
 EVENT = pa.struct([("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", ATTR_MAP)])
 LINK = pa.struct(
     [

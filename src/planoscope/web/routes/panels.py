@@ -27,7 +27,8 @@ class PanelInfo(BaseModel):
     drilldown: dict | None = Field(
         description="how a point or series maps to a trace search (GET /api/v1/traces): "
         "filters for every series, plus the filter `by` taking the value of "
-        "series label `label`, or per-series filters `series`; `sort`"
+        "series label `label`, or per-series filters `series`; `sort`; `failed`: the filters to add "
+        "to open only the failed calls"
     )
 
 

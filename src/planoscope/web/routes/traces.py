@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from ...query.traces import (
+    IN_FLIGHT_S,
     MAX_ATTR_FILTERS,
     MAX_LIMIT,
     MAX_OFFSET,
@@ -17,10 +18,19 @@ from ...query.traces import (
     parse_attribute,
     parse_duration_ms,
     search,
+    trace_failures,
 )
+from ...store.schema import FAILURE_CLASSES
 from ..deps import End, Start, StoreDep, time_range
 
 router = APIRouter(tags=["traces"])
+
+
+_CLASSES = ", ".join(FAILURE_CLASSES)
+_FAILED = (
+    "a span failed when its HTTP status (http.status_code, int or string) is >= 400, or it is a plano(llm) "
+    "span named llm (failed before dispatch), or its status is ERROR"
+)
 
 
 class TraceSummary(BaseModel):
@@ -28,10 +38,20 @@ class TraceSummary(BaseModel):
     start: float = Field(description="start of the trace's earliest span, unix seconds")
     duration_ms: float = Field(description="earliest span start to latest span end")
     span_count: int
-    error_count: int = Field(description="spans with status Error")
+    error_count: int = Field(description=f"spans that failed: {_FAILED}")
+    failures: dict[str, int] = Field(
+        description=f"failed spans per failure class ({_CLASSES}), every class present; they add up to error_count"
+    )
     root_service: str = Field(description="service of the root span (the earliest span when the root is missing)")
     root_name: str
     has_root: bool = Field(description="false while the root span has not arrived")
+    in_flight: bool = Field(
+        description=f"no root yet and the newest span arrived less than {IN_FLIGHT_S:g} s ago (listed only with in_flight=true)"
+    )
+    listener: str | None = Field(
+        description="the agent listener that took the request (its plano(orchestrator) span), for agent traces"
+    )
+    agents: list[str] = Field(description="agent_id of the agents the trace invoked")
     services: list[str]
     models: list[str] = Field(description="LLM models the trace called")
     tokens: int | None = Field(description="total LLM tokens, when the spans report usage")
@@ -40,9 +60,19 @@ class TraceSummary(BaseModel):
 
 class TraceSearchResult(BaseModel):
     traces: list[TraceSummary]
-    total: int = Field(description="matching traces in the range (all pages)")
+    total: int = Field(description="matching traces in the range (all pages), those in flight only with in_flight=true")
+    in_flight: int = Field(
+        description="matching traces in flight: no root span yet, newest span less than "
+        f"{IN_FLIGHT_S:g} s old (Plano exports a span when it ends, so a root arrives last)"
+    )
     limit: int
     offset: int
+
+
+class SpanFailure(BaseModel):
+    class_: str = Field(alias="class", description=f"the failure class: {_CLASSES}")
+    http_status_code: int | None
+    reason: str = Field(description="why, for a person: HTTP 429 (rate limited), failed before dispatch (no model), …")
 
 
 class FacetValue(BaseModel):
@@ -59,7 +89,11 @@ def find_traces(
     name: Annotated[str | None, Query(description="span name")] = None,
     model: Annotated[str | None, Query(description="LLM model (llm.model or gen_ai.request.model)")] = None,
     agent: Annotated[str | None, Query(description="agent_id")] = None,
-    errors: Annotated[bool, Query(description="only spans with status Error")] = False,
+    errors: Annotated[bool, Query(description=f"only spans that failed ({_FAILED}), whatever the class")] = False,
+    failure: Annotated[
+        list[str],
+        Query(description=f"only spans that failed with this class ({_CLASSES}); repeat for several"),
+    ] = [],  # noqa: B006
     min_duration: Annotated[str | None, Query(description="span duration at least, e.g. 250ms, 1.5s")] = None,
     max_duration: Annotated[str | None, Query(description="span duration at most")] = None,
     attr: Annotated[
@@ -74,9 +108,17 @@ def find_traces(
     order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc: newest or longest first")] = "desc",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    in_flight: Annotated[
+        bool,
+        Query(
+            description=f"also list the traces whose root has not arrived while their newest span is under {IN_FLIGHT_S:g} s old"
+        ),
+    ] = False,
 ) -> dict:
     """Traces with a span that started in ``[start, end]`` and matches every filter given (as
-    Jaeger searches: the filters hold on one span). Each row summarises the whole trace."""
+    Jaeger searches: the filters hold on one span). Each row summarises the whole trace. Traces
+    still in flight (no root yet, a span in the last seconds) are counted in ``in_flight`` and
+    listed only with ``in_flight=true``."""
     start, end, _ = time_range(start, end)
     q = TraceSearch(
         start,
@@ -86,6 +128,7 @@ def find_traces(
         model=model,
         agent=agent,
         errors_only=errors,
+        failures=failure,
         min_duration_ms=None if min_duration is None else parse_duration_ms(min_duration, "min_duration"),
         max_duration_ms=None if max_duration is None else parse_duration_ms(max_duration, "max_duration"),
         attributes=[parse_attribute(a) for a in attr],
@@ -94,6 +137,7 @@ def find_traces(
         descending=order == "desc",
         limit=limit,
         offset=offset,
+        in_flight=in_flight,
     )
     return search(store, q)
 
@@ -101,7 +145,7 @@ def find_traces(
 @router.get("/traces/facets", response_model=dict[str, list[FacetValue]])
 def trace_facets(store: StoreDep, start: Start = None, end: End = None) -> dict:
     """The values each search filter can take in the range (services, span names, models,
-    agents), most frequent first, for the search form's pickers."""
+    agents, failure classes), most frequent first, for the search form's pickers."""
     return facets(store, *time_range(start, end)[:2])
 
 
@@ -118,6 +162,17 @@ def trace(store: StoreDep, trace_id: Annotated[str, Path(description="32 hex dig
     """Every stored span of one trace, in the OTLP/JSON shape other tools consume. Attribute
     values come back as strings (they are stored as the ClickHouse exporter stores them)."""
     found = get_trace(store, trace_id)
+    if found is None:
+        raise HTTPException(404, f"no span of trace {trace_id.lower()} is stored")
+    return found
+
+
+@router.get("/traces/{trace_id}/failures", response_model=dict[str, SpanFailure], response_model_by_alias=True)
+def failures(store: StoreDep, trace_id: Annotated[str, Path(description="32 hex digits")]) -> dict:
+    """The failed spans of one trace, by span id, with their failure class and why (the trace
+    view's marks): the same definition as the search's ``errors`` and ``failure`` filters. The
+    trace itself (``GET /api/v1/traces/{trace_id}``) stays plain OTLP."""
+    found = trace_failures(store, trace_id)
     if found is None:
         raise HTTPException(404, f"no span of trace {trace_id.lower()} is stored")
     return found

@@ -121,11 +121,13 @@ function renderPanel(view, data) {
 }
 
 // --- drill-down: a point, a legend row or a stat tile opens the matching traces -----------------
-function drillUrl(def, series, start, end) {
+// failed: only the series' calls that failed (the panel's drilldown.failed filters), if it has any.
+function drillUrl(def, series, start, end, failed = false) {
   const dd = def.drilldown;
   if (!dd || series?.labels?.other === "true") return null;  // "other" stands for many values: no one search
+  if (failed && !dd.failed) return null;
   const p = new URLSearchParams({ from: String(start), to: String(end) });
-  for (const [k, v] of Object.entries(dd.filters || {})) p.set(k, v);
+  for (const [k, v] of Object.entries({ ...dd.filters, ...(failed ? dd.failed : {}) })) p.set(k, v);
   if (dd.by) {
     const value = series?.labels?.[dd.label];
     if (value) p.set(dd.by, value);
@@ -238,9 +240,11 @@ function renderLegend(view, data, legend, aligned) {
   const rows = data.series.map((s, i) => {
     const [mean, max, last] = stats(aligned[i + 1]);
     const href = drillUrl(def, s, data.start, data.end);
+    const failedHref = drillUrl(def, s, data.start, data.end, true);
     return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
       <td><span class="swatch" style="background:${colorFor(def, i, s.name)}"></span>${escapeHtml(s.name || "(none)")}</td>
-      <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}</td>
+      <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}${failedHref
+        ? ` <a class="failed" href="${failedHref}" title="Failed calls of ${escapeHtml(s.name)} in this range (HTTP ≥ 400, before dispatch, status ERROR)">failed ↗</a>` : ""}</td>
       <td>${fmtUnit(mean, def.unit)}</td><td>${fmtUnit(max, def.unit)}</td><td>${fmtUnit(last, def.unit)}</td></tr>`;
   });
   legend.innerHTML = `<table><thead><tr><th>Name</th><th></th><th>Mean</th><th>Max</th><th>Last</th></tr></thead>

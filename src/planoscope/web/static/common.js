@@ -7,6 +7,12 @@ const RANGES = { "5m": 300, "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "
 
 const $ = (sel) => document.querySelector(sel);
 
+// Failure classes (which span failed, and why, is the API's: GET /api/v1/traces counts them per
+// class, GET /api/v1/traces/{id}/failures names them per span): their badge and what they mean.
+const FAILURE_BADGES = { "429": "429", "4xx": "4xx", "5xx": "5xx", before_dispatch: "pre-dispatch", error_status: "ERROR" };
+const FAILURE_TITLES = { "429": "HTTP 429 (rate limited)", "4xx": "HTTP 4xx (client error)", "5xx": "HTTP 5xx (server error)",
+  before_dispatch: "failed before dispatch (no model)", error_status: "status ERROR, no HTTP status" };
+
 // --- formatting ---------------------------------------------------------------------------
 function fmtNumber(v, digits = 2) {
   if (v == null || Number.isNaN(v)) return "–";

@@ -5,6 +5,11 @@
 const state = { spans: [], byId: new Map(), roots: [], start: 0, end: 0, collapsed: new Set(), selected: null,
                 critical: new Set() };
 
+// Which spans failed, and why, comes from the server (GET /api/v1/traces/{id}/failures: the one
+// definition the search and the counts use), not from the span status: brightstaff never sets one.
+const failureBadge = (f) =>
+  `<span class="fail-badge" data-failure="${escapeHtml(f.class)}" title="${escapeHtml(f.reason)}">${escapeHtml(FAILURE_BADGES[f.class] || f.class)}</span>`;
+
 // The first of a repeated key wins, as planoscope reads attributes (Plano sends llm.model twice:
 // the configured provider/model, then the model the upstream reported).
 const attrMap = (kvs) => {
@@ -76,7 +81,7 @@ function pct(ms) { return (100 * (ms - state.start)) / Math.max(state.end - stat
 
 function renderHead() {
   const root = state.roots[0];
-  const errors = state.spans.filter((s) => s.status === "Error").length;
+  const failed = state.spans.filter((s) => s.failure);
   $("#title").textContent = `${root.service}: ${root.name}`;
   document.title = `${root.name} · Trace · planoscope`;
   const models = [...new Set(state.spans.map((s) => s.attrs["llm.model"] || s.attrs["gen_ai.request.model"]).filter(Boolean))];
@@ -87,7 +92,7 @@ function renderHead() {
     ["Started", fmtTime(state.start / 1000, true)],
     ["Duration", fmtDuration(state.end - state.start)],
     ["Spans", String(state.spans.length)],
-    ["Errors", errors ? `<span class="badge error">${errors}</span>` : "0"],
+    ["Failed", failed.length ? failedSummary(failed) : "0"],
   ];
   if (models.length) items.push(["Models", models.map((m) => `<span class="chip">${escapeHtml(m)}</span>`).join("")]);
   if (tokens) items.push(["Tokens", fmtNumber(tokens, 0)]);
@@ -103,6 +108,14 @@ function renderHead() {
     `<span style="left:${f * 100}%" class="${f === 1 ? "last" : ""}">${fmtDuration(span * f)}</span>`).join("");
 }
 
+// "3" then a badge per class with its count when there are several: 2 × 429, 1 × 5xx.
+function failedSummary(failed) {
+  const byClass = new Map();
+  for (const s of failed) byClass.set(s.failure.class, [...(byClass.get(s.failure.class) || []), s]);
+  return `<span class="badge error" id="failed-count">${failed.length}</span>` + [...byClass.values()].map((ss) =>
+    `${ss.length > 1 ? `<span class="times">${ss.length} ×</span>` : ""}${failureBadge(ss[0].failure)}`).join("");
+}
+
 function renderRows() {
   const rows = visibleRows();
   $("#rows").innerHTML = rows.map(([s, depth]) => {
@@ -114,12 +127,12 @@ function renderRows() {
     const hidden = state.collapsed.has(s.id) ? `<span class="hidden-count">+${countDescendants(s)}</span>` : "";
     const labelRight = left + width > 80;
     const events = s.events.map((e) => `<i class="ev" style="left:${pct(e.t)}%" title="${escapeHtml(e.name)}"></i>`).join("");
-    return `<div class="wf-row${s.id === state.selected ? " selected" : ""}${s.status === "Error" ? " error" : ""}${state.critical.has(s.id) ? " critical" : ""}"
-        data-span-id="${s.id}" role="button" tabindex="0">
+    return `<div class="wf-row${s.id === state.selected ? " selected" : ""}${s.failure ? " error" : ""}${state.critical.has(s.id) ? " critical" : ""}"
+        data-span-id="${s.id}"${s.failure ? ` data-failure="${escapeHtml(s.failure.class)}"` : ""} role="button" tabindex="0">
       <div class="wf-name" style="padding-left:${8 + depth * 16}px">${toggle}
         <i class="svc-bar" style="background:${color}"></i>
         <span class="svc-name">${escapeHtml(s.service)}</span>
-        <span class="span-name">${escapeHtml(s.name)}</span>${s.status === "Error" ? `<span class="err-icon" title="Error">!</span>` : ""}${s.orphan ? `<span class="badge warn" title="Parent ${s.parent} has not arrived">parent missing</span>` : ""}${hidden}
+        <span class="span-name">${escapeHtml(s.name)}</span>${s.failure ? failureBadge(s.failure) : ""}${s.orphan ? `<span class="badge warn" title="Parent ${s.parent} has not arrived">parent missing</span>` : ""}${hidden}
       </div>
       <div class="wf-track">
         <div class="wf-bar" style="left:${left}%;width:${width}%;background:${color}">${events}</div>
@@ -159,8 +172,8 @@ function renderDetail() {
   const s = state.byId.get(state.selected);
   if (!s) { el.hidden = true; return; }
   el.hidden = false;
-  const status = s.status === "Error"
-    ? `<div class="status-box error"><b>Error</b> ${escapeHtml(s.message || "")}</div>`
+  const status = s.failure
+    ? `<div class="status-box error" id="failure">${failureBadge(s.failure)} <b>Failed:</b> ${escapeHtml(s.failure.reason)}</div>`
     : s.message ? `<div class="status-box">${escapeHtml(s.status)}: ${escapeHtml(s.message)}</div>` : "";
   const facts = {
     "Service": s.service, "Duration": fmtDuration(s.end - s.start), "Starts at": "+" + fmtDuration(s.start - state.start),
@@ -218,10 +231,13 @@ async function main() {
   state.traceId = id;
   setup();
   try {
-    const r = await fetch(`api/v1/traces/${encodeURIComponent(id)}`);
+    const [r, rf] = await Promise.all([fetch(`api/v1/traces/${encodeURIComponent(id)}`),
+                                       fetch(`api/v1/traces/${encodeURIComponent(id)}/failures`)]);
     const body = await r.json();
     if (!r.ok) throw new Error(body.detail || r.statusText);
     load(body);
+    const failures = rf.ok ? await rf.json() : {};  // spans that arrived in between are not in it: not marked
+    for (const s of state.spans) s.failure = failures[s.id] || null;
     $("#download").href = `api/v1/traces/${id}`;
     $("#download").setAttribute("download", `trace-${id}.json`);
     $("#head").hidden = false;

@@ -3,7 +3,8 @@
 "use strict";
 
 const FILTERS = ["service", "name", "model", "agent", "min_duration", "max_duration"];
-const state = { range: null, offset: 0, inflight: null, result: null };
+const state = { range: null, offset: 0, inflight: null, result: null, showInFlight: false };
+
 
 // --- URL <-> form ---------------------------------------------------------------------------
 function formToParams() {
@@ -14,7 +15,11 @@ function formToParams() {
     if (v) p.set(f, v);
   }
   for (const a of $("#f-attr").value.trim().split(/\s+/).filter(Boolean)) p.append("attr", a);
-  if ($("#f-errors").checked) p.set("errors", "true");
+  // The failure picker: "any" is errors=true, a class (or several, comma-separated, from a URL) failure=.
+  const failure = $("#f-failure").value;
+  if (failure === "any") p.set("errors", "true");
+  else for (const f of failure.split(",").filter(Boolean)) p.append("failure", f);
+  if (state.showInFlight) p.set("in_flight", "true");
   const [sort, order] = $("#f-sort").value.split(":");
   if (sort !== "start" || order !== "desc") { p.set("sort", sort); p.set("order", order); }
   if ($("#f-limit").value !== "20") p.set("limit", $("#f-limit").value);
@@ -34,7 +39,10 @@ function paramsToForm(p) {
     el.value = p.get(f) || "";
   }
   $("#f-attr").value = p.getAll("attr").join(" ");
-  $("#f-errors").checked = p.get("errors") === "true";
+  const failure = p.getAll("failure").join(",") || (p.get("errors") === "true" ? "any" : "");
+  ensureOption($("#f-failure"), failure);
+  $("#f-failure").value = failure;
+  state.showInFlight = p.get("in_flight") === "true";
   $("#f-sort").value = `${p.get("sort") || "start"}:${p.get("order") || "desc"}`;
   ensureOption($("#f-limit"), p.get("limit") || "20");
   $("#f-limit").value = p.get("limit") || "20";
@@ -90,9 +98,16 @@ async function search(push = false) {
 }
 
 function render() {
-  const { traces, total, limit, offset } = state.result;
+  const { traces, total, limit, offset, in_flight: inFlight } = state.result;
   $("#count").textContent = total === 0 ? "No traces match"
     : `${total.toLocaleString("en-US")} trace${total === 1 ? "" : "s"} · showing ${offset + 1}–${offset + traces.length}`;
+  // Traces whose root has not arrived yet are left out unless asked for: the newest traces are
+  // otherwise a wall of fragments (Plano exports children first).
+  const toggle = $("#in-flight");
+  toggle.hidden = !inFlight;
+  toggle.textContent = state.showInFlight ? `hide ${inFlight.toLocaleString("en-US")} in flight`
+    : `${inFlight.toLocaleString("en-US")} trace${inFlight === 1 ? "" : "s"} in flight — show`;
+  toggle.setAttribute("aria-pressed", String(state.showInFlight));
   $("#prev").disabled = offset === 0;
   $("#next").disabled = offset + traces.length >= total;
   const sort = $("#f-sort").value;
@@ -104,6 +119,23 @@ function render() {
 
 function traceHref(t) { return `trace?id=${t.trace_id}`; }
 
+// What took the request: for an agent trace the listener (its orchestrator span), the root's
+// service and name beside it (the root is always Envoy's POST /v1/chat/completions there).
+function entry(t) {
+  const color = serviceColor(t.root_service);
+  if (t.listener) {
+    return `<span class="svc" style="--c:${serviceColor("plano(orchestrator)")}">${escapeHtml(t.listener)}</span>
+      <span class="root-name entry-root" title="The root span">${escapeHtml(t.root_service)} ${escapeHtml(t.root_name)}</span>`;
+  }
+  return `<span class="svc" style="--c:${color}">${escapeHtml(t.root_service)}</span>
+    <span class="root-name">${escapeHtml(t.root_name)}</span>`;
+}
+
+function failureBadges(t) {
+  return Object.entries(t.failures || {}).filter(([, n]) => n).map(([c, n]) =>
+    `<span class="badge error" data-failure="${escapeHtml(c)}" title="${n} failed span${n > 1 ? "s" : ""}: ${escapeHtml(FAILURE_TITLES[c] || c)}">${escapeHtml(FAILURE_BADGES[c] || c)}${n > 1 ? ` ×${n}` : ""}</span>`).join("");
+}
+
 function renderList(traces) {
   const list = $("#list");
   if (!traces.length) {
@@ -114,19 +146,20 @@ function renderList(traces) {
   const longest = Math.max(...traces.map((t) => t.duration_ms), 1e-9);
   list.innerHTML = traces.map((t) => {
     const color = serviceColor(t.root_service);
-    const models = t.models.map((m) => `<span class="chip">${escapeHtml(m)}</span>`).join("");
-    const badges = (t.error_count ? `<span class="badge error">${t.error_count} error${t.error_count > 1 ? "s" : ""}</span>` : "")
-      + (t.has_root ? "" : `<span class="badge warn" title="The root span has not arrived">no root</span>`);
+    const models = t.models.map((m) => `<span class="chip" title="model">${escapeHtml(m)}</span>`).join("");
+    const agents = (t.agents || []).map((a) => `<span class="chip agent" title="agent">${escapeHtml(a)}</span>`).join("");
+    const badges = failureBadges(t)
+      + (t.in_flight ? `<span class="badge warn in-flight" title="The root span has not arrived yet; the newest span came in the last seconds">in flight</span>`
+        : t.has_root ? "" : `<span class="badge warn" title="The root span has not arrived">no root</span>`);
     const usage = [t.tokens != null ? `${fmtNumber(t.tokens, 0)} tokens` : "", t.cost_usd != null ? fmtCost(t.cost_usd) : ""]
       .filter(Boolean).join(" · ");
     return `<a class="trace-row${t.error_count ? " has-error" : ""}" href="${traceHref(t)}" data-trace-id="${t.trace_id}">
-      <div class="line1"><span class="svc" style="--c:${color}">${escapeHtml(t.root_service)}</span>
-        <span class="root-name">${escapeHtml(t.root_name)}</span>${badges}
+      <div class="line1">${entry(t)}${badges}
         <span class="dur">${fmtDuration(t.duration_ms)}</span></div>
       <div class="bar"><span style="width:${Math.max(0.5, (100 * t.duration_ms) / longest)}%;background:${color}"></span></div>
       <div class="line2"><span>${t.span_count} span${t.span_count > 1 ? "s" : ""}</span>
         <span class="services">${t.services.map((s) => `<i style="background:${serviceColor(s)}" title="${escapeHtml(s)}"></i>`).join("")}</span>
-        ${models}<span class="usage">${usage}</span>
+        ${agents}${models}<span class="usage">${usage}</span>
         <span class="when" title="${new Date(t.start * 1000).toISOString()}">${fmtTime(t.start, true)}</span>
         <code class="tid">${t.trace_id.slice(0, 12)}…</code></div>
     </a>`;
@@ -167,8 +200,8 @@ function setupScatter() {
     if (!dot) { tip.hidden = true; return; }
     const t = state.result.traces[Number(dot.dataset.i)];
     tip.innerHTML = `<div class="time">${fmtTime(t.start, true)}</div>
-      <div class="row"><b>${escapeHtml(t.root_service)}</b>&nbsp;${escapeHtml(t.root_name)}</div>
-      <div class="row">${fmtDuration(t.duration_ms)} · ${t.span_count} spans${t.error_count ? ` · ${t.error_count} errors` : ""}</div>`;
+      <div class="row"><b>${escapeHtml(t.listener || t.root_service)}</b>&nbsp;${escapeHtml(t.listener ? (t.agents || []).join(", ") : t.root_name)}</div>
+      <div class="row">${fmtDuration(t.duration_ms)} · ${t.span_count} spans${t.error_count ? ` · ${t.error_count} failed` : ""}</div>`;
     tip.hidden = false;
     tip.style.left = Math.min(innerWidth - tip.offsetWidth - 8, e.clientX + 14) + "px";
     tip.style.top = e.clientY + 14 + "px";
@@ -194,7 +227,8 @@ async function main() {
   $("#search").addEventListener("submit", (e) => { e.preventDefault(); state.offset = 0; search(true); });
   $("#f-open").addEventListener("click", openTraceId);
   $("#f-trace-id").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); openTraceId(); } });
-  for (const el of document.querySelectorAll("#search select, #f-errors")) {
+  $("#in-flight").addEventListener("click", () => { state.showInFlight = !state.showInFlight; state.offset = 0; search(true); });
+  for (const el of document.querySelectorAll("#search select")) {
     el.addEventListener("change", () => { state.offset = 0; search(true); });
   }
   $("#prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - state.result.limit); search(true); });
