@@ -61,8 +61,8 @@ def _legend(page: Page, panel: str) -> list[str]:
 
 def _api_names(srv, panel: str, query: str) -> list[str]:
     """The API's series names as the legend shows them (LLM calls that failed before dispatch
-    have no model: their series is unnamed)."""
-    return [s["name"] or "(none)" for s in srv.get(f"/api/v1/panels/{panel}?{query}").json()["series"]]
+    have no model: their series is shown as "(no model)")."""
+    return [s["name"] or "(no model)" for s in srv.get(f"/api/v1/panels/{panel}?{query}").json()["series"]]
 
 
 def test_all_six_panels_render_with_their_series(live, page):
@@ -322,7 +322,7 @@ def test_trace_id_box_and_unknown_trace(live, page):
 def test_drill_down_from_a_panel_point_to_its_traces(live, page):
     _open(page, live, "?range=1h&refresh=off")
     # Hide the calls without a model (failed before dispatch): the point clicked is a model's.
-    page.locator('[data-panel="llm_requests_per_second"] .legend tbody tr', has_text="(none)").click()
+    page.locator('[data-panel="llm_requests_per_second"] .legend tbody tr', has_text="(no model)").click()
     over = page.locator('[data-panel="llm_requests_per_second"] .u-over')
     box = over.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.95)
@@ -350,7 +350,13 @@ def test_drill_down_from_latency_legend_and_stat_tile(live, page):
     q = parse_qs(urlparse(href).query)
     assert q["service"] == ["plano(llm)"] and q["sort"] == ["duration"] and q["order"] == ["desc"]
     assert q["model"][0] in row.locator("td").first.inner_text()
-    tile = page.locator('[data-panel="llm_cumulative_requests"] a.stat').filter(has_not_text="(none)").first
+    # The calls without a model drill to those that failed before dispatch (a span named llm).
+    unset = page.locator('[data-panel="llm_cumulative_requests"] a.stat').filter(has_text="(no model)")
+    q = parse_qs(urlparse(unset.get_attribute("href")).query)
+    assert q["failure"] == ["before_dispatch"] and "model" not in q
+    found = _api_traces(live, start=q["from"][0], end=q["to"][0], service="plano(llm)", failure="before_dispatch")
+    assert found["total"] > 0 and all(t["failures"]["before_dispatch"] for t in found["traces"])
+    tile = page.locator('[data-panel="llm_cumulative_requests"] a.stat').filter(has_not_text="(no model)").first
     model = tile.locator(".label").inner_text()
     tile.click()
     expect(page).to_have_url(re.compile(r"/traces\?"))

@@ -170,9 +170,11 @@ def drilldown(panel: Panel) -> dict | None:
     the series label ``label``; ``series`` gives per-series filters by series name; ``sort``
     orders the traces (the latency panel opens the slowest first); ``failed``, on the panels of
     LLM calls, is what to add to open only the calls that failed (as Plano means it: see
-    ``schema.FAILURE_MACRO``; agents' HTTP status is never recorded, so agent spans never fail)."""
+    ``schema.FAILURE_MACRO``; agents' HTTP status is never recorded, so agent spans never fail);
+    ``unset`` replaces ``by`` for a series whose label is empty: Plano's LLM calls without a model
+    are the ones that failed before dispatch (a span named ``llm``)."""
     q = panel.query
-    failed = {"failed": {"errors": "true"}}
+    failed = {"failed": {"errors": "true"}, "unset": {"failure": "before_dispatch"}}
     if isinstance(q, SpanRate):
         if not q.by:
             return {"filters": {}, "series": {n: {"service": s} for n, s in zip(q.names, q.services)}}

@@ -120,6 +120,11 @@ function renderPanel(view, data) {
   renderTimeseries(view, data, body, legend);
 }
 
+// A series without its label's value: Plano's LLM calls without a model failed before dispatch.
+function noLabel(def) {
+  return def.drilldown?.label === "llm_model" ? "(no model)" : "(none)";
+}
+
 // --- drill-down: a point, a legend row or a stat tile opens the matching traces -----------------
 // failed: only the series' calls that failed (the panel's drilldown.failed filters), if it has any.
 function drillUrl(def, series, start, end, failed = false) {
@@ -131,6 +136,7 @@ function drillUrl(def, series, start, end, failed = false) {
   if (dd.by) {
     const value = series?.labels?.[dd.label];
     if (value) p.set(dd.by, value);
+    else if (series) for (const [k, v] of Object.entries(dd.unset || {})) p.set(k, v);
   }
   if (dd.series && series) for (const [k, v] of Object.entries(dd.series[series.name] || {})) p.set(k, v);
   if (dd.sort) { p.set("sort", dd.sort); p.set("order", "desc"); }
@@ -242,7 +248,7 @@ function renderLegend(view, data, legend, aligned) {
     const href = drillUrl(def, s, data.start, data.end);
     const failedHref = drillUrl(def, s, data.start, data.end, true);
     return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
-      <td><span class="swatch" style="background:${colorFor(def, i, s.name)}"></span>${escapeHtml(s.name || "(none)")}</td>
+      <td><span class="swatch" style="background:${colorFor(def, i, s.name)}"></span>${escapeHtml(s.name || noLabel(def))}</td>
       <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}${failedHref
         ? ` <a class="failed" href="${failedHref}" title="Failed calls of ${escapeHtml(s.name)} in this range (HTTP ≥ 400, before dispatch, status ERROR)">failed ↗</a>` : ""}</td>
       <td>${fmtUnit(mean, def.unit)}</td><td>${fmtUnit(max, def.unit)}</td><td>${fmtUnit(last, def.unit)}</td></tr>`;
@@ -275,7 +281,7 @@ function renderStat(view, data, body, legend) {
     const v = s.points.length ? s.points[s.points.length - 1][1] : null;
     const href = drillUrl(view.def, s, data.start, data.end);
     return `<a class="stat" ${href ? `href="${href}" title="Traces of ${escapeHtml(s.name)} in this range"` : ""} style="background:linear-gradient(120deg, ${c}cc, ${c}66)">
-      <div class="label">${escapeHtml(s.name || "(none)")}</div><div class="value">${fmtUnit(v, view.def.unit)}</div></a>`;
+      <div class="label">${escapeHtml(s.name || noLabel(view.def))}</div><div class="value">${fmtUnit(v, view.def.unit)}</div></a>`;
   });
   body.innerHTML = `<div class="stats">${tiles.join("")}</div>`;
 }
@@ -296,7 +302,7 @@ function tooltipPlugin(def) {
         if (!rows.length) { tip.hidden = true; return; }
         rows.sort((a, b) => b[0] - a[0]);
         tip.innerHTML = `<div class="time">${fmtTime(u.data[0][i], true)}</div>` + rows.map(([v, name, color]) =>
-          `<div class="row"><span class="swatch" style="background:${color}"></span><span class="name">${escapeHtml(name || "(none)")}</span><b>${fmtUnit(v, def.unit)}</b></div>`).join("");
+          `<div class="row"><span class="swatch" style="background:${color}"></span><span class="name">${escapeHtml(name || noLabel(def))}</span><b>${fmtUnit(v, def.unit)}</b></div>`).join("");
         const rect = u.over.getBoundingClientRect();
         const x = rect.left + u.cursor.left, y = rect.top + u.cursor.top;
         tip.hidden = false;
