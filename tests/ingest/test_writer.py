@@ -74,6 +74,39 @@ async def test_requests_within_apply_every_share_one_duckdb_commit(parts):
 
 
 @_sync
+async def test_readers_in_a_loop_do_not_break_ingest_into_tiny_inserts(parts):
+    """Every API read first waits for the acknowledged spans (writer.sync), which makes the writer
+    insert what is queued instead of gathering a row group. A client looping reads (or requests
+    the API refuses) made it insert after every request: ingest fell from ~200k to ~21k spans/s
+    (the hardening probe). Inserts made for readers are now spaced by READ_SPACING."""
+    from planoscope.ingest.writer import READ_SPACING
+
+    store, metrics, journal, request = parts
+    async with _writer(store, metrics, journal, apply_every=30.0) as writer:
+        stop = asyncio.Event()
+
+        async def reader():
+            while not stop.is_set():
+                assert await writer.sync(timeout=5.0)
+                await asyncio.sleep(0)  # (a sync with nothing to wait for returns without yielding)
+
+        async def sender():
+            for _ in range(400):
+                await _write(writer, request())
+                await asyncio.sleep(0.005)
+
+        t0 = asyncio.get_running_loop().time()
+        readers = [asyncio.create_task(reader()) for _ in range(4)]
+        await sender()
+        seconds = asyncio.get_running_loop().time() - t0
+        stop.set()
+        await asyncio.gather(*readers)
+        # Without the spacing: one insert per request written (~400); with it, one per READ_SPACING.
+        assert writer.commits <= seconds / READ_SPACING + 2, (writer.commits, seconds)
+        assert await writer.sync() and store.span_count() == 400 * 40
+
+
+@_sync
 async def test_duplicates_are_stored_and_counted_once(parts):
     store, metrics, journal, request = parts
     body = request()

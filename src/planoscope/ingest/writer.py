@@ -62,6 +62,12 @@ log = logging.getLogger("planoscope.writer")
 # commits, 8.1 in 16,384-row ones, 5.0 in 122,880-row ones (checkpoints included).
 ROW_GROUP = 122_880
 
+# A reader that waits for the acknowledged spans makes the writer insert what is queued at once,
+# instead of gathering a row group: at most this often, so that a client polling the API (or a
+# flood of requests it refuses) cannot break ingest's batches into tiny inserts. Measured with 4
+# clients looping API requests as fast as answered: ingest fell from ~200k to ~21k spans/s.
+READ_SPACING = 0.25
+
 JOURNAL_RECHECK_S = 5.0  # how often a journal that failed is tried again while nothing arrives
 
 _STOP = object()
@@ -169,6 +175,7 @@ class SpanWriter:
         self._last_ingested = max(store.last_ingested() or datetime(1970, 1, 1), watermark or datetime(1970, 1, 1))
         self._dirty: set[str] = set()  # series changed since the last snapshot
         self._snapshot_at = time.monotonic()
+        self._applied_at = 0.0  # monotonic time of the last insert (see READ_SPACING)
         self.commits = 0
         self.spans_written = 0
         self.journaled = self.applied = store.journal_applied()  # journal positions
@@ -437,9 +444,13 @@ class SpanWriter:
             # queued already while a reader waits or the backlog nears what ingest admits.
             deadline = time.monotonic() + self.apply_every
             while n < self.apply_spans:
-                wait = deadline - time.monotonic()
-                if self._waiters or self._backlog >= self.apply_bytes:
-                    wait = 0
+                now = time.monotonic()
+                if self._backlog >= self.apply_bytes:
+                    wait = 0.0
+                elif self._waiters:  # a reader waits: insert now, but not more often than READ_SPACING
+                    wait = min(deadline, self._applied_at + READ_SPACING) - now
+                else:
+                    wait = deadline - now
                 try:
                     item = self._queue.get_nowait() if wait <= 0 else self._queue.get(timeout=wait)
                 except queue.Empty:
@@ -457,7 +468,11 @@ class SpanWriter:
                     continue
                 group.append(item)
                 n += item.rows
-                if self._waiters and item.end >= max(w[0] for w in self._waiters):
+                if (
+                    self._waiters
+                    and item.end >= max(w[0] for w in self._waiters)
+                    and time.monotonic() >= self._applied_at + READ_SPACING
+                ):
                     break  # what the readers wait for is in the group: insert it now
             self._apply(group)
             if time.monotonic() - self._snapshot_at >= self.snapshot_every:
@@ -478,6 +493,7 @@ class SpanWriter:
             delay = min(delay * 2, 10.0)
         if self._given_up:
             return
+        self._applied_at = time.monotonic()
         self.journal.release(self.applied)
         self._wake_waiters()
 
