@@ -493,7 +493,7 @@ def test_the_protobuf_forwarding_sends_equals_protobufs_parse_of_the_json(tmp_pa
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     from planoscope.ingest.decode import Decoder, parse_json
-    from planoscope.query.traces import SPAN_SELECT, to_otlp_json, to_otlp_proto
+    from planoscope.query.otlp import SPAN_SELECT, to_otlp_json, to_otlp_proto
     from planoscope.store import DuckDBStore
 
     store = DuckDBStore(tmp_path / "d")

@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..net.otlp import OtlpSender
-from ..query.traces import SPAN_SELECT, to_otlp_proto
+from ..query.otlp import SPAN_SELECT, to_otlp_proto
 from ..store import DuckDBStore
 
 log = logging.getLogger("planoscope.forward")
