@@ -215,19 +215,32 @@ def test_invalid_utf8_in_a_span_name_refuses_the_request():
 
 
 def test_doubles_are_written_as_the_collector_writes_them():
+    """As pdata's Value.AsString: Go's strconv.FormatFloat(f, 'f' or 'e', -1, 64), 'e' only below
+    1e-6 or from 1e21 on, with "e-07" cleaned up to "e-7"."""
     cases = {
         0.5: "0.5",
         2.0: "2",
         0.0123: "0.0123",
+        1e-4: "0.0001",
+        1e-5: "0.00001",
+        4.5e-5: "0.000045",
+        -2.5e-6: "-0.0000025",
+        1e-6: "0.000001",
+        9.999999999999997e-7: "9.999999999999997e-7",  # the double just below 1e-6
         1e-7: "1e-7",
+        1.5e-300: "1.5e-300",
         1e21: "1e+21",
+        1e20: "100000000000000000000",
         1e16: "10000000000000000",
         -0.0: "-0",
         float("inf"): "Infinity",
+        float("-inf"): "-Infinity",
+        float("nan"): "NaN",
         0.1 + 0.2: "0.30000000000000004",
+        5e-324: "5e-324",
     }
     for value, text in cases.items():
-        assert decode._double_str(value) == text
+        assert decode._double_str(value) == text, value
 
 
 def _random_doubles(rng: random.Random, n: int) -> list[float]:

@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_EXTRACT 64
@@ -352,8 +353,9 @@ static int push_value(out_t *o, buf_t v, bytes_t *out) {
            tried: if none of N digits reads back as d, neither does the closest, except where d's
            neighbours are not equally far (a power of two), where only 15 digits are tried, or
            where precision is lower (a subnormal number).
-           Below 1e-4 the exponent is written as the collector does (4.5e-5, not 4.5e-05).
-           Anything else (large or non-finite values) is rendered by Python. Rendering here
+           Below 1e-4 it is written as the collector's AsString writes it (ES6's number to
+           string): without an exponent down to 1e-6 (0.000045), below with the exponent's
+           leading zeros dropped (4.5e-7, not 4.5e-07). Anything else (large or non-finite values) is rendered by Python. Rendering here
            matters: each Python call takes the GIL back in the middle of the parse, and costs
            and latencies are full-precision doubles (~0.13 a span in simulated traffic). */
         char txt[40];
@@ -369,6 +371,18 @@ static int push_value(out_t *o, buf_t v, bytes_t *out) {
             if (e[1] != '-') break; /* a large number: Python writes it as an integer */
             char *x = e + 2;
             while (*x == '0') x++;
+            int exp10 = atoi(x);
+            if (exp10 <= 6) { /* 1e-6 <= |d| < 1e-4: "0.0000" and the digits */
+                char dec[48], *q = dec;
+                const char *m = txt;
+                if (*m == '-') *q++ = *m++;
+                *q++ = '0';
+                *q++ = '.';
+                for (int z = 1; z < exp10; z++) *q++ = '0';
+                for (; m < e; m++)
+                    if (*m != '.') *q++ = *m;
+                return bb_put(out, dec, q - dec);
+            }
             if (bb_put(out, txt, e - txt + 2) < 0) return -1;
             return bb_put(out, x, (Py_ssize_t)strlen(x));
         }

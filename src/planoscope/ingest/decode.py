@@ -93,19 +93,23 @@ class Limits:
 
 
 def _double_str(f: float) -> str:
-    """A double in the ES6 number format (what Go's AsString and JSON encoders write)."""
+    """A double as the collector's AsString writes it: the shortest digits that read back as it,
+    in ES6's number to string format (an exponent only below 1e-6 or from 1e21 on; 1e-7, 1e+21)."""
     if math.isnan(f):
         return "NaN"
     if math.isinf(f):
         return "Infinity" if f > 0 else "-Infinity"
     if f == int(f) and abs(f) < 1e21:
         return "-0" if f == 0 and math.copysign(1, f) < 0 else str(int(f))
-    r = repr(f)
-    if "e" in r:
-        mant, exp = r.split("e")
-        sign = "-" if exp.startswith("-") else "+"
-        r = f"{mant}e{sign}{exp.lstrip('+-').lstrip('0') or '0'}"
-    return r
+    r = repr(f)  # the shortest digits; an exponent below 1e-4 (or for integers, handled above)
+    if "e" not in r:
+        return r
+    mant, exp = r.split("e")
+    e = int(exp)
+    if -7 < e < 0:  # 1e-6 <= |f| < 1e-4
+        sign, digits = ("-", mant[1:]) if mant.startswith("-") else ("", mant)
+        return f"{sign}0.{'0' * (-e - 1)}{digits.replace('.', '')}"
+    return f"{mant}e{'-' if e < 0 else '+'}{abs(e)}"
 
 
 def _raw(v: AnyValue) -> object:
