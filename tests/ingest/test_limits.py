@@ -164,5 +164,5 @@ def test_stored_values_are_cut_and_refused_requests_left_nothing(limited):
     )
     assert rows[sid("d1", 0)]["SpanAttributes"] == {"v": "ü" * 32 + "…"}
     assert rows[sid("d1", 0)]["ResourceAttributes"] == {"service.name": "cut"}
-    assert rows[sid("e1", 0)]["SpanAttributes"] == {"k0": "0", "k1": "1", "k2": "2", "k3": "3"}
+    assert rows[sid("e1", 0)]["SpanAttributes"] == {"k0": 0, "k1": 1, "k2": 2, "k3": 3}
     assert rows[limited.sdk_id]["SpanAttributes"]["llm.user_message_preview"] == "a" * 64 + "…"

@@ -22,6 +22,7 @@ from conftest import (
     now_base_ns,
     read_spans,
     spans_by_id,
+    typed,
 )
 
 MS = 1_000_000
@@ -157,7 +158,7 @@ def otlp_json(variant: int, base: int, int64_as_numbers: bool = False) -> dict:
 def expected_rows(variant: int, base: int) -> dict[str, dict]:
     v = f"{variant:02x}"
     none = dict.fromkeys(SPAN_COLUMNS[17:])
-    resource = {"service.name": "plano(llm)", "host.cpu.count": "8", "plano.warm": "false"}
+    resource = {"service.name": "plano(llm)", "host.cpu.count": 8, "plano.warm": False}
     return {
         f"eee19b7ec3c1b1{v}": {
             **none,
@@ -175,21 +176,21 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "SpanAttributes": {
                 "llm.model": "gpt-4o",
                 "llm.provider": "openai",
-                "llm.usage.prompt_tokens": "1200",
-                "llm.usage.completion_tokens": "345",
-                "llm.usage.total_tokens": "1545",
-                "llm.usage.total_cost_usd": "0.0123",
-                "llm.time_to_first_token": "231.5",
-                "llm.temperature": "1",
-                "llm.is_streaming": "true",
+                "llm.usage.prompt_tokens": 1200,
+                "llm.usage.completion_tokens": 345,
+                "llm.usage.total_tokens": 1545,
+                "llm.usage.total_cost_usd": 0.0123,
+                "llm.time_to_first_token": 231.5,
+                "llm.temperature": 1.0,
+                "llm.is_streaming": True,
                 "http.method": "POST",
-                "http.status_code": "200",
-                "llm.tools": '["a","b"]',
-                "test.ints": "[1,-2]",
-                "test.bools": "[false,true]",
-                "test.kv": '{"a":1,"b":"x"}',
-                "test.bytes": "AAH+",
-                "test.big": "-9223372036854775808",
+                "http.status_code": 200,
+                "llm.tools": ["a", "b"],
+                "test.ints": [1, -2],
+                "test.bools": [False, True],
+                "test.kv": {"a": 1, "b": "x"},
+                "test.bytes": b"\x00\x01\xfe",
+                "test.big": -9223372036854775808,
             },
             "Duration": 1234 * MS + 5,
             "StatusCode": "Ok",
@@ -198,7 +199,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
                 {
                     "Timestamp": base + 231 * MS,
                     "Name": "llm.first_token",
-                    "Attributes": {"bytes": "512", "ratio": "0.5"},
+                    "Attributes": {"bytes": 512, "ratio": 0.5},
                 },
                 {"Timestamp": base + 1234 * MS, "Name": "llm.done", "Attributes": {}},
             ],
@@ -207,7 +208,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
                     "TraceId": f"0000000000000000000000000000ab{v}",
                     "SpanId": f"00000000000000{v}",
                     "TraceState": "k=v",
-                    "Attributes": {"link.reason": "retry_of", "attempt": "2"},
+                    "Attributes": {"link.reason": "retry_of", "attempt": 2},
                 }
             ],
             "LlmModel": "gpt-4o",
@@ -234,7 +235,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "ResourceAttributes": resource,
             "ScopeName": "brightstaff",
             "ScopeVersion": "0.4.2",
-            "SpanAttributes": {"http.status_code": "502", "selection.listener": "travel"},
+            "SpanAttributes": {"http.status_code": 502, "selection.listener": "travel"},
             "Duration": 1310 * MS,
             "StatusCode": "Error",
             "StatusMessage": "upstream failed",
@@ -339,7 +340,7 @@ def test_round_trip_into_the_store_is_exact(roundtrip, variant, how):
     for span_id, want in expected_rows(variant, roundtrip["base"]).items():
         got = stored.get(span_id)
         assert got is not None, f"{how}: span {span_id} not stored"
-        diff = {c: (got[c], want[c]) for c in SPAN_COLUMNS if got[c] != want[c] or type(got[c]) is not type(want[c])}
+        diff = {c: (got[c], want[c]) for c in SPAN_COLUMNS if typed(got[c]) != typed(want[c])}
         assert not diff, f"{how}: span {span_id}: stored (left) differs from sent (right):\n" + "\n".join(
             f"  {c}: {g!r} != {w!r}" for c, (g, w) in diff.items()
         )

@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from ..store.attributes import double_json, double_str, json_str, value_json, value_str
 from ..store.schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
 
 MAX_ERROR_MESSAGES = 5
@@ -89,68 +89,17 @@ class Limits:
     max_spans: int = 100_000
 
 
-# --- attribute values as strings, as the collector's pcommon.Value.AsString() writes them ---
-
-
-def _double_str(f: float) -> str:
-    """A double as the collector's AsString writes it: the shortest digits that read back as it,
-    in ES6's number to string format (an exponent only below 1e-6 or from 1e21 on; 1e-7, 1e+21)."""
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "Infinity" if f > 0 else "-Infinity"
-    if f == int(f) and abs(f) < 1e21:
-        return "-0" if f == 0 and math.copysign(1, f) < 0 else str(int(f))
-    r = repr(f)  # the shortest digits; an exponent below 1e-4 (or for integers, handled above)
-    if "e" not in r:
-        return r
-    mant, exp = r.split("e")
-    e = int(exp)
-    if -7 < e < 0:  # 1e-6 <= |f| < 1e-4
-        sign, digits = ("-", mant[1:]) if mant.startswith("-") else ("", mant)
-        return f"{sign}0.{'0' * (-e - 1)}{digits.replace('.', '')}"
-    return f"{mant}e{'-' if e < 0 else '+'}{abs(e)}"
-
-
-def _raw(v: AnyValue) -> object:
-    which = v.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [_raw(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _raw(kv.value) for kv in v.kvlist_value.values}
-    if which == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode()
-    return getattr(v, which)
-
-
-def value_str(v: AnyValue) -> str:
-    """An AnyValue's string form: ints decimal, bools true/false, arrays and maps JSON, bytes base64."""
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value
-    if which == "int_value":
-        return str(v.int_value)
-    if which == "double_value":
-        return _double_str(v.double_value)
-    if which == "bool_value":
-        return "true" if v.bool_value else "false"
-    if which is None:
-        return ""
-    raw = _raw(v)
-    return raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
-
-
-def _render(kind: int, raw) -> str:
-    """For the native decoder: the values it leaves to Python, by AnyValue oneof field number."""
+def _render(kind: int, raw) -> tuple[str, str]:
+    """For the native decoder: (string form, stored JSON) of the values it leaves to Python, by
+    AnyValue oneof field number: 4 a double (a float), else an array, kvlist or bytes (the
+    AnyValue's bytes)."""
     if kind == 4:
-        return _double_str(raw)
+        return double_str(raw), double_json(raw)
     try:
         value = AnyValue.FromString(raw)
     except DecodeError as e:  # found by fuzzing: a corrupt array or map inside a well-framed value
         raise BadRequest(f"cannot decode OTLP protobuf request: an attribute value is corrupt ({e})") from None
-    return value_str(value)
+    return value_str(value), value_json(value)
 
 
 # --- the reference walker -------------------------------------------------------------------
@@ -160,10 +109,6 @@ _STR = (
     "scopename scopever service rattrs"
 ).split()
 _I32 = "evoff lnoff scopeidx residx".split()
-
-
-def _json_str(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
 
 
 def truncate(s: str, max_bytes: int) -> str | None:
@@ -185,8 +130,9 @@ class _Cut:
         self.limits = limits
         self.truncated = self.dropped = 0
 
-    def pairs(self, kvs) -> list[tuple[str, str]]:
-        """(key, string form) of the kept attributes: the first ``max_attributes``, values cut."""
+    def pairs(self, kvs) -> list[tuple[str, str, str]]:
+        """(key, string form, stored JSON) of the kept attributes: the first ``max_attributes``;
+        a value whose string form is too long is cut and stored as a string."""
         n = self.limits.max_attributes
         if len(kvs) > n:
             self.dropped += len(kvs) - n
@@ -194,19 +140,21 @@ class _Cut:
         for kv in kvs[:n]:
             s = value_str(kv.value)
             cut = truncate(s, self.limits.max_value_bytes)
-            if cut is not None:
+            if cut is None:
+                out.append((kv.key, s, value_json(kv.value)))
+            else:
                 self.truncated += 1
-                s = cut
-            out.append((kv.key, s))
+                out.append((kv.key, cut, json_str(cut)))
         return out
 
 
-def attributes_json(pairs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
-    """(key, value) pairs → (a JSON object of them, {key: value} in order, first wins)."""
+def attributes_json(pairs: list[tuple[str, str, str]]) -> tuple[str, dict[str, str]]:
+    """(key, string form, stored JSON) triples → (the stored JSON object, {key: string form} in
+    order, the first of a repeated key winning)."""
     parts = []
     values: dict[str, str] = {}
-    for k, s in pairs:
-        parts.append(f"{_json_str(k)}:{_json_str(s)}")
+    for k, s, j in pairs:
+        parts.append(f"{json_str(k)}:{j}")
         values.setdefault(k, s)
     return "{" + ",".join(parts) + "}", values
 
@@ -231,7 +179,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
         pairs = cut.pairs(rs.resource.attributes)
         text, values = attributes_json(pairs)
         service = ""
-        for k, v in pairs:  # the last one wins
+        for k, v, _ in pairs:  # the last one wins
             if k == "service.name":
                 service = v
         r_i = len(c["service"])

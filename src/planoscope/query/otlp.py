@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import base64
-import json
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from ..store.attributes import key_values
 from ..store.schema import SPAN_KINDS, STATUS_CODES
 
 _TRACE_COLUMNS = (
@@ -39,13 +39,6 @@ SPAN_SELECT = (
 )
 
 
-def _kvs(text: str | None) -> list[KeyValue]:
-    if not text:
-        return []
-    # Every pair as stored, in order: a key sent twice (Plano repeats llm.model) keeps both values.
-    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in json.loads(text, object_pairs_hook=list)]
-
-
 def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
     """Rows of ``SPAN_SELECT`` as an OTLP ``ExportTraceServiceRequest``, grouped by resource then
     scope as an exporter sends them: what forwarding sends (~75 µs of CPU a span here) and what
@@ -59,7 +52,7 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
         rs = resources.get(res_key)
         if rs is None:
             rs = resources[res_key] = req.resource_spans.add()
-            attrs = _kvs(s["ResourceAttributes"])
+            attrs = key_values(s["ResourceAttributes"])
             if not any(kv.key == "service.name" for kv in attrs):
                 attrs.insert(0, KeyValue(key="service.name", value=AnyValue(string_value=s["ServiceName"])))
             rs.resource.attributes.extend(attrs)
@@ -78,9 +71,9 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
                 kind=SPAN_KINDS.index(s["SpanKind"]) if s["SpanKind"] in SPAN_KINDS else 0,
                 start_time_unix_nano=start_ns,
                 end_time_unix_nano=start_ns + s["Duration"],
-                attributes=_kvs(s["SpanAttributes"]),
+                attributes=key_values(s["SpanAttributes"]),
                 events=[
-                    Span.Event(time_unix_nano=ts, name=e["Name"], attributes=_kvs(e["Attributes"]))
+                    Span.Event(time_unix_nano=ts, name=e["Name"], attributes=key_values(e["Attributes"]))
                     for e, ts in zip(s["Events"] or [], event_ts or [])
                 ],
                 links=[
@@ -88,7 +81,7 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
                         trace_id=bytes.fromhex(ln["TraceId"]),
                         span_id=bytes.fromhex(ln["SpanId"]),
                         trace_state=ln["TraceState"] or "",
-                        attributes=_kvs(ln["Attributes"]),
+                        attributes=key_values(ln["Attributes"]),
                     )
                     for ln in s["Links"] or []
                 ],
@@ -104,7 +97,7 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
 def to_otlp_json(rows: list[tuple]) -> dict:
     """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest``: the protobuf
     ``to_otlp_proto`` builds, in the OTLP JSON mapping (hex ids, enums as integers, int64s as
-    strings). Attribute values are the strings they are stored as."""
+    strings), attribute values typed as they were sent."""
     doc = json_format.MessageToDict(
         to_otlp_proto(rows), use_integers_for_enums=True, always_print_fields_with_no_presence=True
     )

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# An attribute set is one JSON object of string values, {"llm.model":"gpt-4o",...}: the
-# ClickHouse exporter's Map(String, String) contents. Measured on this 2-core class of machine,
+# An attribute set is one JSON object, {"llm.model":"gpt-4o","http.status_code":429,...}, each
+# value in its JSON type (attributes.py): the ClickHouse exporter's Map(String, String) holds the
+# string forms, this keeps the types. Measured on this 2-core class of machine,
 # DuckDB spends ~10 us a row building a MAP (it validates keys) and ~9.5 us a row more storing a
 # list of key/value structs than one JSON string, including checkpoint compression; look-ups
 # cost the same. Look a value up with the ``attr`` macro: attr(SpanAttributes, 'llm.model').
 # The key goes into a JSON pointer (RFC 6901: only ~ and / are escaped, as ~0 and ~1), not a
 # JSONPath: pasted into '$."key"', a key holding " or a trailing \ was a syntax error (a 500 from
-# /api/v1/traces?attr=a%22b) and an escaped quote looked up another key.
+# /api/v1/traces?attr=a%22b) and an escaped quote looked up another key. ``attr`` gives a string,
+# an int or a bool as its string form (gpt-4o, 429, true), a double as DuckDB writes it (0.5,
+# 2.0, 1e21), an array or a map as JSON, an empty value as NULL.
 ATTR_MAP = pa.string()
 ATTR_DDL = "VARCHAR"
 ATTR_MACRO = (
