@@ -411,7 +411,7 @@ def attrs_dict(value: Any) -> dict[str, Any]:
 
 
 def _normalize(row: dict[str, Any]) -> dict[str, Any]:
-    for col in ("ResourceAttributes", "SpanAttributes"):
+    for col in ("ResourceAttributes", "SpanAttributes", "ScopeAttributes"):
         row[col] = attrs_dict(row[col])
     for col in ("Events", "Links"):
         row[col] = [{**x, "Attributes": attrs_dict(x["Attributes"])} for x in row[col]]

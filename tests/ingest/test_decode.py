@@ -111,6 +111,7 @@ def random_request(seed: int) -> bytes:
             ss = rs.scope_spans.add()
             ss.scope.name = rng.choice(STRINGS)
             ss.scope.version = rng.choice(["", "1.2.3"])
+            ss.scope.attributes.extend(_attrs(rng, rng.randrange(3)))
             for _ in range(rng.randrange(0, 6)):
                 s = ss.spans.add()
                 s.trace_id = rng.randbytes(16) if rng.random() < 0.9 else rng.choice([bytes(16), rng.randbytes(15)])

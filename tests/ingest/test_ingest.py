@@ -512,7 +512,7 @@ def ingested(module_server_factory, tmp_path_factory):
 
 
 def test_table_has_the_clickhouse_exporter_columns_then_typed_columns(ingested):
-    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["TraceKey", "IngestedAt"]
+    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["TraceKey", "IngestedAt", "ScopeAttributes"]
 
 
 def test_every_span_is_stored_exactly_once(ingested):

@@ -14,10 +14,12 @@ import httpx
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from conftest import any_value, grpc_export, http_export_pb, http_post, key_values, now_base_ns
+from conftest import any_value, grpc_export, http_export_pb, http_post, now_base_ns
+from planoscope.store.attributes import key_values as stored_key_values
+from planoscope.store.attributes import value_str
 
 MS = 1_000_000
 NAN = float("nan")
@@ -50,13 +52,10 @@ VALUES = [
 ]
 
 
-def _kvlist(pairs) -> AnyValue:
-    return AnyValue(kvlist_value=KeyValueList(values=key_values(pairs)))
-
-
 def typed_request(variant: int, base: int) -> ExportTraceServiceRequest:
     """One resource, one scope, two spans of one trace (in the order the trace API returns them),
-    every kind of value in the resource's, the spans', an event's and a link's attributes."""
+    every kind of value in the resource's, the scope's, the spans', an event's and a link's
+    attributes."""
     attrs = [KeyValue(key=k, value=any_value(v)) for k, v in VALUES]
     tid = bytes([variant]) * 8 + bytes(range(1, 9))
     req = ExportTraceServiceRequest()
@@ -64,6 +63,7 @@ def typed_request(variant: int, base: int) -> ExportTraceServiceRequest:
     rs.resource.attributes.extend([KeyValue(key="service.name", value=any_value("plano(llm)")), *attrs[:8]])
     ss = rs.scope_spans.add()
     ss.scope.name, ss.scope.version = "brightstaff", "0.4.36"
+    ss.scope.attributes.extend(attrs[8:16])
     root = Span(
         trace_id=tid,
         span_id=bytes([variant, 1]) * 4,
@@ -201,3 +201,73 @@ def test_attribute_filters_find_typed_values_as_users_type_them(servers, attr):
     assert r.status_code == 200, r.text
     roots = {req.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() for req in sent.values()}
     assert {t["trace_id"] for t in r.json()["traces"]} == roots
+
+
+def _old_format(text: str | None) -> str | None:
+    """An attribute set as planoscope stored it before values were typed: every value its string form."""
+    if text is None:
+        return None
+    pairs = [
+        f"{json.dumps(kv.key, ensure_ascii=False)}:{json.dumps(value_str(kv.value), ensure_ascii=False)}"
+        for kv in stored_key_values(text)
+    ]
+    return "{" + ",".join(pairs) + "}"
+
+
+def test_a_store_from_before_typed_values_still_reads_filters_and_forwards(server_factory, tmp_path):
+    """Rows written by an earlier planoscope (string values, no ScopeAttributes column) come back
+    as the strings they are, are found by the filters, and are forwarded as they are."""
+    from datetime import datetime
+
+    import duckdb
+    import pyarrow as pa
+
+    from conftest import _free_port, db_path, table_columns
+    from planoscope.ingest.decode import Decoder
+    from planoscope.store.schema import duckdb_ddl
+
+    old = tmp_path / "old"
+    old.mkdir()
+    req = typed_request(9, now_base_ns())
+    batch = Decoder().decode_protobuf(req.SerializeToString()).table.drop_columns(["ScopeAttributes"])
+    rows = batch.to_pylist()
+    for r in rows:
+        for col in ("SpanAttributes", "ResourceAttributes"):
+            r[col] = _old_format(r[col])
+        for x in r["Events"] + r["Links"]:
+            x["Attributes"] = _old_format(x["Attributes"])
+    table = pa.Table.from_pylist(rows, schema=batch.schema)
+    table = table.append_column("IngestedAt", pa.array([datetime(2026, 1, 1)] * len(rows), pa.timestamp("us")))
+    con = duckdb.connect(str(db_path(old)))
+    con.execute(duckdb_ddl().replace(',\n  "ScopeAttributes" VARCHAR', ""))
+    con.register("old_rows", table)
+    con.execute("INSERT INTO otel_traces BY NAME SELECT * FROM old_rows")
+    con.close()
+
+    port = _free_port()
+    url = f"grpc://127.0.0.1:{port}"
+    # a destination that was forwarded to before these rows were written
+    (old / "forward-state.json").write_text(json.dumps({"cursors": {url: "2025-01-01T00:00:00"}}))
+    front = server_factory(old, "--forward-otlp", url)
+    backend = server_factory(tmp_path / "backend", "--otlp-grpc", f"127.0.0.1:{port}")
+    _wait_for(backend, 2)
+
+    tid = req.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+    doc = httpx.get(f"{front.web_url}/api/v1/traces/{tid}").json()
+    got = from_otlp_json(doc)
+    want = copy.deepcopy(req)  # what was sent, every value as its string form, the scope's attributes gone
+    for rs in want.resource_spans:
+        holders = [rs.resource] + [sp for ss in rs.scope_spans for sp in ss.spans]
+        holders += [x for ss in rs.scope_spans for sp in ss.spans for x in [*sp.events, *sp.links]]
+        for h in holders:
+            for kv in h.attributes:
+                kv.value.CopyFrom(AnyValue(string_value=value_str(kv.value)))
+        for ss in rs.scope_spans:
+            del ss.scope.attributes[:]
+    assert same(got, want), f"returned:\n{got}\nexpected:\n{want}"
+    assert same(from_otlp_json(httpx.get(f"{backend.web_url}/api/v1/traces/{tid}").json()), want)
+    for attr in ("i=429", "b=true", "d.tenth=0.1", "d.whole=2", "s=gpt-4o"):
+        r = httpx.get(f"{front.web_url}/api/v1/traces", params={"attr": attr, "start": 0, "end": time.time() + 60})
+        assert [t["trace_id"] for t in r.json()["traces"]] == [tid], attr
+    front.stop()
+    assert table_columns(old)[-1] == "ScopeAttributes"

@@ -218,11 +218,12 @@ static int skip(buf_t *b, int wire) {
 enum {
     S_TID, S_SID, S_PID, S_TSTATE, S_NAME, S_KIND, S_STATUS, S_SMSG, S_SATTRS,
     S_EVNAME, S_EVATTRS, S_LNTID, S_LNSID, S_LNSTATE, S_LNATTRS,
-    S_SCOPENAME, S_SCOPEVER, S_SERVICE, S_RATTRS, S_N
+    S_SCOPENAME, S_SCOPEVER, S_SCOPEATTRS, S_SERVICE, S_RATTRS, S_N
 };
 static const char *S_NAMES[S_N] = {
     "tid", "sid", "pid", "tstate", "name", "kind", "status", "smsg", "sattrs",
-    "evname", "evattrs", "lntid", "lnsid", "lnstate", "lnattrs", "scopename", "scopever", "service", "rattrs"};
+    "evname", "evattrs", "lntid", "lnsid", "lnstate", "lnattrs", "scopename", "scopever", "scopeattrs",
+    "service", "rattrs"};
 enum { I_EVOFF, I_LNOFF, I_SCOPEIDX, I_RESIDX, I_N };
 static const char *I_NAMES[I_N] = {"evoff", "lnoff", "scopeidx", "residx"};
 enum { L_TS, L_DUR, L_EVTS, L_TKEY, L_N };
@@ -664,17 +665,24 @@ static int decode_scope_spans(out_t *o, buf_t ss, int32_t res_i) {
         else if (skip(&s, w) < 0) return -1;
     }
     if (r < 0) return -1;
+    /* the scope's attributes, into o->obj: the resource's object is already pushed, and the
+       spans' are begun after this */
+    Py_ssize_t nattrs = 0;
+    if (obj_begin(&o->obj) < 0) return -1;
     if (scope.p) {
         while ((r = next_field(&scope, &f, &w)) > 0) {
+            buf_t kv;
             if (f == 1 && w == 2) { if (read_len(&scope, &sname) < 0) return -1; }
             else if (f == 2 && w == 2) { if (read_len(&scope, &sver) < 0) return -1; }
-            else if (skip(&scope, w) < 0) return -1;
+            else if (f == 3 && w == 2) {
+                if (read_len(&scope, &kv) < 0 || push_kv(o, kv, &o->obj, 0, &nattrs) < 0) return -1;
+            } else if (skip(&scope, w) < 0) return -1;
         }
         if (r < 0) return -1;
     }
     int32_t scope_i = (int32_t)o->s[S_SCOPENAME].n;
     if (sc_push(&o->s[S_SCOPENAME], sname.p, LEN(sname)) < 0 || sc_push(&o->s[S_SCOPEVER], sver.p, LEN(sver)) < 0 ||
-        bb_i32(&o->i32[I_RESIDX], res_i) < 0)
+        obj_end(&o->obj, &o->s[S_SCOPEATTRS]) < 0 || bb_i32(&o->i32[I_RESIDX], res_i) < 0)
         return -1;
     s = ss;
     while ((r = next_field(&s, &f, &w)) > 0) {

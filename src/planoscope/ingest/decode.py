@@ -106,7 +106,7 @@ def _render(kind: int, raw) -> tuple[str, str]:
 
 _STR = (
     "tid sid pid tstate name kind status smsg sattrs evname evattrs lntid lnsid lnstate lnattrs "
-    "scopename scopever service rattrs"
+    "scopename scopever scopeattrs service rattrs"
 ).split()
 _I32 = "evoff lnoff scopeidx residx".split()
 
@@ -191,6 +191,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
             s_i = len(c["scopename"])
             c["scopename"].append(ss.scope.name)
             c["scopever"].append(ss.scope.version)
+            c["scopeattrs"].append(attributes_json(cut.pairs(ss.scope.attributes))[0])
             c["residx"].append(r_i)
             for span in ss.spans:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
@@ -400,6 +401,7 @@ class Decoder:
             values = [xspan[self._slot[k]] for k in keys]
             columns.append(cast(values[0] if len(values) == 1 else pc.coalesce(*values), typ))
         columns.append(c["tkey"])
+        columns.append(c["scopeattrs"].take(scope_take))
         dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
         return SpanBatch(

@@ -31,6 +31,7 @@ _TRACE_COLUMNS = (
     "StatusMessage",
     "Events",
     "Links",
+    "ScopeAttributes",
 )
 # Spans as ``to_otlp_json`` reads them (add a WHERE clause).
 SPAN_SELECT = (
@@ -56,11 +57,12 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
             if not any(kv.key == "service.name" for kv in attrs):
                 attrs.insert(0, KeyValue(key="service.name", value=AnyValue(string_value=s["ServiceName"])))
             rs.resource.attributes.extend(attrs)
-        scope_key = (*res_key, s["ScopeName"], s["ScopeVersion"])
+        scope_key = (*res_key, s["ScopeName"], s["ScopeVersion"], s["ScopeAttributes"])
         ss = scopes.get(scope_key)
         if ss is None:
             ss = scopes[scope_key] = rs.scope_spans.add()
             ss.scope.name, ss.scope.version = s["ScopeName"] or "", s["ScopeVersion"] or ""
+            ss.scope.attributes.extend(key_values(s["ScopeAttributes"]))  # none from before the column
         ss.spans.append(
             Span(
                 trace_id=bytes.fromhex(s["TraceId"]),

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .attributes import stored_str
-from .schema import ATTR_MACRO, duckdb_ddl
+from .schema import ADDED_COLUMNS, ATTR_MACRO, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
@@ -189,6 +189,10 @@ class DuckDBStore:
             log.info("adding the TraceKey column to the spans stored by an earlier version")
             self._con.execute('ALTER TABLE otel_traces ADD COLUMN "TraceKey" UBIGINT')
             self._con.execute("""UPDATE otel_traces SET "TraceKey" = ('0x' || TraceId[17:32])::UBIGINT""")
+        for name, _, ddl in ADDED_COLUMNS:  # the spans stored before have none: NULL
+            if name not in have:
+                log.info("adding the %s column to the spans stored by an earlier version", name)
+                self._con.execute(f'ALTER TABLE otel_traces ADD COLUMN "{name}" {ddl}')
 
     # --- reads: any thread --------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:

@@ -97,11 +97,20 @@ TYPED_COLUMNS: list[tuple[str, pa.DataType, str, tuple[str, ...]]] = [
 # groups ~4x faster than the 32-character id).
 LOOKUP_COLUMNS: list[tuple[str, pa.DataType, str]] = [("TraceKey", pa.uint64(), "UBIGINT")]
 
-# A decoded batch: otel_traces' columns, then the typed ones, then the look-up key.
+# Columns added since, in the order they were added. A table created before gets each on start
+# (ALTER TABLE ... ADD COLUMN, see DuckDBStore._migrate), after IngestedAt, where a new table has
+# them too; the rows stored before hold NULL.
+ADDED_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    # The instrumentation scope's attributes (otel_traces has none: the exporter drops them).
+    ("ScopeAttributes", ATTR_MAP, ATTR_DDL),
+]
+
+# A decoded batch: otel_traces' columns, then the typed ones, the look-up key, the added ones.
 SPAN_SCHEMA = pa.schema(
     [pa.field(n, t) for n, t, _ in OTEL_COLUMNS]
     + [pa.field(n, t) for n, t, _, _ in TYPED_COLUMNS]
     + [pa.field(n, t) for n, t, _ in LOOKUP_COLUMNS]
+    + [pa.field(n, t) for n, t, _ in ADDED_COLUMNS]
 )
 COLUMN_NAMES = SPAN_SCHEMA.names
 
@@ -119,4 +128,5 @@ def duckdb_ddl(table: str = "otel_traces") -> str:
     cols += [f'"{n}" {d}' for n, _, d, _ in TYPED_COLUMNS]
     cols += [f'"{n}" {d}' for n, _, d in LOOKUP_COLUMNS]
     cols.append('"IngestedAt" TIMESTAMP NOT NULL')
+    cols += [f'"{n}" {d}' for n, _, d in ADDED_COLUMNS]
     return f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"
