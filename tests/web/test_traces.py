@@ -369,10 +369,11 @@ def test_facets_list_the_values_in_range(explorer):
 
 
 def _otlp_spans(doc: dict) -> dict[str, tuple[str, dict]]:
-    """spanId → (service.name of its resource, span) of an OTLP/JSON document."""
+    """spanId → (service.name of its resource or None, span) of an OTLP/JSON document."""
     out = {}
     for rs in doc["resourceSpans"]:
-        service = next(a["value"]["stringValue"] for a in rs["resource"]["attributes"] if a["key"] == "service.name")
+        attrs = rs["resource"]["attributes"]
+        service = next((a["value"]["stringValue"] for a in attrs if a["key"] == "service.name"), None)
         for ss in rs["scopeSpans"]:
             for sp in ss["spans"]:
                 out[sp["spanId"]] = (service, sp)

@@ -165,6 +165,33 @@ def test_the_trace_api_returns_every_value_as_sent(servers, variant, where):
     assert r.status_code == 200, r.text
     got = from_otlp_json(r.json())
     assert same(got, sent[variant]), f"returned:\n{got}\nsent:\n{sent[variant]}"
+    # Nothing outside the trace protocol: fields of the common protos that profiles and
+    # entities added (protobuf's JSON printer writes them as 0 and [] when asked for defaults).
+    assert "keyStrindex" not in r.text and "entityRefs" not in r.text
+
+
+def test_nothing_is_added_to_a_resource(servers):
+    """A resource without service.name (or without any attribute) comes back as it was sent."""
+    front, _, _ = servers
+    req = ExportTraceServiceRequest()
+    for i, attrs in enumerate([[], [KeyValue(key="host.name", value=any_value("h"))]], start=1):
+        rs = req.resource_spans.add()
+        rs.resource.SetInParent()  # present, as exporters send it (the store keeps no presence)
+        rs.resource.attributes.extend(attrs)
+        ss = rs.scope_spans.add()
+        ss.scope.SetInParent()
+        ss.spans.add(
+            trace_id=b"\x0e" * 16,
+            span_id=bytes([i]) * 8,
+            name=f"bare {i}",
+            start_time_unix_nano=now_base_ns() + i,
+            end_time_unix_nano=now_base_ns() + i,
+            status={},
+        )
+    assert grpc_export(front.grpc_target, req).partial_success.rejected_spans == 0
+    _wait_for(front, 2 * len(TRANSPORTS) + 2)
+    got = from_otlp_json(httpx.get(f"{front.web_url}/api/v1/traces/{'0e' * 16}").json())
+    assert same(got, req), f"returned:\n{got}\nsent:\n{req}"
 
 
 def test_int64s_are_strings_and_special_doubles_are_named_in_the_json(servers):

@@ -8,7 +8,6 @@ import base64
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from ..store.attributes import key_values
@@ -53,10 +52,8 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
         rs = resources.get(res_key)
         if rs is None:
             rs = resources[res_key] = req.resource_spans.add()
-            attrs = key_values(s["ResourceAttributes"])
-            if not any(kv.key == "service.name" for kv in attrs):
-                attrs.insert(0, KeyValue(key="service.name", value=AnyValue(string_value=s["ServiceName"])))
-            rs.resource.attributes.extend(attrs)
+            # as sent: a resource without service.name stays without one
+            rs.resource.attributes.extend(key_values(s["ResourceAttributes"]))
         scope_key = (*res_key, s["ScopeName"], s["ScopeVersion"], s["ScopeAttributes"])
         ss = scopes.get(scope_key)
         if ss is None:
@@ -99,17 +96,43 @@ def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
 def to_otlp_json(rows: list[tuple]) -> dict:
     """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest``: the protobuf
     ``to_otlp_proto`` builds, in the OTLP JSON mapping (hex ids, enums as integers, int64s as
-    strings), attribute values typed as they were sent."""
+    strings), attribute values typed as they were sent. Every field of the trace protocol is
+    written, those at their default too (``"traceState": ""``, ``"events": []``)."""
     doc = json_format.MessageToDict(
         to_otlp_proto(rows), use_integers_for_enums=True, always_print_fields_with_no_presence=True
     )
     for rs in doc["resourceSpans"]:
+        rs["resource"].pop("entityRefs", None)
+        _trace_fields_only(rs["resource"]["attributes"])
         for ss in rs["scopeSpans"]:
+            _trace_fields_only(ss["scope"]["attributes"])
             for sp in ss["spans"]:
                 _hex_ids(sp, "traceId", "spanId", "parentSpanId")
+                _trace_fields_only(sp["attributes"])
+                for event in sp["events"]:
+                    _trace_fields_only(event["attributes"])
                 for link in sp["links"]:
                     _hex_ids(link, "traceId", "spanId")
+                    _trace_fields_only(link["attributes"])
     return doc
+
+
+# The common protos that traces share with the other signals grew fields that are no part of a
+# trace: a KeyValue's keyStrindex (an index into a profile's string table) and a Resource's
+# entityRefs (entities, in development). Printing every field with no presence would write them
+# as 0 and [] into every trace.
+def _trace_fields_only(kvs: list[dict]) -> None:
+    for kv in kvs:
+        kv.pop("keyStrindex", None)
+        _trace_value(kv.get("value", {}))
+
+
+def _trace_value(v: dict) -> None:
+    if "kvlistValue" in v:
+        _trace_fields_only(v["kvlistValue"].get("values", []))
+    elif "arrayValue" in v:
+        for x in v["arrayValue"].get("values", []):
+            _trace_value(x)
 
 
 def _hex_ids(obj: dict, *keys: str) -> None:
