@@ -11,8 +11,6 @@ raises ``BadRequest`` and nothing of it is kept.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 from collections.abc import Sequence
@@ -20,13 +18,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ..store.attributes import double_json, double_str, json_str, value_json, value_str
 from ..store.schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
+from . import otlp_json
 
 MAX_ERROR_MESSAGES = 5
 ELLIPSIS = "\u2026"  # marks a value cut to the length limit
@@ -417,40 +415,19 @@ class Decoder:
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------
-# The OTLP JSON mapping differs from protobuf's canonical JSON in one way that matters here:
-# trace and span ids are hex, not base64. Everything else (camelCase or snake_case names, enum
-# integers, int64 as strings or numbers) protobuf's own parser already accepts.
-
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
-
-
-def _hex_ids_to_base64(obj: dict) -> None:
-    for f in _ID_FIELDS:
-        v = obj.get(f)
-        if isinstance(v, str):
-            try:
-                raw = bytes.fromhex(v)
-            except ValueError:
-                raw = b"\x00"  # an invalid id: the span is rejected through partial success
-            obj[f] = base64.b64encode(raw).decode()
 
 
 def parse_json(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP/JSON request body as the protobuf request (see ``otlp_json``); raises ``BadRequest``."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("an OTLP/JSON request must be a JSON object with 'resourceSpans'")
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
     try:
-        for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-            for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
-                for span in ss.get("spans") or []:
-                    _hex_ids_to_base64(span)
-                    for ln in span.get("links") or []:
-                        _hex_ids_to_base64(ln)
-        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except (json_format.ParseError, AttributeError, TypeError, ValueError, binascii.Error) as e:
+        return otlp_json.parse(doc)
+    except otlp_json.InvalidJSON as e:
         raise BadRequest(f"invalid OTLP/JSON request: {e}") from None
 
 
