@@ -260,7 +260,7 @@ def test_live_http(live, body, ctype, encoding, compress):
     assert r.status_code in (200, 400, 413, 415), (r.status_code, r.content[:300])
     if r.status_code == 200:
         fmt = "json" if ctype.startswith("application/json") else "protobuf"
-        data = gzip.decompress(sent) if encoding == "gzip" else sent
+        data = gzip.decompress(sent) if encoding == "gzip" else zlib.decompress(sent) if encoding == "deflate" else sent
         live.accepted_keys |= expect_keys(data, fmt)
     else:
         assert r.content, "an error must say why"

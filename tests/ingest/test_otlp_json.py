@@ -1,6 +1,6 @@
-"""OTLP/JSON (the spec's mapping: hex ids, int64 as strings, enum integers) over HTTP, plain and
-gzip-compressed, and the same request as protobuf with gzip over gRPC and HTTP: each round-trips
-into the store exactly.
+"""OTLP/JSON (the spec's mapping: hex ids, int64 as strings, enum integers) over HTTP, plain,
+gzip- and deflate-compressed, and the same request as protobuf with gzip over gRPC and HTTP and
+deflate over HTTP: each round-trips into the store exactly.
 """
 
 from __future__ import annotations
@@ -8,11 +8,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import zlib
 
 import grpc
 import pytest
 from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from conftest import (
     SPAN_COLUMNS,
@@ -286,7 +290,10 @@ VARIANTS = {
     3: "json-int64-as-numbers",
     4: "protobuf-gzip-over-grpc",
     5: "protobuf-gzip-over-http",
+    6: "json-deflate",
+    7: "protobuf-deflate-over-http",
 }
+DEFLATE = {"Content-Encoding": "deflate"}
 
 
 @pytest.fixture(scope="module")
@@ -298,12 +305,18 @@ def roundtrip(module_server_factory, tmp_path_factory):
     for variant, how in VARIANTS.items():
         doc = otlp_json(variant, base, int64_as_numbers=(how == "json-int64-as-numbers"))
         if how.startswith("json"):
-            r = http_post(
-                srv.http_traces_url, json.dumps(doc).encode(), "application/json", gzip_body=(how == "json-gzip")
-            )
+            body = json.dumps(doc).encode()
+            if how == "json-deflate":
+                r = http_post(srv.http_traces_url, zlib.compress(body), "application/json", headers=DEFLATE)
+            else:
+                r = http_post(srv.http_traces_url, body, "application/json", gzip_body=(how == "json-gzip"))
             responses[how] = (r.status_code, r.headers.get("content-type", ""), r.content)
         elif how == "protobuf-gzip-over-grpc":
             responses[how] = grpc_export(srv.grpc_target, to_protobuf(doc), compression=grpc.Compression.Gzip)
+        elif how == "protobuf-deflate-over-http":
+            r = http_post(srv.http_traces_url, zlib.compress(to_protobuf(doc).SerializeToString()), headers=DEFLATE)
+            assert r.status_code == 200, r.text
+            responses[how] = ExportTraceServiceResponse.FromString(r.content)
         else:
             responses[how] = http_export_pb(srv.http_traces_url, to_protobuf(doc), gzip_body=True)
     srv.stop()
@@ -319,7 +332,7 @@ def test_json_response_is_json_without_partial_success(roundtrip, how):
     assert "partialSuccess" not in doc or not int(doc["partialSuccess"].get("rejectedSpans", 0)), doc
 
 
-@pytest.mark.parametrize("how", ["protobuf-gzip-over-grpc", "protobuf-gzip-over-http"])
+@pytest.mark.parametrize("how", ["protobuf-gzip-over-grpc", "protobuf-gzip-over-http", "protobuf-deflate-over-http"])
 def test_protobuf_response_has_no_partial_success(roundtrip, how):
     resp = roundtrip["responses"][how]
     assert resp.partial_success.rejected_spans == 0
