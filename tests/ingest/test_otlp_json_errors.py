@@ -5,6 +5,7 @@ the field, never a Python internal; unknown fields are skipped; the collector's 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -108,7 +109,7 @@ def test_over_http_a_bad_request_is_a_400_naming_the_field_and_nothing_is_kept(s
     srv = server_factory(tmp_path / "data")
     base = now_base_ns()
     good = span(traceId="ab" * 16, startTimeUnixNano=str(base), endTimeUnixNano=str(base + 5))
-    for name, doc, message in BAD:
+    for name, doc, message in copy.deepcopy(BAD):
         if isinstance(doc, dict) and doc["resourceSpans"] and isinstance(doc["resourceSpans"][0], dict):
             doc["resourceSpans"].insert(0, request(good)["resourceSpans"][0])  # a good span before the bad
             message = message.replace("resourceSpans[0]", "resourceSpans[1]")
