@@ -362,19 +362,48 @@ def db_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / "planoscope.duckdb"
 
 
-def attrs_dict(value: Any) -> dict[str, str]:
-    """An attribute column's value as a dict: the store keeps each attribute set as a JSON object
-    of string values (a MAP or a list of key/value structs are accepted too). A key sent twice
-    (Plano repeats ``service.name.override`` and ``llm.model``) is kept as sent; the first wins
-    here, as planoscope reads it."""
-    if isinstance(value, str):
-        pairs = json.loads(value, object_pairs_hook=list)
-        assert isinstance(pairs, list), f"not a JSON object: {value!r}"
-        out = {}
-        for k, v in pairs:
-            assert isinstance(v, str), f"attribute {k!r} is not stored as a string: {value!r}"
-            out.setdefault(k, v)
+def py_value(v: AnyValue) -> Any:
+    """An AnyValue as a plain Python value: str, int, float, bool, None (empty), list (array),
+    dict (kvlist: the first of a repeated key), bytes."""
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [py_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        out: dict[str, Any] = {}
+        for kv in v.kvlist_value.values:
+            out.setdefault(kv.key, py_value(kv.value))
         return out
+    return getattr(v, which)
+
+
+def typed(v: Any) -> Any:
+    """``v`` with every leaf tagged by its type, to compare values exactly: 2 == 2.0 and 1 == True
+    in Python, not here (NaN is not equal to itself either way: compare its repr)."""
+    if isinstance(v, dict):
+        return {k: typed(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [typed(x) for x in v]
+    return (type(v).__name__, v)
+
+
+def attrs_dict(value: Any) -> dict[str, Any]:
+    """An attribute column's value as a dict of typed values: the store keeps each attribute set
+    as one JSON object, each value in its JSON type (see planoscope/store/attributes.py; a MAP or
+    a list of key/value structs of strings are accepted too). A key sent twice (Plano repeats
+    ``service.name.override`` and ``llm.model``) is kept as sent; the first wins here, as
+    planoscope reads it."""
+    from planoscope.store.attributes import key_values
+
+    if isinstance(value, str):
+        assert isinstance(json.loads(value), dict), f"not a JSON object: {value!r}"
+        out = {}
+        for kv in key_values(value):
+            out.setdefault(kv.key, py_value(kv.value))
+        return out
+    if value is None:  # ScopeAttributes of a span stored before the column existed
+        return {}
     if isinstance(value, dict) and set(value) != {"key", "value"}:
         return value
     if isinstance(value, list):
@@ -388,7 +417,7 @@ def attrs_dict(value: Any) -> dict[str, str]:
 
 
 def _normalize(row: dict[str, Any]) -> dict[str, Any]:
-    for col in ("ResourceAttributes", "SpanAttributes"):
+    for col in ("ResourceAttributes", "SpanAttributes", "ScopeAttributes"):
         row[col] = attrs_dict(row[col])
     for col in ("Events", "Links"):
         row[col] = [{**x, "Attributes": attrs_dict(x["Attributes"])} for x in row[col]]
@@ -475,8 +504,11 @@ class Metrics:
 
 
 def any_value(v: Any) -> AnyValue:
+    """A Python value as an AnyValue: None is the empty value, lists arrays, dicts kvlists."""
     if isinstance(v, AnyValue):
         return v
+    if v is None:
+        return AnyValue()
     if isinstance(v, bool):
         return AnyValue(bool_value=v)
     if isinstance(v, int):

@@ -6,6 +6,7 @@ are generated from a seeded RNG with every value kind, awkward strings and inval
 
 from __future__ import annotations
 
+import json
 import random
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from planoscope.ingest import decode
 from planoscope.ingest.decode import BadRequest, Decoder
 from planoscope.metrics.spanmetrics import DEFAULT_DIMENSIONS
+from planoscope.store.attributes import double_json, double_str
 
 STRINGS = [
     "",
@@ -109,6 +111,7 @@ def random_request(seed: int) -> bytes:
             ss = rs.scope_spans.add()
             ss.scope.name = rng.choice(STRINGS)
             ss.scope.version = rng.choice(["", "1.2.3"])
+            ss.scope.attributes.extend(_attrs(rng, rng.randrange(3)))
             for _ in range(rng.randrange(0, 6)):
                 s = ss.spans.add()
                 s.trace_id = rng.randbytes(16) if rng.random() < 0.9 else rng.choice([bytes(16), rng.randbytes(15)])
@@ -215,19 +218,32 @@ def test_invalid_utf8_in_a_span_name_refuses_the_request():
 
 
 def test_doubles_are_written_as_the_collector_writes_them():
+    """As pdata's Value.AsString: Go's strconv.FormatFloat(f, 'f' or 'e', -1, 64), 'e' only below
+    1e-6 or from 1e21 on, with "e-07" cleaned up to "e-7"."""
     cases = {
         0.5: "0.5",
         2.0: "2",
         0.0123: "0.0123",
+        1e-4: "0.0001",
+        1e-5: "0.00001",
+        4.5e-5: "0.000045",
+        -2.5e-6: "-0.0000025",
+        1e-6: "0.000001",
+        9.999999999999997e-7: "9.999999999999997e-7",  # the double just below 1e-6
         1e-7: "1e-7",
+        1.5e-300: "1.5e-300",
         1e21: "1e+21",
+        1e20: "100000000000000000000",
         1e16: "10000000000000000",
         -0.0: "-0",
         float("inf"): "Infinity",
+        float("-inf"): "-Infinity",
+        float("nan"): "NaN",
         0.1 + 0.2: "0.30000000000000004",
+        5e-324: "5e-324",
     }
     for value, text in cases.items():
-        assert decode._double_str(value) == text
+        assert double_str(value) == text, value
 
 
 def _random_doubles(rng: random.Random, n: int) -> list[float]:
@@ -255,27 +271,42 @@ def _random_doubles(rng: random.Random, n: int) -> list[float]:
 
 def test_native_doubles_match_python_and_stay_in_c(monkeypatch):
     """The native decoder renders doubles itself (a Python call retakes the GIL mid-parse) and
-    writes exactly what the reference writes."""
-    import json
-
+    writes exactly what the reference writes: the string form (pulled out for span-metric
+    dimensions) and the stored JSON."""
     values = _random_doubles(random.Random(11), 60_000)
     rendered = []
     real = decode._render
     monkeypatch.setattr(decode, "_render", lambda kind, raw: rendered.append(raw) or real(kind, raw))
-    got = []
-    for i in range(0, len(values), 100):
-        chunk = values[i : i + 100]
+    keys = [f"k{j}" for j in range(40)]
+    decoder = Decoder(keys)
+    strings, stored = [], []
+    for i in range(0, len(values), len(keys)):
+        chunk = values[i : i + len(keys)]
         req = ExportTraceServiceRequest()
         span = (
             req.resource_spans.add()
             .scope_spans.add()
             .spans.add(trace_id=b"\x01" * 16, span_id=b"\x02" * 8, start_time_unix_nano=1, end_time_unix_nano=2)
         )
-        span.attributes.extend(KeyValue(key=f"k{j}", value=AnyValue(double_value=v)) for j, v in enumerate(chunk))
-        table = Decoder(limits=decode.Limits(max_attributes=1000)).decode_protobuf(req.SerializeToString()).table
-        attrs = json.loads(table.column("SpanAttributes")[0].as_py())
-        got.extend(attrs[f"k{j}"] for j in range(len(chunk)))
-    assert got == [decode._double_str(v) for v in values]
+        span.attributes.extend(KeyValue(key=k, value=AnyValue(double_value=v)) for k, v in zip(keys, chunk))
+        batch = decoder.decode_protobuf(req.SerializeToString())
+        strings.extend(d[0].as_py() for d in batch.dimensions[: len(chunk)])
+        stored.append(batch.table.column("SpanAttributes")[0].as_py())
+        want = "{" + ",".join(f'"{k}":{double_json(v)}' for k, v in zip(keys, chunk)) + "}"
+        assert stored[-1] == want
+    assert strings == [double_str(v) for v in values]
+    # and the stored JSON reads back as the same double, in Python and in DuckDB
+    import duckdb
+
+    back = [v for text in stored for v in json.loads(text).values()]
+    assert all(type(v) is float for v in back) and repr(back) == repr(values)
+    con = duckdb.connect()
+    pointers = [f"/{k}" for k in keys]
+    in_duckdb = con.execute(
+        "SELECT list_transform(?::VARCHAR[], lambda p: json_extract(j, p)::DOUBLE) FROM unnest(?::VARCHAR[]) t(j)",
+        [pointers, stored],
+    ).fetchall()
+    assert repr([v for (row,) in in_duckdb for v in row][: len(values)]) == repr(values)
 
     # Values of the sizes spans carry (costs, latencies, rates) never leave C; Python is left the
     # powers of two, subnormals, huge and non-finite values.

@@ -5,7 +5,6 @@ every stored span is checked against what was sent.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,13 +23,15 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-from conftest import SPAN_COLUMNS, TYPED_COLUMNS, now_base_ns, read_spans, spans_by_id, table_columns
+from conftest import SPAN_COLUMNS, TYPED_COLUMNS, now_base_ns, read_spans, spans_by_id, table_columns, typed
 
 MS = 1_000_000
 S = 1_000_000_000
 
 # --------------------------------------------------------------------------------------------
-# What is sent, and what must be stored. Attribute triples are (key, value sent, string stored).
+# What is sent, and what must be stored. Attribute triples are (key, value sent, its string form:
+# the collector's AsString(), what the typed columns and span-metric labels are made of); the
+# value is stored in its type.
 # --------------------------------------------------------------------------------------------
 
 RESOURCES: dict[str, list[tuple[str, Any, str]]] = {
@@ -359,7 +360,7 @@ def _sdk_attrs(triples):
 
 
 def _stored_attrs(triples):
-    return {k: s for k, _, s in triples}
+    return {k: v for k, v, _ in triples}
 
 
 def emit(variant: int, base: int, exporter_processor) -> dict[str, dict]:
@@ -511,7 +512,7 @@ def ingested(module_server_factory, tmp_path_factory):
 
 
 def test_table_has_the_clickhouse_exporter_columns_then_typed_columns(ingested):
-    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["TraceKey", "IngestedAt"]
+    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["TraceKey", "IngestedAt", "ScopeAttributes"]
 
 
 def test_every_span_is_stored_exactly_once(ingested):
@@ -535,7 +536,7 @@ def test_every_field_of_every_span(ingested, transport, key):
     assert set(want) == set(SPAN_COLUMNS)
     got = spans_by_id(ingested["rows"]).get(want["SpanId"])
     assert got is not None, f"span {want['SpanId']} ({transport}, {key}) not stored"
-    diff = {c: (got[c], want[c]) for c in SPAN_COLUMNS if got[c] != want[c] or type(got[c]) is not type(want[c])}
+    diff = {c: (got[c], want[c]) for c in SPAN_COLUMNS if typed(got[c]) != typed(want[c])}
     assert not diff, "stored (left) differs from sent (right):\n" + "\n".join(
         f"  {c}: {g!r} != {w!r}" for c, (g, w) in diff.items()
     )
@@ -565,17 +566,41 @@ def test_ids_are_lowercase_zero_padded_hex(ingested):
     assert genai["TraceState"] == "plano=abc,vendor=x1"
 
 
-def test_attribute_values_are_stored_as_strings_per_readme(ingested):
+def test_attribute_values_keep_their_types(ingested):
     attrs = _grpc_row(ingested, "llm_ok")["SpanAttributes"]
-    assert attrs["llm.is_streaming"] == "true"
-    assert attrs["llm.usage.prompt_tokens"] == "1200"
-    assert attrs["llm.usage.total_cost_usd"] == "0.0123"
-    assert attrs["llm.temperature"] == "2"
-    assert attrs["test.int_array"] == "[1,2,-3]"
-    assert attrs["test.bool_array"] == "[true,false]"
-    assert attrs["llm.tools"] == '["get_weather","book_flight"]'
-    assert attrs["test.bytes"] == "AAH+"
-    assert _grpc_row(ingested, "llm_error")["SpanAttributes"]["llm.is_streaming"] == "false"
+    assert typed(attrs["llm.is_streaming"]) == ("bool", True)
+    assert typed(attrs["llm.usage.prompt_tokens"]) == ("int", 1200)
+    assert typed(attrs["llm.usage.total_cost_usd"]) == ("float", 0.0123)
+    assert typed(attrs["llm.temperature"]) == ("float", 2.0)
+    assert typed(attrs["test.int_array"]) == [("int", 1), ("int", 2), ("int", -3)]
+    assert typed(attrs["test.bool_array"]) == [("bool", True), ("bool", False)]
+    assert attrs["llm.tools"] == ["get_weather", "book_flight"]
+    assert attrs["test.bytes"] == b"\x00\x01\xfe"
+    assert typed(_grpc_row(ingested, "llm_error")["SpanAttributes"]["llm.is_streaming"]) == ("bool", False)
+
+
+def test_attr_finds_strings_ints_and_bools_by_their_string_form(ingested):
+    """Trace search's ``attr`` look-up (schema.ATTR_MACRO) over the typed JSON gives the string
+    form a user types (429, true), as it did when values were stored as strings; a double gives
+    DuckDB's shortest form, ``2.0`` for the collector's ``2``."""
+    import duckdb
+
+    from conftest import db_path
+
+    spec = next(s for s in SPECS if s.key == "llm_ok")
+    con = duckdb.connect(str(db_path(ingested["data_dir"])), read_only=True)
+    try:
+        for key, value, text in spec.attrs:
+            (got,) = con.execute(
+                "SELECT attr(SpanAttributes, ?) FROM otel_traces WHERE SpanId = ?",
+                [key, _grpc_row(ingested, "llm_ok")["SpanId"]],
+            ).fetchone()
+            if isinstance(value, (str, int)):  # bools are ints
+                assert got == text, key
+            elif isinstance(value, float):
+                assert float(got) == value, key
+    finally:
+        con.close()
 
 
 def test_genai_conventions_fill_the_typed_columns(ingested):
@@ -613,8 +638,8 @@ def test_span_kinds(ingested):
     }
 
 
-# Doubles inside arrays and maps: the exact text is the JSON encoder's business (the collector's
-# Go encoder writes 2.0 as 2 and sorts map keys), so these compare the JSON, compactly written.
+# Arrays and maps, nested, with doubles that are whole numbers inside: stored as JSON arrays and
+# objects whose values keep their types.
 
 
 @pytest.fixture(scope="module")
@@ -646,7 +671,5 @@ def json_valued(module_server_factory, tmp_path_factory):
         ("e", []),
     ],
 )
-def test_arrays_and_maps_are_compact_json(json_valued, key, value):
-    text = json_valued[key]
-    assert json.loads(text) == value
-    assert " " not in text, f"not compact: {text!r}"
+def test_arrays_and_maps_keep_their_values_types(json_valued, key, value):
+    assert typed(json_valued[key]) == typed(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 
 import grpc
 import pytest
@@ -71,6 +72,27 @@ def test_http_gzip_bomb_is_413_without_inflating_it(limited):
     assert r.status_code == 413 and b"decompressed body exceeds 65536 bytes" in r.content, r
     r = http_post(limited.http_traces_url, _bomb("b000000000000003", 70_000))  # too large as sent
     assert r.status_code == 413 and b"request body exceeds 65536 bytes" in r.content, r
+
+
+def test_http_deflate_bomb_is_413_like_gzip(limited):
+    compressed = zlib.compress(_bomb("b000000000000004", 64 * 1024 * 1024), 9)
+    assert len(compressed) < 65536
+    r = http_post(limited.http_traces_url, compressed, headers={"Content-Encoding": "deflate"})
+    assert r.status_code == 413 and b"decompressed body exceeds 65536 bytes" in r.content, r
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (zlib.compress(b"x" * 100)[:-5], b"invalid deflate body: truncated"),
+        (zlib.compress(b"x" * 100)[2:], b"invalid deflate body"),  # raw deflate, no zlib header: as the collector
+        (gzip.compress(b"x" * 100), b"invalid deflate body"),
+    ],
+    ids=["truncated", "raw deflate", "gzip"],
+)
+def test_a_bad_deflate_body_is_400(limited, body, needle):
+    r = http_post(limited.http_traces_url, body, headers={"Content-Encoding": "deflate"})
+    assert r.status_code == 400 and needle in r.content, r.content
 
 
 def test_too_many_spans_are_refused_with_a_message(limited):
@@ -151,9 +173,9 @@ def test_limits_are_counted_on_metrics(limited):
     m = limited.metrics()
     assert m.value("planoscope_ingest_attributes_truncated_total", {}) == 4
     assert m.value("planoscope_ingest_attributes_dropped_total", {}) == 2
-    assert m.value("planoscope_ingest_requests_refused_total", {"reason": "bad_request"}) == 3
+    assert m.value("planoscope_ingest_requests_refused_total", {"reason": "bad_request"}) == 3 + 3  # + bad deflate
     # gRPC refuses an oversized message itself, before planoscope sees it: only HTTP's are counted.
-    assert m.value("planoscope_ingest_requests_refused_total", {"reason": "too_large"}) == 2
+    assert m.value("planoscope_ingest_requests_refused_total", {"reason": "too_large"}) == 3
 
 
 def test_stored_values_are_cut_and_refused_requests_left_nothing(limited):
@@ -164,5 +186,5 @@ def test_stored_values_are_cut_and_refused_requests_left_nothing(limited):
     )
     assert rows[sid("d1", 0)]["SpanAttributes"] == {"v": "ü" * 32 + "…"}
     assert rows[sid("d1", 0)]["ResourceAttributes"] == {"service.name": "cut"}
-    assert rows[sid("e1", 0)]["SpanAttributes"] == {"k0": "0", "k1": "1", "k2": "2", "k3": "3"}
+    assert rows[sid("e1", 0)]["SpanAttributes"] == {"k0": 0, "k1": 1, "k2": 2, "k3": 3}
     assert rows[limited.sdk_id]["SpanAttributes"]["llm.user_message_preview"] == "a" * 64 + "…"

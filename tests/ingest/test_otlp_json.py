@@ -1,6 +1,6 @@
-"""OTLP/JSON (the spec's mapping: hex ids, int64 as strings, enum integers) over HTTP, plain and
-gzip-compressed, and the same request as protobuf with gzip over gRPC and HTTP: each round-trips
-into the store exactly.
+"""OTLP/JSON (the spec's mapping: hex ids, int64 as strings, enum integers) over HTTP, plain,
+gzip- and deflate-compressed, and the same request as protobuf with gzip over gRPC and HTTP and
+deflate over HTTP: each round-trips into the store exactly.
 """
 
 from __future__ import annotations
@@ -8,11 +8,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import zlib
 
 import grpc
 import pytest
 from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from conftest import (
     SPAN_COLUMNS,
@@ -22,6 +26,7 @@ from conftest import (
     now_base_ns,
     read_spans,
     spans_by_id,
+    typed,
 )
 
 MS = 1_000_000
@@ -157,7 +162,7 @@ def otlp_json(variant: int, base: int, int64_as_numbers: bool = False) -> dict:
 def expected_rows(variant: int, base: int) -> dict[str, dict]:
     v = f"{variant:02x}"
     none = dict.fromkeys(SPAN_COLUMNS[17:])
-    resource = {"service.name": "plano(llm)", "host.cpu.count": "8", "plano.warm": "false"}
+    resource = {"service.name": "plano(llm)", "host.cpu.count": 8, "plano.warm": False}
     return {
         f"eee19b7ec3c1b1{v}": {
             **none,
@@ -175,21 +180,21 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "SpanAttributes": {
                 "llm.model": "gpt-4o",
                 "llm.provider": "openai",
-                "llm.usage.prompt_tokens": "1200",
-                "llm.usage.completion_tokens": "345",
-                "llm.usage.total_tokens": "1545",
-                "llm.usage.total_cost_usd": "0.0123",
-                "llm.time_to_first_token": "231.5",
-                "llm.temperature": "1",
-                "llm.is_streaming": "true",
+                "llm.usage.prompt_tokens": 1200,
+                "llm.usage.completion_tokens": 345,
+                "llm.usage.total_tokens": 1545,
+                "llm.usage.total_cost_usd": 0.0123,
+                "llm.time_to_first_token": 231.5,
+                "llm.temperature": 1.0,
+                "llm.is_streaming": True,
                 "http.method": "POST",
-                "http.status_code": "200",
-                "llm.tools": '["a","b"]',
-                "test.ints": "[1,-2]",
-                "test.bools": "[false,true]",
-                "test.kv": '{"a":1,"b":"x"}',
-                "test.bytes": "AAH+",
-                "test.big": "-9223372036854775808",
+                "http.status_code": 200,
+                "llm.tools": ["a", "b"],
+                "test.ints": [1, -2],
+                "test.bools": [False, True],
+                "test.kv": {"a": 1, "b": "x"},
+                "test.bytes": b"\x00\x01\xfe",
+                "test.big": -9223372036854775808,
             },
             "Duration": 1234 * MS + 5,
             "StatusCode": "Ok",
@@ -198,7 +203,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
                 {
                     "Timestamp": base + 231 * MS,
                     "Name": "llm.first_token",
-                    "Attributes": {"bytes": "512", "ratio": "0.5"},
+                    "Attributes": {"bytes": 512, "ratio": 0.5},
                 },
                 {"Timestamp": base + 1234 * MS, "Name": "llm.done", "Attributes": {}},
             ],
@@ -207,7 +212,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
                     "TraceId": f"0000000000000000000000000000ab{v}",
                     "SpanId": f"00000000000000{v}",
                     "TraceState": "k=v",
-                    "Attributes": {"link.reason": "retry_of", "attempt": "2"},
+                    "Attributes": {"link.reason": "retry_of", "attempt": 2},
                 }
             ],
             "LlmModel": "gpt-4o",
@@ -234,7 +239,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "ResourceAttributes": resource,
             "ScopeName": "brightstaff",
             "ScopeVersion": "0.4.2",
-            "SpanAttributes": {"http.status_code": "502", "selection.listener": "travel"},
+            "SpanAttributes": {"http.status_code": 502, "selection.listener": "travel"},
             "Duration": 1310 * MS,
             "StatusCode": "Error",
             "StatusMessage": "upstream failed",
@@ -285,7 +290,10 @@ VARIANTS = {
     3: "json-int64-as-numbers",
     4: "protobuf-gzip-over-grpc",
     5: "protobuf-gzip-over-http",
+    6: "json-deflate",
+    7: "protobuf-deflate-over-http",
 }
+DEFLATE = {"Content-Encoding": "deflate"}
 
 
 @pytest.fixture(scope="module")
@@ -297,12 +305,18 @@ def roundtrip(module_server_factory, tmp_path_factory):
     for variant, how in VARIANTS.items():
         doc = otlp_json(variant, base, int64_as_numbers=(how == "json-int64-as-numbers"))
         if how.startswith("json"):
-            r = http_post(
-                srv.http_traces_url, json.dumps(doc).encode(), "application/json", gzip_body=(how == "json-gzip")
-            )
+            body = json.dumps(doc).encode()
+            if how == "json-deflate":
+                r = http_post(srv.http_traces_url, zlib.compress(body), "application/json", headers=DEFLATE)
+            else:
+                r = http_post(srv.http_traces_url, body, "application/json", gzip_body=(how == "json-gzip"))
             responses[how] = (r.status_code, r.headers.get("content-type", ""), r.content)
         elif how == "protobuf-gzip-over-grpc":
             responses[how] = grpc_export(srv.grpc_target, to_protobuf(doc), compression=grpc.Compression.Gzip)
+        elif how == "protobuf-deflate-over-http":
+            r = http_post(srv.http_traces_url, zlib.compress(to_protobuf(doc).SerializeToString()), headers=DEFLATE)
+            assert r.status_code == 200, r.text
+            responses[how] = ExportTraceServiceResponse.FromString(r.content)
         else:
             responses[how] = http_export_pb(srv.http_traces_url, to_protobuf(doc), gzip_body=True)
     srv.stop()
@@ -318,7 +332,7 @@ def test_json_response_is_json_without_partial_success(roundtrip, how):
     assert "partialSuccess" not in doc or not int(doc["partialSuccess"].get("rejectedSpans", 0)), doc
 
 
-@pytest.mark.parametrize("how", ["protobuf-gzip-over-grpc", "protobuf-gzip-over-http"])
+@pytest.mark.parametrize("how", ["protobuf-gzip-over-grpc", "protobuf-gzip-over-http", "protobuf-deflate-over-http"])
 def test_protobuf_response_has_no_partial_success(roundtrip, how):
     resp = roundtrip["responses"][how]
     assert resp.partial_success.rejected_spans == 0
@@ -339,7 +353,7 @@ def test_round_trip_into_the_store_is_exact(roundtrip, variant, how):
     for span_id, want in expected_rows(variant, roundtrip["base"]).items():
         got = stored.get(span_id)
         assert got is not None, f"{how}: span {span_id} not stored"
-        diff = {c: (got[c], want[c]) for c in SPAN_COLUMNS if got[c] != want[c] or type(got[c]) is not type(want[c])}
+        diff = {c: (got[c], want[c]) for c in SPAN_COLUMNS if typed(got[c]) != typed(want[c])}
         assert not diff, f"{how}: span {span_id}: stored (left) differs from sent (right):\n" + "\n".join(
             f"  {c}: {g!r} != {w!r}" for c, (g, w) in diff.items()
         )

@@ -4,6 +4,7 @@ histogram, checked exactly against a known set of spans sent by the OpenTelemetr
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import pytest
@@ -400,3 +401,101 @@ def test_durations_past_2_to_the_53_ns_are_bucketed_exactly():
     ((calls, sum_ms, buckets),) = m.deltas(spans).values()
     assert calls == n and buckets == [1, 1, 2, 2]  # 2.5 ms is in le=2.5; 10**12 ms in le=1e12
     assert sum_ms == pytest.approx(sum(Fraction(d, MS) for d in durations), rel=1e-12)
+
+
+# --- labels counted live and recounted from the store -------------------------------------------
+# Live, a dimension's label is the string form the decoder pulls out (the collector's AsString());
+# on start the spans after the last snapshot, or all of them when the settings changed, are
+# recounted from the stored JSON. Both must give the same label for every kind of value, or a
+# series splits in two at a restart.
+
+
+def test_labels_recounted_from_the_store_are_the_labels_counted_live(tmp_path):
+    import sys
+    from datetime import datetime, timedelta
+    from pathlib import Path
+
+    from planoscope.ingest.decode import Decoder
+    from planoscope.metrics.spanmetrics import SpanMetrics
+    from planoscope.store import DuckDBStore
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "ingest"))
+    from test_decode import KEYS, random_request  # every kind of value under these keys, nested
+
+    dims = [k for k in KEYS if k != "service.name"]
+    decoder = Decoder(dims)
+    live = SpanMetrics(dimensions=dims, cardinality_limit=10**6)
+    store = DuckDBStore(tmp_path / "d")
+    try:
+        for seed in range(150):
+            batch = decoder.decode_protobuf(random_request(seed))
+            live.apply(live.merge(live.deltas(batch.table, batch.dimensions)))
+            store.append_spans(batch.table, datetime(2026, 1, 1) + timedelta(seconds=seed))
+        recounted = SpanMetrics(dimensions=dims, cardinality_limit=10**6)
+        recounted.replay(store.scan_for_metrics(dims))
+        by_commit = SpanMetrics(dimensions=dims, cardinality_limit=10**6)
+        by_commit.replay_commits(store.scan_for_metrics(dims, after=datetime(2025, 1, 1), by_commit=True))
+    finally:
+        store.close()
+    want = sorted(live.snapshot())
+    assert len(want) > 300
+    labels = [json.loads(s) for s, *_ in want]
+    # doubles whole and not, arrays, maps, bytes and empty values among the labels
+    assert {type(v) for row in labels for v in row} == {str, type(None)}
+    assert any(v is not None and v.startswith("[") for row in labels for v in row)
+    assert sorted(recounted.snapshot()) == want
+    assert sorted(by_commit.snapshot()) == want
+
+
+TYPED_DIMENSIONS = {
+    "http.status_code": 429,
+    "llm.usage.total_cost_usd": 0.0123,
+    "plano.cache.warm": True,
+    "llm.model": "openai/gpt-4o",
+    "t.whole": 2.0,
+    "t.negative_zero": -0.0,
+    "t.huge": 1e21,
+    "t.small": 4.5e-5,
+    "t.nan": float("nan"),
+    "t.inf": float("-inf"),
+    "t.big": -(2**63),
+    "t.array": [1, 2.5, "x", [True]],
+    "t.map": {"a": 1.0, "b": {"c": None}},
+    "t.bytes": b"\x00\xff",
+    "t.empty": None,
+}
+
+
+def test_span_metric_labels_of_every_type_survive_restarts(server_factory, tmp_path):
+    """Live, after a crash (the commits after the last snapshot recounted from the store) and
+    after a settings change (everything recounted): the same series, label for label."""
+    dims = ",".join(TYPED_DIMENSIONS)
+    srv = server_factory(tmp_path / "data", "--metrics-dimensions", dims)
+    base = now_base_ns()
+    spans = [
+        pb_span(bytes([i + 1]) * 16, bytes([i + 1]) * 8, "typed", base, base + (i + 1) * MS, attrs=TYPED_DIMENSIONS)
+        for i in range(3)
+    ]
+    assert (
+        grpc_export(srv.grpc_target, pb_request(({"service.name": "plano(llm)"}, spans))).partial_success.rejected_spans
+        == 0
+    )
+
+    def calls():
+        return sorted((sorted_items(lb), v) for n, lb, v in srv.metrics().samples if n == "calls_total")
+
+    live = calls()
+    ((series, n),) = live
+    labels = dict(series)
+    assert n == 3
+    assert labels["http_status_code"] == "429" and labels["plano_cache_warm"] == "true"
+    assert labels["t_whole"] == "2" and labels["t_negative_zero"] == "-0" and labels["t_huge"] == "1e+21"
+    assert labels["t_small"] == "0.000045" and labels["t_nan"] == "NaN" and labels["t_inf"] == "-Infinity"
+    assert labels["t_array"] == '[1,2.5,"x",[true]]' and labels["t_bytes"] == "AP8="
+    assert labels["t_map"] == '{"a":1.0,"b":{"c":null}}' and labels["t_empty"] == ""
+    srv.kill()  # no snapshot on the way out: the commits after the last one are recounted
+    srv.start()
+    assert calls() == live
+    srv.restart("--metrics-dimensions", dims, "--metrics-buckets-ms", "1,10")  # everything is recounted
+    assert any("recomputing span metrics" in line for line in srv.lines())
+    assert calls() == live

@@ -89,7 +89,8 @@ def test_an_insert_during_a_read_runs_on_one_thread_and_the_next_read_gets_them_
 
 
 def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
-    """A store written before TraceKey existed has it after IngestedAt: appends go by name."""
+    """A store written before TraceKey and ScopeAttributes existed has them after IngestedAt:
+    appends go by name."""
     from planoscope.demo.loadgen import template_request
     from planoscope.ingest.decode import Decoder
     from planoscope.store.duckdb import DB_FILE
@@ -98,14 +99,18 @@ def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
     data = tmp_path / "old"
     data.mkdir()
     con = duckdb.connect(str(data / DB_FILE))
-    con.execute("\n".join(line for line in duckdb_ddl().splitlines() if "TraceKey" not in line))
+    ddl = duckdb_ddl().replace(',\n  "ScopeAttributes" VARCHAR', "")
+    con.execute("\n".join(line for line in ddl.splitlines() if "TraceKey" not in line))
     con.close()
     store = DuckDBStore(data)
     try:
-        assert store._span_columns[-2:] == ["IngestedAt", "TraceKey"]
-        batch = Decoder().decode_protobuf(template_request(20).SerializeToString()).table
+        assert store._span_columns[-3:] == ["IngestedAt", "TraceKey", "ScopeAttributes"]
+        req = template_request(20)
+        req.resource_spans[0].scope_spans[0].scope.attributes.add(key="k").value.int_value = 7
+        batch = Decoder().decode_protobuf(req.SerializeToString()).table
         stamp = datetime(2026, 1, 2, 3, 4, 5, 678901)
         store.append_spans(batch, stamp)
+        assert {r[0] for r in store.query("SELECT ScopeAttributes FROM otel_traces")} == {'{"k":7}'}
         rows = store.query('SELECT TraceId, SpanId, "TraceKey", IngestedAt, Duration FROM otel_traces ORDER BY SpanId')
         expected = sorted(
             zip(

@@ -11,8 +11,10 @@ from unittest.mock import ANY
 
 import httpx
 import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from conftest import grpc_export, key_values, pb_request, pb_span, read_spans
+from conftest import grpc_export, key_values, pb_request, pb_span, py_value, read_spans, typed
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import value_str
 
@@ -31,7 +33,11 @@ class S:
     start: int  # ns
     end: int
     error: bool
-    attrs: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, str] = field(default_factory=dict)  # the string forms (what filters match)
+    sent: list[KeyValue] = field(default_factory=list)  # the attributes as sent, typed, in order
+
+    def __post_init__(self):
+        self.sent = self.sent or key_values(self.attrs)
 
 
 def _str(v) -> str:
@@ -82,6 +88,7 @@ def _spans(traces) -> list[S]:
                     sp.end_time_unix_nano,
                     sp.status.code == 2,
                     _attrs(sp.attributes),
+                    list(sp.attributes),
                 )
             )
     return out
@@ -408,10 +415,11 @@ def test_facets_list_the_values_in_range(explorer):
 
 
 def _otlp_spans(doc: dict) -> dict[str, tuple[str, dict]]:
-    """spanId → (service.name of its resource, span) of an OTLP/JSON document."""
+    """spanId → (service.name of its resource or None, span) of an OTLP/JSON document."""
     out = {}
     for rs in doc["resourceSpans"]:
-        service = next(a["value"]["stringValue"] for a in rs["resource"]["attributes"] if a["key"] == "service.name")
+        attrs = rs["resource"]["attributes"]
+        service = next((a["value"]["stringValue"] for a in attrs if a["key"] == "service.name"), None)
         for ss in rs["scopeSpans"]:
             for sp in ss["spans"]:
                 out[sp["spanId"]] = (service, sp)
@@ -433,10 +441,8 @@ def test_get_trace_returns_every_span_as_otlp_json(explorer):
             assert sp["traceId"] == tid and sp["parentSpanId"] == s.parent and sp["name"] == s.name
             assert (int(sp["startTimeUnixNano"]), int(sp["endTimeUnixNano"])) == (s.start, s.end)
             assert sp["status"]["code"] == (2 if s.error else 0)
-            got_attrs: dict[str, str] = {}
-            for a in sp["attributes"]:
-                got_attrs.setdefault(a["key"], a["value"]["stringValue"])
-            assert got_attrs == s.attrs
+            # every attribute as sent: typed, in order, a repeated key repeated
+            assert [json_format.ParseDict(a, KeyValue()) for a in sp["attributes"]] == s.sent
 
 
 def test_get_trace_round_trips_through_another_server(explorer, server_factory, tmp_path):
@@ -452,7 +458,7 @@ def test_get_trace_round_trips_through_another_server(explorer, server_factory, 
     copied = {r["SpanId"]: r for r in read_spans(other.data_dir)}
     mine = {s.span: s for s in spans if s.trace == tid}
     assert set(copied) == set(mine)
-    for span_id, row in copied.items():  # typed columns come back from the string values alike
+    for span_id, row in copied.items():
         s = mine[span_id]
         assert (row["TraceId"], row["ParentSpanId"], row["ServiceName"], row["SpanName"]) == (
             tid,
@@ -461,7 +467,10 @@ def test_get_trace_round_trips_through_another_server(explorer, server_factory, 
             s.name,
         )
         assert (row["Timestamp"], row["Duration"]) == (s.start, s.end - s.start)
-        assert row["SpanAttributes"] == s.attrs
+        first: dict = {}
+        for kv in s.sent:
+            first.setdefault(kv.key, py_value(kv.value))
+        assert typed(row["SpanAttributes"]) == typed(first)
         assert row["LlmModel"] == s.attrs.get("llm.model")
         assert row["PromptTokens"] == (
             int(s.attrs["llm.usage.prompt_tokens"]) if "llm.usage.prompt_tokens" in s.attrs else None
@@ -543,7 +552,7 @@ def test_the_protobuf_forwarding_sends_equals_protobufs_parse_of_the_json(tmp_pa
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     from planoscope.ingest.decode import Decoder, parse_json
-    from planoscope.query.traces import SPAN_SELECT, to_otlp_json, to_otlp_proto
+    from planoscope.query.otlp import SPAN_SELECT, to_otlp_json, to_otlp_proto
     from planoscope.store import DuckDBStore
 
     store = DuckDBStore(tmp_path / "d")

@@ -398,3 +398,59 @@ def test_a_panel_with_more_series_than_it_draws_says_so(server_factory, tmp_path
     assert page.locator('[data-panel="agent_requests_per_second"] .truncated').is_hidden()
     OUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUT / "dashboard-truncated.png"), full_page=True)
+
+
+def test_the_trace_view_shows_attribute_values_by_type(live, page):
+    """A number or a bool is shown as one (its own colour, no quotes, the type on hover), not as
+    a string that looks like it: Plano's plano(llm) sends http.status_code 429 as an int where
+    Envoy sends "429"; arrays and maps are spelled out; a repeated key shows every value."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    from conftest import any_value
+
+    now = time.time_ns()
+    attrs = [
+        ("llm.model", "openai/gpt-4o"),
+        ("http.status_code", 429),
+        ("envoy.status", "429"),
+        ("llm.usage.total_cost_usd", 0.0123),
+        ("llm.usage.total_tokens", 1545),
+        ("ratio", 2.0),
+        ("plano.cache.warm", True),
+        ("tools", [1, 2.5, "x", False]),
+        ("limits", {"rpm": 60, "tier": "pro"}),
+        ("blob", b"\x00\x01\xfe"),
+        ("nothing", None),
+        ("llm.model", "gpt-4o-2024-08-06"),
+    ]
+    span = pb_span("4" * 32, "5" * 16, "POST /v1/chat/completions openai/gpt-4o", now - 10**9, now)
+    span.attributes.extend(KeyValue(key=k, value=any_value(v)) for k, v in attrs)
+    req = pb_request(
+        ({"service.name": "plano(llm)", "host.cores": 8}, [span]),
+    )
+    req.resource_spans[0].scope_spans[0].scope.attributes.add(key="scope.k", value=AnyValue(int_value=7))
+    assert grpc_export(live.grpc_target, req).partial_success.rejected_spans == 0
+    page.goto(f"{live.web_url}/trace?id={'4' * 32}&span={'5' * 16}")
+    page.wait_for_selector("body[data-loaded]")
+    table = page.locator("#detail .span-attrs")
+    expect(table).to_be_visible()
+
+    def cell(key: str):
+        return table.locator(f'xpath=./tbody/tr[th[text()="{key}"]]/td')
+
+    expect(cell("http.status_code").locator(".v-num[title=int]")).to_have_text("429")
+    expect(cell("envoy.status")).to_have_text("429")
+    assert cell("envoy.status").locator(".v-num").count() == 0  # a string, shown as text
+    expect(cell("llm.usage.total_cost_usd").locator(".v-num[title=double]")).to_have_text("0.0123")
+    expect(cell("ratio").locator(".v-num[title=double]")).to_have_text("2")
+    expect(cell("plano.cache.warm").locator(".v-bool")).to_have_text("true")
+    expect(cell("tools")).to_have_text('[1, 2.5, "x", false]')
+    expect(cell("limits").locator("table.nested")).to_contain_text("rpm")
+    expect(cell("limits").locator("table.nested .v-num")).to_have_text("60")
+    expect(cell("blob").locator(".v-bytes")).to_have_text("AAH+")
+    expect(cell("nothing").locator(".v-empty")).to_have_text("(empty)")
+    assert cell("llm.model").all_inner_texts() == ["openai/gpt-4o", "gpt-4o-2024-08-06"]
+    expect(page.locator("#detail .resource-attrs .v-num")).to_have_text("8")
+    expect(page.locator("#detail .scope-attrs")).to_contain_text("scope.k")
+    expect(page.locator("#llm-summary")).to_contain_text("1545")
+    page.screenshot(path=str(OUT / "trace-typed-attributes.png"))

@@ -10,7 +10,8 @@ the cursor. The backlog is bounded by the store's retention. A span re-sent afte
 crash mid-batch arrives twice (at-least-once, as the OpenTelemetry Collector's exporters); a
 planoscope receiver drops such repeats within its de-duplication window.
 
-Attribute values are forwarded as the strings they are stored as.
+Spans go out as they came in: attribute values in their types, the resource and the scope with
+their attributes (query/otlp.py); spans stored before values were typed hold strings.
 
 URLs: ``grpc://HOST:PORT`` (``grpcs://`` for TLS) sends OTLP/gRPC; ``http://HOST:PORT[/PATH]``
 (or ``https://``) sends OTLP/HTTP protobuf to PATH, ``/v1/traces`` by default.
@@ -37,7 +38,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..net.otlp import OtlpSender
-from ..query.traces import SPAN_SELECT, to_otlp_proto
+from ..query.otlp import SPAN_SELECT, to_otlp_proto
 from ..store import DuckDBStore
 
 log = logging.getLogger("planoscope.forward")

@@ -6,18 +6,20 @@
  * and AnyValue), and turning Python strings into Arrow another 50 ns each, which caps a
  * 15-attribute span near 20k spans/s. This module reads the protobuf wire format and appends
  * every string straight into Arrow's layout (int32 offsets + UTF-8 bytes), so no Python object
- * is made per attribute. Each attribute set becomes one JSON object of string values (one string
- * per span costs DuckDB far less to store than a list of key/value pairs). It also pulls out
- * the values of a few requested attribute keys (typed columns, span-metric dimensions).
+ * is made per attribute. Each attribute set becomes one JSON object (one string per span costs
+ * DuckDB far less to store than a list of key/value pairs), each value in its JSON type as
+ * store/attributes.py describes. It also pulls out the string form (the collector's AsString())
+ * of a few requested attribute keys (typed columns, span-metric dimensions).
  *
  * planoscope.decode assembles the buffers into a pyarrow Table and validates UTF-8 in bulk;
  * its reference walker over protobuf objects must give identical tables (tests/test_decode.py).
- * Rare value kinds (arrays, key-value lists, bytes, doubles in exponent form) are rendered by a
- * Python callback. Little-endian hosts only (x86_64, aarch64), as Arrow buffers are.
+ * Rare value kinds (arrays, key-value lists, bytes, doubles that are huge, subnormal or not
+ * finite) are rendered by a Python callback. Little-endian hosts only (x86_64, aarch64), as Arrow buffers are.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_EXTRACT 64
@@ -216,18 +218,20 @@ static int skip(buf_t *b, int wire) {
 enum {
     S_TID, S_SID, S_PID, S_TSTATE, S_NAME, S_KIND, S_STATUS, S_SMSG, S_SATTRS,
     S_EVNAME, S_EVATTRS, S_LNTID, S_LNSID, S_LNSTATE, S_LNATTRS,
-    S_SCOPENAME, S_SCOPEVER, S_SERVICE, S_RATTRS, S_N
+    S_SCOPENAME, S_SCOPEVER, S_SCOPEATTRS, S_SERVICE, S_RATTRS, S_N
 };
 static const char *S_NAMES[S_N] = {
     "tid", "sid", "pid", "tstate", "name", "kind", "status", "smsg", "sattrs",
-    "evname", "evattrs", "lntid", "lnsid", "lnstate", "lnattrs", "scopename", "scopever", "service", "rattrs"};
+    "evname", "evattrs", "lntid", "lnsid", "lnstate", "lnattrs", "scopename", "scopever", "scopeattrs",
+    "service", "rattrs"};
 enum { I_EVOFF, I_LNOFF, I_SCOPEIDX, I_RESIDX, I_N };
 static const char *I_NAMES[I_N] = {"evoff", "lnoff", "scopeidx", "residx"};
 enum { L_TS, L_DUR, L_EVTS, L_TKEY, L_N };
 static const char *L_NAMES[L_N] = {"ts", "dur", "evts", "tkey"};
 
 typedef struct {
-    PyObject *render; /* Python callable (oneof field number, float or AnyValue bytes) -> str */
+    /* Python callable (oneof field number, float or AnyValue bytes) -> (string form, stored JSON) */
+    PyObject *render;
     strcol_t s[S_N];
     bytes_t i32[I_N], i64[L_N];
     strcol_t xspan[MAX_EXTRACT], xres[MAX_EXTRACT];
@@ -236,7 +240,8 @@ typedef struct {
     uint64_t xlens; /* bit k set if some requested key is k bytes long */
     char xfound[MAX_EXTRACT];
     bytes_t xval[MAX_EXTRACT];           /* per row: the requested keys' values */
-    bytes_t scratch, obj, evobj, service; /* a value; the JSON objects being built */
+    bytes_t scratch, vjson;               /* a value's string form; its JSON when rendered by Python */
+    bytes_t obj, evobj, service;          /* the JSON objects being built */
     int has_service;
     bytes_t keys;      /* trace_id + span_id, 24 bytes a span */
     PyObject *errors;
@@ -269,18 +274,25 @@ static int push_hex(strcol_t *c, buf_t s) {
     return sc_push(c, "", 0);
 }
 
-/* Rare values are rendered by Python: take the GIL for the call. arg_bytes or else the double. */
+/* Rare values are rendered by Python: take the GIL for the call. The AnyValue's bytes (raw) or
+   else the double d; the string form goes to out, the stored JSON to o->vjson. */
 static int push_rendered(out_t *o, bytes_t *out, int kind, const uint8_t *raw, Py_ssize_t len, double d) {
     PyEval_RestoreThread(o->ts);
     int r = -1;
     PyObject *arg = raw ? PyBytes_FromStringAndSize((const char *)raw, len) : PyFloat_FromDouble(d);
-    PyObject *s = arg ? PyObject_CallFunction(o->render, "iO", kind, arg) : NULL;
+    PyObject *t = arg ? PyObject_CallFunction(o->render, "iO", kind, arg) : NULL;
     Py_XDECREF(arg);
-    if (s) {
-        Py_ssize_t n;
-        const char *u = PyUnicode_AsUTF8AndSize(s, &n);
-        if (u) r = bb_put(out, u, n);
-        Py_DECREF(s);
+    if (t) {
+        Py_ssize_t n, m;
+        const char *u, *j;
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+            PyErr_SetString(PyExc_TypeError, "render must return (string form, stored JSON)");
+        } else if ((u = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 0), &n)) &&
+                   (j = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 1), &m))) {
+            o->vjson.len = 0;
+            r = bb_put(out, u, n) < 0 || bb_put(&o->vjson, j, m) < 0 ? -1 : 0;
+        }
+        Py_DECREF(t);
     }
     if (r < 0 && PyErr_Occurred()) g_pyerror = 1;
     o->ts = PyEval_SaveThread();
@@ -318,8 +330,11 @@ static int json_str(bytes_t *out, const char *p, Py_ssize_t n) {
     return bb_put(out, "\"", 1);
 }
 
-/* AnyValue → its string form, the collector's AsString(), appended to out. */
-static int push_value(out_t *o, buf_t v, bytes_t *out) {
+#define K_RENDERED 8 /* a value rendered by Python: its stored JSON is in o->vjson */
+
+/* AnyValue → its string form, the collector's AsString(), appended to out; *kind is the value's
+   oneof field number (0 when empty), or K_RENDERED. */
+static int push_value(out_t *o, buf_t v, bytes_t *out, int *kind_out) {
     uint32_t f;
     int w, r, kind = 0;
     uint64_t num = 0;
@@ -332,6 +347,7 @@ static int push_value(out_t *o, buf_t v, bytes_t *out) {
         else if (skip(&v, w) < 0) return -1;
     }
     if (r < 0) return -1;
+    *kind_out = kind;
     switch (kind) {
     case 0: return 0;
     case 1: return bb_put(out, s.p, LEN(s));
@@ -352,8 +368,9 @@ static int push_value(out_t *o, buf_t v, bytes_t *out) {
            tried: if none of N digits reads back as d, neither does the closest, except where d's
            neighbours are not equally far (a power of two), where only 15 digits are tried, or
            where precision is lower (a subnormal number).
-           Below 1e-4 the exponent is written as the collector does (4.5e-5, not 4.5e-05).
-           Anything else (large or non-finite values) is rendered by Python. Rendering here
+           Below 1e-4 it is written as the collector's AsString writes it (ES6's number to
+           string): without an exponent down to 1e-6 (0.000045), below with the exponent's
+           leading zeros dropped (4.5e-7, not 4.5e-07). Anything else (large or non-finite values) is rendered by Python. Rendering here
            matters: each Python call takes the GIL back in the middle of the parse, and costs
            and latencies are full-precision doubles (~0.13 a span in simulated traffic). */
         char txt[40];
@@ -369,12 +386,26 @@ static int push_value(out_t *o, buf_t v, bytes_t *out) {
             if (e[1] != '-') break; /* a large number: Python writes it as an integer */
             char *x = e + 2;
             while (*x == '0') x++;
+            int exp10 = atoi(x);
+            if (exp10 <= 6) { /* 1e-6 <= |d| < 1e-4: "0.0000" and the digits */
+                char dec[48], *q = dec;
+                const char *m = txt;
+                if (*m == '-') *q++ = *m++;
+                *q++ = '0';
+                *q++ = '.';
+                for (int z = 1; z < exp10; z++) *q++ = '0';
+                for (; m < e; m++)
+                    if (*m != '.') *q++ = *m;
+                return bb_put(out, dec, q - dec);
+            }
             if (bb_put(out, txt, e - txt + 2) < 0) return -1;
             return bb_put(out, x, (Py_ssize_t)strlen(x));
         }
+        *kind_out = K_RENDERED;
         return push_rendered(o, out, 4, NULL, 0, d);
     }
     default: /* array, kvlist, bytes: rendered in Python from the AnyValue's bytes */
+        *kind_out = K_RENDERED;
         return push_rendered(o, out, kind, whole.p, LEN(whole), 0.0);
     }
 }
@@ -396,20 +427,34 @@ static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract, Py_ssize_t *n
         o->dropped++;
         return 0;
     }
+    int kind;
     o->scratch.len = 0;
-    if (push_value(o, val, &o->scratch) < 0) return -1;
-    if (o->scratch.len > o->max_value) {
+    if (push_value(o, val, &o->scratch, &kind) < 0) return -1;
+    if (o->scratch.len > o->max_value) { /* cut, and stored as a string */
         Py_ssize_t cut = o->max_value;
         while (cut > 0 && ((unsigned char)o->scratch.d[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
         o->scratch.len = cut;
         if (bb_put(&o->scratch, "\xe2\x80\xa6", 3) < 0) return -1; /* U+2026 HORIZONTAL ELLIPSIS */
         o->truncated++;
+        kind = 1;
     }
     Py_ssize_t kl = LEN(key);
     if (obj->len > 1 && bb_put(obj, ",", 1) < 0) return -1;
-    if (json_str(obj, (const char *)key.p, kl) < 0 || bb_put(obj, ":", 1) < 0 ||
-        json_str(obj, o->scratch.d, o->scratch.len) < 0)
-        return -1;
+    if (json_str(obj, (const char *)key.p, kl) < 0 || bb_put(obj, ":", 1) < 0) return -1;
+    /* the value in its JSON type (store/attributes.py): ints and bools are their string form */
+    switch (kind) {
+    case 0: r = bb_put(obj, "null", 4); break;
+    case 1: r = json_str(obj, o->scratch.d, o->scratch.len); break;
+    case 4: /* a double reads back as one: "2" is stored 2.0 (NaN, Infinity: as they are) */
+        r = bb_put(obj, o->scratch.d, o->scratch.len);
+        if (r == 0 && o->scratch.d[o->scratch.len - 1] <= '9' && !memchr(o->scratch.d, '.', o->scratch.len) &&
+            !memchr(o->scratch.d, 'e', o->scratch.len))
+            r = bb_put(obj, ".0", 2);
+        break;
+    case K_RENDERED: r = bb_put(obj, o->vjson.d, o->vjson.len); break;
+    default: r = bb_put(obj, o->scratch.d, o->scratch.len);
+    }
+    if (r < 0) return -1;
     if (extract && kl < 64 && (o->xlens >> kl) & 1) {
         for (Py_ssize_t j = 0; j < o->nx; j++) {
             if (o->xlen[j] == kl && !o->xfound[j] && memcmp(o->xkey[j], key.p, kl) == 0) {
@@ -620,17 +665,24 @@ static int decode_scope_spans(out_t *o, buf_t ss, int32_t res_i) {
         else if (skip(&s, w) < 0) return -1;
     }
     if (r < 0) return -1;
+    /* the scope's attributes, into o->obj: the resource's object is already pushed, and the
+       spans' are begun after this */
+    Py_ssize_t nattrs = 0;
+    if (obj_begin(&o->obj) < 0) return -1;
     if (scope.p) {
         while ((r = next_field(&scope, &f, &w)) > 0) {
+            buf_t kv;
             if (f == 1 && w == 2) { if (read_len(&scope, &sname) < 0) return -1; }
             else if (f == 2 && w == 2) { if (read_len(&scope, &sver) < 0) return -1; }
-            else if (skip(&scope, w) < 0) return -1;
+            else if (f == 3 && w == 2) {
+                if (read_len(&scope, &kv) < 0 || push_kv(o, kv, &o->obj, 0, &nattrs) < 0) return -1;
+            } else if (skip(&scope, w) < 0) return -1;
         }
         if (r < 0) return -1;
     }
     int32_t scope_i = (int32_t)o->s[S_SCOPENAME].n;
     if (sc_push(&o->s[S_SCOPENAME], sname.p, LEN(sname)) < 0 || sc_push(&o->s[S_SCOPEVER], sver.p, LEN(sver)) < 0 ||
-        bb_i32(&o->i32[I_RESIDX], res_i) < 0)
+        obj_end(&o->obj, &o->s[S_SCOPEATTRS]) < 0 || bb_i32(&o->i32[I_RESIDX], res_i) < 0)
         return -1;
     s = ss;
     while ((r = next_field(&s, &f, &w)) > 0) {
@@ -691,6 +743,7 @@ static void out_free(out_t *o) {
         PyMem_RawFree(o->xval[j].d);
     }
     PyMem_RawFree(o->scratch.d);
+    PyMem_RawFree(o->vjson.d);
     PyMem_RawFree(o->obj.d);
     PyMem_RawFree(o->evobj.d);
     PyMem_RawFree(o->service.d);

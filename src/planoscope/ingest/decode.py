@@ -11,22 +11,20 @@ raises ``BadRequest`` and nothing of it is kept.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from ..store.attributes import double_json, double_str, json_str, value_json, value_str
 from ..store.schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
+from . import otlp_json
 
 MAX_ERROR_MESSAGES = 5
 ELLIPSIS = "\u2026"  # marks a value cut to the length limit
@@ -89,77 +87,26 @@ class Limits:
     max_spans: int = 100_000
 
 
-# --- attribute values as strings, as the collector's pcommon.Value.AsString() writes them ---
-
-
-def _double_str(f: float) -> str:
-    """A double in the ES6 number format (what Go's AsString and JSON encoders write)."""
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "Infinity" if f > 0 else "-Infinity"
-    if f == int(f) and abs(f) < 1e21:
-        return "-0" if f == 0 and math.copysign(1, f) < 0 else str(int(f))
-    r = repr(f)
-    if "e" in r:
-        mant, exp = r.split("e")
-        sign = "-" if exp.startswith("-") else "+"
-        r = f"{mant}e{sign}{exp.lstrip('+-').lstrip('0') or '0'}"
-    return r
-
-
-def _raw(v: AnyValue) -> object:
-    which = v.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [_raw(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: _raw(kv.value) for kv in v.kvlist_value.values}
-    if which == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode()
-    return getattr(v, which)
-
-
-def value_str(v: AnyValue) -> str:
-    """An AnyValue's string form: ints decimal, bools true/false, arrays and maps JSON, bytes base64."""
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value
-    if which == "int_value":
-        return str(v.int_value)
-    if which == "double_value":
-        return _double_str(v.double_value)
-    if which == "bool_value":
-        return "true" if v.bool_value else "false"
-    if which is None:
-        return ""
-    raw = _raw(v)
-    return raw if isinstance(raw, str) else json.dumps(raw, separators=(",", ":"), ensure_ascii=False)
-
-
-def _render(kind: int, raw) -> str:
-    """For the native decoder: the values it leaves to Python, by AnyValue oneof field number."""
+def _render(kind: int, raw) -> tuple[str, str]:
+    """For the native decoder: (string form, stored JSON) of the values it leaves to Python, by
+    AnyValue oneof field number: 4 a double (a float), else an array, kvlist or bytes (the
+    AnyValue's bytes)."""
     if kind == 4:
-        return _double_str(raw)
+        return double_str(raw), double_json(raw)
     try:
         value = AnyValue.FromString(raw)
     except DecodeError as e:  # found by fuzzing: a corrupt array or map inside a well-framed value
         raise BadRequest(f"cannot decode OTLP protobuf request: an attribute value is corrupt ({e})") from None
-    return value_str(value)
+    return value_str(value), value_json(value)
 
 
 # --- the reference walker -------------------------------------------------------------------
 
 _STR = (
     "tid sid pid tstate name kind status smsg sattrs evname evattrs lntid lnsid lnstate lnattrs "
-    "scopename scopever service rattrs"
+    "scopename scopever scopeattrs service rattrs"
 ).split()
 _I32 = "evoff lnoff scopeidx residx".split()
-
-
-def _json_str(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
 
 
 def truncate(s: str, max_bytes: int) -> str | None:
@@ -181,8 +128,9 @@ class _Cut:
         self.limits = limits
         self.truncated = self.dropped = 0
 
-    def pairs(self, kvs) -> list[tuple[str, str]]:
-        """(key, string form) of the kept attributes: the first ``max_attributes``, values cut."""
+    def pairs(self, kvs) -> list[tuple[str, str, str]]:
+        """(key, string form, stored JSON) of the kept attributes: the first ``max_attributes``;
+        a value whose string form is too long is cut and stored as a string."""
         n = self.limits.max_attributes
         if len(kvs) > n:
             self.dropped += len(kvs) - n
@@ -190,19 +138,21 @@ class _Cut:
         for kv in kvs[:n]:
             s = value_str(kv.value)
             cut = truncate(s, self.limits.max_value_bytes)
-            if cut is not None:
+            if cut is None:
+                out.append((kv.key, s, value_json(kv.value)))
+            else:
                 self.truncated += 1
-                s = cut
-            out.append((kv.key, s))
+                out.append((kv.key, cut, json_str(cut)))
         return out
 
 
-def attributes_json(pairs: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
-    """(key, value) pairs → (a JSON object of them, {key: value} in order, first wins)."""
+def attributes_json(pairs: list[tuple[str, str, str]]) -> tuple[str, dict[str, str]]:
+    """(key, string form, stored JSON) triples → (the stored JSON object, {key: string form} in
+    order, the first of a repeated key winning)."""
     parts = []
     values: dict[str, str] = {}
-    for k, s in pairs:
-        parts.append(f"{_json_str(k)}:{_json_str(s)}")
+    for k, s, j in pairs:
+        parts.append(f"{json_str(k)}:{j}")
         values.setdefault(k, s)
     return "{" + ",".join(parts) + "}", values
 
@@ -227,7 +177,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
         pairs = cut.pairs(rs.resource.attributes)
         text, values = attributes_json(pairs)
         service = ""
-        for k, v in pairs:  # the last one wins
+        for k, v, _ in pairs:  # the last one wins
             if k == "service.name":
                 service = v
         r_i = len(c["service"])
@@ -239,6 +189,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
             s_i = len(c["scopename"])
             c["scopename"].append(ss.scope.name)
             c["scopever"].append(ss.scope.version)
+            c["scopeattrs"].append(attributes_json(cut.pairs(ss.scope.attributes))[0])
             c["residx"].append(r_i)
             for span in ss.spans:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
@@ -448,6 +399,7 @@ class Decoder:
             values = [xspan[self._slot[k]] for k in keys]
             columns.append(cast(values[0] if len(values) == 1 else pc.coalesce(*values), typ))
         columns.append(c["tkey"])
+        columns.append(c["scopeattrs"].take(scope_take))
         dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
         return SpanBatch(
@@ -463,40 +415,19 @@ class Decoder:
 
 
 # --- OTLP/JSON ------------------------------------------------------------------------------
-# The OTLP JSON mapping differs from protobuf's canonical JSON in one way that matters here:
-# trace and span ids are hex, not base64. Everything else (camelCase or snake_case names, enum
-# integers, int64 as strings or numbers) protobuf's own parser already accepts.
-
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
-
-
-def _hex_ids_to_base64(obj: dict) -> None:
-    for f in _ID_FIELDS:
-        v = obj.get(f)
-        if isinstance(v, str):
-            try:
-                raw = bytes.fromhex(v)
-            except ValueError:
-                raw = b"\x00"  # an invalid id: the span is rejected through partial success
-            obj[f] = base64.b64encode(raw).decode()
 
 
 def parse_json(body: bytes) -> ExportTraceServiceRequest:
+    """An OTLP/JSON request body as the protobuf request (see ``otlp_json``); raises ``BadRequest``."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("an OTLP/JSON request must be a JSON object with 'resourceSpans'")
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
     try:
-        for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-            for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
-                for span in ss.get("spans") or []:
-                    _hex_ids_to_base64(span)
-                    for ln in span.get("links") or []:
-                        _hex_ids_to_base64(ln)
-        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except (json_format.ParseError, AttributeError, TypeError, ValueError, binascii.Error) as e:
+        return otlp_json.parse(doc)
+    except otlp_json.InvalidJSON as e:
         raise BadRequest(f"invalid OTLP/JSON request: {e}") from None
 
 

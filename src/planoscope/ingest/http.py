@@ -1,4 +1,5 @@
-"""OTLP/HTTP ``POST /v1/traces``: protobuf or JSON, optionally gzip-compressed.
+"""OTLP/HTTP ``POST /v1/traces``: protobuf or JSON, optionally compressed (``Content-Encoding:
+gzip`` or ``deflate``).
 
 Responses follow the OTLP/HTTP spec: the body's encoding matches the request's; a bad request
 is 400 with a ``google.rpc.Status``; a journal that cannot be written is 503 with ``Retry-After``.
@@ -40,16 +41,23 @@ class TooLarge(Exception):
     pass
 
 
-def _gunzip(body: bytes, limit: int) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+# Content-Encoding → zlib's window bits: gzip's format, or zlib's for "deflate" (RFC 9110's
+# deflate is the zlib format; the collector reads "deflate" and "zlib" with Go's zlib reader,
+# which wants the zlib header, so a raw deflate stream is refused there and here).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS, "zlib": zlib.MAX_WBITS}
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """``body`` decompressed, never past ``limit`` bytes (a bomb is refused, not inflated)."""
+    d = zlib.decompressobj(_WBITS[encoding])
     try:
         out = d.decompress(body, limit + 1)
     except zlib.error as e:
-        raise BadRequest(f"invalid gzip body: {e}") from None
+        raise BadRequest(f"invalid {encoding} body: {e}") from None
     if len(out) > limit or d.unconsumed_tail:
         raise TooLarge(f"decompressed body exceeds {limit} bytes")
     if not d.eof:
-        raise BadRequest("invalid gzip body: truncated")
+        raise BadRequest(f"invalid {encoding} body: truncated")
     return out
 
 
@@ -138,9 +146,9 @@ def otlp_http_app(
     async def _ingest(request: Request, fmt: str, body: bytes) -> Response:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         try:
-            if encoding == "gzip":
+            if encoding in _WBITS:
                 try:
-                    data = _gunzip(body, max_request_bytes)
+                    data = _decompress(body, encoding, max_request_bytes)
                 except BadRequest:
                     ingest.refuse("bad_request")  # (ingest counts the ones it raises itself)
                     raise
@@ -148,7 +156,9 @@ def otlp_http_app(
                 data = body
             else:
                 ingest.refuse("bad_request")
-                return _status(fmt, 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}")
+                return _status(
+                    fmt, 415, GRPC_INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}: use gzip or deflate"
+                )
             batch = await ingest(data, fmt)
         except TooLarge as e:
             ingest.refuse("too_large")

@@ -1,5 +1,5 @@
 """The trace explorer's queries: find traces (``search``) and fetch one (``get_trace``), in the
-OTLP/JSON shape other tools read (``to_otlp_json``).
+OTLP/JSON shape other tools read (``otlp.to_otlp_json``).
 
 A search follows Jaeger's semantics: a trace matches when **one of its spans** matches every
 span filter given (service, span name, model, agent, status, duration, attributes) and started
@@ -21,20 +21,14 @@ A trace is looked up by its ``TraceKey`` (the id's last 8 bytes as an integer, s
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-
 from ..store import DuckDBStore
-from ..store.schema import FAILURE_CLASS, FAILURE_CLASSES, SPAN_KINDS, STATUS_CODES, trace_key
+from ..store.schema import FAILURE_CLASS, FAILURE_CLASSES, trace_key
+from .otlp import SPAN_SELECT, to_otlp_json
 from .params import QueryError, check_bounds, naive_utc
 
 TRACE_MARGIN_S = 600  # spans of a matched trace up to 10 min outside the range count in its summary
@@ -152,9 +146,15 @@ class TraceSearch:
             conds.append("Duration <= ?")
             params.append(_ns(self.max_duration_ms))
         for key, value in self.attributes:
+            if value is None:  # present, whatever its value
+                conds.append("(has_attr(SpanAttributes, ?) OR has_attr(ResourceAttributes, ?))")
+                params += [key, key]
+                continue
+            # Equal as text (how a user types it), or as numbers: 2 is the double 2.0, which the
+            # store's JSON renders "2.0", and 1e21 is "1e+21".
             lookup = "coalesce(attr(SpanAttributes, ?), attr(ResourceAttributes, ?))"
-            conds.append(f"{lookup} IS NOT NULL" if value is None else f"{lookup} = ?")
-            params += [key, key] if value is None else [key, key, value]
+            conds.append(f"({lookup} = ? OR TRY_CAST({lookup} AS DOUBLE) = TRY_CAST(? AS DOUBLE))")
+            params += [key, key, value, key, key, value]
         if self.trace_id is not None:
             conds.append("TraceKey = ? AND TraceId = ?")
             params += [trace_key(self.trace_id), self.trace_id]
@@ -362,33 +362,10 @@ def trace_failures(store: DuckDBStore, trace_id: str) -> dict[str, dict] | None:
 
 # --- one trace ------------------------------------------------------------------------------
 
-_TRACE_COLUMNS = (
-    "TraceId",
-    "SpanId",
-    "ParentSpanId",
-    "TraceState",
-    "SpanName",
-    "SpanKind",
-    "ServiceName",
-    "ResourceAttributes",
-    "ScopeName",
-    "ScopeVersion",
-    "SpanAttributes",
-    "Duration",
-    "StatusCode",
-    "StatusMessage",
-    "Events",
-    "Links",
-)
 # Two steps: the TraceKey scan finds when the trace's spans started (an integer column, ~12 ms
 # at 10 M spans), then the spans are read from the row groups of that time only (zone maps),
 # instead of decompressing every column wherever the key scan runs (~40 ms).
 _TRACE_TIMES_SQL = "SELECT epoch_ns(min(Timestamp)), epoch_ns(max(Timestamp)) FROM otel_traces WHERE TraceKey = ?"
-# Spans as ``to_otlp_json`` reads them (add a WHERE clause).
-SPAN_SELECT = (
-    f"SELECT epoch_ns(Timestamp), {', '.join(_TRACE_COLUMNS)},"
-    " list_transform(Events, lambda e: epoch_ns(e.Timestamp)) FROM otel_traces"
-)
 _TRACE_SQL = (
     f"{SPAN_SELECT} WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?)"
     " AND TraceKey = ? AND TraceId = ? ORDER BY Timestamp, SpanId"
@@ -404,87 +381,3 @@ def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
         return None
     rows = store.query(_TRACE_SQL, [first, last, key, trace_id])  # none: another trace has the key
     return to_otlp_json(rows) if rows else None
-
-
-def _kvs(text: str | None) -> list[KeyValue]:
-    if not text:
-        return []
-    # Every pair as stored, in order: a key sent twice (Plano repeats llm.model) keeps both values.
-    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in json.loads(text, object_pairs_hook=list)]
-
-
-def to_otlp_proto(rows: list[tuple]) -> ExportTraceServiceRequest:
-    """Rows of ``SPAN_SELECT`` as an OTLP ``ExportTraceServiceRequest``, grouped by resource then
-    scope as an exporter sends them: what forwarding sends (~75 µs of CPU a span here) and what
-    ``to_otlp_json`` renders."""
-    req = ExportTraceServiceRequest()
-    scopes: dict[tuple, object] = {}
-    resources: dict[tuple, object] = {}
-    for start_ns, *values, event_ts in rows:
-        s = dict(zip(_TRACE_COLUMNS, values))
-        res_key = (s["ServiceName"], s["ResourceAttributes"])
-        rs = resources.get(res_key)
-        if rs is None:
-            rs = resources[res_key] = req.resource_spans.add()
-            attrs = _kvs(s["ResourceAttributes"])
-            if not any(kv.key == "service.name" for kv in attrs):
-                attrs.insert(0, KeyValue(key="service.name", value=AnyValue(string_value=s["ServiceName"])))
-            rs.resource.attributes.extend(attrs)
-        scope_key = (*res_key, s["ScopeName"], s["ScopeVersion"])
-        ss = scopes.get(scope_key)
-        if ss is None:
-            ss = scopes[scope_key] = rs.scope_spans.add()
-            ss.scope.name, ss.scope.version = s["ScopeName"] or "", s["ScopeVersion"] or ""
-        ss.spans.append(
-            Span(
-                trace_id=bytes.fromhex(s["TraceId"]),
-                span_id=bytes.fromhex(s["SpanId"]),
-                parent_span_id=bytes.fromhex(s["ParentSpanId"]),
-                trace_state=s["TraceState"] or "",
-                name=s["SpanName"],
-                kind=SPAN_KINDS.index(s["SpanKind"]) if s["SpanKind"] in SPAN_KINDS else 0,
-                start_time_unix_nano=start_ns,
-                end_time_unix_nano=start_ns + s["Duration"],
-                attributes=_kvs(s["SpanAttributes"]),
-                events=[
-                    Span.Event(time_unix_nano=ts, name=e["Name"], attributes=_kvs(e["Attributes"]))
-                    for e, ts in zip(s["Events"] or [], event_ts or [])
-                ],
-                links=[
-                    Span.Link(
-                        trace_id=bytes.fromhex(ln["TraceId"]),
-                        span_id=bytes.fromhex(ln["SpanId"]),
-                        trace_state=ln["TraceState"] or "",
-                        attributes=_kvs(ln["Attributes"]),
-                    )
-                    for ln in s["Links"] or []
-                ],
-                status=Status(
-                    code=STATUS_CODES.index(s["StatusCode"]) if s["StatusCode"] in STATUS_CODES else 0,
-                    message=s["StatusMessage"] or "",
-                ),
-            )
-        )
-    return req
-
-
-def to_otlp_json(rows: list[tuple]) -> dict:
-    """Rows of ``SPAN_SELECT`` as an OTLP/JSON ``ExportTraceServiceRequest``: the protobuf
-    ``to_otlp_proto`` builds, in the OTLP JSON mapping (hex ids, enums as integers, int64s as
-    strings). Attribute values are the strings they are stored as."""
-    doc = json_format.MessageToDict(
-        to_otlp_proto(rows), use_integers_for_enums=True, always_print_fields_with_no_presence=True
-    )
-    for rs in doc["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for sp in ss["spans"]:
-                _hex_ids(sp, "traceId", "spanId", "parentSpanId")
-                for link in sp["links"]:
-                    _hex_ids(link, "traceId", "spanId")
-    return doc
-
-
-def _hex_ids(obj: dict, *keys: str) -> None:
-    """Protobuf's JSON writes bytes as base64; OTLP/JSON writes ids as hex."""
-    for key in keys:
-        obj[key] = base64.b64decode(obj[key]).hex()

@@ -23,8 +23,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from .schema import MACROS, duckdb_ddl
+from .attributes import stored_str
+from .schema import ADDED_COLUMNS, MACROS, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
@@ -190,6 +192,10 @@ class DuckDBStore:
             log.info("adding the TraceKey column to the spans stored by an earlier version")
             self._con.execute('ALTER TABLE otel_traces ADD COLUMN "TraceKey" UBIGINT')
             self._con.execute("""UPDATE otel_traces SET "TraceKey" = ('0x' || TraceId[17:32])::UBIGINT""")
+        for name, _, ddl in ADDED_COLUMNS:  # the spans stored before have none: NULL
+            if name not in have:
+                log.info("adding the %s column to the spans stored by an earlier version", name)
+                self._con.execute(f'ALTER TABLE otel_traces ADD COLUMN "{name}" {ddl}')
 
     # --- reads: any thread --------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -335,19 +341,40 @@ class DuckDBStore:
         after: datetime | None = None,
         batch_rows: int = 100_000,
         by_commit: bool = False,
-    ):
+    ) -> Iterator[pa.RecordBatch]:
         """What span metrics derive from, of the spans ingested after ``after``, as Arrow batches:
         the label columns, Duration and ``d0``, ``d1``, … per dimension; ``by_commit`` adds
-        ``IngestedAt`` (one value per commit) and orders by it."""
-        dims = "".join(
-            f", coalesce(attr(SpanAttributes, ${i}), attr(ResourceAttributes, ${i})) AS d{i - 1}"
-            for i in range(1, len(dimensions) + 1)
+        ``IngestedAt`` (one value per commit) and orders by it.
+
+        A dimension's value is its string form, as the decoder pulls it out when the span
+        arrives, so that a series counted live and the same series recounted from the store have
+        the same labels: strings, ints and bools are their JSON text in DuckDB; doubles, arrays,
+        maps, bytes and empty values (which DuckDB would write its own way: 2.0 for the
+        collector's 2) are read back as the value sent and rendered as the decoder renders them
+        (``attributes.stored_str``), once per distinct value."""
+        n = len(dimensions)
+        pointer = "'/' || replace(replace(${i}, '~', '~0'), '/', '~1')"  # as schema.ATTR_MACRO has it
+        values = ", ".join(
+            f"coalesce(json_extract(SpanAttributes, {pointer.format(i=i + 1)}),"
+            f" json_extract(ResourceAttributes, {pointer.format(i=i + 1)}))::VARCHAR AS j{i}"
+            for i in range(n)
         )
-        where = f" WHERE IngestedAt > ${len(dimensions) + 1}" if after else ""
+        labels = "".join(
+            f", CASE json_type(j{i}) WHEN 'VARCHAR' THEN j{i} ->> '$' WHEN 'BIGINT' THEN j{i}"
+            f" WHEN 'UBIGINT' THEN j{i} WHEN 'BOOLEAN' THEN j{i} END AS d{i},"
+            f" CASE WHEN json_type(j{i}) NOT IN ('VARCHAR', 'BIGINT', 'UBIGINT', 'BOOLEAN') THEN j{i} END AS raw{i}"
+            for i in range(n)
+        )
+        where = f" WHERE IngestedAt > ${n + 1}" if after else ""
         params = [*dimensions, *([after] if after else [])]
         commit = (", IngestedAt", " ORDER BY IngestedAt") if by_commit else ("", "")
-        sql = f"SELECT ServiceName, SpanName, SpanKind, StatusCode, Duration{dims}{commit[0]} FROM otel_traces{where}{commit[1]}"
-        return self._con.cursor().sql(sql, params=params).to_arrow_reader(batch_rows)
+        base = "ServiceName, SpanName, SpanKind, StatusCode, Duration"
+        sql = (
+            f"SELECT {base}{labels}{commit[0]} FROM"
+            f" (SELECT {base}{', ' + values if n else ''}{commit[0]} FROM otel_traces{where}){commit[1]}"
+        )
+        reader = self._con.cursor().sql(sql, params=params).to_arrow_reader(batch_rows)
+        return _rendered_labels(reader, n)
 
     def last_ingested(self) -> datetime | None:
         return self._con.execute("SELECT max(IngestedAt) FROM otel_traces").fetchall()[0][0]
@@ -381,6 +408,20 @@ class DuckDBStore:
             log.warning("checkpoint on close failed: %s", e)
         finally:
             self._con.close()
+
+
+def _rendered_labels(reader: pa.RecordBatchReader, n: int) -> Iterator[pa.RecordBatch]:
+    """``scan_for_metrics``' batches with each ``raw<i>`` (a stored value's JSON, where DuckDB's
+    text is not the string form) rendered into ``d<i>``."""
+    for batch in reader:
+        columns = dict(zip(batch.schema.names, batch.columns))
+        for i in range(n):
+            raw = columns.pop(f"raw{i}")
+            if raw.null_count < len(raw):
+                distinct = pc.unique(raw)
+                rendered = pa.array([None if v is None else stored_str(v) for v in distinct.to_pylist()], pa.string())
+                columns[f"d{i}"] = pc.coalesce(columns[f"d{i}"], rendered.take(pc.index_in(raw, distinct)))
+        yield pa.RecordBatch.from_pydict(columns)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

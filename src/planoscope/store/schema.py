@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# An attribute set is one JSON object of string values, {"llm.model":"gpt-4o",...}: the
-# ClickHouse exporter's Map(String, String) contents. Measured on this 2-core class of machine,
+# An attribute set is one JSON object, {"llm.model":"gpt-4o","http.status_code":429,...}, each
+# value in its JSON type (attributes.py): the ClickHouse exporter's Map(String, String) holds the
+# string forms, this keeps the types. Measured on this 2-core class of machine,
 # DuckDB spends ~10 us a row building a MAP (it validates keys) and ~9.5 us a row more storing a
 # list of key/value structs than one JSON string, including checkpoint compression; look-ups
 # cost the same. Look a value up with the ``attr`` macro: attr(SpanAttributes, 'llm.model').
 # The key goes into a JSON pointer (RFC 6901: only ~ and / are escaped, as ~0 and ~1), not a
 # JSONPath: pasted into '$."key"', a key holding " or a trailing \ was a syntax error (a 500 from
-# /api/v1/traces?attr=a%22b) and an escaped quote looked up another key.
+# /api/v1/traces?attr=a%22b) and an escaped quote looked up another key. ``attr`` gives a string,
+# an int or a bool as its string form (gpt-4o, 429, true), a double as DuckDB writes it (0.5,
+# 2.0, 1e21), an array or a map as JSON, an empty value as NULL.
 ATTR_MAP = pa.string()
 ATTR_DDL = "VARCHAR"
 ATTR_MACRO = (
     "CREATE OR REPLACE MACRO attr(attributes, name) AS "
     "json_extract_string(attributes, '/' || replace(replace(name, '~', '~0'), '/', '~1'))"
+)
+# Whether an attribute set holds the key, whatever its value (an empty value is JSON null, which
+# attr() cannot tell from a missing key).
+HAS_ATTR_MACRO = (
+    "CREATE OR REPLACE MACRO has_attr(attributes, name) AS "
+    "json_exists(attributes, '/' || replace(replace(name, '~', '~0'), '/', '~1'))"
 )
 
 # What Plano means by a failed call (reference/plano-telemetry: brightstaff never sets a span
@@ -47,7 +56,7 @@ FAILURE_MACRO = (
 # A span's failure class as a query writes it (a stored column later: only this changes).
 FAILURE_CLASS = "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"
 # The macros every connection has, by name: (re)defined on open (see DuckDBStore._create_macros).
-MACROS = {"attr": ATTR_MACRO, "failure_class": FAILURE_MACRO}
+MACROS = {"attr": ATTR_MACRO, "has_attr": HAS_ATTR_MACRO, "failure_class": FAILURE_MACRO}
 
 EVENT = pa.struct([("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", ATTR_MAP)])
 LINK = pa.struct(
@@ -119,11 +128,20 @@ TYPED_COLUMNS: list[tuple[str, pa.DataType, str, tuple[str, ...]]] = [
 # groups ~4x faster than the 32-character id).
 LOOKUP_COLUMNS: list[tuple[str, pa.DataType, str]] = [("TraceKey", pa.uint64(), "UBIGINT")]
 
-# A decoded batch: otel_traces' columns, then the typed ones, then the look-up key.
+# Columns added since, in the order they were added. A table created before gets each on start
+# (ALTER TABLE ... ADD COLUMN, see DuckDBStore._migrate), after IngestedAt, where a new table has
+# them too; the rows stored before hold NULL.
+ADDED_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    # The instrumentation scope's attributes (otel_traces has none: the exporter drops them).
+    ("ScopeAttributes", ATTR_MAP, ATTR_DDL),
+]
+
+# A decoded batch: otel_traces' columns, then the typed ones, the look-up key, the added ones.
 SPAN_SCHEMA = pa.schema(
     [pa.field(n, t) for n, t, _ in OTEL_COLUMNS]
     + [pa.field(n, t) for n, t, _, _ in TYPED_COLUMNS]
     + [pa.field(n, t) for n, t, _ in LOOKUP_COLUMNS]
+    + [pa.field(n, t) for n, t, _ in ADDED_COLUMNS]
 )
 COLUMN_NAMES = SPAN_SCHEMA.names
 
@@ -141,4 +159,5 @@ def duckdb_ddl(table: str = "otel_traces") -> str:
     cols += [f'"{n}" {d}' for n, _, d, _ in TYPED_COLUMNS]
     cols += [f'"{n}" {d}' for n, _, d in LOOKUP_COLUMNS]
     cols.append('"IngestedAt" TIMESTAMP NOT NULL')
+    cols += [f'"{n}" {d}' for n, _, d in ADDED_COLUMNS]
     return f"CREATE TABLE IF NOT EXISTS {table} (\n  " + ",\n  ".join(cols) + "\n)"

@@ -154,13 +154,14 @@ def trace_facets(store: StoreDep, start: Start = None, end: End = None) -> dict:
     responses={
         200: {
             "description": "The trace as an OTLP/JSON ExportTraceServiceRequest: "
-            "resourceSpans, scopeSpans, spans (hex ids, int64 as strings)"
+            "resourceSpans, scopeSpans, spans (hex ids, int64 as strings), attribute values typed as sent"
         }
     },
 )
 def trace(store: StoreDep, trace_id: Annotated[str, Path(description="32 hex digits")]) -> dict:
-    """Every stored span of one trace, in the OTLP/JSON shape other tools consume. Attribute
-    values come back as strings (they are stored as the ClickHouse exporter stores them)."""
+    """Every stored span of one trace, in the OTLP/JSON shape other tools consume, as it was sent:
+    attribute values in their types (intValue, doubleValue, boolValue, arrayValue, kvlistValue,
+    bytesValue), the resource and scope with their attributes, nothing added."""
     found = get_trace(store, trace_id)
     if found is None:
         raise HTTPException(404, f"no span of trace {trace_id.lower()} is stored")

@@ -10,20 +10,55 @@ const state = { spans: [], byId: new Map(), roots: [], start: 0, end: 0, collaps
 const failureBadge = (f) =>
   `<span class="fail-badge" data-failure="${escapeHtml(f.class)}" title="${escapeHtml(f.reason)}">${escapeHtml(FAILURE_BADGES[f.class] || f.class)}</span>`;
 
+// Attribute values keep their OTLP types. attrMap gives the values to compute with: strings,
+// numbers (an int beyond 2^53 as a BigInt), booleans, arrays, objects, null for an empty value.
 // The first of a repeated key wins, as planoscope reads attributes (Plano sends llm.model twice:
-// the configured provider/model, then the model the upstream reported).
+// the configured provider/model, then the model the upstream reported); the tables show both.
 const attrMap = (kvs) => {
   const m = {};
   for (const a of kvs || []) if (!(a.key in m)) m[a.key] = anyValue(a.value);
   return m;
 };
 function anyValue(v) {
-  if (!v) return "";
+  if (!v) return null;
   if ("stringValue" in v) return v.stringValue;
-  if ("intValue" in v) return String(v.intValue);
-  if ("doubleValue" in v) return String(v.doubleValue);
-  if ("boolValue" in v) return String(v.boolValue);
-  return JSON.stringify(v);
+  if ("intValue" in v) { const n = Number(v.intValue); return Number.isSafeInteger(n) ? n : BigInt(v.intValue); }
+  if ("doubleValue" in v) return Number(v.doubleValue);  // "NaN", "Infinity", "-Infinity" as OTLP/JSON writes them
+  if ("boolValue" in v) return v.boolValue;
+  if ("bytesValue" in v) return v.bytesValue;
+  if ("arrayValue" in v) return (v.arrayValue.values || []).map(anyValue);
+  if ("kvlistValue" in v) return attrMap(v.kvlistValue.values);
+  return null;
+}
+// A value as shown: numbers and booleans as themselves (no quotes, in their own colour, the type
+// in the tooltip), bytes as base64, arrays and maps spelled out, a map as a nested table.
+function valueHtml(v, inner = false) {
+  if (!v || !Object.keys(v).length) return `<span class="v-empty" title="empty value">(empty)</span>`;
+  if ("stringValue" in v) {
+    return inner ? `<span class="v-str" title="string">${escapeHtml(JSON.stringify(v.stringValue))}</span>` : escapeHtml(v.stringValue);
+  }
+  if ("intValue" in v) return `<span class="v-num" title="int">${escapeHtml(String(v.intValue))}</span>`;
+  if ("doubleValue" in v) {
+    const d = Number(v.doubleValue);
+    return `<span class="v-num" title="double">${Object.is(d, -0) ? "-0" : String(d)}</span>`;
+  }
+  if ("boolValue" in v) return `<span class="v-bool" title="bool">${v.boolValue}</span>`;
+  if ("bytesValue" in v) return `<span class="v-bytes" title="bytes, base64">${escapeHtml(v.bytesValue)}</span>`;
+  if ("arrayValue" in v) {
+    const items = (v.arrayValue.values || []).map((x) => valueHtml(x, true));
+    return `<span class="v-array" title="array">[${items.join(", ")}]</span>`;
+  }
+  if ("kvlistValue" in v) {
+    const kvs = v.kvlistValue.values || [];
+    return kvs.length ? kvTable(kvs, "nested") : `<span class="v-array" title="map">{}</span>`;
+  }
+  return `<span class="v-empty">${escapeHtml(JSON.stringify(v))}</span>`;
+}
+// Every attribute as sent, by key (a repeated key keeps its values in the order sent).
+function kvTable(kvs, cls = "") {
+  const sorted = [...kvs].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return `<table class="kv ${cls}"><tbody>${sorted.map((a) =>
+    `<tr><th>${escapeHtml(a.key)}</th><td>${valueHtml(a.value)}</td></tr>`).join("")}</tbody></table>`;
 }
 const KINDS = ["Unspecified", "Internal", "Server", "Client", "Producer", "Consumer"];
 const STATUS = ["Unset", "Ok", "Error"];
@@ -40,7 +75,8 @@ function load(doc) {
           start: Number(BigInt(s.startTimeUnixNano) / 1000n) / 1e3, end: Number(BigInt(s.endTimeUnixNano) / 1000n) / 1e3,
           kind: KINDS[s.kind] || "Unspecified", status: STATUS[s.status?.code || 0], message: s.status?.message || "",
           attrs: attrMap(s.attributes), resource, scope: ss.scope || {}, traceState: s.traceState || "",
-          events: (s.events || []).map((e) => ({ t: Number(BigInt(e.timeUnixNano) / 1000n) / 1e3, name: e.name, attrs: attrMap(e.attributes) })),
+          kvs: s.attributes || [], resourceKvs: rs.resource?.attributes || [],
+          events: (s.events || []).map((e) => ({ t: Number(BigInt(e.timeUnixNano) / 1000n) / 1e3, name: e.name, attrs: attrMap(e.attributes), kvs: e.attributes || [] })),
           links: s.links || [], children: [],
         });
       }
@@ -144,11 +180,9 @@ function renderRows() {
 
 function countDescendants(s) { return s.children.reduce((n, c) => n + 1 + countDescendants(c), 0); }
 
-function table(title, obj, cls = "") {
-  const keys = Object.keys(obj).sort();
-  if (!keys.length) return "";
-  return `<h3>${title}</h3><table class="kv ${cls}"><tbody>${keys.map((k) =>
-    `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(obj[k])}</td></tr>`).join("")}</tbody></table>`;
+function table(title, kvs, cls = "") {
+  if (!kvs || !kvs.length) return "";
+  return `${title ? `<h3>${title}</h3>` : ""}${kvTable(kvs, cls)}`;
 }
 
 function llmSummary(a) {
@@ -157,11 +191,11 @@ function llmSummary(a) {
   const tiles = [
     ["Model", model], ["Provider", a["llm.provider"] || a["gen_ai.system"] || "–"],
     ["Streaming", a["llm.is_streaming"] ?? "–"],
-    ["Time to first token", a["llm.time_to_first_token"] ? fmtDuration(Number(a["llm.time_to_first_token"])) : "–"],
+    ["Time to first token", a["llm.time_to_first_token"] != null ? fmtDuration(Number(a["llm.time_to_first_token"])) : "–"],
     ["Prompt tokens", a["llm.usage.prompt_tokens"] ?? a["gen_ai.usage.input_tokens"] ?? "–"],
     ["Completion tokens", a["llm.usage.completion_tokens"] ?? a["gen_ai.usage.output_tokens"] ?? "–"],
     ["Total tokens", a["llm.usage.total_tokens"] ?? "–"],
-    ["Cost", a["llm.usage.total_cost_usd"] ? fmtCost(Number(a["llm.usage.total_cost_usd"])) : "–"],
+    ["Cost", a["llm.usage.total_cost_usd"] != null ? fmtCost(Number(a["llm.usage.total_cost_usd"])) : "–"],
   ];
   return `<div class="llm-card" id="llm-summary"><h3>LLM call</h3><div class="tiles">${tiles.map(([k, v]) =>
     `<div><span class="k">${k}</span><span class="v">${escapeHtml(v)}</span></div>`).join("")}</div></div>`;
@@ -182,13 +216,13 @@ function renderDetail() {
   };
   if (s.traceState) facts["Trace state"] = s.traceState;
   const events = s.events.length ? `<h3>Events</h3>${s.events.map((e) => `<div class="event"><span class="t">+${fmtDuration(e.t - s.start)}</span>
-      <b>${escapeHtml(e.name)}</b>${table("", e.attrs)}</div>`).join("")}` : "";
-  const links = s.links.length ? `<h3>Links</h3>${s.links.map((l) => `<div class="link"><a href="trace?id=${escapeHtml(l.traceId)}&span=${escapeHtml(l.spanId)}"><code>${escapeHtml(l.traceId)}</code> / <code>${escapeHtml(l.spanId)}</code></a>${table("", attrMap(l.attributes))}</div>`).join("")}` : "";
+      <b>${escapeHtml(e.name)}</b>${table("", e.kvs)}</div>`).join("")}` : "";
+  const links = s.links.length ? `<h3>Links</h3>${s.links.map((l) => `<div class="link"><a href="trace?id=${escapeHtml(l.traceId)}&span=${escapeHtml(l.spanId)}"><code>${escapeHtml(l.traceId)}</code> / <code>${escapeHtml(l.spanId)}</code></a>${table("", l.attributes)}</div>`).join("")}` : "";
   el.innerHTML = `<header><i class="svc-bar" style="background:${serviceColor(s.service)}"></i><h2>${escapeHtml(s.name)}</h2>
       <button type="button" class="icon close" id="close-detail" aria-label="Close">×</button></header>
     ${status}${llmSummary(s.attrs)}
     <table class="kv facts"><tbody>${Object.entries(facts).map(([k, v]) => `<tr><th>${k}</th><td>${escapeHtml(v)}</td></tr>`).join("")}</tbody></table>
-    ${table("Span attributes", s.attrs, "span-attrs")}${table("Resource attributes", s.resource, "resource-attrs")}${events}${links}`;
+    ${table("Span attributes", s.kvs, "span-attrs")}${table("Resource attributes", s.resourceKvs, "resource-attrs")}${table("Scope attributes", s.scope.attributes, "scope-attrs")}${events}${links}`;
   $("#close-detail").onclick = () => select(null);
 }
 
