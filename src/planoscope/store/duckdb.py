@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .attributes import stored_str
-from .schema import ADDED_COLUMNS, MACROS, duckdb_ddl
+from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
@@ -123,6 +123,12 @@ class DuckDBStore:
                 " ORDER BY ordinal_position"
             ).fetchall()
         ]
+        # What an insert selects, in the table's order: a batch's columns by name, each derived
+        # column computed from its definition (schema.DERIVED_COLUMNS).
+        derived = {c.name: c.sql for c in DERIVED_COLUMNS}
+        self._insert_columns = ", ".join(
+            f'{derived[c]} AS "{c}"' if c in derived else f'"{c}"' for c in self._span_columns
+        )
 
     def _check_size(self) -> None:
         """Refuse a file shorter than the blocks it uses: DuckDB would open it and fail on the
@@ -229,16 +235,16 @@ class DuckDBStore:
     def append_spans(self, batch: pa.Table | None, ingested_at: datetime, journal_position: int | None = None) -> None:
         """Append ``batch`` (if any), stamped ``ingested_at``, and record that the journal is
         applied up to ``journal_position`` (if given), in one durable transaction."""
-        # Straight from Arrow, in the table's column order (a store migrated from an earlier
-        # version has its later columns after IngestedAt).
+        # Straight from Arrow, by name (a store migrated from an earlier version has its later
+        # columns after IngestedAt), with the derived columns computed on the way.
         self._threads_for_ingest()
         con = self._con
         con.begin()
         try:
             if batch is not None:
                 stamp = pa.array(np.full(batch.num_rows, np.datetime64(ingested_at, "us")))
-                rows = batch.append_column("IngestedAt", stamp).select(self._span_columns)
-                con.from_arrow(rows).insert_into("otel_traces")
+                rows = batch.append_column("IngestedAt", stamp)
+                con.from_arrow(rows).project(self._insert_columns).insert_into("otel_traces")
             if journal_position is not None:
                 con.execute(
                     "INSERT OR REPLACE INTO planoscope_meta VALUES ('journal_applied', ?)", [str(journal_position)]
