@@ -101,6 +101,7 @@ OTEL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ),
 ]
 
+
 @dataclass(frozen=True)
 class Typed:
     """A typed column filled from span attributes: the first of ``keys`` (the sender's names,
@@ -168,7 +169,12 @@ _TYPED_FIRST: list[Typed] = [
         "PromptTokens",
         pa.int64(),
         "BIGINT",
-        ("llm.usage.prompt_tokens", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+        (
+            "llm.usage.prompt_tokens",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+        ),
     ),
     Typed(
         "CompletionTokens",
@@ -194,7 +200,6 @@ _TYPED_FIRST: list[Typed] = [
         "DOUBLE",
         ("llm.usage.total_cost_usd", "llm.cost.total", "gen_ai.usage.cost", "gen_ai.usage.cost.amount"),
     ),
-
 ]
 # Added with the LLM usage dashboard (ADDED_COLUMNS).
 _TYPED_LLM: list[Typed] = [
@@ -272,7 +277,9 @@ DERIVED_COLUMNS: list[Derived] = [
         " ELSE LlmModel END",
     ),
     # Null on spans other than plano(llm)'s: only those can be flagged.
-    Derived("Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"),
+    Derived(
+        "Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"
+    ),
     Derived("FailureClass", pa.string(), "VARCHAR", "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"),
 ]
 
