@@ -80,7 +80,14 @@ class Fill:
     def run(self, con: duckdb.DuckDBPyConnection, estimate: Estimate | None, progress: Progress) -> int:
         """Fill what is left, slice by slice, calling ``progress`` after each; returns the spans
         filled. The estimated cost is computed last: it reads the cached-token columns."""
-        sql = {c.name: c.sql() for c in TYPED_COLUMNS} | {c.name: c.sql for c in DERIVED_COLUMNS}
+        # Every key the typed columns read, pulled out of each span's attributes in one parse
+        # (DuckDB computes the list once a row: ~5x faster than a json_extract a key).
+        typed = [c for c in TYPED_COLUMNS if c.name in self.columns]
+        keys = list(dict.fromkeys(k for c in typed for k in c.keys))
+        pointers = ", ".join("'/" + k.replace("~", "~0").replace("/", "~1") + "'" for k in keys)
+        values = f"json_extract_string(SpanAttributes, [{pointers}])"
+        sql = {c.name: c.sql(lambda key: f"{values}[{keys.index(key) + 1}]") for c in typed}
+        sql |= {c.name: c.sql for c in DERIVED_COLUMNS}
         # Derived columns read only columns older than them, so one UPDATE sets every column.
         sets = ", ".join(f'"{c}" = {sql[c]}' for c in self.columns if c in sql)
         total, last = self.remaining(con)
