@@ -52,8 +52,9 @@ EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 READY_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 
-# The columns of the store's span table, in order: the ClickHouse exporter's otel_traces
-# columns, then planoscope's typed columns, then the ingest time.
+# The columns of the store's span table: the ClickHouse exporter's otel_traces columns, then
+# planoscope's typed columns (from span attributes), then the computed ones (TABLE_COLUMNS: the
+# table's order, the columns added since after IngestedAt).
 OTEL_COLUMNS = [
     "Timestamp",
     "TraceId",
@@ -86,8 +87,25 @@ TYPED_COLUMNS = [
     "CompletionTokens",
     "TotalTokens",
     "CostUsd",
+    "CachedInputTokens",
+    "CacheCreationTokens",
+    "ReasoningTokens",
+    "InputCostUsd",
+    "OutputCostUsd",
+    "RouteName",
+    "SessionId",
+    "UserId",
+    "SignalsQuality",
 ]
-SPAN_COLUMNS = OTEL_COLUMNS + TYPED_COLUMNS
+COMPUTED_COLUMNS = ["EstimatedCostUsd", "RequestedModel", "ResolvedModel", "Flagged", "FailureClass"]
+SPAN_COLUMNS = OTEL_COLUMNS + TYPED_COLUMNS + COMPUTED_COLUMNS
+TABLE_COLUMNS = (
+    OTEL_COLUMNS
+    + TYPED_COLUMNS[:12]
+    + ["TraceKey", "IngestedAt", "ScopeAttributes"]
+    + TYPED_COLUMNS[12:]
+    + COMPUTED_COLUMNS
+)
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,17 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.status import Status, StatusCode
 
-from conftest import SPAN_COLUMNS, TYPED_COLUMNS, now_base_ns, read_spans, spans_by_id, table_columns, typed
+from conftest import (
+    COMPUTED_COLUMNS,
+    SPAN_COLUMNS,
+    TABLE_COLUMNS,
+    TYPED_COLUMNS,
+    now_base_ns,
+    read_spans,
+    spans_by_id,
+    table_columns,
+    typed,
+)
 
 MS = 1_000_000
 S = 1_000_000_000
@@ -110,7 +120,12 @@ SPECS: list[SpanSpec] = [
         ],
         status=(StatusCode.OK, None),
         stored_status=("Ok", ""),
-        typed={"SelectionListener": "travel_listener", "HttpMethod": "POST", "HttpStatusCode": 200},
+        typed={
+            "SelectionListener": "travel_listener",
+            "HttpMethod": "POST",
+            "HttpStatusCode": 200,
+            "SessionId": "sess-9f2c",
+        },
     ),
     SpanSpec(
         "agent",
@@ -202,6 +217,9 @@ SPECS: list[SpanSpec] = [
             "CompletionTokens": 345,
             "TotalTokens": 1545,
             "CostUsd": 0.0123,
+            "CachedInputTokens": 0,
+            "InputCostUsd": 0.006,
+            "OutputCostUsd": 0.0063,
         },
     ),
     SpanSpec(
@@ -239,6 +257,7 @@ SPECS: list[SpanSpec] = [
             "LlmProvider": "anthropic",
             "HttpStatusCode": 429,
             "IsStreaming": False,
+            "FailureClass": "429",
         },
     ),
     SpanSpec(
@@ -257,6 +276,7 @@ SPECS: list[SpanSpec] = [
             ("routing.is_fallback", False, "false"),
             ("plano.route.name", "code_generation", "code_generation"),
         ],
+        typed={"RouteName": "code_generation"},
     ),
     SpanSpec(
         "genai",
@@ -284,6 +304,8 @@ SPECS: list[SpanSpec] = [
             "CompletionTokens": 12,
             "HttpMethod": "POST",
             "HttpStatusCode": 201,
+            "FailureClass": "error_status",
+            "EstimatedCostUsd": (77 * 0.15 + 12 * 0.6) / 1e6,  # gpt-4o-mini by genai-prices; no cost was sent
         },
     ),
     SpanSpec(
@@ -312,6 +334,7 @@ SPECS: list[SpanSpec] = [
             "IsStreaming": True,
             "HttpStatusCode": 503,
             "CostUsd": 0.5,
+            "FailureClass": "5xx",
         },
     ),
 ]
@@ -449,6 +472,7 @@ def emit(variant: int, base: int, exporter_processor) -> dict[str, dict]:
                 for lt, ls, lstate, la in spec.links
             ],
             **{c: spec.typed.get(c) for c in TYPED_COLUMNS},
+            **{c: spec.typed.get(c, _computed(spec).get(c)) for c in COMPUTED_COLUMNS},
         }
     # End children before parents, as a real request does.
     for spec in reversed(SPECS):
@@ -458,6 +482,14 @@ def emit(variant: int, base: int, exporter_processor) -> dict[str, dict]:
     for tp in providers.values():
         tp.shutdown()
     return expected
+
+
+def _computed(spec: SpanSpec) -> dict[str, Any]:
+    """The computed columns a span without a ``requested -> resolved`` name gets (the failure
+    class is in ``typed`` where the span failed)."""
+    service = dict((k, s) for k, _, s in RESOURCES[spec.resource])["service.name"]
+    model = spec.typed.get("LlmModel")
+    return {"RequestedModel": model, "ResolvedModel": model, "Flagged": False if service == "plano(llm)" else None}
 
 
 def send(transport: str, srv, variant: int, base: int) -> dict[str, dict]:
@@ -512,7 +544,7 @@ def ingested(module_server_factory, tmp_path_factory):
 
 
 def test_table_has_the_clickhouse_exporter_columns_then_typed_columns(ingested):
-    assert table_columns(ingested["data_dir"]) == SPAN_COLUMNS + ["TraceKey", "IngestedAt", "ScopeAttributes"]
+    assert table_columns(ingested["data_dir"]) == TABLE_COLUMNS
 
 
 def test_every_span_is_stored_exactly_once(ingested):

@@ -88,23 +88,65 @@ def test_an_insert_during_a_read_runs_on_one_thread_and_the_next_read_gets_them_
     assert int(store.query("SELECT current_setting('threads')")[0][0]) == 2
 
 
-def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
-    """A store written before TraceKey and ScopeAttributes existed has them after IngestedAt:
-    appends go by name."""
-    from planoscope.demo.loadgen import template_request
-    from planoscope.ingest.decode import Decoder
-    from planoscope.store.duckdb import DB_FILE
-    from planoscope.store.schema import duckdb_ddl, trace_key
+# The span table as earlier versions made it: the first (before TraceKey and ScopeAttributes),
+# and the one before the LLM usage columns.
+_V1_DDL = """CREATE TABLE otel_traces (
+  "Timestamp" TIMESTAMP_NS, "TraceId" VARCHAR, "SpanId" VARCHAR, "ParentSpanId" VARCHAR, "TraceState" VARCHAR,
+  "SpanName" VARCHAR, "SpanKind" VARCHAR, "ServiceName" VARCHAR, "ResourceAttributes" VARCHAR,
+  "ScopeName" VARCHAR, "ScopeVersion" VARCHAR, "SpanAttributes" VARCHAR, "Duration" BIGINT,
+  "StatusCode" VARCHAR, "StatusMessage" VARCHAR,
+  "Events" STRUCT("Timestamp" TIMESTAMP_NS, "Name" VARCHAR, "Attributes" VARCHAR)[],
+  "Links" STRUCT("TraceId" VARCHAR, "SpanId" VARCHAR, "TraceState" VARCHAR, "Attributes" VARCHAR)[],
+  "LlmModel" VARCHAR, "LlmProvider" VARCHAR, "AgentId" VARCHAR, "SelectionListener" VARCHAR,
+  "HttpMethod" VARCHAR, "HttpStatusCode" INTEGER, "IsStreaming" BOOLEAN, "TimeToFirstTokenMs" DOUBLE,
+  "PromptTokens" BIGINT, "CompletionTokens" BIGINT, "TotalTokens" BIGINT, "CostUsd" DOUBLE,
+  "IngestedAt" TIMESTAMP NOT NULL
+)"""
+_V2_DDL = _V1_DDL.replace(
+    '"IngestedAt" TIMESTAMP NOT NULL', '"TraceKey" UBIGINT, "IngestedAt" TIMESTAMP NOT NULL, "ScopeAttributes" VARCHAR'
+)
+LLM_COLUMNS = [
+    "CachedInputTokens",
+    "CacheCreationTokens",
+    "ReasoningTokens",
+    "InputCostUsd",
+    "OutputCostUsd",
+    "RouteName",
+    "SessionId",
+    "UserId",
+    "SignalsQuality",
+    "EstimatedCostUsd",
+    "RequestedModel",
+    "ResolvedModel",
+    "Flagged",
+    "FailureClass",
+]
 
-    data = tmp_path / "old"
+
+def _old_store(data, ddl: str):
+    from planoscope.store.duckdb import DB_FILE
+
     data.mkdir()
     con = duckdb.connect(str(data / DB_FILE))
-    ddl = duckdb_ddl().replace(',\n  "ScopeAttributes" VARCHAR', "")
-    con.execute("\n".join(line for line in ddl.splitlines() if "TraceKey" not in line))
-    con.close()
-    store = DuckDBStore(data)
+    con.execute(ddl)
+    return con
+
+
+def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
+    """A store written before TraceKey, ScopeAttributes and the LLM columns existed has them
+    after IngestedAt, in the order a new store has them: appends go by name."""
+    from conftest import TABLE_COLUMNS
+    from planoscope.demo.loadgen import template_request
+    from planoscope.ingest.decode import Decoder
+    from planoscope.store.schema import trace_key
+
+    _old_store(tmp_path / "old", _V1_DDL).close()
+    store = DuckDBStore(tmp_path / "old")
     try:
-        assert store._span_columns[-3:] == ["IngestedAt", "TraceKey", "ScopeAttributes"]
+        assert (
+            store._span_columns[-len(LLM_COLUMNS) - 3 :] == ["IngestedAt", "TraceKey", "ScopeAttributes"] + LLM_COLUMNS
+        )
+        assert sorted(store._span_columns) == sorted(TABLE_COLUMNS)
         req = template_request(20)
         req.resource_spans[0].scope_spans[0].scope.attributes.add(key="k").value.int_value = 7
         batch = Decoder().decode_protobuf(req.SerializeToString()).table
@@ -125,6 +167,47 @@ def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
         assert {r[3] for r in rows} == {stamp}
     finally:
         store.close()
+
+
+def test_a_store_from_before_the_llm_columns_gains_them_and_new_spans_fill_them(tmp_path):
+    """The old rows keep NULL in the new columns (filled later from their attributes); spans
+    inserted after the start fill them, and the table reads as a new store's."""
+    from conftest import TABLE_COLUMNS, table_columns
+    from planoscope.demo.simulate import Simulation, export_request
+    from planoscope.ingest.decode import Decoder
+
+    con = _old_store(tmp_path / "old", _V2_DDL)
+    con.execute(
+        "INSERT INTO otel_traces (Timestamp, TraceId, SpanId, SpanName, ServiceName, SpanAttributes, HttpStatusCode,"
+        " StatusCode, IngestedAt) VALUES (TIMESTAMP '2026-01-01', ?, ?, 'llm', 'plano(llm)', ?, 429, 'Unset',"
+        " TIMESTAMP '2026-01-01')",
+        ["ab" * 16, "cd" * 8, '{"plano.session_id":"s1","llm.usage.cached_input_tokens":5}'],
+    )
+    con.close()
+    store = DuckDBStore(tmp_path / "old")
+    try:
+        sim = Simulation(rate=20, seed=3)
+        by_service: dict[str, list] = {}
+        for t in sim.traces(1_767_225_600, 1_767_225_660):
+            for service, span in t.spans:
+                by_service.setdefault(service, []).append((service, span))
+        for spans in by_service.values():  # one Export call per service, as Plano sends them
+            store.append_spans(
+                Decoder().decode_protobuf(export_request(spans).SerializeToString()).table, datetime(2026, 1, 1)
+            )
+        old = store.query(f"SELECT {', '.join(LLM_COLUMNS)} FROM otel_traces WHERE SpanId = ?", ["cd" * 8])
+        assert old == [(None,) * len(LLM_COLUMNS)]
+        filled = store.query(
+            "SELECT count(*) FILTER (WHERE SessionId IS NOT NULL), count(*) FILTER (WHERE RequestedModel IS NOT NULL),"
+            " count(*) FILTER (WHERE Flagged IS NOT NULL), count(*) FILTER (WHERE FailureClass IS NOT NULL),"
+            " count(*) FILTER (WHERE RouteName IS NOT NULL) FROM otel_traces WHERE SpanId <> ?",
+            ["cd" * 8],
+        )[0]
+        assert all(n > 0 for n in filled), filled
+    finally:
+        store.close()
+    assert sorted(table_columns(tmp_path / "old")) == sorted(TABLE_COLUMNS)
+    assert table_columns(tmp_path / "old") == TABLE_COLUMNS  # in the order a new store has them
 
 
 def _filled_store(data, n: int = 50):

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_EXTRACT 64
+#define MAX_EXTRACT 128
 
 typedef struct {
     const uint8_t *p;
@@ -483,7 +483,7 @@ static int obj_end(bytes_t *obj, strcol_t *col) {
 }
 
 static void extract_reset(out_t *o) {
-    memset(o->xfound, 0, sizeof o->xfound);
+    memset(o->xfound, 0, (size_t)o->nx);
 }
 
 static int extract_emit(out_t *o, strcol_t *cols) {
@@ -763,7 +763,9 @@ static PyObject *export(out_t *o) {
     PyObject *xs = PyList_New(o->nx), *xr = PyList_New(o->nx);
     if (!xs || !xr) { Py_XDECREF(xs); Py_XDECREF(xr); Py_DECREF(d); return NULL; }
     for (Py_ssize_t j = 0; j < o->nx; j++) {
-        PyObject *a = sc_export(&o->xspan[j]), *b = sc_export(&o->xres[j]);
+        /* None for a key no row has (most requested keys, for any one sender): no Arrow array to make */
+        PyObject *a = o->xspan[j].nulls == o->xspan[j].n ? Py_NewRef(Py_None) : sc_export(&o->xspan[j]);
+        PyObject *b = o->xres[j].nulls == o->xres[j].n ? Py_NewRef(Py_None) : sc_export(&o->xres[j]);
         if (!a || !b) { Py_XDECREF(a); Py_XDECREF(b); Py_DECREF(xs); Py_DECREF(xr); Py_DECREF(d); return NULL; }
         PyList_SET_ITEM(xs, j, a);
         PyList_SET_ITEM(xr, j, b);

@@ -22,8 +22,9 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from ..llm.prices import Prices
 from ..store.attributes import double_json, double_str, json_str, value_json, value_str
-from ..store.schema import EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS
+from ..store.schema import ESTIMATED_COST, EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS, Typed
 from . import otlp_json
 
 MAX_ERROR_MESSAGES = 5
@@ -159,6 +160,7 @@ def attributes_json(pairs: list[tuple[str, str, str]]) -> tuple[str, dict[str, s
 
 _I64 = "ts dur evts".split()
 _U64 = ["tkey"]  # schema.TraceKey
+_ESTIMATED = SPAN_SCHEMA.get_field_index(ESTIMATED_COST[0])
 
 
 def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits) -> dict:
@@ -248,8 +250,9 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     out.update({n: pa.array(c[n], pa.int32()) for n in _I32})
     out.update({n: pa.array(c[n], pa.int64()) for n in _I64})
     out.update({n: pa.array(c[n], pa.uint64()) for n in _U64})
-    out["xspan"] = [pa.array(x, pa.string()) for x in xspan]
-    out["xres"] = [pa.array(x, pa.string()) for x in xres]
+    # None for a key no row has, as the native decoder gives it
+    out["xspan"] = [pa.array(x, pa.string()) if any(v is not None for v in x) else None for x in xspan]
+    out["xres"] = [pa.array(x, pa.string()) if any(v is not None for v in x) else None for x in xres]
     out.update(keys=keys, errors=errors, rejected=rejected, truncated=cut.truncated, dropped=cut.dropped)
     return out
 
@@ -269,8 +272,8 @@ def _from_native(d: dict) -> dict:
     out.update({n: pa.Array.from_buffers(pa.int32(), len(d[n]) // 4, [None, pa.py_buffer(d[n])]) for n in _I32})
     out.update({n: pa.Array.from_buffers(pa.int64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _I64})
     out.update({n: pa.Array.from_buffers(pa.uint64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _U64})
-    out["xspan"] = [_string_array(x) for x in d["xspan"]]
-    out["xres"] = [_string_array(x) for x in d["xres"]]
+    out["xspan"] = [None if x is None else _string_array(x) for x in d["xspan"]]
+    out["xres"] = [None if x is None else _string_array(x) for x in d["xres"]]
     kb = d["keys"]
     out.update(
         keys=[kb[i : i + 24] for i in range(0, len(kb), 24)],
@@ -316,6 +319,39 @@ def cast(strings: pa.Array, typ: pa.DataType) -> pa.Array:
         return pa.array([None if s is None else _convert(s, typ) for s in strings.to_pylist()], typ)
 
 
+def typed_column(col: Typed, strings: Sequence[pa.Array | None], n: int) -> pa.Array:
+    """``col`` of ``n`` spans from the string forms of its keys' values (one array per key, in
+    ``col.keys`` order, None for a key no span has): each key's values cast (and scaled), then
+    the first that is set. Whole columns at a time; a key no span of the batch has (most of
+    them, for any one sender) costs nothing."""
+    found = []
+    for key, values in zip(col.keys, strings):
+        if values is None:
+            continue
+        if pa.types.is_string(col.arrow):
+            empty = pc.equal(values, "")
+            if pc.any(empty).as_py():
+                values = pc.if_else(empty, pa.scalar(None, pa.string()), values)
+            if col.lower:
+                values = pc.utf8_lower(values)
+        else:
+            values = cast(values, col.arrow)
+        if key in col.scale:
+            values = pc.multiply(values, col.scale[key]).cast(col.arrow)
+        found.append(values)
+    if not found:
+        return pa.nulls(n, col.arrow)
+    return found[0] if len(found) == 1 else pc.coalesce(*found)
+
+
+def _dimension(span: pa.Array | None, resource: pa.Array | None, res_take: pa.Array, n: int) -> pa.Array:
+    """A span-metric dimension's values: the span's attribute, else its resource's."""
+    if resource is None:
+        return pa.nulls(n, pa.string()) if span is None else span
+    resource = resource.take(res_take)
+    return resource if span is None else pc.coalesce(span, resource)
+
+
 class Decoder:
     """Decodes OTLP requests into ``SpanBatch``es, pulling out the typed columns and the given
     span-metric ``dimensions`` (span attribute, else resource attribute) on the way. Example::
@@ -323,10 +359,17 @@ class Decoder:
         batch = Decoder(["llm.model"]).decode_protobuf(body)
     """
 
-    def __init__(self, dimensions: Sequence[str] = (), native: bool = True, limits: Limits = Limits()):
+    def __init__(
+        self,
+        dimensions: Sequence[str] = (),
+        native: bool = True,
+        limits: Limits = Limits(),
+        prices: Prices | None = None,
+    ):
         self.dimensions = tuple(dimensions)
+        self.prices = prices  # estimates the cost of calls sent without one (None: not estimated)
         self.limits = limits
-        typed_keys = [k for _, _, _, keys in TYPED_COLUMNS for k in keys]
+        typed_keys = [k for col in TYPED_COLUMNS for k in col.keys]
         self._extract = tuple(dict.fromkeys([*typed_keys, *self.dimensions]))
         self._slot = {k: i for i, k in enumerate(self._extract)}
         self.native = native and _otlp is not None
@@ -395,13 +438,16 @@ class Decoder:
             events,
             links,
         ]
-        for _, typ, _, keys in TYPED_COLUMNS:
-            values = [xspan[self._slot[k]] for k in keys]
-            columns.append(cast(values[0] if len(values) == 1 else pc.coalesce(*values), typ))
+        n = len(c["sattrs"])
+        for col in TYPED_COLUMNS:
+            columns.append(typed_column(col, [xspan[self._slot[k]] for k in col.keys], n))
         columns.append(c["tkey"])
         columns.append(c["scopeattrs"].take(scope_take))
-        dims = [pc.coalesce(xspan[self._slot[d]], xres[self._slot[d]].take(res_take)) for d in self.dimensions]
+        columns.append(pa.nulls(n, ESTIMATED_COST[1]))  # the price table's estimate, below
+        dims = [_dimension(xspan[self._slot[d]], xres[self._slot[d]], res_take, n) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
+        if self.prices is not None:
+            table = table.set_column(_ESTIMATED, ESTIMATED_COST[0], self.prices.estimate(table))
         return SpanBatch(
             table,
             c["keys"],

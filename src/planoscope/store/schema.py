@@ -7,6 +7,9 @@ cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import pyarrow as pa
 
 # An attribute set is one JSON object, {"llm.model":"gpt-4o","http.status_code":429,...}, each
@@ -53,8 +56,10 @@ FAILURE_MACRO = (
     " WHEN status_code = 'Error' THEN 'error_status'"
     " END"
 )
-# A span's failure class as a query writes it (a stored column later: only this changes).
-FAILURE_CLASS = "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"
+# A span's failure class as a query writes it: the stored column, which the macro fills as the
+# span is inserted (DERIVED_COLUMNS). Spans stored before the column existed hold NULL until
+# they are filled from the same macro.
+FAILURE_CLASS = '"FailureClass"'
 # The macros every connection has, by name: (re)defined on open (see DuckDBStore._create_macros).
 MACROS = {"attr": ATTR_MACRO, "has_attr": HAS_ATTR_MACRO, "failure_class": FAILURE_MACRO}
 
@@ -97,27 +102,187 @@ OTEL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ),
 ]
 
-# Typed columns: (column, arrow type, DuckDB type, span attribute keys in order of preference).
-# Filled at decode time from SpanAttributes (attributes.typed_columns); a value that does not
-# parse as the type is null. The OpenTelemetry GenAI names fill the same columns.
-TYPED_COLUMNS: list[tuple[str, pa.DataType, str, tuple[str, ...]]] = [
-    ("LlmModel", pa.string(), "VARCHAR", ("llm.model", "gen_ai.request.model", "gen_ai.response.model")),
-    ("LlmProvider", pa.string(), "VARCHAR", ("llm.provider", "gen_ai.system", "gen_ai.provider.name")),
-    ("AgentId", pa.string(), "VARCHAR", ("agent_id", "gen_ai.agent.id")),
-    ("SelectionListener", pa.string(), "VARCHAR", ("selection.listener",)),
-    ("HttpMethod", pa.string(), "VARCHAR", ("http.method", "http.request.method")),
-    ("HttpStatusCode", pa.int32(), "INTEGER", ("http.status_code", "http.response.status_code")),
-    ("IsStreaming", pa.bool_(), "BOOLEAN", ("llm.is_streaming",)),
-    ("TimeToFirstTokenMs", pa.float64(), "DOUBLE", ("llm.time_to_first_token",)),
-    ("PromptTokens", pa.int64(), "BIGINT", ("llm.usage.prompt_tokens", "gen_ai.usage.input_tokens")),
-    (
+
+@dataclass(frozen=True)
+class Typed:
+    """A typed column filled from span attributes: the first of ``keys`` (the sender's names,
+    Plano's first) whose value parses as the type gives it; a value that does not parse is
+    skipped, an empty string counts as none. A key in ``scale`` is sent in another unit and is
+    multiplied into the column's (seconds to milliseconds: 1000); ``lower`` lowercases (Plano
+    sent ``Good`` before 0.4.28, ``good`` since).
+
+    Filled at decode time from the string forms the decoders pull out (decode.Decoder._batch);
+    ``sql`` gives the same value from a stored attribute set, for rows stored before the column."""
+
+    name: str
+    arrow: pa.DataType
+    ddl: str
+    keys: tuple[str, ...]
+    scale: dict[str, float] = field(default_factory=dict)
+    lower: bool = False
+
+    def sql(self, value: Callable[[str], str] = lambda key: f"attr(SpanAttributes, '{key}')") -> str:
+        """The column's value as DuckDB SQL, given ``value(key)``, the SQL of a key's stored value
+        as a string (by default the ``attr`` macro on SpanAttributes): equal to what ingest gives
+        for values sent in their type (strings, ints, doubles, bools) or as their plain string
+        forms. (Where they differ: a double sent for a string column reads ``2.0`` here and ``2``
+        at ingest; an integer column truncates a fractional string at ingest and rounds here.)
+        Keys are constants of this module, never user input."""
+        parts = []
+        for key in self.keys:
+            value_sql = value(key)
+            if self.ddl == "VARCHAR":
+                value_sql = f"nullif({value_sql}, '')"
+                if self.lower:
+                    value_sql = f"lower({value_sql})"
+            else:
+                value_sql = f"TRY_CAST({value_sql} AS {self.ddl})"
+            if key in self.scale:
+                value_sql = f"CAST({value_sql} * {self.scale[key]!r} AS {self.ddl})"
+            parts.append(value_sql)
+        return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
+
+
+_S_TO_MS = 1000.0
+# Filled at decode time from SpanAttributes; the OpenTelemetry GenAI conventions', OpenInference's
+# and OpenLIT's names fill the same columns as Plano's (reference/plano-telemetry, "Other LLM
+# senders"), after them.
+_TYPED_FIRST: list[Typed] = [
+    Typed(
+        "LlmModel",
+        pa.string(),
+        "VARCHAR",
+        ("llm.model", "gen_ai.request.model", "gen_ai.response.model", "llm.model_name"),
+    ),
+    Typed("LlmProvider", pa.string(), "VARCHAR", ("llm.provider", "gen_ai.system", "gen_ai.provider.name")),
+    Typed("AgentId", pa.string(), "VARCHAR", ("agent_id", "gen_ai.agent.id")),
+    Typed("SelectionListener", pa.string(), "VARCHAR", ("selection.listener",)),
+    Typed("HttpMethod", pa.string(), "VARCHAR", ("http.method", "http.request.method")),
+    Typed("HttpStatusCode", pa.int32(), "INTEGER", ("http.status_code", "http.response.status_code")),
+    Typed("IsStreaming", pa.bool_(), "BOOLEAN", ("llm.is_streaming",)),
+    Typed(
+        "TimeToFirstTokenMs",
+        pa.float64(),
+        "DOUBLE",
+        ("llm.time_to_first_token", "gen_ai.response.time_to_first_chunk", "gen_ai.server.time_to_first_token"),
+        scale={"gen_ai.response.time_to_first_chunk": _S_TO_MS, "gen_ai.server.time_to_first_token": _S_TO_MS},
+    ),
+    Typed(
+        "PromptTokens",
+        pa.int64(),
+        "BIGINT",
+        (
+            "llm.usage.prompt_tokens",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+        ),
+    ),
+    Typed(
         "CompletionTokens",
         pa.int64(),
         "BIGINT",
-        ("llm.usage.completion_tokens", "gen_ai.usage.output_tokens"),
+        (
+            "llm.usage.completion_tokens",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.completion_tokens",
+            "llm.token_count.completion",
+        ),
     ),
-    ("TotalTokens", pa.int64(), "BIGINT", ("llm.usage.total_tokens",)),
-    ("CostUsd", pa.float64(), "DOUBLE", ("llm.usage.total_cost_usd",)),
+    Typed(
+        "TotalTokens",
+        pa.int64(),
+        "BIGINT",
+        ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens"),
+    ),
+    # The cost the sender sent (Plano: only on 2xx, with a session and a configured price source).
+    Typed(
+        "CostUsd",
+        pa.float64(),
+        "DOUBLE",
+        ("llm.usage.total_cost_usd", "llm.cost.total", "gen_ai.usage.cost", "gen_ai.usage.cost.amount"),
+    ),
+]
+# Added with the LLM usage dashboard (ADDED_COLUMNS).
+_TYPED_LLM: list[Typed] = [
+    Typed(
+        "CachedInputTokens",
+        pa.int64(),
+        "BIGINT",
+        (
+            "llm.usage.cached_input_tokens",
+            "gen_ai.usage.cache_read.input_tokens",
+            "llm.token_count.prompt_details.cache_read",
+        ),
+    ),
+    Typed(
+        "CacheCreationTokens",
+        pa.int64(),
+        "BIGINT",
+        (
+            "llm.usage.cache_creation_tokens",
+            "gen_ai.usage.cache_creation.input_tokens",
+            "llm.token_count.prompt_details.cache_write",
+        ),
+    ),
+    Typed(
+        "ReasoningTokens",
+        pa.int64(),
+        "BIGINT",
+        ("llm.usage.reasoning_tokens", "llm.token_count.completion_details.reasoning"),
+    ),
+    Typed("InputCostUsd", pa.float64(), "DOUBLE", ("llm.usage.input_cost_usd", "llm.cost.prompt")),
+    Typed("OutputCostUsd", pa.float64(), "DOUBLE", ("llm.usage.output_cost_usd", "llm.cost.completion")),
+    Typed("RouteName", pa.string(), "VARCHAR", ("plano.route.name",)),
+    Typed("SessionId", pa.string(), "VARCHAR", ("plano.session_id", "gen_ai.conversation.id", "session.id")),
+    Typed("UserId", pa.string(), "VARCHAR", ("plano.distinct_id", "user.id")),
+    Typed("SignalsQuality", pa.string(), "VARCHAR", ("signals.quality",), lower=True),
+]
+TYPED_COLUMNS: list[Typed] = _TYPED_FIRST + _TYPED_LLM
+
+# What a call costs by the price table when the sender sent no cost (CostUsd null) but tokens;
+# null for a model the table does not know. In the decoded batch, filled there.
+ESTIMATED_COST = ("EstimatedCostUsd", pa.float64(), "DOUBLE")
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A column computed from the span's other columns by DuckDB as the span is inserted
+    (DuckDBStore.append_spans): ``sql`` is its one definition, over the table's columns, for
+    new spans and for rows stored before it (an ``UPDATE ... SET`` with the same expression)."""
+
+    name: str
+    arrow: pa.DataType
+    ddl: str
+    sql: str
+
+
+# A plano(llm) span is named "POST {path} {requested} -> {resolved}" when an alias, the router or
+# the session router changed the model, with " 🚩" appended when its signals are concerning
+# (reference/plano-telemetry, "Span names"). The regular expression runs only on such names.
+FLAG = " \U0001f6a9"
+_CHANGED = "ServiceName = 'plano(llm)' AND contains(SpanName, ' -> ')"
+_MODELS = f"'^\\S+ \\S+ (\\S+) -> (\\S+)(?:{FLAG})?$'"
+DERIVED_COLUMNS: list[Derived] = [
+    Derived(
+        "RequestedModel",
+        pa.string(),
+        "VARCHAR",
+        f"CASE WHEN {_CHANGED} THEN coalesce(nullif(regexp_extract(SpanName, {_MODELS}, 1), ''), LlmModel)"
+        " ELSE LlmModel END",
+    ),
+    Derived(
+        "ResolvedModel",
+        pa.string(),
+        "VARCHAR",
+        f"CASE WHEN {_CHANGED} THEN coalesce(nullif(regexp_extract(SpanName, {_MODELS}, 2), ''), LlmModel)"
+        " ELSE LlmModel END",
+    ),
+    # Null on spans other than plano(llm)'s: only those can be flagged.
+    Derived(
+        "Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"
+    ),
+    Derived("FailureClass", pa.string(), "VARCHAR", "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"),
 ]
 
 # Finding a trace by id without an index: DuckDB scans a random VARCHAR id column of 10 M spans
@@ -134,14 +299,22 @@ LOOKUP_COLUMNS: list[tuple[str, pa.DataType, str]] = [("TraceKey", pa.uint64(), 
 ADDED_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     # The instrumentation scope's attributes (otel_traces has none: the exporter drops them).
     ("ScopeAttributes", ATTR_MAP, ATTR_DDL),
+    # The LLM usage dashboard's: typed, the estimated cost, derived.
+    *((c.name, c.arrow, c.ddl) for c in _TYPED_LLM),
+    ESTIMATED_COST,
+    *((c.name, c.arrow, c.ddl) for c in DERIVED_COLUMNS),
 ]
+_ADDED = {n for n, _, _ in ADDED_COLUMNS}
+_TYPED_OR_DERIVED = {c.name for c in TYPED_COLUMNS} | {c.name for c in DERIVED_COLUMNS}
 
-# A decoded batch: otel_traces' columns, then the typed ones, the look-up key, the added ones.
+# A decoded batch: otel_traces' columns, then the typed ones, the look-up key, the added ones
+# that are neither typed nor derived (ScopeAttributes, EstimatedCostUsd). The derived ones are
+# computed as it is inserted.
 SPAN_SCHEMA = pa.schema(
     [pa.field(n, t) for n, t, _ in OTEL_COLUMNS]
-    + [pa.field(n, t) for n, t, _, _ in TYPED_COLUMNS]
+    + [pa.field(c.name, c.arrow) for c in TYPED_COLUMNS]
     + [pa.field(n, t) for n, t, _ in LOOKUP_COLUMNS]
-    + [pa.field(n, t) for n, t, _ in ADDED_COLUMNS]
+    + [pa.field(n, t) for n, t, _ in ADDED_COLUMNS if n not in _TYPED_OR_DERIVED]
 )
 COLUMN_NAMES = SPAN_SCHEMA.names
 
@@ -156,7 +329,7 @@ def trace_key(trace_id: str) -> int:
 
 def duckdb_ddl(table: str = "otel_traces") -> str:
     cols = [f'"{n}" {d}' for n, _, d in OTEL_COLUMNS]
-    cols += [f'"{n}" {d}' for n, _, d, _ in TYPED_COLUMNS]
+    cols += [f'"{c.name}" {c.ddl}' for c in TYPED_COLUMNS if c.name not in _ADDED]
     cols += [f'"{n}" {d}' for n, _, d in LOOKUP_COLUMNS]
     cols.append('"IngestedAt" TIMESTAMP NOT NULL')
     cols += [f'"{n}" {d}' for n, _, d in ADDED_COLUMNS]
