@@ -26,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dashboard import fill as fill_store  # noqa: E402  (the dashboard benchmark's store filler)
-
 from planoscope.llm.prices import Prices  # noqa: E402
 from planoscope.store import DuckDBStore  # noqa: E402
 from planoscope.store.duckdb import DB_FILE  # noqa: E402
@@ -72,7 +71,9 @@ def upgrade(src: Path, work: Path) -> dict:
         t1 = time.perf_counter()
         n = store.fill(Prices().estimate, lambda done, total: slices.append(done))
         t_fill = time.perf_counter() - t1
-        priced = store.query("SELECT count(EstimatedCostUsd), count(FailureClass), count(SessionId) FROM otel_traces")[0]
+        priced = store.query("SELECT count(EstimatedCostUsd), count(FailureClass), count(SessionId) FROM otel_traces")[
+            0
+        ]
     finally:
         store.close()
     assert n == pending
