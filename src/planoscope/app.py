@@ -20,6 +20,7 @@ from .ingest.http import otlp_http_app
 from .ingest.journal import Journal, JournalError
 from .ingest.writer import SpanWriter, WriterUnavailable
 from .metrics.cumulative import Cumulative
+from .metrics.llm import LlmMetrics
 from .metrics.spanmetrics import SpanMetrics
 from .net import fds
 from .net.auth import Credentials
@@ -88,7 +89,8 @@ class Planoscope:
         self.metrics = metrics = SpanMetrics(
             s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms, s.metrics_cardinality_limit
         )
-        metric_sets: list[Cumulative] = [metrics]
+        self.llm_metrics = LlmMetrics(s.metrics_cardinality_limit)
+        metric_sets: list[Cumulative] = [metrics, self.llm_metrics]
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         try:
             with store.starting():  # every read before the first write: a corrupt file fails unchanged
