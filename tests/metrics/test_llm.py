@@ -2,18 +2,16 @@
 real-shaped Plano spans (tests/plano_llm.py) and from the GenAI, OpenInference and OpenLIT names;
 the same after a clean restart, a crash (the commits after the last snapshot replayed) and on a
 store from before these metrics (everything counted from the stored spans); each family bounded
-by the cardinality limit; the exposition's HELP, TYPE and UNIT lines."""
+by the cardinality limit. (The exposition's HELP, TYPE and UNIT lines: tests/web/test_exposition.py.)"""
 
 from __future__ import annotations
 
 from fractions import Fraction
 
 import duckdb
-import httpx
 import pyarrow as pa
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
-from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Metrics, db_path, grpc_export, now_base_ns, pb_request, pb_span, read_spans
 from plano_llm import CALLS, CLAUDE, GPT, LLM, Call, request
@@ -366,24 +364,6 @@ def test_genai_openinference_and_openlit_attributes_feed_the_same_families(serve
     assert m.value(REQUESTS, {**lit, "failure_class": "none"}) == 1
     assert len(m.series(REQUESTS)) == 4  # the health check is no LLM call
     assert histogram(m, DURATION, {**oi, "error_type": "error_status"})[:2] == (1, 0.02)
-
-
-def test_help_type_and_unit_lines(server_factory, tmp_path):
-    srv = server_factory(tmp_path / "d")
-    grpc_export(srv.grpc_target, request(list(enumerate(CALLS, 1)), now_base_ns()))
-    text = srv.metrics_text()
-    for family, kind in [(TOKENS, "histogram"), (DURATION, "histogram"), (TTFC, "histogram"), (COST, "counter")]:
-        assert f"\n# TYPE {family} {kind}\n" in text and f"\n# HELP {family} " in text
-    assert f"\n# TYPE {REQUESTS} counter\n" in text
-    assert "semantic conventions v1.41.0" in text
-    r = httpx.get(srv.web_url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
-    assert r.headers["content-type"].startswith("application/openmetrics-text")
-    om = r.text
-    assert f"# UNIT {DURATION} seconds\n" in om and f"# UNIT {TTFC} seconds\n" in om
-    assert "# UNIT planoscope_llm_cost_usd usd\n" in om and "# TYPE planoscope_llm_cost_usd counter\n" in om
-    assert f"# UNIT {TOKENS}" not in om  # {token} is an annotation: no unit, as the collector's exporter writes it
-    families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert families[DURATION].type == "histogram" and families["planoscope_llm_requests"].type == "counter"
 
 
 def test_a_span_that_is_no_llm_call_counts_nothing():
