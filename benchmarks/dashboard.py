@@ -55,7 +55,8 @@ from rich.table import Table
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import Decoder
 from planoscope.metrics.spanmetrics import SpanMetrics
-from planoscope.query.evaluate import _window, default_step, evaluate, evaluate_all
+from planoscope.query.evaluate import _window, evaluate, evaluate_all
+from planoscope.query.params import default_step
 from planoscope.query.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
 from planoscope.store import DuckDBStore
 from planoscope.store.duckdb import DB_FILE
