@@ -193,6 +193,7 @@ def test_cost_sent_and_estimated_apart_are_exact(scraped, exported):
         if call.cost is not None:
             want[(call.model, "sent")] = want.get((call.model, "sent"), 0.0) + call.cost * sent
     want |= {(model, "estimated"): usd for model, usd in estimated.items()}
+    assert ("openai/gpt-4o", "estimated") in want  # the price table's estimate of the call sent without a cost
     got = {
         (r["metric"][MODEL], r["metric"]["source"]): float(r["value"][1]) for r in _query(prom, exported["Cost"], final)
     }

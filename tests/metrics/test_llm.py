@@ -135,6 +135,8 @@ def test_every_family_from_plano_calls_survives_restart_crash_and_a_recount(serv
     live = srv.metrics()
     srv.stop()
     estimated = _estimated(srv.data_dir)
+    # The one call with tokens, no sent cost and a model the price table knows.
+    assert set(estimated) == {GPT} and estimated[GPT] > 0
     check_plano_calls(live, estimated)
 
     def llm_samples(m: Metrics) -> list:
