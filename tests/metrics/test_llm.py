@@ -177,6 +177,28 @@ def test_every_family_from_plano_calls_survives_restart_crash_and_a_recount(serv
     same(llm_samples(srv.metrics()), doubled)
 
 
+def test_a_store_from_before_the_llm_columns_is_filled_then_counted(server_factory, tmp_path):
+    """An upgraded store: the new columns (cached and reasoning tokens, route, the estimated cost,
+    the failure class) are filled from the stored attributes on start, before the LLM metrics are
+    counted from the stored spans, so they count what a live ingest counted."""
+    from planoscope.store.schema import ADDED_COLUMNS
+
+    srv = server_factory(tmp_path / "d")
+    grpc_export(srv.grpc_target, request(list(enumerate(CALLS, 1)), now_base_ns()))
+    srv.stop()
+    estimated = _estimated(srv.data_dir)
+    con = duckdb.connect(str(db_path(srv.data_dir)))
+    for name, _, _ in ADDED_COLUMNS[1:]:  # the LLM usage dashboard's, as before it
+        con.execute(f'ALTER TABLE otel_traces DROP COLUMN "{name}"')
+    con.execute("DELETE FROM planoscope_meta WHERE key LIKE 'llmmetrics%'")
+    con.execute("DROP TABLE llmmetrics_state")
+    con.close()
+    srv.start()
+    assert any("filling the new columns" in line for line in srv.lines())
+    assert any("recomputing LLM metrics from the stored spans" in line for line in srv.lines())
+    check_plano_calls(srv.metrics(), estimated)
+
+
 def test_the_estimated_cost_is_its_own_series_never_mixed_with_the_sent_cost():
     """The decoded batch's EstimatedCostUsd (the price table's, for calls with tokens and no sent
     cost) is counted under source="estimated"; an unknown model's null estimate counts nothing."""
