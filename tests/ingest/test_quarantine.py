@@ -169,7 +169,10 @@ async def test_a_failure_of_every_request_is_waited_out_not_quarantined(tmp_path
             await _write(writer, GOOD_1)
             assert not await writer.sync(timeout=1.0)
             health = writer.health()
-            assert health["status"] == "degraded" and "0 dimension columns given for the 5 span-metric dimensions" in health["problems"][0]
+            assert (
+                health["status"] == "degraded"
+                and "0 dimension columns given for the 5 span-metric dimensions" in health["problems"][0]
+            )
             assert writer.incidents.quarantined_records == 0 and writer.pending_spans == 20 and writer.alive
         assert not Journal(journal.directory).quarantined() and store.span_count() == 0
         async with _writer(store, Journal(journal.directory)):
