@@ -254,6 +254,25 @@ def test_each_family_is_bounded_by_the_cardinality_limit():
     } == {"p/m0": 1, "p/m1": 2, "OVERFLOW": 4}
 
 
+def test_a_batch_of_many_models_counts_each_call_under_its_own_labels():
+    """More (model, provider) pairs than calls: the pairs that occur are numbered instead (so no
+    series index can overflow), and every call still lands in its own series."""
+    calls = [
+        (n, Call(f"p{n % 7}/m{n}", 100, ttft_ms=n % 50, usage={"prompt_tokens": n}, route=f"r{n % 13}"))
+        for n in range(1, 3001)
+    ]
+    table = Decoder().decode_protobuf(request(calls, now_base_ns()).SerializeToString()).table
+    m = LlmMetrics(10**6)
+    m.apply(m.merge(m.deltas(table)))
+    samples = [(s.name, s.labels, s.value) for f in m.collect() for s in f.samples]
+    tokens = {
+        lb["gen_ai_request_model"]: (lb["gen_ai_provider_name"], v) for n, lb, v in samples if n == TOKENS + "_sum"
+    }
+    assert tokens == {f"p{n % 7}/m{n}": (f"p{n % 7}", n) for n in range(1, 3001)}
+    requests = {(lb["gen_ai_request_model"], lb["route"]): v for n, lb, v in samples if n == REQUESTS}
+    assert requests == {(f"p{n % 7}/m{n}", f"r{n % 13}"): 1 for n in range(1, 3001)}
+
+
 def test_overflow_counts_are_exact_across_a_crash(server_factory, tmp_path):
     srv = server_factory(tmp_path / "d", "--metrics-cardinality-limit", "2")
     base = now_base_ns()

@@ -194,10 +194,15 @@ class LlmMetrics(Cumulative):
         f_code = failure_rule_index(spans).astype(np.int64) + 1  # 0: not failed
         n_p, n_f, n_r = len(providers), len(_FAILED), len(routes)
         mp = m_code * n_p + p_code  # a (model, provider) pair
+        mp_size, pairs = len(models) * n_p, None
+        if mp_size > len(mp):  # many models: number the pairs that occur (no series index overflows)
+            pairs, mp = np.unique(mp, return_inverse=True)
+            mp_size = len(pairs)
         mpf = mp * n_f + f_code
-        mp_size = len(models) * n_p
 
         def model(code: int) -> tuple:
+            if pairs is not None:
+                code = int(pairs[code])
             return models[code // n_p], providers[code % n_p]
 
         def with_failure(code: int) -> tuple:
