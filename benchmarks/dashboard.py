@@ -54,7 +54,8 @@ from rich.table import Table
 
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import Decoder
-from planoscope.metrics.spanmetrics import SpanMetrics
+from planoscope.metrics.llm import LlmMetrics
+from planoscope.metrics.spanmetrics import DEFAULT_CARDINALITY_LIMIT, SpanMetrics
 from planoscope.query.evaluate import _window, evaluate, evaluate_all
 from planoscope.query.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
 from planoscope.query.params import default_step
@@ -151,8 +152,11 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
         name: pool.schema.get_field_index(name)
         for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey")
     }
-    metrics = SpanMetrics()
-    pool_deltas = metrics.deltas(pool.set_column(0, "Timestamp", pool.column(0).cast(pa.timestamp("ns"))), dims)
+    # The span metrics and the LLM metrics, stored as the server keeps them (else its first start
+    # would count them from the whole store).
+    metric_sets = [SpanMetrics(), LlmMetrics(DEFAULT_CARDINALITY_LIMIT)]
+    first = pool.set_column(0, "Timestamp", pool.column(0).cast(pa.timestamp("ns")))
+    pool_deltas = [m.deltas(first, dims) for m in metric_sets]
     rng = np.random.default_rng(12345)
     append_s = 0.0
     task = progress.add_task(f"filling {n_spans:,} spans", total=n_spans)
@@ -170,16 +174,18 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
         )
         if rows < p:
             table = table.slice(0, rows)
-            deltas = metrics.deltas(table, [d.slice(0, rows) for d in dims])
+            deltas = [m.deltas(table, [d.slice(0, rows) for d in dims]) for m in metric_sets]
         else:
             deltas = pool_deltas
         ingested = datetime.fromtimestamp(int(ts[:rows].max()) / 1e9 + 2, UTC).replace(tzinfo=None)
         a = time.perf_counter()
         store.append_spans(table, ingested)
         append_s += time.perf_counter() - a
-        metrics.apply(metrics.merge(deltas))
+        for m, d in zip(metric_sets, deltas):
+            m.apply(m.merge(d))
         progress.update(task, advance=rows)
-    store.save_metric_totals(metrics.snapshot(), store.last_ingested(), metrics.fingerprint, replace=True)
+    for m in metric_sets:
+        store.save_metric_totals(m.snapshot(), store.last_ingested(), m.fingerprint, replace=True, name=m.name)
     a = time.perf_counter()
     store._con.execute("CHECKPOINT")
     checkpoint_s = time.perf_counter() - a

@@ -76,11 +76,16 @@ def test_grafana_files_are_what_the_export_writes(tmp_path):
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    for rel in (
-        "dashboards/plano-requests.json",
-        "provisioning/datasources/planoscope.yaml",
-        "provisioning/dashboards/planoscope.yaml",
-    ):
+    # Every file the export writes (one per dashboard), and nothing else.
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    deployed = sorted(
+        p.relative_to(DEPLOY / "grafana").as_posix() for p in (DEPLOY / "grafana").rglob("*") if p.is_file()
+    )
+    assert "dashboards/plano-requests.json" in written
+    assert deployed == written, (
+        f"deploy/grafana is stale: rerun planoscope grafana export deploy/grafana {' '.join(EXPORT_ARGS)}"
+    )
+    for rel in written:
         assert filecmp.cmp(tmp_path / rel, DEPLOY / "grafana" / rel, shallow=False), (
             f"deploy/grafana/{rel} is stale: rerun planoscope grafana export deploy/grafana {' '.join(EXPORT_ARGS)}"
         )

@@ -23,6 +23,8 @@ from .ingest.http import otlp_http_app
 from .ingest.journal import Journal, JournalError
 from .ingest.writer import SpanWriter, WriterUnavailable
 from .llm.prices import Prices, parse_override
+from .metrics.cumulative import Cumulative
+from .metrics.llm import LlmMetrics
 from .metrics.spanmetrics import SpanMetrics
 from .net import fds
 from .net.auth import Credentials
@@ -97,14 +99,18 @@ class Planoscope:
         self.metrics = metrics = SpanMetrics(
             s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms, s.metrics_cardinality_limit
         )
+        self.llm_metrics = LlmMetrics(s.metrics_cardinality_limit)
+        metric_sets: list[Cumulative] = [metrics, self.llm_metrics]
         recent = RecentSpans(s.dedupe_window, s.dedupe_max_spans)
         try:
             with store.starting():  # every read before the first write: a corrupt file fails unchanged
-                watermark = _restore_metrics(store, metrics)
+                watermarks = [_restore_metrics(store, m) for m in metric_sets]
                 recent.add(store.recent_span_keys(timedelta(seconds=s.dedupe_window), s.dedupe_max_spans // 2))
-                store.save_metric_totals(metrics.snapshot(), watermark, metrics.fingerprint, replace=True)
+                for m, mark in zip(metric_sets, watermarks):
+                    store.save_metric_totals(m.snapshot(), mark, m.fingerprint, replace=True, name=m.name)
         except StoreError as e:
             raise StartupError(str(e)) from None
+        watermark = max((w for w in watermarks if w is not None), default=None)
 
         _check_exposure(s)
         # Bind every port before serving anything, so a taken port fails the start cleanly.
@@ -124,7 +130,13 @@ class Planoscope:
         try:
             with store.starting():
                 writer = SpanWriter(
-                    store, metrics, recent, journal, decoder, apply_bytes=s.max_queued_bytes // 2, watermark=watermark
+                    store,
+                    metric_sets,
+                    recent,
+                    journal,
+                    decoder,
+                    apply_bytes=s.max_queued_bytes // 2,
+                    watermark=watermark,
                 )
             self.writer = await stack.enter_async_context(writer)
         except (StoreError, WriterUnavailable) as e:  # the journal's leftovers could not go in
@@ -162,7 +174,7 @@ class Planoscope:
         shares = fds.listener_shares()
         stack.enter_context(fds.throttled_accept_errors(asyncio.get_running_loop()))
         web_app = create_web_app(
-            store, metrics, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
+            store, metric_sets, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
         )
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(
@@ -225,18 +237,18 @@ def _fill_new_columns(store: DuckDBStore, prices: Prices) -> None:
         store.fill(prices.estimate, lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def _restore_metrics(store: DuckDBStore, metrics: SpanMetrics):
-    """Load the stored span-metric totals and count the spans the last snapshot missed; returns
-    the watermark to store them with."""
-    stored = store.metric_totals(metrics.fingerprint)
+def _restore_metrics(store: DuckDBStore, metrics: Cumulative):
+    """Load the stored totals of ``metrics`` and count the spans the last snapshot missed (all of
+    them when none are stored for these settings); returns the watermark to store them with."""
+    stored = store.metric_totals(metrics.fingerprint, metrics.name)
     if stored is None and store.span_count():
-        log.info("span-metric settings changed: recomputing span metrics from the stored spans")
+        log.info("%s settings changed (or new): recomputing %s from the stored spans", metrics.title, metrics.title)
     totals, watermark = stored or ([], None)
     metrics.load(totals)
-    if stored is None:  # a recount of everything: one batch (see SpanMetrics.replay)
-        metrics.replay(store.scan_for_metrics(metrics.dimensions))
+    if stored is None:  # a recount of everything: one batch (see Cumulative.replay)
+        metrics.replay(metrics.scan(store))
     else:  # the commits the last snapshot missed, one by one as they were counted
-        metrics.replay_commits(store.scan_for_metrics(metrics.dimensions, after=watermark, by_commit=True))
+        metrics.replay_commits(metrics.scan(store, after=watermark, by_commit=True))
     # Retention may have deleted the spans ingested last: the watermark never goes back.
     return max((w for w in (store.last_ingested(), watermark) if w is not None), default=None)
 

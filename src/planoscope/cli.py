@@ -469,13 +469,14 @@ def grafana() -> None:
 def grafana_export(
     out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None, tempo_url: str | None
 ) -> None:
-    """Write the dashboard JSON and Grafana provisioning files into DIR.
+    """Write the dashboards' JSON and Grafana provisioning files into DIR.
 
-    DIR/dashboards/plano-requests.json is "Plano - Requests Overview", generated from the same
-    panel definitions as planoscope's own dashboard (the reference stack's six panels, same uid,
-    PromQL and layout). DIR/provisioning/{datasources,dashboards}/planoscope.yaml provision a
-    Prometheus datasource and load the dashboard: mount DIR/provisioning as
-    /etc/grafana/provisioning and DIR/dashboards as --dashboards-path.
+    DIR/dashboards/ gets each of planoscope's dashboards, generated from the same panel
+    definitions as planoscope's own: plano-requests.json is "Plano - Requests Overview" (the
+    reference stack's six panels, same uid, PromQL and layout), plano-llm-usage.json "Plano - LLM
+    Usage" (its PromQL over the LLM metrics on /metrics). DIR/provisioning/{datasources,
+    dashboards}/planoscope.yaml provision a Prometheus datasource and load the dashboards: mount
+    DIR/provisioning as /etc/grafana/provisioning and DIR/dashboards as --dashboards-path.
 
     Example: planoscope grafana export grafana --prometheus-url http://localhost:9090
     """

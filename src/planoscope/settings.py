@@ -123,9 +123,9 @@ class Settings(BaseModel):
     metrics_cardinality_limit: int = Field(
         DEFAULT_CARDINALITY_LIMIT,
         ge=1,
-        description="Span-metric series per metric, as the spanmetrics connector's "
-        "aggregation_cardinality_limit: beyond it, spans of a series not seen before are counted in one "
-        'series labelled otel_metric_overflow="true" (known series keep counting).',
+        description="Series per metric of the span metrics and of the LLM metrics, as the spanmetrics "
+        "connector's aggregation_cardinality_limit: beyond it, spans of a series not seen before are counted "
+        'in one series labelled otel_metric_overflow="true" (known series keep counting).',
     )
     max_series_per_panel: int = Field(
         DEFAULT_MAX_SERIES,

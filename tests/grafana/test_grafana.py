@@ -1,5 +1,6 @@
-"""`planoscope grafana export DIR`: the dashboard JSON and provisioning files, generated from the
-panel definitions, against the reference stack's own dashboard and Grafana's structure."""
+"""`planoscope grafana export DIR`: every dashboard's JSON and the provisioning files, generated from
+the panel definitions, against the reference stack's own dashboard and Grafana's structure. (The
+LLM Usage dashboard's PromQL is checked by a real Prometheus in test_llm_prometheus.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from planoscope.query.panels import PANELS
+from planoscope.grafana.export import export, file_name
+from planoscope.query.dashboards import DASHBOARDS, Dashboard
+from planoscope.query.panels import PANELS, Panel, Target
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"  # copies, see its README
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "reference" / "seed-stack" / "grafana"
@@ -29,12 +32,15 @@ def test_export_writes_the_reference_dashboard_and_provisioning(tmp_path):
     r = _export(tmp_path / "g", "--prometheus-url", "http://localhost:9090")
     assert r.returncode == 0, r.stderr
     files = sorted(p.relative_to(tmp_path / "g").as_posix() for p in (tmp_path / "g").rglob("*") if p.is_file())
-    assert files == [
-        "dashboards/plano-requests.json",
-        "provisioning/dashboards/planoscope.yaml",
-        "provisioning/datasources/planoscope.yaml",
-    ]
-    assert r.stdout.count("wrote ") == 3
+    assert files == sorted(
+        [
+            *(f"dashboards/{file_name(d)}" for d in DASHBOARDS),
+            "provisioning/dashboards/planoscope.yaml",
+            "provisioning/datasources/planoscope.yaml",
+        ]
+    )
+    assert "dashboards/plano-requests.json" in files
+    assert r.stdout.count("wrote ") == len(DASHBOARDS) + 2
 
     ours = json.loads((tmp_path / "g" / "dashboards" / "plano-requests.json").read_text())
     ref = json.loads((REFERENCE / "plano-requests.json").read_text())
@@ -62,28 +68,68 @@ def test_export_writes_the_reference_dashboard_and_provisioning(tmp_path):
     assert prov == ref_prov
 
 
-def test_dashboard_has_grafanas_structure(tmp_path):
+def test_every_dashboard_has_grafanas_structure(tmp_path):
     assert _export(tmp_path / "g").returncode == 0
-    dash = json.loads((tmp_path / "g" / "dashboards" / "plano-requests.json").read_text())
-    assert isinstance(dash["schemaVersion"], int) and dash["uid"] and dash["title"]
-    ids = [p["id"] for p in dash["panels"]]
-    assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids)
-    cells = set()
-    for p in dash["panels"]:
-        assert p["type"] in ("timeseries", "stat")
-        g = p["gridPos"]
-        assert all(isinstance(g[k], int) for k in "xywh") and 0 <= g["x"] and g["x"] + g["w"] <= 24
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
-        assert not cells & mine, f"{p['title']} overlaps another panel"
-        cells |= mine
-        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-        refs = [t["refId"] for t in p["targets"]]
-        assert refs == [chr(ord("A") + i) for i in range(len(refs))]
-        for t in p["targets"]:
-            assert t["expr"] and t["datasource"] == p["datasource"]
-        assert p["fieldConfig"]["defaults"]["unit"] in ("reqps", "ms", "short")
-    (var,) = dash["templating"]["list"]
-    assert var["type"] == "datasource" and var["name"] == "datasource" and var["query"] == "prometheus"
+    uids = set()
+    for d in DASHBOARDS:
+        dash = json.loads((tmp_path / "g" / "dashboards" / file_name(d)).read_text())
+        assert isinstance(dash["schemaVersion"], int) and dash["uid"] and dash["title"] == d.title
+        uids.add(dash["uid"])
+        assert len(dash["panels"]) == len(d.panels)
+        ids = [p["id"] for p in dash["panels"]]
+        assert len(set(ids)) == len(ids) and all(isinstance(i, int) for i in ids)
+        cells = set()
+        for p in dash["panels"]:
+            assert p["type"] in ("timeseries", "stat", "text")
+            g = p["gridPos"]
+            assert all(isinstance(g[k], int) for k in "xywh") and 0 <= g["x"] and g["x"] + g["w"] <= 24
+            mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+            assert not cells & mine, f"{p['title']} overlaps another panel"
+            cells |= mine
+            if p["type"] == "text":  # a panel /metrics cannot answer
+                assert "targets" not in p and p["options"]["content"]
+                continue
+            assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+            refs = [t["refId"] for t in p["targets"]]
+            assert refs and refs == [chr(ord("A") + i) for i in range(len(refs))]
+            for t in p["targets"]:
+                assert t["expr"] and t["datasource"] == p["datasource"]
+            assert p["fieldConfig"]["defaults"]["unit"]
+        (var,) = dash["templating"]["list"]
+        assert var["type"] == "datasource" and var["name"] == "datasource" and var["query"] == "prometheus"
+    assert len(uids) == len(DASHBOARDS)
+    requests = json.loads((tmp_path / "g" / "dashboards" / "plano-requests.json").read_text())
+    assert {p["fieldConfig"]["defaults"]["unit"] for p in requests["panels"]} <= {"reqps", "ms", "short"}
+
+
+def test_each_dashboard_is_its_own_file_and_a_panel_without_promql_a_text_panel(tmp_path):
+    """A dashboard other than the reference's gets uid and file plano-{id}; a panel /metrics cannot
+    answer (no targets) becomes a text panel with its description and a link to planoscope."""
+    panels = (
+        Panel("tokens", "Tokens", "suffix: tok/s", "timeseries", (0, 0, 12, 8), None, (Target("sum(x)", "x"),)),
+        Panel("sessions", "Sessions", "currencyUSD", "stat", (12, 0, 12, 8), None, (), "Not on /metrics."),
+    )
+    written = export(
+        tmp_path,
+        "http://p:9090",
+        "/d",
+        "http://plano-host:9000/",
+        dashboards=[DASHBOARDS[0], Dashboard("x", "X", panels)],
+    )
+    assert (
+        tmp_path / "dashboards" / "plano-x.json" in written
+        and tmp_path / "dashboards" / "plano-requests.json" in written
+    )
+    dash = json.loads((tmp_path / "dashboards" / "plano-x.json").read_text())
+    assert (dash["uid"], dash["title"]) == ("plano-x", "X")
+    tokens, sessions = dash["panels"]
+    assert tokens["fieldConfig"]["defaults"]["unit"] == "suffix: tok/s"
+    assert tokens["fieldConfig"]["defaults"]["custom"]["axisLabel"] == "tok/s"
+    assert sessions["type"] == "text" and sessions["gridPos"] == {"h": 8, "w": 12, "x": 12, "y": 0}
+    assert sessions["options"] == {
+        "mode": "markdown",
+        "content": "Not on /metrics.\n\n[Open it in planoscope](http://plano-host:9000/)",
+    }
 
 
 def test_planoscope_link_and_bad_arguments(tmp_path):

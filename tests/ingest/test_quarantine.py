@@ -68,7 +68,7 @@ def refusing(tmp_path):
 def _writer(store, journal, limits: Limits | None = None, **kw) -> SpanWriter:
     metrics = SpanMetrics()
     decoder = Decoder(metrics.dimensions, limits=limits or Limits())
-    return SpanWriter(store, metrics, RecentSpans(60, 10_000), journal, decoder, **kw)
+    return SpanWriter(store, [metrics], RecentSpans(60, 10_000), journal, decoder, **kw)
 
 
 async def _write(writer: SpanWriter, body: bytes) -> None:
@@ -164,12 +164,15 @@ async def test_a_failure_of_every_request_is_waited_out_not_quarantined(tmp_path
     try:
         journal = Journal(tmp_path / "d" / "journal")
         metrics = SpanMetrics()
-        broken = SpanWriter(store, metrics, RecentSpans(60, 10_000), journal, Decoder())
+        broken = SpanWriter(store, [metrics], RecentSpans(60, 10_000), journal, Decoder())
         async with broken as writer:
             await _write(writer, GOOD_1)
             assert not await writer.sync(timeout=1.0)
             health = writer.health()
-            assert health["status"] == "degraded" and "list index out of range" in health["problems"][0]
+            assert (
+                health["status"] == "degraded"
+                and "0 dimension columns given for the 5 span-metric dimensions" in health["problems"][0]
+            )
             assert writer.incidents.quarantined_records == 0 and writer.pending_spans == 20 and writer.alive
         assert not Journal(journal.directory).quarantined() and store.span_count() == 0
         async with _writer(store, Journal(journal.directory)):

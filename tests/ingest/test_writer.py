@@ -44,7 +44,7 @@ def _calls(metrics: SpanMetrics) -> int:
 
 
 def _writer(store, metrics, journal, **kw) -> SpanWriter:
-    return SpanWriter(store, metrics, RecentSpans(60, 10_000), journal, Decoder(metrics.dimensions), **kw)
+    return SpanWriter(store, [metrics], RecentSpans(60, 10_000), journal, Decoder(metrics.dimensions), **kw)
 
 
 async def _write(writer: SpanWriter, body: bytes) -> None:

@@ -1,23 +1,36 @@
-"""Grafana export: the dashboard of ``query/panels.py`` as Grafana dashboard JSON over Prometheus, with
-the provisioning files that load it (``planoscope grafana export DIR``).
+"""Grafana export: every dashboard of ``query/dashboards.py`` as Grafana dashboard JSON over
+Prometheus, one file each, with the provisioning files that load them (``planoscope grafana
+export DIR``).
 
-The six panels come out as the reference stack's "Plano - Requests Overview" has them (same
-uid, titles, layout, PromQL, legends, units and colours), so a Grafana already provisioned with
-the reference dashboard keeps working and one that is not gets the same thing. Any panel added
-to ``query/panels.py`` is exported the same way.
+"Plano - Requests Overview" comes out as the reference stack has it (same uid, file, titles,
+layout, PromQL, legends, units and colours), so a Grafana already provisioned with the reference
+dashboard keeps working and one that is not gets the same thing. The other dashboards ("Plano -
+LLM Usage": its PromQL over the LLM metrics of ``metrics/llm.py``) get uid and file
+``plano-{id}``. A panel's PromQL is its ``targets``; a panel with none (what /metrics cannot
+say: sessions, say) becomes a text panel that says so and links to planoscope.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..query.panels import PANELS, Panel
+from ..query.dashboards import DASHBOARDS, Dashboard
+from ..query.panels import Panel
 
-DASHBOARD_UID = "plano-requests-overview"
-DASHBOARD_TITLE = "Plano - Requests Overview"
+# The reference dashboard's uid and file, for the dashboard that replaces it.
+REFERENCE = {"requests-overview": ("plano-requests-overview", "plano-requests.json")}
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-AXIS_LABEL = {"reqps": "req/s", "ms": "ms"}
+AXIS_LABEL = {"reqps": "req/s", "ms": "ms", "currencyUSD": "USD"}
+
+
+def grafana_uid(dashboard: Dashboard) -> str:
+    return REFERENCE.get(dashboard.id, (f"plano-{dashboard.id}",))[0]
+
+
+def file_name(dashboard: Dashboard) -> str:
+    return REFERENCE[dashboard.id][1] if dashboard.id in REFERENCE else f"plano-{dashboard.id}.json"
 
 
 def _timeseries(panel: Panel) -> dict:
@@ -27,7 +40,7 @@ def _timeseries(panel: Panel) -> dict:
         color, fill = {"mode": "palette-classic"}, 0 if panel.unit == "ms" else 15
     custom = {
         "axisBorderShow": False,
-        "axisLabel": AXIS_LABEL.get(panel.unit, ""),
+        "axisLabel": _axis_label(panel.unit),
         "drawStyle": "line",
         "fillOpacity": fill,
         "lineWidth": 2,
@@ -67,8 +80,29 @@ def _stat(panel: Panel) -> dict:
     }
 
 
-def panel_json(panel: Panel, panel_id: int) -> dict:
+def _axis_label(unit: str) -> str:
+    if unit in AXIS_LABEL:
+        return AXIS_LABEL[unit]
+    return unit.removeprefix("suffix:").strip() if unit.startswith("suffix:") else ""  # a custom unit
+
+
+def _text(panel: Panel, planoscope_url: str | None) -> dict:
+    """A panel /metrics cannot answer: what it shows (its description says why it is not there)."""
+    link = f"\n\n[Open it in planoscope]({planoscope_url.rstrip('/')}/)" if planoscope_url else ""
+    return {"options": {"mode": "markdown", "content": panel.description + link}}
+
+
+def panel_json(panel: Panel, panel_id: int, planoscope_url: str | None = None) -> dict:
     x, y, w, h = panel.grid
+    if not panel.targets:
+        return {
+            "id": panel_id,
+            "title": panel.title,
+            "description": panel.description,
+            "type": "text",
+            "gridPos": {"h": h, "w": w, "x": x, "y": y},
+            **_text(panel, planoscope_url),
+        }
     out = {
         "id": panel_id,
         "title": panel.title,
@@ -85,8 +119,8 @@ def panel_json(panel: Panel, panel_id: int) -> dict:
     return out
 
 
-def dashboard_json(planoscope_url: str | None = None) -> dict:
-    """The dashboard; with ``planoscope_url``, a link to planoscope's trace explorer on top."""
+def dashboard_json(dashboard: Dashboard = DASHBOARDS[0], planoscope_url: str | None = None) -> dict:
+    """``dashboard`` for Grafana; with ``planoscope_url``, a link to planoscope's trace explorer on top."""
     links = []
     if planoscope_url:
         links.append(
@@ -109,7 +143,7 @@ def dashboard_json(planoscope_url: str | None = None) -> dict:
         "fiscalYearStartMonth": 0,
         "graphTooltip": 1,
         "links": links,
-        "panels": [panel_json(p, i + 1) for i, p in enumerate(PANELS)],
+        "panels": [panel_json(p, i + 1, planoscope_url) for i, p in enumerate(dashboard.panels)],
         "refresh": "10s",
         "schemaVersion": 39,
         "tags": ["plano", "llm", "observability"],
@@ -134,8 +168,8 @@ def dashboard_json(planoscope_url: str | None = None) -> dict:
         "time": {"from": "now-1h", "to": "now"},
         "timepicker": {},
         "timezone": "browser",
-        "title": DASHBOARD_TITLE,
-        "uid": DASHBOARD_UID,
+        "title": dashboard.title,
+        "uid": grafana_uid(dashboard),
         "version": 1,
     }
 
@@ -180,15 +214,23 @@ providers:
 
 
 def export(
-    out_dir: Path, prometheus_url: str, dashboards_path: str, planoscope_url: str | None, tempo_url: str | None = None
+    out_dir: Path,
+    prometheus_url: str,
+    dashboards_path: str,
+    planoscope_url: str | None,
+    tempo_url: str | None = None,
+    dashboards: Sequence[Dashboard] = DASHBOARDS,
 ) -> list[Path]:
-    """Write the dashboard and the provisioning files under ``out_dir``; the paths written.
+    """Write each of ``dashboards`` and the provisioning files under ``out_dir``; the paths written.
 
     ``dashboards_path`` is where Grafana will find ``dashboards/`` (the provider's path, as
     mounted in Grafana's container or host); ``tempo_url`` adds a Tempo datasource (for the
     spans planoscope forwards there)."""
     files = {
-        out_dir / "dashboards" / "plano-requests.json": json.dumps(dashboard_json(planoscope_url), indent=2) + "\n",
+        out_dir / "dashboards" / file_name(d): json.dumps(dashboard_json(d, planoscope_url), indent=2) + "\n"
+        for d in dashboards
+    }
+    files |= {
         out_dir / "provisioning" / "datasources" / "planoscope.yaml": DATASOURCES_YAML.format(
             prometheus_url=prometheus_url
         )

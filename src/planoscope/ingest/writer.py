@@ -14,8 +14,9 @@ Scraped samples (``await writer.write_samples(table)``) go to the apply thread d
 its own transaction, run as soon as it arrives (also while spans wait for their insert); so do
 other writes, such as retention's deletes (``await writer.call(fn)``).
 
-The apply thread also keeps the span metrics and the de-duplication window in step with what is
-in DuckDB, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
+The apply thread also keeps the cumulative metrics (span metrics, LLM metrics) and the
+de-duplication window in step with what is in DuckDB, and snapshots the metric totals into the
+store every ``snapshot_every`` seconds.
 
 An insert that fails is one of two things, and the apply thread never dies of either:
 - the store cannot be written (a full disk, an I/O error, memory: ``DuckDBStore.unwritable``):
@@ -36,7 +37,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +47,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.core import Metric
 
-from ..metrics.spanmetrics import SpanMetrics
+from ..metrics.cumulative import Cumulative
 from ..store import DuckDBStore
 from .decode import Decoder, SpanBatch
 from .dedupe import RecentSpans
@@ -141,14 +142,14 @@ class SpanWriter:
     half of it is a good value), ``apply_every`` seconds after the first, or when a reader syncs.
     Example::
 
-        async with SpanWriter(store, metrics, recent, Journal(d / "journal"), decoder) as writer:
+        async with SpanWriter(store, [span_metrics], recent, Journal(d / "journal"), decoder) as writer:
             await writer.write(batch, body, "protobuf")
     """
 
     def __init__(
         self,
         store: DuckDBStore,
-        metrics: SpanMetrics,
+        metrics: Sequence[Cumulative],
         recent: RecentSpans,
         journal: Journal,
         decoder: Decoder,
@@ -159,7 +160,7 @@ class SpanWriter:
         watermark: datetime | None = None,
     ):
         self.store = store
-        self.metrics = metrics
+        self.metrics = list(metrics)  # each counts every commit (see Cumulative)
         self.recent = recent
         self.journal = journal
         self.decoder = decoder
@@ -173,7 +174,7 @@ class SpanWriter:
         self._thread = threading.Thread(target=self._run, name="planoscope-writer", daemon=True)
         # Never below the stored watermark: retention may have deleted the last spans ingested.
         self._last_ingested = max(store.last_ingested() or datetime(1970, 1, 1), watermark or datetime(1970, 1, 1))
-        self._dirty: set[str] = set()  # series changed since the last snapshot
+        self._dirty: list[set[str]] = [set() for _ in self.metrics]  # per set: series changed since the last snapshot
         self._snapshot_at = time.monotonic()
         self._applied_at = 0.0  # monotonic time of the last insert (see READ_SPACING)
         self.commits = 0
@@ -295,7 +296,7 @@ class SpanWriter:
 
     async def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the apply thread (between two commits, with the write connection) and
-        return its result. The span-metric totals are snapshotted first, so that a write that
+        return its result. The metric totals are snapshotted first, so that a write that
         deletes spans never deletes one the stored totals do not include yet (the replay on start
         could not count it any more)."""
         return await self._submit(_Call, fn)
@@ -570,7 +571,7 @@ class SpanWriter:
 
     def _commit(self, group: list[_Journaled]) -> BaseException | None:
         """One transaction for the group's new spans and the journal position after them; then
-        the span metrics they add. Returns None once committed, else the error (nothing of the
+        the metrics they add. Returns None once committed, else the error (nothing of the
         group is then in).
 
         Measured on 2 cores with DuckDB on one thread: a commit costs ~4 ms of CPU plus ~5 us a
@@ -590,8 +591,9 @@ class SpanWriter:
             return e
         if rows:
             self._last_ingested = ingested
-            self.metrics.apply(self.metrics.merge(deltas))
-            self._dirty.update(deltas)
+            for metrics, dirty, changed in zip(self.metrics, self._dirty, deltas):
+                metrics.apply(metrics.merge(changed))
+                dirty.update(changed)
             self.recent.add(keys)
             self.commits += 1
             self.spans_written += rows
@@ -601,21 +603,21 @@ class SpanWriter:
         self.applied = end  # last: a sync() that sees it finds the metrics counted too
         return None
 
-    def _prepare(self, group: list[_Journaled]) -> tuple[pa.Table | None, list[bytes], dict]:
-        """The group's spans not stored yet as one table, their keys and their span-metric deltas."""
+    def _prepare(self, group: list[_Journaled]) -> tuple[pa.Table | None, list[bytes], list[dict]]:
+        """The group's spans not stored yet as one table, their keys and each metric set's deltas."""
         batches = [j.batch for j in group if j.batch is not None]
         if not batches:
-            return None, [], {}
+            return None, [], [{} for _ in self.metrics]
         keys = [k for b in batches for k in b.keys]
         table = pa.concat_tables([b.table for b in batches])
-        dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.metrics.dimensions))]
+        dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.decoder.dimensions))]
         mask = self.recent.new_mask(keys)
         if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
             keep = pa.array(mask)
             table = table.filter(keep)
             dims = [d.filter(keep) for d in dims]
             keys = [k for k, m in zip(keys, mask) if m]
-        return table, keys, (self.metrics.deltas(table, dims) if table.num_rows else {})
+        return table, keys, [m.deltas(table, dims) if table.num_rows else {} for m in self.metrics]
 
     def _probe(self) -> BaseException | None:
         """Whether a sound request would go in now, or else why not: the canary (a request made
@@ -638,8 +640,8 @@ class SpanWriter:
         result = None
         try:
             self._snapshot()
-            if self._dirty:
-                raise WriterUnavailable("could not snapshot span metrics first")
+            if any(self._dirty):
+                raise WriterUnavailable("could not snapshot the metrics first")
             result = item.fn()
         except Exception as e:
             log.error("write on the writer thread failed: %s", e)
@@ -657,14 +659,15 @@ class SpanWriter:
 
     def _snapshot(self) -> None:
         self._snapshot_at = time.monotonic()
-        if not self._dirty:
-            return
-        totals = [t for t in self.metrics.snapshot() if t[0] in self._dirty]
-        try:
-            self.store.save_metric_totals(totals, self._last_ingested, self.metrics.fingerprint)
-            self._dirty.clear()
-        except Exception as e:  # not fatal: the spans are stored and are replayed on start
-            log.warning("could not snapshot span metrics: %s", e)
+        for metrics, dirty in zip(self.metrics, self._dirty):
+            if not dirty:
+                continue
+            totals = [t for t in metrics.snapshot() if t[0] in dirty]
+            try:
+                self.store.save_metric_totals(totals, self._last_ingested, metrics.fingerprint, name=metrics.name)
+                dirty.clear()
+            except Exception as e:  # not fatal: the spans are stored and are replayed on start
+                log.warning("could not snapshot %s: %s", metrics.title, e)
 
 
 def _notify(p: _Pending, error: BaseException | None) -> None:

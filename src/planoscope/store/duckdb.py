@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -107,11 +108,7 @@ class DuckDBStore:
             "CREATE TABLE IF NOT EXISTS planoscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
         )
         self._migrate()
-        self._con.execute(
-            "CREATE TABLE IF NOT EXISTS spanmetrics_state ("
-            " series VARCHAR PRIMARY KEY, calls BIGINT NOT NULL, sum_ms DOUBLE NOT NULL,"
-            " buckets BIGINT[] NOT NULL)"
-        )
+        self._con.execute(_metric_state_ddl("spanmetrics"))
         # Scraped Prometheus samples; Labels is one JSON object, as the span attributes are.
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS samples (Timestamp TIMESTAMP NOT NULL, Target VARCHAR NOT NULL,"
@@ -320,49 +317,79 @@ class DuckDBStore:
                     pass
         return total
 
-    # Span-metric totals are snapshotted every few seconds with a watermark: the IngestedAt of the
-    # last commit they include. On start, the spans ingested after the watermark are replayed on
-    # top, so the totals are exact without writing them in every commit (~8 ms of DuckDB
-    # statement overhead each, a fifth of a 4,000-span commit).
+    # Cumulative metric totals (span metrics, LLM metrics: metrics/cumulative.py) are snapshotted
+    # every few seconds with a watermark: the IngestedAt of the last commit they include. On
+    # start, the spans ingested after the watermark are replayed on top, so the totals are exact
+    # without writing them in every commit (~8 ms of DuckDB statement overhead each, a fifth of a
+    # 4,000-span commit). Each set of metrics keeps its own: table ``{name}_state``, meta keys
+    # ``{name}`` (the settings' fingerprint) and ``{name}_watermark``.
 
     def save_metric_totals(
-        self, totals: list[tuple], watermark: datetime | None, fingerprint: str, replace: bool = False
+        self,
+        totals: list[tuple],
+        watermark: datetime | None,
+        fingerprint: str,
+        replace: bool = False,
+        name: str = "spanmetrics",
     ) -> None:
-        """Store ``totals`` (all of them if ``replace``) as of ``watermark``."""
+        """Store ``totals`` (all of them if ``replace``) of the metric set ``name`` as of ``watermark``."""
         con = self._con
         con.begin()
         try:
+            con.execute(_metric_state_ddl(name))
             if replace:
-                con.execute("DELETE FROM spanmetrics_state")
+                con.execute(f"DELETE FROM {_state_table(name)}")
             if totals:
-                series, calls, sum_ms, buckets = zip(*totals)
+                series, calls, sums, buckets = zip(*totals)
                 rows = pa.table(
                     {
                         "series": pa.array(series, pa.string()),
                         "calls": pa.array(calls, pa.int64()),
-                        "sum_ms": pa.array(sum_ms, pa.float64()),
+                        "sum": pa.array(sums, pa.float64()),
                         "buckets": pa.array(buckets, pa.list_(pa.int64())),
                     }
                 )
                 con.register("_totals", rows)
-                con.execute("INSERT OR REPLACE INTO spanmetrics_state SELECT * FROM _totals")
+                con.execute(f"INSERT OR REPLACE INTO {_state_table(name)} SELECT * FROM _totals")
                 con.unregister("_totals")
             con.execute(
-                "INSERT OR REPLACE INTO planoscope_meta VALUES ('spanmetrics', ?), ('spanmetrics_watermark', ?)",
-                [fingerprint, watermark.isoformat() if watermark else ""],
+                "INSERT OR REPLACE INTO planoscope_meta VALUES (?, ?), (?, ?)",
+                [name, fingerprint, f"{name}_watermark", watermark.isoformat() if watermark else ""],
             )
             con.commit()
         except BaseException:
             _rollback(con)
             raise
 
-    def metric_totals(self, fingerprint: str) -> tuple[list[tuple], datetime | None] | None:
-        """(totals, watermark) stored for ``fingerprint``, or None if stored for other settings."""
-        if self.meta("spanmetrics") != fingerprint:
+    def metric_totals(self, fingerprint: str, name: str = "spanmetrics") -> tuple[list[tuple], datetime | None] | None:
+        """(totals, watermark) of the metric set ``name`` stored for ``fingerprint``, or None if
+        stored for other settings or never."""
+        if self.meta(name) != fingerprint:
             return None
-        rows = self._con.execute("SELECT series, calls, sum_ms, buckets FROM spanmetrics_state").fetchall()
-        mark = self.meta("spanmetrics_watermark")
-        return rows, (datetime.fromisoformat(mark) if mark else None)
+        rows = self._con.execute(f"SELECT * FROM {_state_table(name)}").fetchall()
+        mark = self.meta(f"{name}_watermark")
+        return [tuple(r) for r in rows], (datetime.fromisoformat(mark) if mark else None)
+
+    def scan_spans(
+        self,
+        columns: Sequence[str],
+        where: str = "",
+        after: datetime | None = None,
+        batch_rows: int = 100_000,
+        by_commit: bool = False,
+    ) -> Iterator[pa.RecordBatch]:
+        """``columns`` of the spans ingested after ``after`` that match ``where`` (an SQL condition
+        written by planoscope, never from input), as Arrow batches; ``by_commit`` adds
+        ``IngestedAt`` and orders by it (what a metric replay reads: metrics/cumulative.py)."""
+        names = [*columns, *(["IngestedAt"] if by_commit else [])]
+        conditions = [c for c in (where, "IngestedAt > $1" if after else "") if c]
+        sql = "SELECT " + ", ".join(f'"{c}"' for c in names) + " FROM otel_traces"
+        if conditions:
+            sql += " WHERE " + " AND ".join(f"({c})" for c in conditions)
+        if by_commit:
+            sql += " ORDER BY IngestedAt"
+        reader = self._con.cursor().sql(sql, params=[after] if after else None).to_arrow_reader(batch_rows)
+        return iter(reader)
 
     def scan_for_metrics(
         self,
@@ -437,6 +464,24 @@ class DuckDBStore:
             log.warning("checkpoint on close failed: %s", e)
         finally:
             self._con.close()
+
+
+def _state_table(name: str) -> str:
+    """The table of the metric set ``name``'s totals. The name is planoscope's own (spanmetrics,
+    llmmetrics), never from input; checked all the same, as it goes into SQL."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"not a metric set name: {name!r}")
+    return f"{name}_state"
+
+
+def _metric_state_ddl(name: str) -> str:
+    """Per series: its observations (``calls``), their sum (in the family's unit: milliseconds
+    for span metrics, as the name says) and the per-bucket counts."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_state_table(name)} ("
+        " series VARCHAR PRIMARY KEY, calls BIGINT NOT NULL, sum_ms DOUBLE NOT NULL,"
+        " buckets BIGINT[] NOT NULL)"
+    )
 
 
 def _rendered_labels(reader: pa.RecordBatchReader, n: int) -> Iterator[pa.RecordBatch]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # An attribute set is one JSON object, {"llm.model":"gpt-4o","http.status_code":429,...}, each
 # value in its JSON type (attributes.py): the ClickHouse exporter's Map(String, String) holds the
@@ -46,16 +48,97 @@ HAS_ATTR_MACRO = (
 # ERROR status with no HTTP code). NULL: not failed. Every search, count, mark and panel on
 # failures calls this macro (through ``FAILURE_CLASS``); the span-metric status_code label stays
 # the collector's (the span status).
+#
+# Declared once, as data: (class, conditions over the span's columns, all of which hold), the
+# first rule that holds giving the class. DuckDB reads it as the ``failure_class`` macro, filled
+# into the stored column at insert; Arrow as ``failure_classes``, for what is counted from a
+# decoded batch before it is stored (the LLM metrics).
 FAILURE_CLASSES = ("429", "4xx", "5xx", "before_dispatch", "error_status")
-FAILURE_MACRO = (
-    "CREATE OR REPLACE MACRO failure_class(status_code, http_status_code, service_name, span_name) AS CASE"
-    " WHEN http_status_code = 429 THEN '429'"
-    " WHEN http_status_code >= 500 THEN '5xx'"
-    " WHEN http_status_code >= 400 THEN '4xx'"
-    " WHEN service_name = 'plano(llm)' AND span_name = 'llm' THEN 'before_dispatch'"
-    " WHEN status_code = 'Error' THEN 'error_status'"
-    " END"
+FAILURE_RULES: tuple[tuple[str, tuple[tuple[str, str, int | str], ...]], ...] = (
+    ("429", (("HttpStatusCode", "=", 429),)),
+    ("5xx", (("HttpStatusCode", ">=", 500),)),
+    ("4xx", (("HttpStatusCode", ">=", 400),)),
+    ("before_dispatch", (("ServiceName", "=", "plano(llm)"), ("SpanName", "=", "llm"))),
+    ("error_status", (("StatusCode", "=", "Error"),)),
 )
+_FAILURE_ARGS = {
+    "StatusCode": "status_code",
+    "HttpStatusCode": "http_status_code",
+    "ServiceName": "service_name",
+    "SpanName": "span_name",
+}
+_ARROW_OPS = {"=": pc.equal, ">=": pc.greater_equal}
+
+
+def _sql_literal(value: int | str) -> str:
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+
+
+FAILURE_MACRO = (
+    f"CREATE OR REPLACE MACRO failure_class({', '.join(_FAILURE_ARGS.values())}) AS CASE"
+    + "".join(
+        " WHEN "
+        + " AND ".join(f"{_FAILURE_ARGS[c]} {op} {_sql_literal(v)}" for c, op, v in conditions)
+        + f" THEN '{cls}'"
+        for cls, conditions in FAILURE_RULES
+    )
+    + " END"
+)
+
+
+def failure_rule_index(spans: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """Per span of ``spans`` (columns as ``FAILURE_RULES`` name them): the index in
+    ``FAILURE_RULES`` of the first rule that holds, -1 when none does (not failed). A null (no
+    HTTP status) holds no condition, as a NULL condition in SQL's CASE WHEN."""
+    out = np.full(spans.num_rows, -1, np.int8)
+    for i in reversed(range(len(FAILURE_RULES))):  # the first rule that holds writes last
+        holds = None
+        for column, op, value in FAILURE_RULES[i][1]:
+            test = _ARROW_OPS[op](spans.column(column), value)
+            holds = test if holds is None else pc.and_kleene(holds, test)
+        out[pc.fill_null(holds, False).to_numpy(zero_copy_only=False)] = i
+    return out
+
+
+_CLASS_OF_RULE = pa.array([cls for cls, _ in FAILURE_RULES] + [None], pa.string())
+
+
+def failure_classes(spans: pa.Table | pa.RecordBatch) -> pa.Array:
+    """The failure class of each span of ``spans``, null when it did not fail: the
+    ``failure_class`` macro's value, computed by Arrow."""
+    index = failure_rule_index(spans)
+    return _CLASS_OF_RULE.take(np.where(index < 0, len(FAILURE_RULES), index))
+
+
+# An LLM call (LLM_CONTRACT.md): a span with a model or any token count, or a plano(llm) span
+# (those that failed before dispatch have neither). ``LLM_CALL`` in SQL over the span table,
+# ``llm_calls`` in Arrow, from the same declaration.
+LLM_SERVICE = "plano(llm)"
+LLM_CALL_COLUMNS = (
+    "LlmModel",
+    "PromptTokens",
+    "CompletionTokens",
+    "TotalTokens",
+    "CachedInputTokens",
+    "CacheCreationTokens",
+    "ReasoningTokens",
+)
+# Never NULL (so that NOT LLM_CALL is the other spans).
+LLM_CALL = (
+    f"(ServiceName IS NOT DISTINCT FROM '{LLM_SERVICE}' OR "
+    + " OR ".join(f'"{c}" IS NOT NULL' for c in LLM_CALL_COLUMNS)
+    + ")"
+)
+
+
+def llm_calls(spans: pa.Table | pa.RecordBatch) -> pa.Array:
+    """Which spans of ``spans`` are LLM calls (``LLM_CALL``), as a boolean mask without nulls."""
+    mask = pc.fill_null(pc.equal(spans.column("ServiceName"), LLM_SERVICE), False)
+    for column in LLM_CALL_COLUMNS:
+        mask = pc.or_(mask, pc.is_valid(spans.column(column)))
+    return mask
+
+
 # A span's failure class as a query writes it: the stored column, which the macro fills as the
 # span is inserted (DERIVED_COLUMNS). Spans stored before the column existed hold NULL until
 # they are filled from the same macro.

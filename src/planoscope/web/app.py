@@ -18,7 +18,7 @@ from .. import __version__
 from ..forward.forwarder import Forwarder
 from ..ingest.admission import Ingest
 from ..ingest.writer import SpanWriter
-from ..metrics.spanmetrics import SpanMetrics
+from ..metrics.cumulative import Cumulative
 from ..net.auth import Credentials, RequireAuth
 from ..query.panels import DEFAULT_MAX_SERIES
 from ..query.params import QueryError
@@ -32,7 +32,7 @@ STATIC = Path(__file__).parent / "static"
 
 def create_web_app(
     store: DuckDBStore,
-    metrics: SpanMetrics,
+    metrics: Sequence[Cumulative],
     writer: SpanWriter,
     scraper: Scraper | None = None,
     credentials: Credentials | None = None,
@@ -46,7 +46,7 @@ def create_web_app(
     ``max_series_per_panel`` series (the rest as one "other")."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (metrics, scraper, ingest, writer):
+    for collector in (*metrics, scraper, ingest, writer):
         if collector is not None:
             registry.register(collector)
     app.state.store, app.state.scraper, app.state.writer = store, scraper, writer

@@ -1,4 +1,4 @@
-"""``/metrics``: planoscope's own metrics (span metrics, ingest, scrapes) in Prometheus' text or
+"""``/metrics``: planoscope's own metrics (span metrics, LLM metrics, ingest, scrapes) in Prometheus' text or
 OpenMetrics format, as the client asks with ``Accept``."""
 
 from __future__ import annotations
