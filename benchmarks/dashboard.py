@@ -55,8 +55,10 @@ from rich.table import Table
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import Decoder
 from planoscope.metrics.spanmetrics import SpanMetrics
-from planoscope.query.evaluate import _window, default_step, evaluate, evaluate_all
+from planoscope.query.evaluate import evaluate, evaluate_all
 from planoscope.query.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
+from planoscope.query.params import default_step
+from planoscope.query.steps import window as step_window
 from planoscope.store import DuckDBStore
 from planoscope.store.duckdb import DB_FILE
 
@@ -391,7 +393,7 @@ def zone_maps(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
     )
     touching = sum(1 for _, a, b in stats if b > lo and a <= hi)
     spans_1h = store.query("SELECT count(*) FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ?", [lo, hi])[0][0]
-    _, k = _window(start, end, step)
+    _, k = step_window(start, end, step)
     base = (
         f"SELECT {k} AS k, LlmModel AS g, quantile_cont(Duration, [0.5, 0.95, 0.99]) FROM otel_traces"
         " WHERE ServiceName = 'plano(llm)' AND "
@@ -419,7 +421,7 @@ def zone_maps(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
 def query_shapes(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
     """Variants of the 7 d queries (threads=1), to see where the time goes."""
     start, end, step = rngs["7 d"]
-    (lo, hi), k = _window(start, end, step)
+    (lo, hi), k = step_window(start, end, step)
     rng = "FROM otel_traces WHERE Timestamp > $lo AND Timestamp <= $hi AND "
     llm = rng + "ServiceName = 'plano(llm)'"
     three = rng + "ServiceName IN ('plano(llm)', 'plano(agent)', 'plano(orchestrator)')"

@@ -59,6 +59,14 @@ FAILURE_MACRO = (
 # span is inserted (DERIVED_COLUMNS). Spans stored before the column existed hold NULL until
 # they are filled from the same macro.
 FAILURE_CLASS = '"FailureClass"'
+# An LLM call: a span with a model or any token count (Plano's, or another sender's GenAI,
+# OpenInference or OpenLIT attributes), or a plano(llm) span (the ones that failed before dispatch
+# have neither). The LLM Usage panels and the trace search's ``llm`` filter count these.
+LLM_CALL = (
+    "(ServiceName = 'plano(llm)' OR LlmModel IS NOT NULL OR PromptTokens IS NOT NULL"
+    " OR CompletionTokens IS NOT NULL OR TotalTokens IS NOT NULL OR CachedInputTokens IS NOT NULL"
+    " OR CacheCreationTokens IS NOT NULL OR ReasoningTokens IS NOT NULL)"
+)
 # The macros every connection has, by name: (re)defined on open (see DuckDBStore._create_macros).
 MACROS = {"attr": ATTR_MACRO, "has_attr": HAS_ATTR_MACRO, "failure_class": FAILURE_MACRO}
 
@@ -100,6 +108,7 @@ OTEL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
         f'STRUCT("TraceId" VARCHAR, "SpanId" VARCHAR, "TraceState" VARCHAR, "Attributes" {ATTR_DDL})[]',
     ),
 ]
+
 
 @dataclass(frozen=True)
 class Typed:
@@ -168,7 +177,12 @@ _TYPED_FIRST: list[Typed] = [
         "PromptTokens",
         pa.int64(),
         "BIGINT",
-        ("llm.usage.prompt_tokens", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+        (
+            "llm.usage.prompt_tokens",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+        ),
     ),
     Typed(
         "CompletionTokens",
@@ -194,7 +208,6 @@ _TYPED_FIRST: list[Typed] = [
         "DOUBLE",
         ("llm.usage.total_cost_usd", "llm.cost.total", "gen_ai.usage.cost", "gen_ai.usage.cost.amount"),
     ),
-
 ]
 # Added with the LLM usage dashboard (ADDED_COLUMNS).
 _TYPED_LLM: list[Typed] = [
@@ -272,7 +285,9 @@ DERIVED_COLUMNS: list[Derived] = [
         " ELSE LlmModel END",
     ),
     # Null on spans other than plano(llm)'s: only those can be flagged.
-    Derived("Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"),
+    Derived(
+        "Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"
+    ),
     Derived("FailureClass", pa.string(), "VARCHAR", "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"),
 ]
 

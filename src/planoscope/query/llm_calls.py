@@ -1,0 +1,497 @@
+"""Evaluating the panels over LLM calls (``panels.LlmQuery``, the "Plano - LLM Usage" dashboard).
+
+Every panel of a refresh is answered by one statement: the LLM calls of the range
+(``schema.LLM_CALL``, ``(start - step, end]``) are read once, with only the typed columns the
+panels need, into a materialized CTE ``c``; each panel then adds the parts it needs to a
+``UNION ALL``, each part an aggregate of ``c`` (or of the per step and model aggregate ``km``,
+which the per-model panels share) returned as uniform rows ``(part, k, other, keys, values)``.
+Read once, the range costs one scan however many panels ask; panels that ask for the same part
+share it (the failure ratio and the 429s read one aggregate of the failed calls).
+
+Steps follow ``steps.py``: the point at ``t`` covers the calls that started in ``(t - step, t]``.
+Sums are exact (the tokens of a panel integrate to what was sent: the points times the step add up
+to the calls' token counts) and so are the quantiles (DuckDB's ``quantile_cont``, from every
+call's value). The stat panels cover ``(start, end]`` and answer one point per series, at ``end``.
+
+Models are ranked once per refresh, by calls in the range: the top ``max_series`` are drawn by
+every per-model panel (the same models everywhere), the rest as one series ``other`` (label
+``other="true"``): summed for sums and counts, for quantiles the quantiles of all their calls
+together (from ``rest``, read only when there are more models than that). Routes, model pairs and
+signals qualities are ranked the same way, each by its calls; sessions are the top ``limit`` by cost.
+A call without a model, route or requested model is grouped under the empty value.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..store import DuckDBStore
+from ..store.schema import FAILURE_CLASS, LLM_CALL
+from . import steps
+from .panels import (
+    FLAGGED,
+    FLAGGED_SERIES,
+    CacheRatio,
+    CallQuantiles,
+    CostRate,
+    CostTotal,
+    FailureRate,
+    FailureRatio,
+    LlmQuery,
+    ModelSelection,
+    RouteShare,
+    SignalsQuality,
+    TokenRate,
+    TopSessions,
+)
+from .steps import OTHER, OTHER_LABELS
+
+# The columns of ``c``: the call's step ``k`` and these, by short name, from the typed columns.
+COLUMNS = {
+    "m": "coalesce(LlmModel, '')",
+    "p": "coalesce(LlmProvider, '')",
+    "it": "PromptTokens",
+    "ot": "CompletionTokens",
+    "ct": "CachedInputTokens",
+    "rt": "ReasoningTokens",
+    "cs": "CostUsd",
+    "ce": "EstimatedCostUsd",
+    "ttft": "TimeToFirstTokenMs",
+    "ms": "Duration / 1e6",
+    "f": FAILURE_CLASS,
+    "r": "coalesce(RouteName, '')",
+    "rq": "RequestedModel",
+    "rs": "ResolvedModel",
+    "q": "SignalsQuality",
+    "fl": "Flagged",
+    "s": "SessionId",
+}
+# A value of each call that CallQuantiles can take the quantiles of: its SQL over ``c`` (NULL
+# where the call has none) and the columns it reads. Generation speed: completion tokens over
+# the time after the first token, for the calls that produced tokens after it.
+CALL_VALUES = {
+    "ttft_ms": ("ttft", ("ttft",)),
+    "output_tokens_per_second": (
+        "CASE WHEN ot > 0 AND ms > ttft THEN ot / ((ms - ttft) / 1000) END",
+        ("ot", "ms", "ttft"),
+    ),
+}
+# The sums per step and model (the part "sums"): the sum of each column and how many calls had it.
+_SUMMED = ("it", "ot", "ct", "rt", "cs", "ce")
+TOKEN_KINDS = {"input": "it", "output": "ot", "cached_input": "ct", "reasoning": "rt"}
+COST_SOURCES = {"sent": "cs", "estimated": "ce"}
+QUALITIES = ("excellent", "good", "neutral", "poor", "severe")  # Plano's signals.quality, best first
+_PER_MODEL = (TokenRate, CostRate, CostTotal, CallQuantiles, FailureRatio, FailureRate, CacheRatio)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A part of the statement: ``sql`` selects rows ``(part, k, other, keys, values)`` (several
+    SELECTs joined by UNION ALL at most), reading the columns ``columns`` of ``c``, the shared
+    CTEs ``uses`` (``km``, ``top``, ``kmf``, ``rest``: see ``_statement``) with the per step and
+    model aggregates ``km`` added to ``km`` by name, and its own CTEs ``ctes``."""
+
+    name: str
+    sql: str
+    columns: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    km: tuple[tuple[str, str], ...] = ()
+    ctes: tuple[str, ...] = ()
+
+
+def _parts(q: LlmQuery, n: int) -> list[_Part]:
+    """The parts ``q`` needs, ``n`` the number of groups drawn (max_series)."""
+    if isinstance(q, (TokenRate, CostRate, CostTotal, CacheRatio)):
+        return [_sums()]
+    if isinstance(q, CallQuantiles):
+        expr, cols = CALL_VALUES[q.value]
+        qs = "[" + ", ".join(repr(float(x)) for x in q.quantiles) + "]"
+        name = _quantiles_part(q)
+        return [
+            _Part(
+                name,
+                f"SELECT '{name}', k, false, [g], {name} FROM kmf WHERE NOT other AND {name} IS NOT NULL"
+                f" UNION ALL SELECT '{name}', k, true, [NULL], quantile_cont({expr}, {qs}) FROM rest"
+                f" GROUP BY k HAVING count({expr}) > 0",
+                cols,
+                ("kmf", "rest"),
+                ((name, f"quantile_cont({expr}, {qs})"),),
+            )
+        ]
+    if isinstance(q, FailureRatio):
+        return [_sums(), _failures(n)]
+    if isinstance(q, FailureRate):
+        return [_failures(n)]
+    if isinstance(q, RouteShare):
+        p = repr(float(q.quantile))
+        return [
+            _Part(
+                "routes",
+                f"SELECT 'routes', NULL, false, [r], [n, lat, failed, groups]::DOUBLE[] FROM routes WHERE rank <= {n}"
+                f" UNION ALL SELECT 'routes', NULL, true, [NULL], [sum(n), (SELECT quantile_cont(ms, {p}) FROM c"
+                f" WHERE k > 0 AND (SELECT max(groups) FROM routes) > {n} AND r NOT IN"
+                f" (SELECT r FROM routes WHERE rank <= {n})), sum(failed), max(groups)]::DOUBLE[]"
+                f" FROM routes WHERE rank > {n} HAVING count(*) > 0",
+                ("r", "ms", "f"),
+                ctes=(
+                    f"routes AS (SELECT r, count(*) AS n, quantile_cont(ms, {p}) AS lat, count(f) AS failed,"
+                    " row_number() OVER (ORDER BY count(*) DESC, r) AS rank, count(*) OVER () AS groups"
+                    " FROM c WHERE k > 0 GROUP BY r)",
+                ),
+            )
+        ]
+    if isinstance(q, ModelSelection):
+        return [
+            _Part(
+                "pairs",
+                "SELECT 'pairs', NULL, other, [rq, rs], [n, groups]::DOUBLE[] FROM ("
+                f"SELECT rank > {n} AS other, CASE WHEN rank <= {n} THEN rq END AS rq,"
+                f" CASE WHEN rank <= {n} THEN rs END AS rs, sum(n) AS n, max(groups) AS groups FROM ("
+                "SELECT rq, rs, count(*) AS n, row_number() OVER (ORDER BY count(*) DESC, rq, rs) AS rank,"
+                " count(*) OVER () AS groups FROM c WHERE k > 0 AND rq IS NOT NULL GROUP BY rq, rs) GROUP BY ALL)",
+                ("rq", "rs"),
+            )
+        ]
+    if isinstance(q, SignalsQuality):
+        return [
+            _Part(
+                "quality",
+                "SELECT 'quality', k, other, [g], [n, groups]::DOUBLE[] FROM ("
+                f"SELECT k, rank > {n} AS other, CASE WHEN rank <= {n} THEN q END AS g, sum(n) AS n,"
+                " max(groups) AS groups FROM sq JOIN sqr USING (q) GROUP BY ALL)"
+                " UNION ALL SELECT 'flagged', k, false, [], [count(*) FILTER (WHERE fl), count(*)]::DOUBLE[]"
+                " FROM c WHERE fl IS NOT NULL GROUP BY k",
+                ("q", "fl"),
+                ctes=(
+                    "sq AS (SELECT k, q, count(*) AS n FROM c WHERE q IS NOT NULL GROUP BY k, q)",
+                    "sqr AS (SELECT q, row_number() OVER (ORDER BY sum(n) DESC, q) AS rank,"
+                    " count(*) OVER () AS groups FROM sq GROUP BY q)",
+                ),
+            )
+        ]
+    if isinstance(q, TopSessions):
+        name = f"sessions_{int(q.limit)}"
+        return [
+            _Part(
+                name,
+                f"(SELECT '{name}', NULL, false, [s], [cost, ce, total]::DOUBLE[] FROM ("
+                "SELECT s, coalesce(sum(cs), 0) + coalesce(sum(ce), 0) AS cost, sum(ce) AS ce, count(*) OVER () AS total"
+                " FROM c WHERE k > 0 AND s IS NOT NULL AND (cs IS NOT NULL OR ce IS NOT NULL) GROUP BY s)"
+                f" ORDER BY cost DESC, s LIMIT {int(q.limit)})",
+                ("s", "cs", "ce"),
+            )
+        ]
+    raise TypeError(q)  # pragma: no cover - the LlmQuery union is closed
+
+
+def _quantiles_part(q: CallQuantiles) -> str:
+    """The part (and ``km`` column) of ``q``'s quantiles: q_ttft_ms_500_950_990."""
+    return f"q_{q.value}_" + "_".join(str(round(x * 1000)) for x in q.quantiles)
+
+
+def _sums() -> _Part:
+    sums = ", ".join(f"sum({c})" for c in _SUMMED)
+    counts = ", ".join(f"sum(n_{c})" for c in _SUMMED)
+    return _Part(
+        "sums",
+        f"SELECT 'sums', k, other, [g], [sum(n), {sums}, {counts}]::DOUBLE[] FROM kmf GROUP BY k, other, g",
+        _SUMMED,
+        ("kmf",),
+        tuple((c, f"sum({c})") for c in _SUMMED) + tuple((f"n_{c}", f"count({c})") for c in _SUMMED),
+    )
+
+
+def _failures(n: int) -> _Part:
+    return _Part(
+        "failures",
+        "SELECT 'failures', k, other, [g, f, p], [n]::DOUBLE[] FROM ("
+        f"SELECT c.k, rank > {n} AS other, CASE WHEN rank <= {n} THEN c.m END AS g, c.f, c.p, count(*) AS n"
+        " FROM c JOIN top USING (m) WHERE c.f IS NOT NULL GROUP BY ALL)",
+        ("f", "p"),
+        ("top",),
+    )
+
+
+_MODELS = _Part("models", "SELECT 'models', NULL, false, [], [max(groups)]::DOUBLE[] FROM top", (), ("top",))
+
+
+def _statement(queries: Sequence[LlmQuery], k: str, n: int) -> str:
+    """One SELECT answering every query. ``c``: the LLM calls of the range; ``km``: per step and
+    model, the calls and the aggregates the parts ask for; ``top``: the models ranked by calls;
+    ``kmf``: ``km`` with the models past the top ``n`` folded into ``other``; ``rest``: the calls
+    of those models."""
+    parts: dict[str, _Part] = {}
+    for q in queries:
+        for part in _parts(q, n):
+            parts.setdefault(part.name, part)
+    if any(isinstance(q, _PER_MODEL) for q in queries):
+        parts.setdefault("models", _MODELS)  # how many models there were, for ``truncated``
+    columns = {"m"} | {c for part in parts.values() for c in part.columns}
+    cols = ", ".join(f"{sql} AS {c}" for c, sql in COLUMNS.items() if c in columns)
+    ctes = [
+        f"c AS MATERIALIZED (SELECT {k} AS k, {cols} FROM otel_traces"
+        f" WHERE Timestamp > ? AND Timestamp <= ? AND {LLM_CALL})"
+    ]
+    if any(part.uses for part in parts.values()):
+        km = dict(agg for part in parts.values() for agg in part.km)
+        aggs = "".join(f", {sql} AS {name}" for name, sql in km.items())
+        ctes += [
+            f"km AS MATERIALIZED (SELECT k, m, count(*) AS n{aggs} FROM c GROUP BY k, m)",
+            "top AS (SELECT m, row_number() OVER (ORDER BY sum(n) DESC, m) AS rank, count(*) OVER () AS groups"
+            " FROM km GROUP BY m)",
+            f"kmf AS (SELECT km.*, rank > {n} AS other, CASE WHEN rank <= {n} THEN m END AS g FROM km JOIN top USING (m))",
+            # Read only when there are more models than drawn: the filter's first term is false otherwise.
+            f"rest AS (SELECT * FROM c WHERE (SELECT max(groups) FROM top) > {n}"
+            f" AND m NOT IN (SELECT m FROM top WHERE rank <= {n}))",
+        ]
+    ctes += [cte for part in parts.values() for cte in part.ctes]
+    return "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(part.sql for part in parts.values())
+
+
+def query_calls(
+    store: DuckDBStore, queries: Sequence[LlmQuery], start: float, end: float, step: float, max_series: int
+) -> dict[str, list]:
+    """The rows of every part the ``queries`` need, by part: ``(k, other, keys, values)``."""
+    params, k = steps.window(start, end, step)
+    rows = store.query(_statement(queries, k, int(max_series)), params)
+    out: dict[str, list] = defaultdict(list)
+    for part, kk, other, keys, values in rows:
+        out[part].append((kk, other, keys, values))
+    return out
+
+
+# --- series ------------------------------------------------------------------------------------
+
+
+def series(
+    q: LlmQuery, rows: dict[str, list], start: float, end: float, step: float, max_series: int
+) -> tuple[list[dict], dict | None]:
+    """``q``'s series from the rows of ``query_calls``, and what was left out (``truncated``) if anything."""
+    n_points = steps.n_points(start, end, step)
+    if isinstance(q, (TokenRate, CostRate, CacheRatio)):
+        return _per_step_sums(q, rows["sums"], start, step, n_points), _models_truncated(rows, max_series)
+    if isinstance(q, CostTotal):
+        return _cost_total(rows["sums"], end), _models_truncated(rows, max_series)
+    if isinstance(q, CallQuantiles):
+        return _quantiles(q, rows, start, step, n_points), _models_truncated(rows, max_series)
+    if isinstance(q, FailureRatio):
+        return _failure_ratio(rows, start, step, n_points), _models_truncated(rows, max_series)
+    if isinstance(q, FailureRate):
+        return _failure_rate(q, rows["failures"], start, step, n_points), _models_truncated(rows, max_series)
+    if isinstance(q, RouteShare):
+        return _route_share(rows["routes"], end, max_series)
+    if isinstance(q, ModelSelection):
+        return _pairs(rows["pairs"], end, max_series)
+    if isinstance(q, SignalsQuality):
+        return _signals(rows, start, step, n_points, max_series)
+    if isinstance(q, TopSessions):
+        return _sessions(q, rows[f"sessions_{int(q.limit)}"], end)
+    raise TypeError(q)  # pragma: no cover - the LlmQuery union is closed
+
+
+def _models_truncated(rows: dict[str, list], max_series: int) -> dict | None:
+    total = int(rows["models"][0][3][0] or 0) if rows.get("models") else 0
+    return _truncated(max_series, total, "llm_model")
+
+
+def _truncated(shown: int, total: int, label: str) -> dict | None:
+    return {"shown": shown, "total": total, "label": label} if total > shown else None
+
+
+def _model_labels(other: bool, g: str | None) -> dict:
+    return dict(OTHER_LABELS) if other else {"llm_model": g or ""}
+
+
+def _model_name(other: bool, g: str | None) -> str:
+    return OTHER if other else (g or "(no model)")
+
+
+def _order(key: tuple[bool, str | None]) -> tuple:
+    return (key[0], key[1] or "")  # by name, the rest ("other") last
+
+
+def _per_step_sums(q, rows: list, start: float, step: float, n_points: int) -> list[dict]:
+    """Tokens per second (TokenRate), USD per hour (CostRate), cached / input tokens (CacheRatio)."""
+    index = {c: i + 1 for i, c in enumerate(_SUMMED)}  # the sum of column c; + len(_SUMMED): how many calls had it
+    groups: dict[tuple, dict[int, list]] = defaultdict(dict)
+    for k, other, (g,), values in rows:
+        groups[(other, g)][k] = values
+    out = []
+    for key in sorted(groups, key=_order):
+        by_k = groups[key]
+        other, g = key
+        labels, name = _model_labels(other, g), _model_name(other, g)
+        if isinstance(q, CacheRatio):
+            ct, it = index["ct"], index["it"]
+            if not sum(v[ct + len(_SUMMED)] for v in by_k.values()):
+                continue  # a model that never reports cached tokens has no ratio to show
+            ratio = {k: (v[ct] or 0.0) / v[it] for k, v in by_k.items() if v[it]}
+            out.append({"name": name, "labels": labels, "points": steps.points(start, step, n_points, ratio, None)})
+            continue
+        kinds, per = (TOKEN_KINDS, 1) if isinstance(q, TokenRate) else (COST_SOURCES, 3600)  # per second, per hour
+        label = "kind" if isinstance(q, TokenRate) else "cost_source"
+        for kind, column in kinds.items():
+            i = index[column]
+            if not sum(v[i + len(_SUMMED)] for v in by_k.values()):
+                continue  # no call of this model had it
+            values = {k: (v[i] or 0.0) * per / step for k, v in by_k.items()}
+            series_name = f"{name} {kind}" if isinstance(q, TokenRate) else _cost_name(name, kind)
+            out.append(
+                {
+                    "name": series_name,
+                    "labels": {**labels, label: kind},
+                    "points": steps.points(start, step, n_points, values, 0.0),
+                }
+            )
+    return out
+
+
+def _cost_name(name: str, source: str) -> str:
+    return f"{name} (estimated)" if source == "estimated" else name
+
+
+def _cost_total(rows: list, end: float) -> list[dict]:
+    totals: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0, 0, 0])
+    cs, ce = 1 + _SUMMED.index("cs"), 1 + _SUMMED.index("ce")
+    for k, other, (g,), v in rows:
+        if k > 0:  # the stat covers (start, end]; step 0 ends at start
+            t = totals[(other, g)]
+            t[0] += v[cs] or 0.0
+            t[1] += v[ce] or 0.0
+            t[2] += v[cs + len(_SUMMED)]
+            t[3] += v[ce + len(_SUMMED)]
+    out = []
+    for other, g in sorted(totals, key=_order):
+        sent, estimated, n_sent, n_estimated = totals[(other, g)]
+        name = _model_name(other, g)
+        for source, value, n in (("sent", sent, n_sent), ("estimated", estimated, n_estimated)):
+            if n:
+                labels = {**_model_labels(other, g), "cost_source": source}
+                out.append({"name": _cost_name(name, source), "labels": labels, "points": [[end, value]]})
+    return out
+
+
+def _quantiles(q: CallQuantiles, rows: dict, start: float, step: float, n_points: int) -> list[dict]:
+    by_series: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for k, other, (g,), values in rows.get(_quantiles_part(q), []):
+        for quantile, v in zip(q.quantiles, values):
+            by_series[(other, g or "", quantile)][k] = v
+    out = []
+    for other, g, quantile in sorted(by_series):
+        labels = _model_labels(other, g)
+        name = OTHER if other else g
+        if len(q.quantiles) > 1:
+            labels, name = {"quantile": str(quantile), **labels}, f"p{round(quantile * 100)} {name}".strip()
+        points = steps.points(start, step, n_points, by_series[(other, g, quantile)], None)
+        out.append({"name": name, "labels": labels, "points": points})
+    return out
+
+
+def _failure_ratio(rows: dict, start: float, step: float, n_points: int) -> list[dict]:
+    calls: dict[tuple, int] = {}  # (k, other, model): calls
+    total: dict[int, float] = defaultdict(float)  # k: all calls
+    for k, other, (g,), v in rows["sums"]:
+        calls[(k, other, g)] = v[0]
+        total[k] += v[0]
+    failed: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for k, other, (g, f, _provider), (n,) in rows["failures"]:
+        failed[(other, g, f)][k] += n
+    out = []
+    for other, g, f in sorted(failed, key=lambda s: (s[0], s[1] or "", s[2])):
+        # Calls without a model have no model's calls to be a share of: theirs is of all calls.
+        denominators = (
+            total if (g == "" and not other) else {k: n for (k, o, gg), n in calls.items() if (o, gg) == (other, g)}
+        )
+        ratio = {k: failed[(other, g, f)].get(k, 0.0) / d for k, d in denominators.items() if d}
+        out.append(
+            {
+                "name": f"{_model_name(other, g)} {f}",
+                "labels": {**_model_labels(other, g), "class": f},
+                "points": steps.points(start, step, n_points, ratio, None),
+            }
+        )
+    return out
+
+
+def _failure_rate(q: FailureRate, rows: list, start: float, step: float, n_points: int) -> list[dict]:
+    counts: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for k, other, (g, f, provider), (n,) in rows:
+        if f == q.failure:
+            counts[(other, g or "", provider)][k] += n / step
+    out = []
+    for other, g, provider in sorted(counts):
+        name = _model_name(other, g)
+        if provider and not name.startswith(provider + "/"):  # Plano's models carry their provider: openai/gpt-4o
+            name = f"{name} ({provider})"
+        out.append(
+            {
+                "name": name,
+                "labels": {**_model_labels(other, g), "llm_provider": provider},
+                "points": steps.points(start, step, n_points, counts[(other, g, provider)], 0.0),
+            }
+        )
+    return out
+
+
+def _route_share(rows: list, end: float, max_series: int) -> tuple[list[dict], dict | None]:
+    all_calls = sum(v[0] for _, _, _, v in rows)
+    rows = sorted(rows, key=lambda r: (r[1], -r[3][0], r[2][0] or ""))
+    out, groups = [], 0
+    for _, other, (route,), (n, latency, failed, n_groups) in rows:
+        groups = max(groups, int(n_groups))
+        labels = dict(OTHER_LABELS) if other else {"route": route}
+        name = OTHER if other else route
+        measures = {"share": n / all_calls, "latency_p95_ms": latency, "failure_ratio": failed / n}
+        out.append({"name": name, "labels": labels, "points": [[end, n]]})
+        out += [
+            {"name": name, "labels": {**labels, "measure": m}, "points": [[end, v]]}
+            for m, v in measures.items()
+            if v is not None
+        ]
+    return out, _truncated(max_series, groups, "route")
+
+
+def _pairs(rows: list, end: float, max_series: int) -> tuple[list[dict], dict | None]:
+    rows = sorted(rows, key=lambda r: (r[1], -r[3][0], r[2][0] or "", r[2][1] or ""))
+    out = []
+    for _, other, (requested, resolved), (n, _groups) in rows:
+        if other:
+            out.append({"name": OTHER, "labels": dict(OTHER_LABELS), "points": [[end, n]]})
+        else:
+            labels = {"requested_model": requested, "resolved_model": resolved}
+            out.append({"name": f"{requested} → {resolved}", "labels": labels, "points": [[end, n]]})
+    groups = max((int(v[1]) for _, _, _, v in rows), default=0)
+    return out, _truncated(max_series, groups, "model_pair")
+
+
+def _signals(rows: dict, start: float, step: float, n_points: int, max_series: int) -> tuple[list[dict], dict | None]:
+    counts: dict[tuple, dict[int, float]] = defaultdict(dict)
+    groups = 0
+    for k, other, (g,), (n, n_groups) in rows["quality"]:
+        counts[(other, g)][k] = n
+        groups = max(groups, int(n_groups))
+    rank = {q: i for i, q in enumerate(QUALITIES)}
+    out = [
+        {
+            "name": OTHER if other else g,
+            "labels": dict(OTHER_LABELS) if other else {"quality": g},
+            "points": steps.points(start, step, n_points, counts[(other, g)], 0.0),
+        }
+        for other, g in sorted(counts, key=lambda s: (s[0], rank.get(s[1], len(QUALITIES)), s[1] or ""))
+    ]
+    flagged = {k: f / n for k, _, _, (f, n) in rows["flagged"] if n}
+    if flagged:
+        points = steps.points(start, step, n_points, flagged, None)
+        out.append({"name": FLAGGED_SERIES, "labels": {"measure": FLAGGED}, "points": points})
+    return out, _truncated(max_series, groups, "quality")
+
+
+def _sessions(q: TopSessions, rows: list, end: float) -> tuple[list[dict], dict | None]:
+    out = []
+    for _, _, (session,), (cost, estimated, _total) in rows:
+        labels = {"session_id": session, "cost_estimated": "true" if estimated is not None else "false"}
+        out.append({"name": session, "labels": labels, "points": [[end, cost]]})
+    total = int(rows[0][3][2]) if rows else 0
+    return out, _truncated(q.limit, total, "session_id")
