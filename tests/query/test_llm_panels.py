@@ -412,7 +412,8 @@ def test_output_tokens_per_second_is_the_median_per_call(calls):
     data = _panel(srv, "llm_output_tokens_per_second")
     speeds: dict[tuple, list] = defaultdict(list)
     for c in _in_steps(all_calls):
-        if c.tokens.get("output") and c.ttft_ms is not None and c.ms > c.ttft_ms:
+        # A response that was not streamed arrives whole at its first chunk: only streamed ones count.
+        if c.tokens.get("output") and c.ttft_ms is not None and c.ms - c.ttft_ms >= 100:
             speeds[(c.model, c.k)].append(c.tokens["output"] / ((c.ms - c.ttft_ms) / 1000))
     got = {s["labels"]["llm_model"]: dict(s["points"]) for s in data["series"]}
     assert all(set(s["labels"]) == {"llm_model"} and s["name"] == s["labels"]["llm_model"] for s in data["series"])
@@ -535,7 +536,7 @@ def test_top_sessions_by_cost(calls):
     for s in data["series"]:
         assert s["labels"] == {"session_id": s["name"], "cost_estimated": "false"}
         assert s["points"][0][0] == END and s["points"][0][1] == pytest.approx(cost[s["name"]], rel=1e-12)
-    assert data["truncated"] == {"shown": 10, "total": len(cost), "label": "session_id"}
+    assert data["truncated"] == {"shown": 10, "total": len(cost), "label": "session_id", "other": "none"}
 
 
 def test_more_models_than_drawn_fold_into_other(module_server_factory, tmp_path_factory):
@@ -560,8 +561,9 @@ def test_more_models_than_drawn_fold_into_other(module_server_factory, tmp_path_
     assert [s["name"] for s in tokens["series"]] == ["openai/gpt-4o input", "openai/gpt-4o-mini input", "other input"]
     assert tokens["series"][2]["labels"] == {"other": "true", "kind": "input"}
     assert sum(v for _, v in tokens["series"][2]["points"]) * STEP == sum(s[3] for s in rest)
-    assert tokens["truncated"] == {"shown": 2, "total": 5, "label": "llm_model"}
+    assert tokens["truncated"] == {"shown": 2, "total": 5, "label": "llm_model", "other": "summed"}
     ttft = _panel(srv, "llm_ttft_ms", start=BASE, end=BASE + 600, step=600)
+    assert ttft["truncated"]["other"] == "together"
     other = {s["labels"]["quantile"]: s["points"] for s in ttft["series"] if s["labels"].get("other")}
     assert other == {
         str(q): [[BASE + 600, pytest.approx(_quantile([s[2] for s in rest], q))]] for q in (0.5, 0.95, 0.99)

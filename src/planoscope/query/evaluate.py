@@ -132,13 +132,13 @@ def _evaluate(
             out["notice"] = f"No samples of {q.metric} in this range."
     else:  # pragma: no cover - the Query union is closed
         raise TypeError(q)
-    _say_truncated(out, groups, max_series)
+    _say_truncated(out, groups, max_series, "together" if isinstance(q, LatencyQuantiles) else "summed")
     return out
 
 
-def _say_truncated(out: dict, groups: tuple[str, int] | None, max_series: int) -> None:
+def _say_truncated(out: dict, groups: tuple[str, int] | None, max_series: int, other: str = "summed") -> None:
     if groups is not None and groups[1] > max_series:
-        out["truncated"] = {"shown": max_series, "total": groups[1], "label": groups[0]}
+        out["truncated"] = {"shown": max_series, "total": groups[1], "label": groups[0], "other": other}
 
 
 def _ranked(source: str, by: str, weight: str) -> str:

@@ -68,13 +68,18 @@ COLUMNS = {
     "fl": "Flagged",
     "s": "SessionId",
 }
+# Generation speed is measured on the calls whose output streamed: Plano sets the time to first
+# token on every response, and a response that was not streamed arrives whole at its first chunk,
+# a few ms before the span ends (completion / 3 ms: 100,000 tok/s). A streamed one goes on for
+# the generation: the calls with at least this long after the first token count.
+MIN_GENERATION_MS = 100
 # A value of each call that CallQuantiles can take the quantiles of: its SQL over ``c`` (NULL
 # where the call has none) and the columns it reads. Generation speed: completion tokens over
-# the time after the first token, for the calls that produced tokens after it.
+# the time after the first token.
 CALL_VALUES = {
     "ttft_ms": ("ttft", ("ttft",)),
     "output_tokens_per_second": (
-        "CASE WHEN ot > 0 AND ms > ttft THEN ot / ((ms - ttft) / 1000) END",
+        f"CASE WHEN ot > 0 AND ms - ttft >= {MIN_GENERATION_MS} THEN ot / ((ms - ttft) / 1000) END",
         ("ot", "ms", "ttft"),
     ),
 }
@@ -275,7 +280,7 @@ def series(
     if isinstance(q, CostTotal):
         return _cost_total(rows["sums"], end), _models_truncated(rows, max_series)
     if isinstance(q, CallQuantiles):
-        return _quantiles(q, rows, start, step, n_points), _models_truncated(rows, max_series)
+        return _quantiles(q, rows, start, step, n_points), _models_truncated(rows, max_series, "together")
     if isinstance(q, FailureRatio):
         return _failure_ratio(rows, start, step, n_points), _models_truncated(rows, max_series)
     if isinstance(q, FailureRate):
@@ -291,13 +296,15 @@ def series(
     raise TypeError(q)  # pragma: no cover - the LlmQuery union is closed
 
 
-def _models_truncated(rows: dict[str, list], max_series: int) -> dict | None:
+def _models_truncated(rows: dict[str, list], max_series: int, other: str = "summed") -> dict | None:
     total = int(rows["models"][0][3][0] or 0) if rows.get("models") else 0
-    return _truncated(max_series, total, "llm_model")
+    return _truncated(max_series, total, "llm_model", other)
 
 
-def _truncated(shown: int, total: int, label: str) -> dict | None:
-    return {"shown": shown, "total": total, "label": label} if total > shown else None
+def _truncated(shown: int, total: int, label: str, other: str = "summed") -> dict | None:
+    """What a panel left out: ``other`` says how the rest is drawn (summed, together: the
+    quantiles of all their calls, none: not drawn)."""
+    return {"shown": shown, "total": total, "label": label, "other": other} if total > shown else None
 
 
 def _model_labels(other: bool, g: str | None) -> dict:
@@ -380,10 +387,9 @@ def _quantiles(q: CallQuantiles, rows: dict, start: float, step: float, n_points
             by_series[(other, g or "", quantile)][k] = v
     out = []
     for other, g, quantile in sorted(by_series):
-        labels = _model_labels(other, g)
-        name = OTHER if other else g
+        labels, name = _model_labels(other, g), _model_name(other, g)
         if len(q.quantiles) > 1:
-            labels, name = {"quantile": str(quantile), **labels}, f"p{round(quantile * 100)} {name}".strip()
+            labels, name = {"quantile": str(quantile), **labels}, f"p{round(quantile * 100)} {name}"
         points = steps.points(start, step, n_points, by_series[(other, g, quantile)], None)
         out.append({"name": name, "labels": labels, "points": points})
     return out
@@ -442,7 +448,7 @@ def _route_share(rows: list, end: float, max_series: int) -> tuple[list[dict], d
     for _, other, (route,), (n, latency, failed, n_groups) in rows:
         groups = max(groups, int(n_groups))
         labels = dict(OTHER_LABELS) if other else {"route": route}
-        name = OTHER if other else route
+        name = OTHER if other else (route or "(no route)")
         measures = {"share": n / all_calls, "latency_p95_ms": latency, "failure_ratio": failed / n}
         out.append({"name": name, "labels": labels, "points": [[end, n]]})
         out += [
@@ -450,7 +456,7 @@ def _route_share(rows: list, end: float, max_series: int) -> tuple[list[dict], d
             for m, v in measures.items()
             if v is not None
         ]
-    return out, _truncated(max_series, groups, "route")
+    return out, _truncated(max_series, groups, "route", "together")
 
 
 def _pairs(rows: list, end: float, max_series: int) -> tuple[list[dict], dict | None]:
@@ -494,4 +500,4 @@ def _sessions(q: TopSessions, rows: list, end: float) -> tuple[list[dict], dict 
         labels = {"session_id": session, "cost_estimated": "true" if estimated is not None else "false"}
         out.append({"name": session, "labels": labels, "points": [[end, cost]]})
     total = int(rows[0][3][2]) if rows else 0
-    return out, _truncated(q.limit, total, "session_id")
+    return out, _truncated(q.limit, total, "session_id", "none")

@@ -47,18 +47,19 @@ LLM_PANELS: tuple[Panel, ...] = (
         "LLM Cost by Model",
         "currencyUSD",
         "stat",
-        (0, 0, 6, 8),
+        (0, 0, 6, 9),
         CostTotal(),
         (Target(f"sum(increase({_COST}[$__range])) by ({_MODEL}, source)", "{{ gen_ai_request_model }} {{ source }}"),),
         "USD per model over the range: the cost Plano sent (llm.usage.total_cost_usd), and apart from it the "
         "cost planoscope estimated from its price table for the calls with tokens and no sent cost.",
+        display="bars",
     ),
     Panel(
         "llm_sessions_top",
         "Costliest Sessions",
         "currencyUSD",
         "stat",
-        (6, 0, 6, 8),
+        (6, 0, 6, 9),
         TopSessions(),
         (),
         "The sessions (plano.session_id, gen_ai.conversation.id, session.id) whose calls cost most over the "
@@ -71,7 +72,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Routes: Calls, p95 Latency, Failures",
         "short",
         "stat",
-        (12, 0, 6, 8),
+        (12, 0, 6, 9),
         RouteShare(),
         (
             Target(f"sum(increase({_CALLS}[$__range])) by (route)", "{{ route }}"),
@@ -95,7 +96,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Model Selection: Requested → Resolved",
         "short",
         "stat",
-        (18, 0, 6, 8),
+        (18, 0, 6, 9),
         ModelSelection(),
         (),
         "LLM calls per requested → resolved model pair over the range: where an alias, the router or the "
@@ -108,7 +109,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Tokens / sec by Model and Kind",
         "suffix: tok/s",
         "timeseries",
-        (0, 8, 12, 9),
+        (0, 9, 12, 9),
         TokenRate(),
         (
             Target(
@@ -124,7 +125,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "LLM Cost / hour by Model",
         "currencyUSD",
         "timeseries",
-        (12, 8, 12, 9),
+        (12, 9, 12, 9),
         CostRate(),
         (Target(f"sum(rate({_COST}{_RI})) by ({_MODEL}, source) * 3600", "{{ gen_ai_request_model }} {{ source }}"),),
         "USD per hour per model, sent and estimated apart (estimated: the dashed lines).",
@@ -134,7 +135,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Time to First Token p50 / p95 / p99 by Model",
         "ms",
         "timeseries",
-        (0, 17, 12, 9),
+        (0, 18, 12, 9),
         CallQuantiles("ttft_ms"),
         tuple(
             Target(
@@ -150,7 +151,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Output Tokens / sec per Call (median) by Model",
         "suffix: tok/s",
         "timeseries",
-        (12, 17, 12, 9),
+        (12, 18, 12, 9),
         CallQuantiles("output_tokens_per_second", (0.5,)),
         (
             Target(
@@ -160,14 +161,15 @@ LLM_PANELS: tuple[Panel, ...] = (
             ),
         ),
         "Generation speed: the median over the calls of completion tokens / (duration - time to first "
-        "token). The export can only divide the sums (all calls' tokens by all their generation time).",
+        "token), for the calls that streamed (100 ms or more after the first token: a response that was not "
+        "streamed arrives whole at its first chunk). The export can only divide the sums over all calls.",
     ),
     Panel(
         "llm_failure_ratio",
         "Failed LLM Calls by Model and Class",
         "percentunit",
         "timeseries",
-        (0, 26, 12, 9),
+        (0, 27, 12, 9),
         FailureRatio(),
         (
             Target(
@@ -184,7 +186,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Rate-Limited (429) Calls / sec by Model and Provider",
         "reqps",
         "timeseries",
-        (12, 26, 12, 9),
+        (12, 27, 12, 9),
         FailureRate("429"),
         (
             Target(
@@ -194,14 +196,13 @@ LLM_PANELS: tuple[Panel, ...] = (
         ),
         "LLM calls per second answered 429, per model and provider: the breakdown Envoy's global "
         "envoy_wasmcustom_ratelimited_rq cannot give.",
-        color="red",
     ),
     Panel(
         "llm_prompt_cache_ratio",
         "Prompt Cache Hit Ratio by Model",
         "percentunit",
         "timeseries",
-        (0, 35, 12, 9),
+        (0, 36, 12, 9),
         CacheRatio(),
         (Target(f"{_tokens('cached_input')} / {_tokens('input')}", "{{ gen_ai_request_model }}"),),
         "Cached input tokens / input tokens per model, for the models that report cached tokens.",
@@ -211,7 +212,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Signals Quality and Share Flagged 🚩",
         "short",
         "timeseries",
-        (12, 35, 12, 9),
+        (12, 36, 12, 9),
         SignalsQuality(),
         (),
         "LLM calls per step per signals.quality (excellent … severe), and on the right-hand axis the share of "

@@ -65,6 +65,10 @@ class Truncated(BaseModel):
     shown: int = Field(description="groups drawn as their own series (the setting max_series_per_panel)")
     total: int = Field(description="groups in the range; the ones not shown are summed in the series named other")
     label: str = Field(description="the label the series are grouped by, e.g. llm_model")
+    other: str = Field(
+        description="how the rest is drawn: summed (rates, counts, sums), together (the quantiles of all their "
+        "spans or calls together), none (not drawn: the costliest sessions)"
+    )
 
 
 class PanelData(BaseModel):

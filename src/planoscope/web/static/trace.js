@@ -264,6 +264,7 @@ async function main() {
   const id = (p.get("id") || "").trim().toLowerCase();
   state.traceId = id;
   setup();
+  buildNav("traces");
   try {
     const [r, rf] = await Promise.all([fetch(`api/v1/traces/${encodeURIComponent(id)}`),
                                        fetch(`api/v1/traces/${encodeURIComponent(id)}/failures`)]);
