@@ -7,6 +7,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -128,24 +129,25 @@ class Typed:
     scale: dict[str, float] = field(default_factory=dict)
     lower: bool = False
 
-    def sql(self, attributes: str = "SpanAttributes") -> str:
-        """The column's value as DuckDB SQL over the stored attribute set ``attributes``: equal to
-        what ingest gives for values sent in their type (strings, ints, doubles, bools) or as their
-        plain string forms. (Where they differ: a double sent for a string column reads ``2.0``
-        here and ``2`` at ingest; an integer column truncates a fractional string at ingest and
-        rounds here.)"""
+    def sql(self, value: Callable[[str], str] = lambda key: f"attr(SpanAttributes, '{key}')") -> str:
+        """The column's value as DuckDB SQL, given ``value(key)``, the SQL of a key's stored value
+        as a string (by default the ``attr`` macro on SpanAttributes): equal to what ingest gives
+        for values sent in their type (strings, ints, doubles, bools) or as their plain string
+        forms. (Where they differ: a double sent for a string column reads ``2.0`` here and ``2``
+        at ingest; an integer column truncates a fractional string at ingest and rounds here.)
+        Keys are constants of this module, never user input."""
         parts = []
         for key in self.keys:
-            value = f"attr({attributes}, '{key}')"  # keys are constants here, never user input
+            value_sql = value(key)
             if self.ddl == "VARCHAR":
-                value = f"nullif({value}, '')"
+                value_sql = f"nullif({value_sql}, '')"
                 if self.lower:
-                    value = f"lower({value})"
+                    value_sql = f"lower({value_sql})"
             else:
-                value = f"TRY_CAST({value} AS {self.ddl})"
+                value_sql = f"TRY_CAST({value_sql} AS {self.ddl})"
             if key in self.scale:
-                value = f"CAST({value} * {self.scale[key]!r} AS {self.ddl})"
-            parts.append(value)
+                value_sql = f"CAST({value_sql} * {self.scale[key]!r} AS {self.ddl})"
+            parts.append(value_sql)
         return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
