@@ -23,8 +23,8 @@ function axisUnit(unit) {
 function fmtAxis(v, unit) {  // compact tick labels: 2, 2.5, 750 ms, 1.5 s, 12K, 25%, $0.5
   const trim = (x) => String(Number(x.toFixed(2)));
   if (unit === "ms") return Math.abs(v) >= 1000 ? trim(v / 1000) + " s" : trim(v) + " ms";
-  if (unit === "percentunit") return fmtPercent(v);
-  if (unit === "currencyUSD") return fmtUsd(v);
+  if (unit === "percentunit") return fmtPercent(v).replace(/\.0+%$/, "%");
+  if (unit === "currencyUSD") return fmtUsd(v).replace(/\.0+$/, "");
   if (unit?.startsWith("suffix:")) return fmtCompact(v);
   if (Math.abs(v) >= 1e6) return trim(v / 1e6) + "M";
   if (Math.abs(v) >= 1e3) return trim(v / 1e3) + "K";
@@ -50,6 +50,10 @@ function measureOf(def, series) {
 function unitOf(def, series) { return measureOf(def, series)?.unit || def.unit; }
 function isEstimated(series) {
   return series?.labels?.cost_source === "estimated" || series?.labels?.cost_estimated === "true";
+}
+// A series' name as shown: an estimated cost says so with its badge, not twice.
+function shownName(def, s) {
+  return (isEstimated(s) ? s.name.replace(/ \(estimated\)$/, "") : s.name) || noLabel(def);
 }
 
 // --- URL state and controls -----------------------------------------------------------------
@@ -340,7 +344,7 @@ function renderLegend(view, data, legend, aligned) {
     const failedHref = drillUrl(def, s, data.start, data.end, true);
     const swatch = isEstimated(s) || measureOf(def, s) ? "swatch dashed" : "swatch";
     return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
-      <td><span class="${swatch}" style="--c:${view.colors[i]}"></span>${richText(s.name || noLabel(def))}${estimatedBadge(s)}</td>
+      <td><span class="${swatch}" style="--c:${view.colors[i]}"></span>${richText(shownName(def, s))}${estimatedBadge(s)}</td>
       <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}${failedHref
         ? ` <a class="failed" href="${failedHref}" title="Failed calls of ${escapeHtml(s.name)} in this range (HTTP ≥ 400, before dispatch, status ERROR)">failed ↗</a>` : ""}</td>
       <td>${fmtUnit(mean, unit)}</td><td>${fmtUnit(max, unit)}</td><td>${fmtUnit(last, unit)}</td></tr>`;
@@ -398,7 +402,7 @@ function renderBars(view, data, body) {
     const { requested_model: requested, resolved_model: resolved } = s.labels;
     const name = requested && requested === resolved
       ? `${escapeHtml(requested)} <span class="same" title="Sent to the model requested">as requested</span>`
-      : richText(isEstimated(s) ? s.name.replace(/ \(estimated\)$/, "") : s.name || noLabel(def));
+      : richText(shownName(def, s));
     return `<a class="bar-row${isEstimated(s) ? " estimated" : ""}" ${href ? `href="${href}"` : ""} title="${escapeHtml(s.name)}: ${fmtUnit(v, def.unit)}${href ? " · traces in this range" : ""}">
       <span class="bar-name">${name}${estimatedBadge(s)}</span>
       <span class="bar-track"><span class="bar-fill" style="width:${(100 * (v || 0)) / max}%;--c:${palette[i]}"></span></span>
@@ -460,7 +464,7 @@ function tooltipPlugin(view) {
         if (!rows.length) { tip.hidden = true; return; }
         rows.sort((a, b) => Number(Boolean(measureOf(def, a[1]))) - Number(Boolean(measureOf(def, b[1]))) || b[0] - a[0]);
         tip.innerHTML = `<div class="time">${fmtTime(u.data[0][i], true)}</div>` + rows.map(([v, s, color]) =>
-          `<div class="row"><span class="swatch${isEstimated(s) || measureOf(def, s) ? " dashed" : ""}" style="--c:${color}"></span><span class="name">${richText(s.name || noLabel(def))}${estimatedBadge(s)}</span><b>${fmtUnit(v, unitOf(def, s))}</b></div>`).join("");
+          `<div class="row"><span class="swatch${isEstimated(s) || measureOf(def, s) ? " dashed" : ""}" style="--c:${color}"></span><span class="name">${richText(shownName(def, s))}${estimatedBadge(s)}</span><b>${fmtUnit(v, unitOf(def, s))}</b></div>`).join("");
         const rect = u.over.getBoundingClientRect();
         const x = rect.left + u.cursor.left, y = rect.top + u.cursor.top;
         tip.hidden = false;

@@ -40,7 +40,8 @@ function fmtUsd(v) {
   if (a === 0) return "$0";
   if (a >= 1000) return "$" + v.toLocaleString("en-US", { maximumFractionDigits: 0 });
   if (a >= 1) return "$" + v.toFixed(2);
-  if (a >= 0.01) return "$" + v.toFixed(4).replace(/(\.\d\d\d*?)0+$/, "$1");
+  if (a >= 0.1) return "$" + v.toFixed(3);
+  if (a >= 0.01) return "$" + v.toFixed(4);
   return "$" + v.toPrecision(2).replace(/\.?0+$/, "");
 }
 function fmtPercent(v) {  // a ratio 0–1

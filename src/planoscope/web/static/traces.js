@@ -142,10 +142,10 @@ function entry(t) {
   const color = serviceColor(t.root_service);
   if (t.listener) {
     return `<span class="svc" style="--c:${serviceColor("plano(orchestrator)")}">${escapeHtml(t.listener)}</span>
-      <span class="root-name entry-root" title="The root span">${escapeHtml(t.root_service)} ${escapeHtml(t.root_name)}</span>`;
+      <span class="root-name entry-root" title="The root span">${escapeHtml(t.root_service)} ${richText(t.root_name)}</span>`;
   }
   return `<span class="svc" style="--c:${color}">${escapeHtml(t.root_service)}</span>
-    <span class="root-name">${escapeHtml(t.root_name)}</span>`;
+    <span class="root-name">${richText(t.root_name)}</span>`;
 }
 
 function failureBadges(t) {
