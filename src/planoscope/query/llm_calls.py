@@ -396,10 +396,10 @@ def _quantiles(q: CallQuantiles, rows: dict, start: float, step: float, n_points
 
 
 def _failure_ratio(rows: dict, start: float, step: float, n_points: int) -> list[dict]:
-    calls: dict[tuple, int] = {}  # (k, other, model): calls
+    calls: dict[tuple, dict[int, float]] = defaultdict(dict)  # (other, model): {k: calls}
     total: dict[int, float] = defaultdict(float)  # k: all calls
     for k, other, (g,), v in rows["sums"]:
-        calls[(k, other, g)] = v[0]
+        calls[(other, g)][k] = v[0]
         total[k] += v[0]
     failed: dict[tuple, dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for k, other, (g, f, _provider), (n,) in rows["failures"]:
@@ -407,10 +407,9 @@ def _failure_ratio(rows: dict, start: float, step: float, n_points: int) -> list
     out = []
     for other, g, f in sorted(failed, key=lambda s: (s[0], s[1] or "", s[2])):
         # Calls without a model have no model's calls to be a share of: theirs is of all calls.
-        denominators = (
-            total if (g == "" and not other) else {k: n for (k, o, gg), n in calls.items() if (o, gg) == (other, g)}
-        )
-        ratio = {k: failed[(other, g, f)].get(k, 0.0) / d for k, d in denominators.items() if d}
+        denominators = total if (g == "" and not other) else calls[(other, g)]
+        n_failed = failed[(other, g, f)]
+        ratio = {k: n_failed.get(k, 0.0) / d for k, d in denominators.items() if d}
         out.append(
             {
                 "name": f"{_model_name(other, g)} {f}",

@@ -47,7 +47,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "LLM Cost by Model",
         "currencyUSD",
         "stat",
-        (0, 0, 6, 9),
+        (0, 0, 5, 9),
         CostTotal(),
         (Target(f"sum(increase({_COST}[$__range])) by ({_MODEL}, source)", "{{ gen_ai_request_model }} {{ source }}"),),
         "USD per model over the range: the cost Plano sent (llm.usage.total_cost_usd), and apart from it the "
@@ -59,7 +59,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Costliest Sessions",
         "currencyUSD",
         "stat",
-        (6, 0, 6, 9),
+        (5, 0, 6, 9),
         TopSessions(),
         (),
         "The sessions (plano.session_id, gen_ai.conversation.id, session.id) whose calls cost most over the "
@@ -72,7 +72,7 @@ LLM_PANELS: tuple[Panel, ...] = (
         "Routes: Calls, p95 Latency, Failures",
         "short",
         "stat",
-        (12, 0, 6, 9),
+        (11, 0, 7, 9),
         RouteShare(),
         (
             Target(f"sum(increase({_CALLS}[$__range])) by (route)", "{{ route }}"),
