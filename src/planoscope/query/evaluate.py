@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from ..store import DuckDBStore
-from . import llm_calls, steps
+from . import llm_calls, llm_series, steps
 from .panels import DEFAULT_MAX_SERIES, LLM_QUERIES, LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
 from .params import QueryError, check_bounds, check_range, naive_utc
 from .steps import OTHER, OTHER_LABELS
@@ -102,7 +102,7 @@ def _evaluate(
     }
     groups = None  # (label, groups in the range) of a grouped panel
     if isinstance(q, LLM_QUERIES):
-        out["series"], truncated = llm_calls.series(q, shared["calls"], start, end, step, max_series)
+        out["series"], truncated = llm_series.series(q, shared["calls"], start, end, step, max_series)
         if truncated:
             out["truncated"] = truncated
         return out
