@@ -1,12 +1,14 @@
-"""Dashboard benchmark: one full refresh (all six panels) on a store of 1 M and 10 M spans.
+"""Dashboard benchmark: one full refresh of each dashboard (Requests Overview's six panels, LLM
+Usage's twelve) on a store of 1 M and 10 M spans.
 
 Fills a fresh store per size with Plano-shaped spans spread evenly over the last 7 days, in
-roughly increasing time order as real ingest writes them, then times one dashboard refresh
-(``query.evaluate`` on every panel of ``panels.PANELS``, the code the API runs, with the range's
-default step) for the latest hour and the whole 7 days, with reads on 1 and on 2 of DuckDB's
-threads (the server reads on all cores, 2 here), and one HTTP round trip of
-``GET /api/v1/dashboard`` against a real ``planoscope serve`` on the same data. Goals: under
-300 ms for 1 h at 10 M spans, under 1 s for 7 d. Each figure is the median of several
+roughly increasing time order as real ingest writes them, then times one refresh of each
+dashboard (``query.evaluate_all`` on every panel of ``dashboards.DASHBOARDS``' dashboard, the code
+the API runs, with the range's default step) for the latest hour and the whole 7 days, with
+reads on 1 and on 2 of DuckDB's threads (the server reads on all cores, 2 here), and one HTTP
+round trip of ``GET /api/v1/dashboard?id=`` against a real ``planoscope serve`` on the same data.
+Goals at 10 M spans (``GOALS``): Requests Overview under 300 ms for 1 h, under 1 s for 7 d; LLM
+Usage under 100 ms for 1 h, under 500 ms for 7 d. Each figure is the median of several
 repetitions (a 2-core VM is noisy), with min and max.
 
 Then it looks at why: which panel dominates, whether the Timestamp zone maps prune the 1 h range,
@@ -19,9 +21,11 @@ How the store is filled, fast and without the network: ``planoscope.demo.simulat
 model of Plano's traffic: 5 services, 7 models, 5 agents and 4 filters, per-model log-normal
 latencies, errors, bursts) simulates a pool of 120-150 k spans in real OTLP requests of 512 spans
 sorted by end time (as Plano's batch exporter sends them), which ``Decoder`` turns into the Arrow
-batch the store inserts. The pool is tiled back to back over 7 days, one copy per
-``DuckDBStore.append_spans`` transaction; each copy gets its own ids (every hex digit of the
-trace and span ids XORed with a per-copy mask, so parent links survive) and its time offset. The
+batch the store inserts, with the LLM columns as ingest fills them (tokens, cost sent or estimated
+from the price table, route, session, signals quality, flag, failure class). The pool is tiled
+back to back over 7 days, one copy per ``DuckDBStore.append_spans`` transaction; each copy gets
+its own ids (every hex digit of the trace and span ids XORed with a per-copy mask, so parent
+links survive; its sessions suffixed with the copy's number) and its time offset. The
 span metrics are computed as ingest would and snapshotted, so ``planoscope serve`` starts
 without recomputing them. With ``--keep DIR`` the data is kept in ``DIR/spans-N`` and reused by
 the next run with the same size.
@@ -48,23 +52,30 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import Decoder
+from planoscope.llm.prices import Prices
 from planoscope.metrics.llm import LlmMetrics
 from planoscope.metrics.spanmetrics import DEFAULT_CARDINALITY_LIMIT, SpanMetrics
-from planoscope.query.evaluate import _window, evaluate, evaluate_all
+from planoscope.query.dashboards import DASHBOARDS
+from planoscope.query.evaluate import evaluate, evaluate_all
 from planoscope.query.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
 from planoscope.query.params import default_step
+from planoscope.query.steps import window as step_window
 from planoscope.store import DuckDBStore
 from planoscope.store.duckdb import DB_FILE
 
 WEEK_S = 7 * 86400
 HOUR_S = 3600
-GOALS = {"1 h": 0.300, "7 d": 1.000}
+GOALS = {
+    "requests-overview": {"1 h": 0.300, "7 d": 1.000},
+    "llm-usage": {"1 h": 0.100, "7 d": 0.500},
+}
 POOL_SPANS = 150_000
 SIM_EPOCH = 1_700_006_400  # simulated seconds of the pool start here (a Wednesday 00:00 UTC)
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -94,7 +105,7 @@ def make_pool(span_rate: float, pool_spans: int, seed: int = 1):
         futures = [ex.submit(_simulate_part, trace_rate, seed, a, b) for a, b in zip(bounds, bounds[1:])]
         bodies = [b for f in futures for b in f.result()]
     metrics = SpanMetrics()
-    decoder = Decoder(metrics.dimensions)
+    decoder = Decoder(metrics.dimensions, prices=Prices())
     batches = [decoder.decode_protobuf(b) for b in bodies]
     assert all(b.rejected == 0 for b in batches)
     table = pa.concat_tables([b.table for b in batches]).combine_chunks()
@@ -150,8 +161,9 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
     parent_ids = HexIds(pool.column("ParentSpanId").chunk(0), 16)
     cols = {
         name: pool.schema.get_field_index(name)
-        for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey")
+        for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey", "SessionId")
     }
+    sessions = pool.column("SessionId")
     # The span metrics and the LLM metrics, stored as the server keeps them (else its first start
     # would count them from the whole store).
     metric_sets = [SpanMetrics(), LlmMetrics(DEFAULT_CARDINALITY_LIMIT)]
@@ -171,6 +183,8 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
             .set_column(cols["TraceKey"], "TraceKey", trace_ids.trace_keys(trace_mask))
             .set_column(cols["SpanId"], "SpanId", span_ids.masked(span_mask))
             .set_column(cols["ParentSpanId"], "ParentSpanId", parent_ids.masked(span_mask))
+            # A copy's conversations are its own: a session does not last the 7 days.
+            .set_column(cols["SessionId"], "SessionId", pc.binary_join_element_wise(sessions, f"-{c}", ""))
         )
         if rows < p:
             table = table.slice(0, rows)
@@ -214,17 +228,18 @@ def ranges(t_end: float) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def refresh_total(store: DuckDBStore, start: float, end: float, step: float) -> float:
-    """One dashboard refresh as the API does it (query.evaluate_all: the rate panels share a scan)."""
+def refresh_total(store: DuckDBStore, panels, start: float, end: float, step: float) -> float:
+    """One dashboard refresh as the API does it (query.evaluate_all: the rate panels share a scan,
+    the LLM panels one statement)."""
     t = time.perf_counter()
-    evaluate_all(store, list(PANELS), start, end, step)
+    evaluate_all(store, list(panels), start, end, step)
     return time.perf_counter() - t
 
 
-def refresh(store: DuckDBStore, start: float, end: float, step: float) -> dict[str, float]:
-    """Each panel on its own: seconds per panel (a refresh shares the rate panels' scan)."""
+def refresh(store: DuckDBStore, panels, start: float, end: float, step: float) -> dict[str, float]:
+    """Each panel on its own: seconds per panel (a refresh shares the scans)."""
     times = {}
-    for panel in PANELS:
+    for panel in panels:
         t = time.perf_counter()
         evaluate(store, panel, start, end, step)
         times[panel.id] = time.perf_counter() - t
@@ -273,24 +288,30 @@ def med_ms(xs: list[float]) -> str:
 
 
 def time_in_process(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
-    """{(range, threads): {"first": s, "totals": [s], "panels": {id: [s]}}}; runs interleaved."""
+    """{(dashboard, range, threads): {"first": s, "totals": [s], "panels": {id: [s]}}}; runs interleaved."""
     res = {}
-    for name, (start, end, step) in rngs.items():
-        set_threads(store, 1)  # the first refresh after opening reads the blocks into DuckDB's cache
-        first = refresh_total(store, start, end, step)
-        for threads in (1, 2):
-            res[(name, threads)] = {"first": first, "totals": [], "cpu": [], "panels": {p.id: [] for p in PANELS}}
-        for _ in range(repeat):
+    for board in DASHBOARDS:
+        for name, (start, end, step) in rngs.items():
+            set_threads(store, 1)  # the first refresh after opening reads the blocks into DuckDB's cache
+            first = refresh_total(store, board.panels, start, end, step)
             for threads in (1, 2):
-                set_threads(store, threads)
-                cpu = time.process_time()
-                total = refresh_total(store, start, end, step)
-                r = res[(name, threads)]
-                r["cpu"].append(time.process_time() - cpu)
-                r["totals"].append(total)
-                times = refresh(store, start, end, step)
-                for pid, s in times.items():
-                    r["panels"][pid].append(s)
+                res[(board.id, name, threads)] = {
+                    "first": first,
+                    "totals": [],
+                    "cpu": [],
+                    "panels": {p.id: [] for p in board.panels},
+                }
+            for _ in range(repeat):
+                for threads in (1, 2):
+                    set_threads(store, threads)
+                    cpu = time.process_time()
+                    total = refresh_total(store, board.panels, start, end, step)
+                    r = res[(board.id, name, threads)]
+                    r["cpu"].append(time.process_time() - cpu)
+                    r["totals"].append(total)
+                    times = refresh(store, board.panels, start, end, step)
+                    for pid, s in times.items():
+                        r["panels"][pid].append(s)
     set_threads(store, 1)
     return res
 
@@ -362,16 +383,17 @@ def time_http(data_dir: Path, rngs: dict, repeat: int) -> dict:
     out = {"startup_s": startup_s}
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
-            for name, (start, end, _) in rngs.items():
+            for board in DASHBOARDS:
+                for name, (start, end, _) in rngs.items():
 
-                def get(start=start, end=end):
-                    r = client.get("/api/v1/dashboard", params={"start": start, "end": end})
-                    r.raise_for_status()
-                    return r
+                    def get(start=start, end=end, board=board.id):
+                        r = client.get("/api/v1/dashboard", params={"id": board, "start": start, "end": end})
+                        r.raise_for_status()
+                        return r
 
-                first = timed(get, 1)
-                body = get()
-                out[name] = {"first": first[0], "times": timed(get, repeat), "bytes": len(body.content)}
+                    first = timed(get, 1)
+                    body = get()
+                    out[(board.id, name)] = {"first": first[0], "times": timed(get, repeat), "bytes": len(body.content)}
     finally:
         stop_server(proc)
     return out
@@ -398,7 +420,7 @@ def zone_maps(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
     )
     touching = sum(1 for _, a, b in stats if b > lo and a <= hi)
     spans_1h = store.query("SELECT count(*) FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ?", [lo, hi])[0][0]
-    _, k = _window(start, end, step)
+    _, k = step_window(start, end, step)
     base = (
         f"SELECT {k} AS k, LlmModel AS g, quantile_cont(Duration, [0.5, 0.95, 0.99]) FROM otel_traces"
         " WHERE ServiceName = 'plano(llm)' AND "
@@ -426,7 +448,7 @@ def zone_maps(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
 def query_shapes(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
     """Variants of the 7 d queries (threads=1), to see where the time goes."""
     start, end, step = rngs["7 d"]
-    (lo, hi), k = _window(start, end, step)
+    (lo, hi), k = step_window(start, end, step)
     rng = "FROM otel_traces WHERE Timestamp > $lo AND Timestamp <= $hi AND "
     llm = rng + "ServiceName = 'plano(llm)'"
     three = rng + "ServiceName IN ('plano(llm)', 'plano(agent)', 'plano(orchestrator)')"
@@ -645,24 +667,28 @@ def report_size(n: int, figures: dict) -> None:
 
     t = Table(title=f"dashboard refresh, {n:,} spans: median (min–max) of {f['repeat']}", title_justify="left")
     for col in (
+        "dashboard",
         "range",
         "goal",
         "in-process threads=1",
         "in-process threads=2",
-        "HTTP GET /api/v1/dashboard",
+        "HTTP GET /api/v1/dashboard?id=",
         "first refresh: in process / HTTP",
     ):
-        t.add_column(col, justify="right" if col != "range" else "left")
-    for name in rngs:
-        one, two, http = f["inproc"][(name, 1)], f["inproc"][(name, 2)], f["http"][name]
-        t.add_row(
-            name,
-            f"{GOALS[name] * 1e3:.0f} ms",
-            fmt_ms(one["totals"]),
-            fmt_ms(two["totals"]),
-            fmt_ms(http["times"]) + f", {http['bytes'] / 1024:,.0f} KiB",
-            f"{one['first'] * 1e3:,.0f} / {http['first'] * 1e3:,.0f} ms",
-        )
+        t.add_column(col, justify="right" if col not in ("dashboard", "range") else "left")
+    for board in DASHBOARDS:
+        for name in rngs:
+            one, two = f["inproc"][(board.id, name, 1)], f["inproc"][(board.id, name, 2)]
+            http = f["http"][(board.id, name)]
+            t.add_row(
+                board.id,
+                name,
+                f"{GOALS[board.id][name] * 1e3:.0f} ms",
+                fmt_ms(one["totals"]),
+                fmt_ms(two["totals"]),
+                fmt_ms(http["times"]) + f", {http['bytes'] / 1024:,.0f} KiB",
+                f"{one['first'] * 1e3:,.0f} / {http['first'] * 1e3:,.0f} ms",
+            )
     console.print(t)
     console.print(
         f"(planoscope serve started on this data in {f['http']['startup_s']:.1f} s; the server reads on all of DuckDB's threads, one per core)"
@@ -671,18 +697,21 @@ def report_size(n: int, figures: dict) -> None:
     console.print(
         "CPU time of this process / wall time of a refresh, median: "
         + ", ".join(
-            f"{name} t={th} {statistics.median(c / w for c, w in zip(r['cpu'], r['totals'])):.2f}"
-            for (name, th), r in f["inproc"].items()
+            f"{board} {name} t={th} {statistics.median(c / w for c, w in zip(r['cpu'], r['totals'])):.2f}"
+            for (board, name, th), r in f["inproc"].items()
         )
     )
-    t = Table(title="per panel, median ms", title_justify="left")
-    t.add_column("panel")
-    for name in rngs:
-        for threads in (1, 2):
-            t.add_column(f"{name} t={threads}", justify="right")
-    for p in PANELS:
-        t.add_row(p.id, *[med_ms(f["inproc"][(name, th)]["panels"][p.id]) for name in rngs for th in (1, 2)])
-    console.print(t)
+    for board in DASHBOARDS:
+        t = Table(title=f"{board.id}: per panel on its own, median ms", title_justify="left")
+        t.add_column("panel")
+        for name in rngs:
+            for threads in (1, 2):
+                t.add_column(f"{name} t={threads}", justify="right")
+        for p in board.panels:
+            t.add_row(
+                p.id, *[med_ms(f["inproc"][(board.id, name, th)]["panels"][p.id]) for name in rngs for th in (1, 2)]
+            )
+        console.print(t)
 
     if "zone" in f:
         z = f["zone"]

@@ -2,9 +2,10 @@
 
 Starts ``planoscope demo`` (a fixed seed, 15 minutes of backfill, free ports, a temporary data
 directory), waits until the backfill is stored and the fake Envoy has been scraped for a minute,
-drives Debian's Chromium through Playwright to the dashboard and to one agent trace, writes
-``docs/img/dashboard.png`` and ``docs/img/trace.png`` and stops the demo with SIGTERM. It fails,
-and replaces neither picture, when a page reports an error: a broken page never lands in the docs.
+drives Debian's Chromium through Playwright to the two dashboards and to one agent trace, writes
+``docs/img/dashboard.png``, ``docs/img/llm-usage.png`` and ``docs/img/trace.png`` and stops the demo
+with SIGTERM. It fails, and replaces no picture, when a page reports an error: a broken page never
+lands in the docs.
 """
 
 from __future__ import annotations
@@ -133,8 +134,11 @@ def agent_trace(demo: Demo) -> tuple[str, str | None]:
     return trace["trace_id"], (llm[0] if llm else None)
 
 
+PICTURES = ("dashboard.png", "llm-usage.png", "trace.png")
+
+
 def shoot(demo: Demo, out: Path) -> str:
-    """Write ``dashboard.png`` and ``trace.png`` into ``out``; returns the trace's id."""
+    """Write ``PICTURES`` into ``out``; returns the trace's id."""
     trace_id, span_id = agent_trace(demo)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -150,6 +154,14 @@ def shoot(demo: Demo, out: Path) -> str:
         page.mouse.move(0, 0)  # no crosshair or tooltip in the picture
         check(page, errors, "the dashboard")
         page.screenshot(path=str(out / "dashboard.png"), full_page=True)
+
+        page.goto(demo.url + "/?dashboard=llm-usage&range=15m&refresh=off")
+        page.wait_for_selector("body[data-loaded]", timeout=30_000)
+        page.wait_for_selector("#refresh-now:not(.spinning)")
+        page.wait_for_function("document.querySelectorAll('.panel canvas').length >= 8")
+        page.mouse.move(0, 0)
+        check(page, errors, "the LLM Usage dashboard")
+        page.screenshot(path=str(out / "llm-usage.png"), full_page=True)
 
         query = {"id": trace_id} | ({"span": span_id} if span_id else {})
         page.goto(demo.url + "/trace?" + urlencode(query))
@@ -181,9 +193,9 @@ def main() -> None:
             if demo.proc.poll() is None:
                 demo.stop()
         IMG.mkdir(exist_ok=True)
-        for name in ("dashboard.png", "trace.png"):  # both or neither
+        for name in PICTURES:  # all or none
             shutil.move(Path(tmp) / name, IMG / name)
-    print(f"screenshots: wrote {IMG / 'dashboard.png'} and {IMG / 'trace.png'} (trace {trace_id})")
+    print(f"screenshots: wrote {', '.join(str(IMG / n) for n in PICTURES)} (trace {trace_id})")
 
 
 if __name__ == "__main__":

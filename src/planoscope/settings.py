@@ -133,7 +133,7 @@ class Settings(BaseModel):
         le=1000,
         description="Series a dashboard panel draws: the top ones by value over the range, "
         "the rest summed into one series named other (the latency panel: top models by requests, the "
-        "quantiles of all other models' spans together).",
+        "quantiles of all other models' spans together; LLM Usage: the top models by calls on every panel).",
     )
     dedupe_window: Duration = Field(
         "10m",

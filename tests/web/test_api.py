@@ -70,7 +70,7 @@ def _bucket(start_ns: int, start: int) -> int:
 
 def test_panels_are_listed_in_layout_order(loaded):
     srv, _ = loaded
-    panels = _get(srv, "/api/v1/panels").json()
+    panels = _get(srv, "/api/v1/panels", dashboard="requests-overview").json()
     assert [p["id"] for p in panels] == [
         "llm_requests_per_second",
         "agent_requests_per_second",

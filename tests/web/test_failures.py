@@ -252,6 +252,6 @@ def test_the_rate_limited_panel_drills_down_to_the_429s(failures):
     assert _found(srv, rng, *dd["filters"].items()) == _ids("rate limited")
     # The LLM panels' "failed" drill-down: the failed LLM calls of a model.
     llm = panels["llm_requests_per_second"]["drilldown"]
-    pairs = [*llm["filters"].items(), *llm["failed"].items(), (llm["by"], "openai/gpt-4o")]
+    pairs = [*llm["filters"].items(), *llm["failed"].items(), (llm["labels"]["llm_model"], "openai/gpt-4o")]
     assert _found(srv, rng, *pairs) == _ids("rate limited", "upstream 503")
     assert "failed" not in panels["agent_requests_per_second"]["drilldown"]  # agents' status is never recorded

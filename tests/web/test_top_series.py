@@ -77,7 +77,7 @@ def test_rates_draw_the_top_series_and_other_sums_the_rest(loaded):
     srv, spans = loaded
     start, end = BASE, BASE + 300
     data = _panel(srv, "llm_requests_per_second", start=start, end=end, step=STEP)
-    assert data["truncated"] == {"shown": 3, "total": 7, "label": "llm_model"}
+    assert data["truncated"] == {"shown": 3, "total": 7, "label": "llm_model", "other": "summed"}
     assert [s["name"] for s in data["series"]] == ["a", "b", "c", "other"]
     assert data["series"][-1]["labels"] == OTHER
     per = defaultdict(Counter)
@@ -104,7 +104,7 @@ def test_a_panel_with_few_enough_series_is_whole(loaded):
 def test_cumulative_counts_other_is_the_total_minus_the_top(loaded):
     srv, spans = loaded
     data = _panel(srv, "llm_cumulative_requests", end=BASE + 300)
-    assert data["truncated"] == {"shown": 3, "total": 7, "label": "llm_model"}
+    assert data["truncated"] == {"shown": 3, "total": 7, "label": "llm_model", "other": "summed"}
     got = {s["name"]: s["points"] for s in data["series"]}
     total = sum(1 for s in spans if s[0] == "plano(llm)")
     assert got == {
@@ -119,7 +119,7 @@ def test_latency_shows_the_top_models_and_the_quantiles_of_the_others_together(l
     srv, spans = loaded
     start, end, step = BASE, BASE + 300, 100
     data = _panel(srv, "llm_latency_ms", start=start, end=end, step=step)
-    assert data["truncated"] == {"shown": 3, "total": 7, "label": "llm_model"}
+    assert data["truncated"] == {"shown": 3, "total": 7, "label": "llm_model", "other": "together"}
     durations = defaultdict(list)
     for service, start_ns, duration, model in spans:
         if service == "plano(llm)":
@@ -183,7 +183,7 @@ def test_50000_models_refresh_fast_in_bounded_memory(server_factory, tmp_path):
         facets_seconds = time.monotonic() - t
     panels = {p["id"]: p for p in r.json()["panels"]}
     llm = panels["llm_requests_per_second"]
-    assert llm["truncated"] == {"shown": 20, "total": 50_000, "label": "llm_model"}
+    assert llm["truncated"] == {"shown": 20, "total": 50_000, "label": "llm_model", "other": "summed"}
     assert [s["name"] for s in llm["series"]] == [f"model-{i:06d}" for i in range(20)] + ["other"]
     assert sum(v for _, v in llm["series"][-1]["points"]) * llm["step"] == pytest.approx(50_000 - 20)
     count = panels["llm_cumulative_requests"]["series"]

@@ -1,13 +1,11 @@
-"""The dashboards: "Plano - Requests Overview" (the reference stack's six panels). The Grafana
-export writes each of them; ``GET /api/v1/dashboards`` lists them.
-
-(The same ``Dashboard`` and ``DASHBOARDS`` as branch llm-panels' module, which adds "Plano - LLM
-Usage": on merging, that module replaces this one.)"""
+"""The dashboards: "Plano - Requests Overview" (the reference stack's six panels) and
+"Plano - LLM Usage". ``GET /api/v1/dashboards`` lists them and the UI builds its top bar from it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .llm_panels import LLM_PANELS
 from .panels import PANELS, Panel
 
 
@@ -19,4 +17,13 @@ class Dashboard:
     source: str = "builtin"
 
 
-DASHBOARDS: tuple[Dashboard, ...] = (Dashboard("requests-overview", "Plano - Requests Overview", PANELS),)
+DASHBOARDS: tuple[Dashboard, ...] = (
+    Dashboard("requests-overview", "Plano - Requests Overview", PANELS),
+    Dashboard("llm-usage", "Plano - LLM Usage", LLM_PANELS),
+)
+DASHBOARD_BY_ID = {d.id: d for d in DASHBOARDS}
+DEFAULT_DASHBOARD = DASHBOARDS[0].id
+# Every panel of every dashboard, by id (ids are unique across dashboards: the API names a panel by id alone).
+ALL_PANELS: tuple[Panel, ...] = tuple(p for d in DASHBOARDS for p in d.panels)
+BY_ID = {p.id: p for p in ALL_PANELS}
+assert len(BY_ID) == len(ALL_PANELS), "a panel id is used twice"

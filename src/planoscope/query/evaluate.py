@@ -28,20 +28,17 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 
 from ..store import DuckDBStore
-from .panels import DEFAULT_MAX_SERIES, LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
+from . import llm_calls, llm_series, steps
+from .panels import DEFAULT_MAX_SERIES, LLM_QUERIES, LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
 from .params import QueryError, check_bounds, check_range, naive_utc
+from .steps import OTHER, OTHER_LABELS
 
 LOOKBACK_S = 300.0  # Prometheus' staleness: an older sample no longer stands for "now"
 MAX_RAW_SAMPLES = 200_000
-
-
-OTHER = "other"  # the name of the series of everything past the top ones
-OTHER_LABELS = {"other": "true"}
 
 
 def evaluate(
@@ -67,15 +64,20 @@ def evaluate_all(
     max_series: int = DEFAULT_MAX_SERIES,
 ) -> list[dict]:
     """Every panel over one range. The rate panels share one scan of the range: at 7 days of
-    10 M spans that is one 250 ms aggregate instead of three (benchmarks/dashboard.py).
+    10 M spans that is one 250 ms aggregate instead of three (benchmarks/dashboard.py); so do the
+    panels over LLM calls (``llm_calls.py``).
     ``scrape_targets`` (labels) only shape the notice of a scraped panel without data;
     ``max_series`` bounds the series of a grouped panel (see the module docstring)."""
     check_range(start, end, step)
     if max_series < 1:
         raise ValueError("max_series must be at least 1")
     rates = [p.query for p in panels if isinstance(p.query, SpanRate)]
-    counts = _span_counts(store, rates, start, end, step, max_series) if rates else None
-    return [_evaluate(store, p, start, end, step, counts, scrape_targets, max_series) for p in panels]
+    calls = [p.query for p in panels if isinstance(p.query, LLM_QUERIES)]
+    shared = {
+        "rates": _span_counts(store, rates, start, end, step, max_series) if rates else None,
+        "calls": llm_calls.query_calls(store, calls, start, end, step, max_series) if calls else None,
+    }
+    return [_evaluate(store, p, start, end, step, shared, scrape_targets, max_series) for p in panels]
 
 
 def _evaluate(
@@ -84,7 +86,7 @@ def _evaluate(
     start: float,
     end: float,
     step: float,
-    counts,
+    shared: dict,
     scrape_targets: Sequence[str],
     max_series: int,
 ) -> dict:
@@ -99,8 +101,13 @@ def _evaluate(
         "step": step,
     }
     groups = None  # (label, groups in the range) of a grouped panel
+    if isinstance(q, LLM_QUERIES):
+        out["series"], truncated = llm_series.series(q, shared["calls"], start, end, step, max_series)
+        if truncated:
+            out["truncated"] = truncated
+        return out
     if isinstance(q, SpanRate):
-        out["series"], groups = _span_rate(counts, q, start, end, step)
+        out["series"], groups = _span_rate(shared["rates"], q, start, end, step)
     elif isinstance(q, LatencyQuantiles):
         out["series"], groups = _latency(store, q, start, end, step, max_series)
     elif isinstance(q, SpanCount):
@@ -125,30 +132,13 @@ def _evaluate(
             out["notice"] = f"No samples of {q.metric} in this range."
     else:  # pragma: no cover - the Query union is closed
         raise TypeError(q)
-    _say_truncated(out, groups, max_series)
+    _say_truncated(out, groups, max_series, "together" if isinstance(q, LatencyQuantiles) else "summed")
     return out
 
 
-def _say_truncated(out: dict, groups: tuple[str, int] | None, max_series: int) -> None:
+def _say_truncated(out: dict, groups: tuple[str, int] | None, max_series: int, other: str = "summed") -> None:
     if groups is not None and groups[1] > max_series:
-        out["truncated"] = {"shown": max_series, "total": groups[1], "label": groups[0]}
-
-
-def _n_points(start: float, end: float, step: float) -> int:
-    return int(math.floor((end - start) / step + 1e-9)) + 1
-
-
-def _window(start: float, end: float, step: float) -> tuple[list, str]:
-    """Parameters and SQL: the bucket index k of each span, and the time filter."""
-    start_ns, step_ns = round(start * 1e9), round(step * 1e9)
-    sql_k = f"(epoch_ns(Timestamp) - {start_ns} + {step_ns} - 1) // {step_ns}"
-    return [naive_utc(start - step), naive_utc(end)], sql_k
-
-
-def _points(start: float, step: float, n: int, values: dict[int, float], fill: float | None) -> list:
-    if fill is None:
-        return [[start + k * step, values[k]] for k in sorted(values) if 0 <= k < n]
-    return [[start + k * step, values.get(k, fill)] for k in range(n)]
+        out["truncated"] = {"shown": max_series, "total": groups[1], "label": groups[0], "other": other}
 
 
 def _ranked(source: str, by: str, weight: str) -> str:
@@ -166,32 +156,34 @@ def _span_counts(
 ) -> dict[SpanRate, dict]:
     """Per rate panel: ``{"rows": [(k, other, group, spans)], "groups": distinct groups}``, from
     one scan of the range (``base``), grouped panels folded to their top ``max_series`` groups."""
-    params, k = _window(start, end, step)
+    params, k = steps.window(start, end, step)
     services = sorted({s for q in rates for s in q.services})
     by = sorted({q.by for q in rates if q.by})
     sql = [
         f"WITH base AS MATERIALIZED (SELECT {k} AS k, {', '.join(['ServiceName', *by])}, count(*) AS n"
-        f" FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({_marks(services)})"
+        f" FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({steps.marks(services)})"
         " GROUP BY ALL)"
     ]
     args: list = [*params, *services]
     selects = []
     for i, q in enumerate(rates):
         if q.by:
-            sql.append(f", r{i} AS ({_ranked(f'base WHERE ServiceName IN ({_marks(q.services)})', q.by, 'sum(n)')})")
+            sql.append(
+                f", r{i} AS ({_ranked(f'base WHERE ServiceName IN ({steps.marks(q.services)})', q.by, 'sum(n)')})"
+            )
             args += q.services
     for i, q in enumerate(rates):
         if q.by:
             selects.append(
                 f"SELECT {i} AS panel, b.k, r.rank > ? AS other, CASE WHEN r.rank <= ? THEN b.{q.by} END AS g,"
                 f" sum(b.n)::BIGINT AS n, max(r.groups) AS groups FROM base b JOIN r{i} r ON b.{q.by} IS NOT DISTINCT"
-                f" FROM r.g WHERE b.ServiceName IN ({_marks(q.services)}) GROUP BY ALL"
+                f" FROM r.g WHERE b.ServiceName IN ({steps.marks(q.services)}) GROUP BY ALL"
             )
             args += [max_series, max_series, *q.services]
         else:
             selects.append(
                 f"SELECT {i} AS panel, k, false AS other, ServiceName AS g, sum(n)::BIGINT AS n, NULL AS groups"
-                f" FROM base WHERE ServiceName IN ({_marks(q.services)}) GROUP BY ALL"
+                f" FROM base WHERE ServiceName IN ({steps.marks(q.services)}) GROUP BY ALL"
             )
             args += q.services
     rows = store.query("".join(sql) + " " + " UNION ALL ".join(selects), args)
@@ -203,19 +195,15 @@ def _span_counts(
     return out
 
 
-def _marks(values: Sequence) -> str:
-    return ", ".join("?" for _ in values)
-
-
 def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float) -> tuple[list[dict], tuple | None]:
     entry = counts[q]
-    n_points = _n_points(start, end, step)
+    n_points = steps.n_points(start, end, step)
     by_group: dict[tuple[bool, str | None], dict[int, float]] = defaultdict(lambda: defaultdict(float))
     for k, other, g, n in entry["rows"]:
         by_group[(other, g)][k] += n / step
     if q.by:
         series = [
-            {"name": g or "", "labels": {q.label: g or ""}, "points": _points(start, step, n_points, v, 0.0)}
+            {"name": g or "", "labels": {q.label: g or ""}, "points": steps.points(start, step, n_points, v, 0.0)}
             for (other, g), v in sorted(by_group.items(), key=lambda kv: kv[0][1] or "")
             if not other
         ]
@@ -224,7 +212,7 @@ def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float)
                 {
                     "name": OTHER,
                     "labels": OTHER_LABELS,
-                    "points": _points(start, step, n_points, by_group[(True, None)], 0.0),
+                    "points": steps.points(start, step, n_points, by_group[(True, None)], 0.0),
                 }
             )
         return series, (q.label, entry["groups"])
@@ -232,7 +220,7 @@ def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float)
         {
             "name": name,
             "labels": {"service_name": svc},
-            "points": _points(start, step, n_points, by_group.get((False, svc), {}), 0.0),
+            "points": steps.points(start, step, n_points, by_group.get((False, svc), {}), 0.0),
         }
         for svc, name in zip(q.services, q.names)
     ], None
@@ -241,7 +229,7 @@ def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float)
 def _latency(
     store: DuckDBStore, q: LatencyQuantiles, start: float, end: float, step: float, max_series: int
 ) -> tuple[list[dict], tuple]:
-    params, k = _window(start, end, step)
+    params, k = steps.window(start, end, step)
     where = "Timestamp > ? AND Timestamp <= ? AND ServiceName = ?"
     rows = store.query(
         f"WITH r AS ({_ranked(f'otel_traces WHERE {where}', q.by, 'count(*)')})"
@@ -256,12 +244,12 @@ def _latency(
         groups = max(groups, n_groups)
         for quantile, v in zip(q.quantiles, values):
             series[(other, g or "", quantile)][kk] = v / 1e6
-    n_points = _n_points(start, end, step)
+    n_points = steps.n_points(start, end, step)
     out = []
     for (other, g, quantile), v in sorted(series.items()):
         labels = {"quantile": str(quantile), **(OTHER_LABELS if other else {q.label: g})}
         name = f"p{round(quantile * 100)} {OTHER if other else g}".strip()
-        out.append({"name": name, "labels": labels, "points": _points(start, step, n_points, v, None)})
+        out.append({"name": name, "labels": labels, "points": steps.points(start, step, n_points, v, None)})
     return out, (q.label, groups)
 
 
@@ -329,7 +317,7 @@ def counter_rate(samples: list[tuple[float, float]], start: float, end: float, s
         adjusted.append(total)
         prev = v
     out = {}
-    for k in range(_n_points(start, end, step)):
+    for k in range(steps.n_points(start, end, step)):
         t = start + k * step
         i1 = bisect.bisect_right(times, t) - 1
         if i1 < 1 or times[i1] < t - LOOKBACK_S:
@@ -347,7 +335,9 @@ def scraped_rate(store: DuckDBStore, metric: str, start: float, end: float, step
     out = []
     for (target, labels), samples in sorted(_sample_series(store, metric, start - step - LOOKBACK_S, end).items()):
         name, all_labels = _series_meta(target, labels)
-        points = _points(start, step, _n_points(start, end, step), counter_rate(samples, start, end, step), None)
+        points = steps.points(
+            start, step, steps.n_points(start, end, step), counter_rate(samples, start, end, step), None
+        )
         if points:
             out.append({"name": name, "labels": all_labels, "points": points})
     return out

@@ -1,9 +1,11 @@
-"""The dashboard, declared once: the six panels of the reference "Plano - Requests Overview".
+"""The panels, declared once: the shapes a panel's query can take, the six panels of the
+reference "Plano - Requests Overview" (``PANELS``), and how a panel drills down to its traces.
 
 Each ``Panel`` says what it shows (a ``Query``: a small closed set of shapes, each evaluated by
-``evaluate.py`` on the store) and how the reference stack computes the same thing (its PromQL,
-which is the semantic contract and what the Grafana export writes). The query API, the UI and
-the Grafana export all read this list; nothing else names a panel.
+``evaluate.py`` or, for the shapes over LLM calls, ``llm_calls.py``, on the store) and how the
+reference stack computes the same thing (its PromQL, which is the semantic contract and what the
+Grafana export writes). The "Plano - LLM Usage" panels are in ``llm_panels.py``; ``dashboards.py``
+lists the dashboards. The query API, the UI and the Grafana export read these; nothing else names a panel.
 """
 
 from __future__ import annotations
@@ -51,7 +53,90 @@ class ScrapedRate:
     metric: str
 
 
-Query = SpanRate | LatencyQuantiles | SpanCount | ScrapedRate
+# --- over LLM calls (``schema.LLM_CALL``), grouped by model unless said otherwise (llm_calls.py) ---
+
+
+@dataclass(frozen=True)
+class TokenRate:
+    """Tokens per second per model and kind (input, output, cached_input, reasoning): the sum of
+    the calls' token counts in each step divided by the step, so the points integrate to what was sent."""
+
+
+@dataclass(frozen=True)
+class CostRate:
+    """USD per hour per model and cost source (``sent``: CostUsd, ``estimated``: EstimatedCostUsd)."""
+
+
+@dataclass(frozen=True)
+class CostTotal:
+    """USD per model and cost source over the range: one point per series, at its end."""
+
+
+@dataclass(frozen=True)
+class CallQuantiles:
+    """Exact quantiles per step and model of a value of each call (``CALL_VALUES``)."""
+
+    value: str
+    quantiles: tuple[float, ...] = (0.5, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class FailureRatio:
+    """The share of a model's calls in each step that failed, per failure class."""
+
+
+@dataclass(frozen=True)
+class FailureRate:
+    """Calls per second that failed with ``failure``, per model and provider."""
+
+    failure: str
+
+
+@dataclass(frozen=True)
+class RouteShare:
+    """Calls per route (plano.route.name) over the range, with their share of all calls, a
+    latency quantile and the failure ratio (the panel's ``measures``)."""
+
+    quantile: float = 0.95
+
+
+@dataclass(frozen=True)
+class ModelSelection:
+    """Calls per requested -> resolved model pair over the range."""
+
+
+@dataclass(frozen=True)
+class CacheRatio:
+    """Cached input tokens / input tokens per step and model."""
+
+
+@dataclass(frozen=True)
+class SignalsQuality:
+    """Calls per step per signals.quality, and the share of plano(llm) calls flagged."""
+
+
+@dataclass(frozen=True)
+class TopSessions:
+    """The ``limit`` sessions that cost most over the range (sent and estimated cost together)."""
+
+    limit: int = 10
+
+
+LlmQuery = (
+    TokenRate
+    | CostRate
+    | CostTotal
+    | CallQuantiles
+    | FailureRatio
+    | FailureRate
+    | RouteShare
+    | ModelSelection
+    | CacheRatio
+    | SignalsQuality
+    | TopSessions
+)
+LLM_QUERIES = LlmQuery.__args__
+Query = SpanRate | LatencyQuantiles | SpanCount | ScrapedRate | LlmQuery
 
 
 @dataclass(frozen=True)
@@ -61,10 +146,20 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Measure:
+    """A kind of series a panel has besides its main one, told apart by the series label
+    ``measure``: a column of a stat table (``RouteShare``) or a line on the right-hand axis."""
+
+    id: str
+    title: str
+    unit: str
+
+
+@dataclass(frozen=True)
 class Panel:
     id: str
     title: str
-    unit: str  # Grafana unit id: reqps, ms, short
+    unit: str  # Grafana unit id (reqps, ms, short, percentunit, currencyUSD) or custom unit (suffix: tok/s)
     kind: str  # timeseries | stat
     grid: tuple[int, int, int, int]  # x, y, w, h on Grafana's 24-column grid
     query: Query
@@ -72,9 +167,13 @@ class Panel:
     description: str = ""
     color: str | None = None  # a fixed colour, as the reference panel has
     extra: dict = field(default_factory=dict, hash=False, compare=False)
+    measures: tuple[Measure, ...] = ()
+    display: str = "tiles"  # a stat panel drawn as tiles, bars (long names) or a table (with measures)
 
 
 LLM, AGENT, ORCH = "plano(llm)", "plano(agent)", "plano(orchestrator)"
+# SignalsQuality's series of the share of calls flagged: its measure and its name.
+FLAGGED, FLAGGED_SERIES = "flagged", "\U0001f6a9 flagged"
 
 
 def _rate(selector: str, by: str | None = None) -> str:
@@ -162,46 +261,72 @@ BY_ID = {p.id: p for p in PANELS}
 
 # The trace search filter (``/api/v1/traces``) that stands for each column a panel groups on.
 SEARCH_FILTER = {"LlmModel": "model", "AgentId": "agent", "ServiceName": "service"}
+# Opening only the failed calls of a series (as Plano means it: see ``schema.FAILURE_MACRO``;
+# agents' HTTP status is never recorded, so agent spans never fail), and what stands for an empty
+# model label: Plano's LLM calls without a model are the ones that failed before dispatch (a span
+# named ``llm``).
+_FAILED = {"failed": {"errors": "true"}, "unset": {"llm_model": {"failure": "before_dispatch"}}}
+_CALLS = {"filters": {"llm": "true"}, "labels": {"llm_model": "model"}, **_FAILED}
 
 
 def drilldown(panel: Panel) -> dict | None:
     """How a point or series of ``panel`` maps to a trace search (the UI's drill-down):
-    ``filters`` hold for every series; ``by`` names the search filter that takes the value of
-    the series label ``label``; ``series`` gives per-series filters by series name; ``sort``
-    orders the traces (the latency panel opens the slowest first); ``failed``, on the panels of
-    LLM calls, is what to add to open only the calls that failed (as Plano means it: see
-    ``schema.FAILURE_MACRO``; agents' HTTP status is never recorded, so agent spans never fail);
-    ``unset`` replaces ``by`` for a series whose label is empty: Plano's LLM calls without a model
-    are the ones that failed before dispatch (a span named ``llm``)."""
+    ``filters`` hold for every series; ``labels`` maps a series label to the search filter that
+    takes its value; ``series`` gives per-series filters by series name; ``unset`` gives, per label, the filters
+    that stand for the label's empty value; ``sort`` orders the traces (the latency panels open the
+    slowest first); ``failed``, on the panels of LLM calls, is what to add to open only the calls
+    that failed."""
     q = panel.query
-    failed = {"failed": {"errors": "true"}, "unset": {"failure": "before_dispatch"}}
     if isinstance(q, SpanRate):
         if not q.by:
             return {"filters": {}, "series": {n: {"service": s} for n, s in zip(q.names, q.services)}}
         return {
             "filters": {"service": q.services[0]} if len(q.services) == 1 else {},
-            "by": SEARCH_FILTER[q.by],
-            "label": q.label,
-            **(failed if q.services == (LLM,) else {}),
+            "labels": {q.label: SEARCH_FILTER[q.by]},
+            **(_FAILED if q.services == (LLM,) else {}),
         }
-    if isinstance(q, LatencyQuantiles):
+    if isinstance(q, (LatencyQuantiles, SpanCount)):
         return {
             "filters": {"service": q.service},
-            "by": SEARCH_FILTER[q.by],
-            "label": q.label,
-            "sort": "duration",
-            **(failed if q.service == LLM else {}),
-        }
-    if isinstance(q, SpanCount):
-        return {
-            "filters": {"service": q.service},
-            "by": SEARCH_FILTER[q.by],
-            "label": q.label,
-            **(failed if q.service == LLM else {}),
+            "labels": {q.label: SEARCH_FILTER[q.by]},
+            **({"sort": "duration"} if isinstance(q, LatencyQuantiles) else {}),
+            **(_FAILED if q.service == LLM else {}),
         }
     if isinstance(q, ScrapedRate) and q.metric == "envoy_wasmcustom_ratelimited_rq":
         # Envoy counts what Plano's rate limiter refused; Plano's LLM span of such a request
         # carries the 429 it answered (an int there, a string on Envoy's outbound span): failure
         # class 429.
         return {"filters": {"service": LLM, "failure": "429"}}
+    if isinstance(q, (TokenRate, CacheRatio, CallQuantiles)):
+        return _CALLS
+    if isinstance(q, (CostRate, CostTotal)):
+        return {**_CALLS, "labels": {"llm_model": "model", "cost_source": "cost"}}
+    if isinstance(q, FailureRatio):
+        return {**_CALLS, "labels": {"llm_model": "model", "class": "failure"}}
+    if isinstance(q, FailureRate):
+        return {
+            **_CALLS,
+            "filters": {"llm": "true", "failure": q.failure},
+            "labels": {"llm_model": "model", "llm_provider": "provider"},
+        }
+    if isinstance(q, RouteShare):
+        return {
+            "filters": {"llm": "true"},
+            "labels": {"route": "route"},
+            "failed": {"errors": "true"},
+            "sort": "duration",
+        }
+    if isinstance(q, ModelSelection):
+        return {
+            "filters": {"llm": "true"},
+            "labels": {"requested_model": "requested_model", "resolved_model": "resolved_model"},
+        }
+    if isinstance(q, SignalsQuality):
+        return {
+            "filters": {"llm": "true"},
+            "labels": {"quality": "quality"},
+            "series": {FLAGGED_SERIES: {"flagged": "true"}},
+        }
+    if isinstance(q, TopSessions):
+        return {"filters": {"llm": "true"}, "labels": {"session_id": "session"}}
     return None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ..store import DuckDBStore
-from ..store.schema import FAILURE_CLASS, FAILURE_CLASSES, trace_key
+from ..store.schema import FAILURE_CLASS, FAILURE_CLASSES, LLM_CALL, trace_key
 from .otlp import SPAN_SELECT, to_otlp_json
 from .params import QueryError, check_bounds, naive_utc
 
@@ -41,6 +41,16 @@ MAX_ATTR_FILTERS = 20
 # Durations are int64 nanoseconds: a bound above this cannot be compared with any span.
 MAX_DURATION_MS = (2**63 - 1) / 1e6
 SORTS = ("start", "duration")
+COST_SOURCES = ("sent", "estimated")  # the cost filter: the calls with a cost the sender sent, or an estimated one
+# The LLM Usage panels' drill-downs: each filter is a typed column equal to the value.
+LLM_FILTERS = {
+    "provider": "LlmProvider",
+    "route": "RouteName",
+    "session": "SessionId",
+    "quality": "SignalsQuality",
+    "requested_model": "RequestedModel",
+    "resolved_model": "ResolvedModel",
+}
 # Plano's exporters flush every ~5 s, and a root ends (so is exported) soon after its last child:
 # a root not there 30 s after the newest span of its trace arrived is not on its way (a direct
 # LLM call whose parent is the client's own span, or a lost export). A trace is in flight until then.
@@ -94,6 +104,10 @@ class TraceSearch:
     max_duration_ms: float | None = None
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
     trace_id: str | None = None
+    llm_only: bool = False  # spans that are LLM calls (schema.LLM_CALL)
+    llm: dict[str, str] = field(default_factory=dict)  # LLM_FILTERS: {"route": "code_generation", ...}
+    cost: str | None = None  # COST_SOURCES
+    flagged: bool = False  # plano(llm) spans Plano flagged (a span name ending in 🚩)
     sort: str = "start"
     descending: bool = True
     limit: int = 20
@@ -118,6 +132,11 @@ class TraceSearch:
             raise QueryError(f"max duration ({hi} ms) is below min duration ({lo} ms)")
         if self.trace_id is not None:
             self.trace_id = parse_trace_id(self.trace_id)
+        for name in self.llm:
+            if name not in LLM_FILTERS:
+                raise QueryError(f"no LLM filter {name[:40]!r}: one of {', '.join(LLM_FILTERS)}")
+        if self.cost is not None and self.cost not in COST_SOURCES:
+            raise QueryError(f"cost must be one of {', '.join(COST_SOURCES)}, not {self.cost[:40]!r}")
         for f in self.failures:
             if f not in FAILURE_CLASSES:
                 raise QueryError(f"failure {f[:40]!r} is not a failure class: one of {', '.join(FAILURE_CLASSES)}")
@@ -134,6 +153,15 @@ class TraceSearch:
             if value is not None:
                 conds.append(f"{column} = ?")
                 params.append(value)
+        for name, value in self.llm.items():
+            conds.append(f"{LLM_FILTERS[name]} = ?")
+            params.append(value)
+        if self.llm_only:
+            conds.append(LLM_CALL)
+        if self.cost is not None:
+            conds.append("CostUsd IS NOT NULL" if self.cost == "sent" else "EstimatedCostUsd IS NOT NULL")
+        if self.flagged:
+            conds.append("Flagged")
         if self.failures:
             conds.append(f"{FAILURE_CLASS} IN ({', '.join('?' * len(self.failures))})")
             params += self.failures

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from ...query.traces import (
+    COST_SOURCES,
     IN_FLIGHT_S,
     MAX_ATTR_FILTERS,
     MAX_LIMIT,
@@ -104,6 +105,23 @@ def find_traces(
         ),
     ] = [],  # noqa: B006
     trace_id: Annotated[str | None, Query(description="32 hex digits")] = None,
+    llm: Annotated[
+        bool,
+        Query(description="only LLM calls: spans with a model or token counts, or plano(llm) spans"),
+    ] = False,
+    provider: Annotated[str | None, Query(description="LLM provider (llm.provider, gen_ai.provider.name)")] = None,
+    route: Annotated[str | None, Query(description="plano.route.name")] = None,
+    session: Annotated[
+        str | None, Query(description="session (plano.session_id, gen_ai.conversation.id, session.id)")
+    ] = None,
+    quality: Annotated[str | None, Query(description="signals.quality: excellent, good, neutral, poor, severe")] = None,
+    requested_model: Annotated[str | None, Query(description="the model the caller asked for")] = None,
+    resolved_model: Annotated[str | None, Query(description="the model Plano sent the call to")] = None,
+    cost: Annotated[
+        str | None,
+        Query(description=f"calls with a cost: {' or '.join(COST_SOURCES)} (the sender's, or planoscope's estimate)"),
+    ] = None,
+    flagged: Annotated[bool, Query(description="only the plano(llm) spans Plano flagged 🚩")] = False,
     sort: Annotated[str, Query(description="start or duration (of the whole trace)")] = "start",
     order: Annotated[str, Query(pattern="^(asc|desc)$", description="desc: newest or longest first")] = "desc",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 20,
@@ -133,6 +151,21 @@ def find_traces(
         max_duration_ms=None if max_duration is None else parse_duration_ms(max_duration, "max_duration"),
         attributes=[parse_attribute(a) for a in attr],
         trace_id=trace_id,
+        llm_only=llm,
+        llm={
+            name: value
+            for name, value in {
+                "provider": provider,
+                "route": route,
+                "session": session,
+                "quality": quality,
+                "requested_model": requested_model,
+                "resolved_model": resolved_model,
+            }.items()
+            if value is not None
+        },
+        cost=cost,
+        flagged=flagged,
         sort=sort,
         descending=order == "desc",
         limit=limit,

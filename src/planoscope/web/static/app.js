@@ -1,18 +1,31 @@
-// planoscope's dashboard: the panels of GET /api/v1/panels, filled from GET /api/v1/dashboard.
-// No build step: plain modern JavaScript and uPlot. State (range, refresh) lives in the URL.
+// planoscope's dashboards: the top bar lists GET /api/v1/dashboards; the chosen one's panels
+// (GET /api/v1/panels?dashboard=) are filled from GET /api/v1/dashboard?id=. No build step:
+// plain modern JavaScript and uPlot. State (dashboard, range, refresh) lives in the URL.
 "use strict";
 
 const FIXED = { blue: "#5794f2", red: "#f2495c" };
 const REFRESH = { off: 0, "5s": 5, "10s": 10, "30s": 30, "1m": 60 };
+const DEFAULT_DASHBOARD = "requests-overview";
+// signals.quality, best to worst, in colours that say so; the flagged share in purple.
+const QUALITY_COLORS = { excellent: "#73bf69", good: "#b6e3a8", neutral: "#8e9099", poor: "#ff9830", severe: "#f2495c" };
+const MEASURE_COLOR = "#b877d9";
+const ESTIMATED_DASH = [6, 4];
 
-const state = { range: null, refresh: "10s", panels: [], views: new Map(),
-                timer: null, inflight: null, hidden: new Map() };
+const state = { dashboard: DEFAULT_DASHBOARD, dashboards: [], range: null, refresh: "10s", allPanels: [], panels: [],
+                views: new Map(), timer: null, inflight: null, hidden: new Map() };
 
 // --- formatting ---------------------------------------------------------------------------
-function axisUnit(unit) { return unit === "reqps" ? "req/s" : ""; }
-function fmtAxis(v, unit) {  // compact tick labels: 2, 2.5, 750 ms, 1.5 s, 12 K
+function axisUnit(unit) {
+  if (unit === "reqps") return "req/s";
+  if (unit?.startsWith("suffix:")) return unit.slice(7).trim();
+  return "";
+}
+function fmtAxis(v, unit) {  // compact tick labels: 2, 2.5, 750 ms, 1.5 s, 12K, 25%, $0.5
   const trim = (x) => String(Number(x.toFixed(2)));
   if (unit === "ms") return Math.abs(v) >= 1000 ? trim(v / 1000) + " s" : trim(v) + " ms";
+  if (unit === "percentunit") return fmtPercent(v).replace(/\.0+%$/, "%");
+  if (unit === "currencyUSD") return fmtUsd(v).replace(/\.0+$/, "");
+  if (unit?.startsWith("suffix:")) return fmtCompact(v);
   if (Math.abs(v) >= 1e6) return trim(v / 1e6) + "M";
   if (Math.abs(v) >= 1e3) return trim(v / 1e3) + "K";
   return trim(v);
@@ -29,14 +42,30 @@ function timeTicks(u, splits) {
   });
 }
 
+// A series drawn against the right-hand axis, in that measure's unit (the flagged share).
+function measureOf(def, series) {
+  const id = series?.labels?.measure;
+  return id ? def.measures.find((m) => m.id === id) : null;
+}
+function unitOf(def, series) { return measureOf(def, series)?.unit || def.unit; }
+function isEstimated(series) {
+  return series?.labels?.cost_source === "estimated" || series?.labels?.cost_estimated === "true";
+}
+// A series' name as shown: an estimated cost says so with its badge, not twice.
+function shownName(def, s) {
+  return (isEstimated(s) ? s.name.replace(/ \(estimated\)$/, "") : s.name) || noLabel(def);
+}
+
 // --- URL state and controls -----------------------------------------------------------------
 function readUrl() {
   const p = new URLSearchParams(location.search);
   state.range.read(p);
   if (p.get("refresh") in REFRESH) state.refresh = p.get("refresh");
+  if (p.get("dashboard")) state.dashboard = p.get("dashboard");
 }
 function writeUrl() {
   const p = new URLSearchParams();
+  if (state.dashboard !== DEFAULT_DASHBOARD) p.set("dashboard", state.dashboard);
   state.range.write(p);
   p.set("refresh", state.refresh);
   history.replaceState(null, "", "?" + p.toString());
@@ -50,9 +79,17 @@ function setupControls() {
   $("#auto-refresh").addEventListener("change", (e) => { state.refresh = e.target.value; changed(false); });
   $("#refresh-now").addEventListener("click", () => refresh());
   document.addEventListener("visibilitychange", () => { if (!document.hidden) schedule(); });
+  // A dashboard tab switches in place, keeping the range and refresh (a modified click opens a tab).
+  $("nav.tabs").addEventListener("click", (e) => {
+    const a = e.target.closest("a[data-page]");
+    const board = a && state.dashboards.find((b) => b.id === a.dataset.page);
+    if (!board || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
+    e.preventDefault();
+    if (board.id !== state.dashboard) showDashboard(board.id);
+  });
 }
 function changed(reload = true) {
-  writeUrl(); syncControls(); schedule();
+  writeUrl(); syncControls(); schedule(); syncNav();
   if (reload) refresh();
 }
 function schedule() {
@@ -60,11 +97,37 @@ function schedule() {
   const every = REFRESH[state.refresh];
   if (every && !state.range.custom) state.timer = setInterval(() => { if (!document.hidden) refresh(); }, every * 1000);
 }
+function syncNav() {  // the tabs' links carry the range; the current dashboard is marked
+  const keep = new URLSearchParams();
+  state.range.write(keep);
+  for (const a of document.querySelectorAll("nav.tabs a[data-page]")) {
+    const board = state.dashboards.find((b) => b.id === a.dataset.page);
+    if (board) a.href = `./?dashboard=${encodeURIComponent(board.id)}&${keep}`;
+    else if (a.dataset.page === "traces") a.href = "traces?" + keep;
+    if (a.dataset.page === state.dashboard) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+}
+
+function showDashboard(id) {
+  const board = state.dashboards.find((b) => b.id === id) || state.dashboards[0];
+  state.dashboard = board.id;
+  const byId = new Map(state.allPanels.map((p) => [p.id, p]));
+  state.panels = board.panels.map((pid) => byId.get(pid)).filter(Boolean);
+  $("#dashboard-title").textContent = board.title;
+  document.title = `${board.title} · planoscope`;
+  document.body.dataset.dashboard = board.id;
+  for (const view of state.views.values()) destroyPlot(view);
+  state.views.clear();
+  buildGrid();
+  changed();
+}
 
 // --- panels -------------------------------------------------------------------------------
 function buildGrid() {
   const grid = $("#grid");
   grid.innerHTML = "";
+  grid.setAttribute("aria-busy", "true");
   for (const p of state.panels) {
     const [x, y, w, h] = p.grid;
     const el = document.createElement("section");
@@ -74,27 +137,42 @@ function buildGrid() {
     el.style.gridRow = `${y + 1} / span ${h}`;
     el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span><span class="targets"></span></header>
       <div class="body"></div><div class="truncated" hidden></div><div class="legend"></div>`;
-    el.querySelector("h2").textContent = p.title;
-    el.querySelector(".info").title = p.description + "\nReference PromQL: " + p.promql.join("\n");
+    el.querySelector("h2").innerHTML = richText(p.title);
+    el.querySelector(".info").title = p.description
+      + (p.promql.length ? "\nPromQL (Grafana export): " + p.promql.join("\n") : "");
     grid.appendChild(el);
     state.views.set(p.id, { def: p, el, plot: null, key: "" });
   }
 }
 
-function colorFor(def, i, name) {
-  if (def.color && FIXED[def.color] && def.id !== "total_requests_per_second") return FIXED[def.color];
-  return PALETTE[i % PALETTE.length];
+// Colours by position, as Grafana's palette; an estimated cost shares its model's colour
+// (dashed), a quality has its own, a measure on the right-hand axis too.
+function colors(def, series) {
+  const byModel = new Map();
+  let next = 0;
+  return series.map((s) => {
+    if (def.color && FIXED[def.color] && def.id !== "total_requests_per_second") return FIXED[def.color];
+    if (QUALITY_COLORS[s.labels?.quality]) return QUALITY_COLORS[s.labels.quality];
+    if (measureOf(def, s)) return MEASURE_COLOR;
+    if (s.labels?.cost_source) {
+      const model = s.labels.llm_model ?? "\u0000other";
+      if (!byModel.has(model)) byModel.set(model, PALETTE[next++ % PALETTE.length]);
+      return byModel.get(model);
+    }
+    return PALETTE[next++ % PALETTE.length];
+  });
 }
 
 // A panel with more groups than it draws (max_series_per_panel) says so under the chart.
-const NOUNS = { llm_model: "models", agent_id: "agents", series: "series" };
+const NOUNS = { llm_model: "models", agent_id: "agents", series: "series", route: "routes", model_pair: "model pairs",
+                quality: "qualities", session_id: "sessions" };
 function renderTruncated(view, data) {
   const note = view.el.querySelector(".truncated");
   const t = data.truncated;
   note.hidden = !t;
   if (!t) return;
   const noun = NOUNS[t.label] || `${t.label} values`;
-  const rest = view.def.unit === "ms" ? "the rest together as other" : "the rest summed as other";
+  const rest = { together: "the rest together as other", none: "the rest not shown" }[t.other] || "the rest summed as other";
   note.textContent = `top ${t.shown.toLocaleString("en-US")} of ${t.total.toLocaleString("en-US")} ${noun}; ${rest}`;
 }
 
@@ -122,7 +200,7 @@ function renderPanel(view, data) {
 
 // A series without its label's value: Plano's LLM calls without a model failed before dispatch.
 function noLabel(def) {
-  return def.drilldown?.label === "llm_model" ? "(no model)" : "(none)";
+  return def.drilldown?.labels?.llm_model ? "(no model)" : "(none)";
 }
 
 // --- drill-down: a point, a legend row or a stat tile opens the matching traces -----------------
@@ -133,12 +211,14 @@ function drillUrl(def, series, start, end, failed = false) {
   if (failed && !dd.failed) return null;
   const p = new URLSearchParams({ from: String(start), to: String(end) });
   for (const [k, v] of Object.entries({ ...dd.filters, ...(failed ? dd.failed : {}) })) p.set(k, v);
-  if (dd.by) {
-    const value = series?.labels?.[dd.label];
-    if (value) p.set(dd.by, value);
-    else if (series) for (const [k, v] of Object.entries(dd.unset || {})) p.set(k, v);
+  if (series) {
+    for (const [label, filter] of Object.entries(dd.labels || {})) {
+      const value = series.labels?.[label];
+      if (value) p.set(filter, value);
+      else if (label in (series.labels || {})) for (const [k, v] of Object.entries(dd.unset?.[label] || {})) p.set(k, v);
+    }
+    for (const [k, v] of Object.entries(dd.series?.[series.name] || {})) p.set(k, v);
   }
-  if (dd.series && series) for (const [k, v] of Object.entries(dd.series[series.name] || {})) p.set(k, v);
   if (dd.sort) { p.set("sort", dd.sort); p.set("order", "desc"); }
   return "traces?" + p.toString();
 }
@@ -158,7 +238,7 @@ function drillPlugin(view) {
           for (let s = 1; s < u.series.length; s++) {
             const v = u.data[s][i];
             if (!u.series[s].show || v == null) continue;
-            const d = Math.abs(u.valToPos(v, "y") - u.cursor.top);
+            const d = Math.abs(u.valToPos(v, u.series[s].scale) - u.cursor.top);
             if (d < bestDist) { best = s; bestDist = d; }
           }
           if (best == null) return;
@@ -187,11 +267,14 @@ function alignData(series) {
   return [xs, ...ys];
 }
 
+const AXIS = { stroke: "#8e9099", grid: { stroke: "rgba(204,204,220,0.07)" } };
+
 function renderTimeseries(view, data, body, legend) {
   const def = view.def;
   const aligned = alignData(data.series);
   const key = data.series.map((s) => s.name).join("\u0000");
   view.data = data;
+  view.colors = colors(def, data.series);
   const hidden = state.hidden.get(def.id) || new Set();
   view.range = [data.start, data.end];  // the whole range, even where a series has no points
   if (view.plot && view.key === key) {
@@ -200,29 +283,35 @@ function renderTimeseries(view, data, body, legend) {
     destroyPlot(view);
     body.innerHTML = `<div class="chart"></div>`;
     const chart = body.firstChild;
+    const right = data.series.map((s) => measureOf(def, s)).find(Boolean);
     const series = [{ value: (u, v) => (v == null ? "" : fmtTime(v, true)) }].concat(
       data.series.map((s, i) => {
-        const stroke = colorFor(def, i, s.name);
+        const stroke = view.colors[i], m = measureOf(def, s);
         return {
-          label: s.name, stroke, width: 2, show: !hidden.has(s.name), spanGaps: false,
-          fill: def.color ? stroke + "26" : stroke + "14",
+          label: s.name, stroke, width: m || data.series.length > 8 ? 1.5 : 2, show: !hidden.has(s.name), spanGaps: false,
+          scale: m ? "y2" : "y",
+          dash: isEstimated(s) || m ? ESTIMATED_DASH : undefined,
+          fill: m || isEstimated(s) ? undefined : def.color ? stroke + "26" : stroke + "14",
           points: def.source === "scrape" ? { size: 5 } : { show: false },  // sparse samples: uPlot shows the points
-          value: (u, v) => fmtUnit(v, def.unit),
+          value: (u, v) => fmtUnit(v, unitOf(def, s)),
         };
       }));
+    const axes = [
+      { ...AXIS, ticks: { stroke: "rgba(204,204,220,0.1)" }, values: timeTicks },
+      { ...AXIS, ticks: { show: false }, size: 64, label: axisUnit(def.unit), labelSize: 18,
+        values: (u, vals) => vals.map((v) => fmtAxis(v, def.unit)) },
+    ];
+    const scales = { x: { time: true, range: () => view.range }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } };
+    if (right) {
+      axes.push({ ...AXIS, side: 1, grid: { show: false }, ticks: { show: false }, size: 56, scale: "y2",
+        label: right.title.replace("\u{1F6A9}", "").trim(), labelSize: 18, values: (u, vals) => vals.map((v) => fmtAxis(v, right.unit)) });
+      scales.y2 = { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] };
+    }
     const opts = {
       width: chart.clientWidth || 400, height: chart.clientHeight || 200,
-      series, legend: { show: false },
+      series, legend: { show: false }, axes, scales,
       cursor: { sync: { key: "planoscope" }, focus: { prox: 24 }, points: { size: 6 } },
-      scales: { x: { time: true, range: () => view.range }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [
-        { stroke: "#8e9099", grid: { stroke: "rgba(204,204,220,0.07)" }, ticks: { stroke: "rgba(204,204,220,0.1)" },
-          values: timeTicks },
-        { stroke: "#8e9099", grid: { stroke: "rgba(204,204,220,0.07)" }, ticks: { show: false }, size: 64,
-          label: axisUnit(def.unit), labelSize: 18,
-          values: (u, vals) => vals.map((v) => fmtAxis(v, def.unit)) },
-      ],
-      plugins: [tooltipPlugin(def), drillPlugin(view)],
+      plugins: [tooltipPlugin(view), drillPlugin(view)],
     };
     view.plot = new uPlot(opts, aligned, chart);
     view.key = key;
@@ -240,18 +329,25 @@ function stats(values) {
   return [vs.reduce((a, b) => a + b, 0) / vs.length, Math.max(...vs), vs[vs.length - 1]];
 }
 
+const ESTIMATED_TITLE = "Estimated by planoscope from its price table: the sender sent tokens and no cost";
+function estimatedBadge(series) {
+  return isEstimated(series) ? ` <span class="est" title="${ESTIMATED_TITLE}">estimated</span>` : "";
+}
+
 function renderLegend(view, data, legend, aligned) {
   const def = view.def;
   const hidden = state.hidden.get(def.id) || new Set();
   const rows = data.series.map((s, i) => {
     const [mean, max, last] = stats(aligned[i + 1]);
+    const unit = unitOf(def, s);
     const href = drillUrl(def, s, data.start, data.end);
     const failedHref = drillUrl(def, s, data.start, data.end, true);
+    const swatch = isEstimated(s) || measureOf(def, s) ? "swatch dashed" : "swatch";
     return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
-      <td><span class="swatch" style="background:${colorFor(def, i, s.name)}"></span>${escapeHtml(s.name || noLabel(def))}</td>
+      <td><span class="${swatch}" style="--c:${view.colors[i]}"></span>${richText(shownName(def, s))}${estimatedBadge(s)}</td>
       <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}${failedHref
         ? ` <a class="failed" href="${failedHref}" title="Failed calls of ${escapeHtml(s.name)} in this range (HTTP ≥ 400, before dispatch, status ERROR)">failed ↗</a>` : ""}</td>
-      <td>${fmtUnit(mean, def.unit)}</td><td>${fmtUnit(max, def.unit)}</td><td>${fmtUnit(last, def.unit)}</td></tr>`;
+      <td>${fmtUnit(mean, unit)}</td><td>${fmtUnit(max, unit)}</td><td>${fmtUnit(last, unit)}</td></tr>`;
   });
   legend.innerHTML = `<table><thead><tr><th>Name</th><th></th><th>Mean</th><th>Max</th><th>Last</th></tr></thead>
     <tbody>${rows.join("")}</tbody></table>`;
@@ -272,22 +368,9 @@ function renderLegend(view, data, legend, aligned) {
   };
 }
 
-function renderStat(view, data, body, legend) {
-  destroyPlot(view);
-  legend.innerHTML = "";
-  if (!data.series.length) { body.innerHTML = `<div class="nodata">No data</div>`; return; }
-  const tiles = data.series.map((s, i) => {
-    const c = PALETTE[i % PALETTE.length];
-    const v = s.points.length ? s.points[s.points.length - 1][1] : null;
-    const href = drillUrl(view.def, s, data.start, data.end);
-    return `<a class="stat" ${href ? `href="${href}" title="Traces of ${escapeHtml(s.name)} in this range"` : ""} style="background:linear-gradient(120deg, ${c}cc, ${c}66)">
-      <div class="label">${escapeHtml(s.name || noLabel(view.def))}</div><div class="value">${fmtUnit(v, view.def.unit)}</div></a>`;
-  });
-  body.innerHTML = `<div class="stats">${tiles.join("")}</div>`;
-}
-
-function tooltipPlugin(def) {
+function tooltipPlugin(view) {
   const tip = $("#tooltip");
+  const def = view.def;
   return {
     hooks: {
       setCursor: (u) => {
@@ -297,12 +380,12 @@ function tooltipPlugin(def) {
         for (let s = 1; s < u.series.length; s++) {
           const v = u.data[s][i];
           if (!u.series[s].show || v == null) continue;
-          rows.push([v, u.series[s].label, u.series[s].stroke()]);
+          rows.push([v, view.data.series[s - 1], view.colors[s - 1]]);
         }
         if (!rows.length) { tip.hidden = true; return; }
-        rows.sort((a, b) => b[0] - a[0]);
-        tip.innerHTML = `<div class="time">${fmtTime(u.data[0][i], true)}</div>` + rows.map(([v, name, color]) =>
-          `<div class="row"><span class="swatch" style="background:${color}"></span><span class="name">${escapeHtml(name || noLabel(def))}</span><b>${fmtUnit(v, def.unit)}</b></div>`).join("");
+        rows.sort((a, b) => Number(Boolean(measureOf(def, a[1]))) - Number(Boolean(measureOf(def, b[1]))) || b[0] - a[0]);
+        tip.innerHTML = `<div class="time">${fmtTime(u.data[0][i], true)}</div>` + rows.map(([v, s, color]) =>
+          `<div class="row"><span class="swatch${isEstimated(s) || measureOf(def, s) ? " dashed" : ""}" style="--c:${color}"></span><span class="name">${richText(shownName(def, s))}${estimatedBadge(s)}</span><b>${fmtUnit(v, unitOf(def, s))}</b></div>`).join("");
         const rect = u.over.getBoundingClientRect();
         const x = rect.left + u.cursor.left, y = rect.top + u.cursor.top;
         tip.hidden = false;
@@ -322,11 +405,13 @@ async function refresh() {
   state.inflight?.abort();
   const ctl = new AbortController();
   state.inflight = ctl;
+  const board = state.dashboard;
   $("#refresh-now").classList.add("spinning");
   try {
-    const r = await fetch(`api/v1/dashboard?start=${start}&end=${end}`, { signal: ctl.signal });
+    const r = await fetch(`api/v1/dashboard?id=${encodeURIComponent(board)}&start=${start}&end=${end}`, { signal: ctl.signal });
     const body = await r.json();
     if (!r.ok) throw new Error(body.detail || r.statusText);
+    if (board !== state.dashboard) return;  // switched while loading
     for (const p of body.panels) renderPanel(state.views.get(p.id), p);
     await renderTargets(ctl.signal);
     $("#empty").hidden = body.spans_stored > 0;
@@ -356,6 +441,7 @@ function fmtAgo(s) {
 }
 
 async function renderTargets(signal) {
+  if (![...state.views.values()].some((v) => v.def.source === "scrape")) return;
   const r = await fetch("api/v1/targets", { signal });
   if (!r.ok) return;
   const targets = await r.json();
@@ -381,17 +467,17 @@ async function main() {
   readUrl();
   setupControls();
   syncControls();
-  writeUrl();
   try {
-    const r = await fetch("api/v1/panels");
-    state.panels = await r.json();
+    const [boards, panels] = await Promise.all([buildNav(state.dashboard, state.range),
+                                                fetch("api/v1/panels").then((r) => r.json())]);
+    state.dashboards = boards;
+    state.allPanels = panels;
   } catch (e) {
     showError(`Could not reach planoscope: ${e.message}`);
     return;
   }
-  buildGrid();
-  await refresh();
-  schedule();
+  if (!state.dashboards.length) { showError("Could not list the dashboards (GET /api/v1/dashboards)"); return; }
+  showDashboard(state.dashboard);
 }
 
 main();

@@ -24,11 +24,40 @@ function fmtNumber(v, digits = 2) {
   if (a >= 10) return v.toFixed(1);
   return v.toFixed(digits);
 }
+// Compact: 950, 1.2k, 12k, 1.5M (tokens per second and the like).
+function fmtCompact(v) {
+  const a = Math.abs(v), trim = (x, d) => String(Number(x.toFixed(d)));
+  if (a >= 1e9) return trim(v / 1e9, a >= 1e10 ? 1 : 2) + "B";
+  if (a >= 1e6) return trim(v / 1e6, a >= 1e7 ? 1 : 2) + "M";
+  if (a >= 1e3) return trim(v / 1e3, a >= 1e4 ? 1 : 2) + "k";
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 10) return trim(v, 1);
+  return trim(v, 2);
+}
+// US dollars with the digits a cost needs: $12.34, $0.0123, $0.000045.
+function fmtUsd(v) {
+  const a = Math.abs(v);
+  if (a === 0) return "$0";
+  if (a >= 1000) return "$" + v.toLocaleString("en-US", { maximumFractionDigits: 0 });
+  if (a >= 1) return "$" + v.toFixed(2);
+  if (a >= 0.1) return "$" + v.toFixed(3);
+  if (a >= 0.01) return "$" + v.toFixed(4);
+  return "$" + v.toPrecision(2).replace(/\.?0+$/, "");
+}
+function fmtPercent(v) {  // a ratio 0–1
+  const p = v * 100, a = Math.abs(p);
+  if (a === 0) return "0%";
+  return (a >= 10 ? p.toFixed(1) : a >= 1 ? p.toFixed(2) : p.toPrecision(2)) + "%";
+}
+// A panel's unit: Grafana's ids (reqps, ms, short, percentunit, currencyUSD) and custom units (suffix: tok/s).
 function fmtUnit(v, unit) {
   if (v == null || Number.isNaN(v)) return "–";
   if (unit === "reqps") return fmtNumber(v) + " req/s";
   if (unit === "ms") return Math.abs(v) >= 1000 ? (v / 1000).toFixed(2) + " s" : fmtNumber(v, 1) + " ms";
-  if (unit === "short") return v >= 1e4 ? fmtNumber(v) : String(Math.round(v));
+  if (unit === "short") return v >= 1e4 ? fmtNumber(v) : String(Math.round(v * 100) / 100);
+  if (unit === "percentunit") return fmtPercent(v);
+  if (unit === "currencyUSD") return fmtUsd(v);
+  if (unit?.startsWith("suffix:")) return fmtCompact(v) + " " + unit.slice(7).trim();
   return fmtNumber(v);
 }
 function fmtTime(unixS, withDate) {
@@ -56,6 +85,11 @@ function toLocalInput(unixS) {
 }
 function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+// Text with Plano's 🚩 (a flagged call) drawn as an icon: many Linux browsers have no emoji font.
+const FLAG_ICON = `<svg class="flag-icon" viewBox="0 0 12 14" aria-label="🚩" role="img"><path d="M2 1v12" stroke="#c0c4cc" stroke-width="1.4" stroke-linecap="round"/><path d="M2.6 1.6h7.6l-1.9 2.8 1.9 2.8H2.6z" fill="#f2495c"/></svg>`;
+function richText(s) {
+  return escapeHtml(s).replaceAll("\u{1F6A9}", FLAG_ICON);
 }
 // A service keeps its colour on every page: Plano's own services have theirs; any other gets a
 // stable hash of its name into a palette without reds (red means an error).
@@ -126,6 +160,31 @@ class RangePicker {
     $("#custom").hidden = !this.custom;
     if (this.custom) { $("#custom-from").value = toLocalInput(this.from); $("#custom-to").value = toLocalInput(this.to); }
   }
+}
+
+// --- the top bar's pages: the dashboards (GET /api/v1/dashboards), the traces, the sessions ---
+// ``current``: a dashboard id, "traces" or "sessions". The links keep the page's time range.
+async function buildNav(current, range) {
+  const nav = $("nav.tabs");
+  let boards = [];
+  try {
+    const r = await fetch("api/v1/dashboards");
+    if (r.ok) boards = await r.json();
+  } catch (e) { /* the static links stay */ }
+  if (!boards.length) return boards;
+  const keep = new URLSearchParams();
+  if (range) range.write(keep);
+  const link = (href, text, page) => {
+    const a = document.createElement("a");
+    a.href = href; a.textContent = text; a.dataset.page = page;
+    if (page === current) a.setAttribute("aria-current", "page");
+    return a;
+  };
+  nav.replaceChildren(
+    ...boards.map((b) => link(`./?dashboard=${encodeURIComponent(b.id)}&${keep}`, b.title.replace(/^Plano - /, ""), b.id)),
+    link("traces" + (keep.toString() ? "?" + keep : ""), "Traces", "traces"),
+    link("sessions", "Sessions", "sessions"));
+  return boards;
 }
 
 function showError(msg) {

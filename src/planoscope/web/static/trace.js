@@ -168,7 +168,7 @@ function renderRows() {
       <div class="wf-name" style="padding-left:${8 + depth * 16}px">${toggle}
         <i class="svc-bar" style="background:${color}"></i>
         <span class="svc-name">${escapeHtml(s.service)}</span>
-        <span class="span-name">${escapeHtml(s.name)}</span>${s.failure ? failureBadge(s.failure) : ""}${s.orphan ? `<span class="badge warn" title="Parent ${s.parent} has not arrived">parent missing</span>` : ""}${hidden}
+        <span class="span-name">${richText(s.name)}</span>${s.failure ? failureBadge(s.failure) : ""}${s.orphan ? `<span class="badge warn" title="Parent ${s.parent} has not arrived">parent missing</span>` : ""}${hidden}
       </div>
       <div class="wf-track">
         <div class="wf-bar" style="left:${left}%;width:${width}%;background:${color}">${events}</div>
@@ -218,7 +218,7 @@ function renderDetail() {
   const events = s.events.length ? `<h3>Events</h3>${s.events.map((e) => `<div class="event"><span class="t">+${fmtDuration(e.t - s.start)}</span>
       <b>${escapeHtml(e.name)}</b>${table("", e.kvs)}</div>`).join("")}` : "";
   const links = s.links.length ? `<h3>Links</h3>${s.links.map((l) => `<div class="link"><a href="trace?id=${escapeHtml(l.traceId)}&span=${escapeHtml(l.spanId)}"><code>${escapeHtml(l.traceId)}</code> / <code>${escapeHtml(l.spanId)}</code></a>${table("", l.attributes)}</div>`).join("")}` : "";
-  el.innerHTML = `<header><i class="svc-bar" style="background:${serviceColor(s.service)}"></i><h2>${escapeHtml(s.name)}</h2>
+  el.innerHTML = `<header><i class="svc-bar" style="background:${serviceColor(s.service)}"></i><h2>${richText(s.name)}</h2>
       <button type="button" class="icon close" id="close-detail" aria-label="Close">×</button></header>
     ${status}${llmSummary(s.attrs)}
     <table class="kv facts"><tbody>${Object.entries(facts).map(([k, v]) => `<tr><th>${k}</th><td>${escapeHtml(v)}</td></tr>`).join("")}</tbody></table>
@@ -264,6 +264,7 @@ async function main() {
   const id = (p.get("id") || "").trim().toLowerCase();
   state.traceId = id;
   setup();
+  buildNav("traces");
   try {
     const [r, rf] = await Promise.all([fetch(`api/v1/traces/${encodeURIComponent(id)}`),
                                        fetch(`api/v1/traces/${encodeURIComponent(id)}/failures`)]);

@@ -3,7 +3,11 @@
 "use strict";
 
 const FILTERS = ["service", "name", "model", "agent", "min_duration", "max_duration"];
-const state = { range: null, offset: 0, inflight: null, result: null, showInFlight: false };
+// Filters the form has no field for, set by the LLM Usage dashboard's drill-downs: kept in the
+// URL and shown as chips above the results, each removable.
+const EXTRA = { llm: "LLM calls", provider: "provider", route: "route", session: "session", quality: "quality",
+                requested_model: "requested", resolved_model: "resolved", cost: "cost", flagged: "flagged 🚩" };
+const state = { range: null, offset: 0, inflight: null, result: null, showInFlight: false, extra: {} };
 
 
 // --- URL <-> form ---------------------------------------------------------------------------
@@ -14,6 +18,7 @@ function formToParams() {
     const v = $(`#search [name="${f}"]`).value.trim();
     if (v) p.set(f, v);
   }
+  for (const [k, v] of Object.entries(state.extra)) p.set(k, v);
   for (const a of $("#f-attr").value.trim().split(/\s+/).filter(Boolean)) p.append("attr", a);
   // The failure picker: "any" is errors=true, a class (or several, comma-separated, from a URL) failure=.
   const failure = $("#f-failure").value;
@@ -38,6 +43,8 @@ function paramsToForm(p) {
     if (el.tagName === "SELECT") ensureOption(el, p.get(f) || "");
     el.value = p.get(f) || "";
   }
+  state.extra = Object.fromEntries(Object.keys(EXTRA).filter((k) => p.has(k)).map((k) => [k, p.get(k)]));
+  renderExtra();
   $("#f-attr").value = p.getAll("attr").join(" ");
   const failure = p.getAll("failure").join(",") || (p.get("errors") === "true" ? "any" : "");
   ensureOption($("#f-failure"), failure);
@@ -47,6 +54,16 @@ function paramsToForm(p) {
   ensureOption($("#f-limit"), p.get("limit") || "20");
   $("#f-limit").value = p.get("limit") || "20";
   state.offset = Math.max(0, Number(p.get("offset")) || 0);
+}
+
+function renderExtra() {
+  const box = $("#extra-filters");
+  box.hidden = !Object.keys(state.extra).length;
+  box.innerHTML = Object.entries(state.extra).map(([k, v]) => {
+    const text = v === "true" ? EXTRA[k] : `${EXTRA[k]} = ${v}`;
+    return `<span class="filter-chip" data-filter="${escapeHtml(k)}">${escapeHtml(text)}<button type="button"
+      title="Remove this filter" aria-label="Remove the filter ${escapeHtml(text)}">×</button></span>`;
+  }).join("");
 }
 
 // --- the pickers' values: GET /api/v1/traces/facets over the range ---------------------------
@@ -125,10 +142,10 @@ function entry(t) {
   const color = serviceColor(t.root_service);
   if (t.listener) {
     return `<span class="svc" style="--c:${serviceColor("plano(orchestrator)")}">${escapeHtml(t.listener)}</span>
-      <span class="root-name entry-root" title="The root span">${escapeHtml(t.root_service)} ${escapeHtml(t.root_name)}</span>`;
+      <span class="root-name entry-root" title="The root span">${escapeHtml(t.root_service)} ${richText(t.root_name)}</span>`;
   }
   return `<span class="svc" style="--c:${color}">${escapeHtml(t.root_service)}</span>
-    <span class="root-name">${escapeHtml(t.root_name)}</span>`;
+    <span class="root-name">${richText(t.root_name)}</span>`;
 }
 
 function failureBadges(t) {
@@ -227,6 +244,14 @@ async function main() {
   $("#search").addEventListener("submit", (e) => { e.preventDefault(); state.offset = 0; search(true); });
   $("#f-open").addEventListener("click", openTraceId);
   $("#f-trace-id").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); openTraceId(); } });
+  $("#extra-filters").addEventListener("click", (e) => {
+    const chip = e.target.closest("button") && e.target.closest(".filter-chip");
+    if (!chip) return;
+    delete state.extra[chip.dataset.filter];
+    renderExtra();
+    state.offset = 0;
+    search(true);
+  });
   $("#in-flight").addEventListener("click", () => { state.showInFlight = !state.showInFlight; state.offset = 0; search(true); });
   for (const el of document.querySelectorAll("#search select")) {
     el.addEventListener("change", () => { state.offset = 0; search(true); });
@@ -235,6 +260,7 @@ async function main() {
   $("#next").addEventListener("click", () => { state.offset += state.result.limit; search(true); });
   addEventListener("popstate", () => { paramsToForm(new URLSearchParams(location.search)); search(); });
   setupScatter();
+  buildNav("traces", state.range);
   await loadFacets();
   await search();
 }
