@@ -48,6 +48,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -55,8 +56,9 @@ from rich.table import Table
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import Decoder
 from planoscope.metrics.spanmetrics import SpanMetrics
-from planoscope.query.evaluate import _window, default_step, evaluate, evaluate_all
+from planoscope.query.evaluate import _window, evaluate, evaluate_all
 from planoscope.query.panels import PANELS, LatencyQuantiles, SpanCount, SpanRate
+from planoscope.query.params import default_step
 from planoscope.store import DuckDBStore
 from planoscope.store.duckdb import DB_FILE
 
@@ -148,8 +150,9 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
     parent_ids = HexIds(pool.column("ParentSpanId").chunk(0), 16)
     cols = {
         name: pool.schema.get_field_index(name)
-        for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey")
+        for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey", "SessionId")
     }
+    session_ids = pool.column("SessionId")
     metrics = SpanMetrics()
     pool_deltas = metrics.deltas(pool.set_column(0, "Timestamp", pool.column(0).cast(pa.timestamp("ns"))), dims)
     rng = np.random.default_rng(12345)
@@ -166,6 +169,10 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
             .set_column(cols["TraceKey"], "TraceKey", trace_ids.trace_keys(trace_mask))
             .set_column(cols["SpanId"], "SpanId", span_ids.masked(span_mask))
             .set_column(cols["ParentSpanId"], "ParentSpanId", parent_ids.masked(span_mask))
+            # A copy's conversations are its own (a pool holds ~2 h of them): without this suffix
+            # every session would recur in each copy and last the whole 7 days. The typed column
+            # only; the attribute sets keep the pool's id.
+            .set_column(cols["SessionId"], "SessionId", pc.binary_join_element_wise(session_ids, f"~{c}", ""))
         )
         if rows < p:
             table = table.slice(0, rows)
