@@ -17,6 +17,7 @@ ROOT = Path(planoscope.__file__).parent
 # Bottom to top. A newcomer reads the data flow off this list.
 LAYERS = [
     {"net"},  # sockets, the HTTP server, credentials, the OTLP client
+    {"llm"},  # what LLM calls cost: the price table
     {"store"},  # schema, DuckDB, retention
     {"metrics"},  # span metrics
     {"ingest"},  # receivers, admission, decode, journal, writer

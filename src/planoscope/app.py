@@ -11,6 +11,9 @@ import logging
 import sys
 from datetime import timedelta
 
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
 from .forward.forwarder import Forwarder, ForwardState, parse_destination
 from .ingest.admission import Ingest
 from .ingest.decode import Decoder, Limits
@@ -19,6 +22,7 @@ from .ingest.grpc import GrpcReceiver
 from .ingest.http import otlp_http_app
 from .ingest.journal import Journal, JournalError
 from .ingest.writer import SpanWriter, WriterUnavailable
+from .llm.prices import Prices, parse_override
 from .metrics.spanmetrics import SpanMetrics
 from .net import fds
 from .net.auth import Credentials
@@ -84,6 +88,12 @@ class Planoscope:
         except StoreError as e:
             raise StartupError(str(e)) from None
         stack.callback(store.close)
+        prices = Prices(parse_override(p) for p in s.llm_prices)
+        try:
+            with store.starting():
+                _fill_new_columns(store, prices)
+        except StoreError as e:
+            raise StartupError(str(e)) from None
         self.metrics = metrics = SpanMetrics(
             s.metrics_namespace, s.metrics_dimensions, s.metrics_buckets_ms, s.metrics_cardinality_limit
         )
@@ -104,7 +114,7 @@ class Planoscope:
         stack.callback(http_sock.close)
 
         limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
-        decoder = Decoder(metrics.dimensions, limits=limits)
+        decoder = Decoder(metrics.dimensions, limits=limits, prices=prices)
         try:
             journal = Journal(s.data_dir / "journal")
         except OSError as e:
@@ -193,6 +203,26 @@ class Planoscope:
             "otlp_http": bound_address(http_sock),
             "listen": bound_address(web_sock),
         }
+
+
+def _fill_new_columns(store: DuckDBStore, prices: Prices) -> None:
+    """Fill the columns this version added for the spans an earlier one stored, with a progress
+    bar on the terminal: a one-time job on the first start after an upgrade (a 10 M-span store
+    takes about a minute), resumed where it was if the start is killed."""
+    pending = store.fill_pending()
+    if not pending:
+        return
+    log.info("filling the new columns of %d spans stored by an earlier version (once)", pending)
+    columns = [
+        TextColumn("[bold]upgrading the store[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("spans"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("fill", total=pending)
+        store.fill(prices.estimate, lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _restore_metrics(store: DuckDBStore, metrics: SpanMetrics):

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from .llm.prices import parse_override
 from .metrics.spanmetrics import DEFAULT_BUCKETS_MS, DEFAULT_CARDINALITY_LIMIT, DEFAULT_DIMENSIONS
 from .query.panels import DEFAULT_MAX_SERIES
 
@@ -69,6 +70,31 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Address = Annotated[str, BeforeValidator(parse_address)]
 StrList = Annotated[list[str], BeforeValidator(_split_list)]
 FloatList = Annotated[list[float], BeforeValidator(_split_list)]
+
+
+def _price_list(v: Any) -> Any:
+    """Prices as ``MODEL=IN/OUT[/CACHED[/WRITE]]`` strings (comma-separated, or a list of them), or,
+    in a config file, a mapping of model to ``{input, output, cached_input, cache_write}``."""
+    if isinstance(v, dict):
+        out = []
+        for model, p in v.items():
+            if not isinstance(p, dict):
+                raise ValueError(
+                    f"the price of {model!r} must be a mapping of input, output, cached_input, cache_write"
+                )
+            unknown = set(p) - {"input", "output", "cached_input", "cache_write"}
+            if unknown:
+                raise ValueError(f"unknown price field {sorted(unknown)[0]!r} for {model!r}")
+            parts = [p.get(k) for k in ("input", "output", "cached_input", "cache_write")]
+            out.append(f"{model}=" + "/".join("" if x is None else str(x) for x in parts))
+        v = out
+    v = _split_list(v)
+    for text in v if isinstance(v, list) else []:
+        parse_override(str(text))
+    return v
+
+
+PriceList = Annotated[list[str], BeforeValidator(_price_list)]
 
 
 class Settings(BaseModel):
@@ -193,6 +219,13 @@ class Settings(BaseModel):
         description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "
         "grpc://HOST:PORT, grpcs://HOST:PORT or http(s)://HOST:PORT[/v1/traces]. Retried from the store "
         "until acknowledged.",
+    )
+    llm_prices: PriceList = Field(
+        [],
+        description="Prices of models, overriding the genai-prices table (or adding models it does not know) "
+        "for calls sent without a cost: MODEL=INPUT/OUTPUT[/CACHED_INPUT[/CACHE_WRITE]] in USD per million "
+        "tokens, MODEL as sent (openai/gpt-4o) or without its provider prefix; e.g. my-model=0.5/1.5. "
+        "Calls of a model neither knows have no estimated cost.",
     )
     forward_otlp_headers: StrList = Field(
         [],

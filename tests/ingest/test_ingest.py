@@ -120,7 +120,12 @@ SPECS: list[SpanSpec] = [
         ],
         status=(StatusCode.OK, None),
         stored_status=("Ok", ""),
-        typed={"SelectionListener": "travel_listener", "HttpMethod": "POST", "HttpStatusCode": 200},
+        typed={
+            "SelectionListener": "travel_listener",
+            "HttpMethod": "POST",
+            "HttpStatusCode": 200,
+            "SessionId": "sess-9f2c",
+        },
     ),
     SpanSpec(
         "agent",
@@ -212,6 +217,9 @@ SPECS: list[SpanSpec] = [
             "CompletionTokens": 345,
             "TotalTokens": 1545,
             "CostUsd": 0.0123,
+            "CachedInputTokens": 0,
+            "InputCostUsd": 0.006,
+            "OutputCostUsd": 0.0063,
         },
     ),
     SpanSpec(
@@ -249,6 +257,7 @@ SPECS: list[SpanSpec] = [
             "LlmProvider": "anthropic",
             "HttpStatusCode": 429,
             "IsStreaming": False,
+            "FailureClass": "429",
         },
     ),
     SpanSpec(
@@ -267,6 +276,7 @@ SPECS: list[SpanSpec] = [
             ("routing.is_fallback", False, "false"),
             ("plano.route.name", "code_generation", "code_generation"),
         ],
+        typed={"RouteName": "code_generation"},
     ),
     SpanSpec(
         "genai",
@@ -294,6 +304,8 @@ SPECS: list[SpanSpec] = [
             "CompletionTokens": 12,
             "HttpMethod": "POST",
             "HttpStatusCode": 201,
+            "FailureClass": "error_status",
+            "EstimatedCostUsd": (77 * 0.15 + 12 * 0.6) / 1e6,  # gpt-4o-mini by genai-prices; no cost was sent
         },
     ),
     SpanSpec(
@@ -322,6 +334,7 @@ SPECS: list[SpanSpec] = [
             "IsStreaming": True,
             "HttpStatusCode": 503,
             "CostUsd": 0.5,
+            "FailureClass": "5xx",
         },
     ),
 ]

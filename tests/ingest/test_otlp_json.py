@@ -225,6 +225,9 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "CompletionTokens": 345,
             "TotalTokens": 1545,
             "CostUsd": 0.0123,
+            "RequestedModel": "gpt-4o",
+            "ResolvedModel": "gpt-4o",
+            "Flagged": False,
         },
         f"aaa19b7ec3c1b1{v}": {
             **none,
@@ -247,6 +250,8 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "Links": [],
             "HttpStatusCode": 502,
             "SelectionListener": "travel",
+            "Flagged": False,
+            "FailureClass": "5xx",
         },
         f"00000000000000{v}": {
             **none,

@@ -136,7 +136,6 @@ def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
     """A store written before TraceKey, ScopeAttributes and the LLM columns existed has them
     after IngestedAt, in the order a new store has them: appends go by name."""
     from conftest import TABLE_COLUMNS
-
     from planoscope.demo.loadgen import template_request
     from planoscope.ingest.decode import Decoder
     from planoscope.store.schema import trace_key
@@ -144,7 +143,9 @@ def test_spans_appended_to_a_migrated_store_land_in_their_columns(tmp_path):
     _old_store(tmp_path / "old", _V1_DDL).close()
     store = DuckDBStore(tmp_path / "old")
     try:
-        assert store._span_columns[-len(LLM_COLUMNS) - 3 :] == ["IngestedAt", "TraceKey", "ScopeAttributes"] + LLM_COLUMNS
+        assert (
+            store._span_columns[-len(LLM_COLUMNS) - 3 :] == ["IngestedAt", "TraceKey", "ScopeAttributes"] + LLM_COLUMNS
+        )
         assert sorted(store._span_columns) == sorted(TABLE_COLUMNS)
         req = template_request(20)
         req.resource_spans[0].scope_spans[0].scope.attributes.add(key="k").value.int_value = 7
@@ -172,7 +173,6 @@ def test_a_store_from_before_the_llm_columns_gains_them_and_new_spans_fill_them(
     """The old rows keep NULL in the new columns (filled later from their attributes); spans
     inserted after the start fill them, and the table reads as a new store's."""
     from conftest import TABLE_COLUMNS, table_columns
-
     from planoscope.demo.simulate import Simulation, export_request
     from planoscope.ingest.decode import Decoder
 
@@ -187,8 +187,14 @@ def test_a_store_from_before_the_llm_columns_gains_them_and_new_spans_fill_them(
     store = DuckDBStore(tmp_path / "old")
     try:
         sim = Simulation(rate=20, seed=3)
-        spans = [span for t in sim.traces(1_767_225_600, 1_767_225_660) for span in t.spans]
-        store.append_spans(Decoder().decode_protobuf(export_request(spans).SerializeToString()).table, datetime(2026, 1, 1))
+        by_service: dict[str, list] = {}
+        for t in sim.traces(1_767_225_600, 1_767_225_660):
+            for service, span in t.spans:
+                by_service.setdefault(service, []).append((service, span))
+        for spans in by_service.values():  # one Export call per service, as Plano sends them
+            store.append_spans(
+                Decoder().decode_protobuf(export_request(spans).SerializeToString()).table, datetime(2026, 1, 1)
+            )
         old = store.query(f"SELECT {', '.join(LLM_COLUMNS)} FROM otel_traces WHERE SpanId = ?", ["cd" * 8])
         assert old == [(None,) * len(LLM_COLUMNS)]
         filled = store.query(

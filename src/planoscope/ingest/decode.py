@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from ..llm.prices import Prices
 from ..store.attributes import double_json, double_str, json_str, value_json, value_str
 from ..store.schema import ESTIMATED_COST, EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS, Typed
 from . import otlp_json
@@ -159,6 +160,7 @@ def attributes_json(pairs: list[tuple[str, str, str]]) -> tuple[str, dict[str, s
 
 _I64 = "ts dur evts".split()
 _U64 = ["tkey"]  # schema.TraceKey
+_ESTIMATED = SPAN_SCHEMA.get_field_index(ESTIMATED_COST[0])
 
 
 def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits) -> dict:
@@ -357,8 +359,15 @@ class Decoder:
         batch = Decoder(["llm.model"]).decode_protobuf(body)
     """
 
-    def __init__(self, dimensions: Sequence[str] = (), native: bool = True, limits: Limits = Limits()):
+    def __init__(
+        self,
+        dimensions: Sequence[str] = (),
+        native: bool = True,
+        limits: Limits = Limits(),
+        prices: Prices | None = None,
+    ):
         self.dimensions = tuple(dimensions)
+        self.prices = prices  # estimates the cost of calls sent without one (None: not estimated)
         self.limits = limits
         typed_keys = [k for col in TYPED_COLUMNS for k in col.keys]
         self._extract = tuple(dict.fromkeys([*typed_keys, *self.dimensions]))
@@ -434,9 +443,11 @@ class Decoder:
             columns.append(typed_column(col, [xspan[self._slot[k]] for k in col.keys], n))
         columns.append(c["tkey"])
         columns.append(c["scopeattrs"].take(scope_take))
-        columns.append(pa.nulls(n, ESTIMATED_COST[1]))  # the price table's estimate: not computed yet
+        columns.append(pa.nulls(n, ESTIMATED_COST[1]))  # the price table's estimate, below
         dims = [_dimension(xspan[self._slot[d]], xres[self._slot[d]], res_take, n) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
+        if self.prices is not None:
+            table = table.set_column(_ESTIMATED, ESTIMATED_COST[0], self.prices.estimate(table))
         return SpanBatch(
             table,
             c["keys"],

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .attributes import stored_str
+from .fill import Estimate, Fill, Progress, fillable
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 
 DB_FILE = "planoscope.duckdb"
@@ -102,14 +103,14 @@ class DuckDBStore:
         self._threads = self.read_threads  # DuckDB's thread count now
         self._create_macros()
         self._con.execute(duckdb_ddl())  # these statements write nothing when the tables exist
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS planoscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
+        )
         self._migrate()
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS spanmetrics_state ("
             " series VARCHAR PRIMARY KEY, calls BIGINT NOT NULL, sum_ms DOUBLE NOT NULL,"
             " buckets BIGINT[] NOT NULL)"
-        )
-        self._con.execute(
-            "CREATE TABLE IF NOT EXISTS planoscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
         )
         # Scraped Prometheus samples; Labels is one JSON object, as the span attributes are.
         self._con.execute(
@@ -198,10 +199,32 @@ class DuckDBStore:
             log.info("adding the TraceKey column to the spans stored by an earlier version")
             self._con.execute('ALTER TABLE otel_traces ADD COLUMN "TraceKey" UBIGINT')
             self._con.execute("""UPDATE otel_traces SET "TraceKey" = ('0x' || TraceId[17:32])::UBIGINT""")
-        for name, _, ddl in ADDED_COLUMNS:  # the spans stored before have none: NULL
-            if name not in have:
-                log.info("adding the %s column to the spans stored by an earlier version", name)
+        added = [(name, ddl) for name, _, ddl in ADDED_COLUMNS if name not in have]
+        if not added:
+            return
+        # The spans stored before hold NULL; those computed from the span are filled later (see
+        # fill.py), as recorded in the same transaction: a kill after it still has them filled.
+        log.info("adding the %s columns to the spans stored by an earlier version", ", ".join(n for n, _ in added))
+        self._con.begin()
+        try:
+            for name, ddl in added:
                 self._con.execute(f'ALTER TABLE otel_traces ADD COLUMN "{name}" {ddl}')
+            Fill.plan(self._con, [n for n, _ in added if fillable(n)])
+            self._con.commit()
+        except BaseException:
+            _rollback(self._con)
+            raise
+
+    def fill_pending(self) -> int:
+        """Spans stored by an earlier version whose new columns are still to be filled (``fill``)."""
+        fill = Fill.pending(self._con)
+        return 0 if fill is None else fill.remaining(self._con)[0]
+
+    def fill(self, estimate: Estimate | None, progress: Progress = lambda done, total: None) -> int:
+        """Fill the new columns of the spans an earlier version stored (on start, before the
+        writer: this is the write connection); returns how many. Resumes where a killed start left."""
+        fill = Fill.pending(self._con)
+        return 0 if fill is None else fill.run(self._con, estimate, progress)
 
     # --- reads: any thread --------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:

@@ -7,6 +7,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -101,6 +102,7 @@ OTEL_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ),
 ]
 
+
 @dataclass(frozen=True)
 class Typed:
     """A typed column filled from span attributes: the first of ``keys`` (the sender's names,
@@ -119,24 +121,25 @@ class Typed:
     scale: dict[str, float] = field(default_factory=dict)
     lower: bool = False
 
-    def sql(self, attributes: str = "SpanAttributes") -> str:
-        """The column's value as DuckDB SQL over the stored attribute set ``attributes``: equal to
-        what ingest gives for values sent in their type (strings, ints, doubles, bools) or as their
-        plain string forms. (Where they differ: a double sent for a string column reads ``2.0``
-        here and ``2`` at ingest; an integer column truncates a fractional string at ingest and
-        rounds here.)"""
+    def sql(self, value: Callable[[str], str] = lambda key: f"attr(SpanAttributes, '{key}')") -> str:
+        """The column's value as DuckDB SQL, given ``value(key)``, the SQL of a key's stored value
+        as a string (by default the ``attr`` macro on SpanAttributes): equal to what ingest gives
+        for values sent in their type (strings, ints, doubles, bools) or as their plain string
+        forms. (Where they differ: a double sent for a string column reads ``2.0`` here and ``2``
+        at ingest; an integer column truncates a fractional string at ingest and rounds here.)
+        Keys are constants of this module, never user input."""
         parts = []
         for key in self.keys:
-            value = f"attr({attributes}, '{key}')"  # keys are constants here, never user input
+            value_sql = value(key)
             if self.ddl == "VARCHAR":
-                value = f"nullif({value}, '')"
+                value_sql = f"nullif({value_sql}, '')"
                 if self.lower:
-                    value = f"lower({value})"
+                    value_sql = f"lower({value_sql})"
             else:
-                value = f"TRY_CAST({value} AS {self.ddl})"
+                value_sql = f"TRY_CAST({value_sql} AS {self.ddl})"
             if key in self.scale:
-                value = f"CAST({value} * {self.scale[key]!r} AS {self.ddl})"
-            parts.append(value)
+                value_sql = f"CAST({value_sql} * {self.scale[key]!r} AS {self.ddl})"
+            parts.append(value_sql)
         return parts[0] if len(parts) == 1 else f"coalesce({', '.join(parts)})"
 
 
@@ -168,7 +171,12 @@ _TYPED_FIRST: list[Typed] = [
         "PromptTokens",
         pa.int64(),
         "BIGINT",
-        ("llm.usage.prompt_tokens", "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt"),
+        (
+            "llm.usage.prompt_tokens",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+        ),
     ),
     Typed(
         "CompletionTokens",
@@ -194,7 +202,6 @@ _TYPED_FIRST: list[Typed] = [
         "DOUBLE",
         ("llm.usage.total_cost_usd", "llm.cost.total", "gen_ai.usage.cost", "gen_ai.usage.cost.amount"),
     ),
-
 ]
 # Added with the LLM usage dashboard (ADDED_COLUMNS).
 _TYPED_LLM: list[Typed] = [
@@ -272,7 +279,9 @@ DERIVED_COLUMNS: list[Derived] = [
         " ELSE LlmModel END",
     ),
     # Null on spans other than plano(llm)'s: only those can be flagged.
-    Derived("Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"),
+    Derived(
+        "Flagged", pa.bool_(), "BOOLEAN", f"CASE WHEN ServiceName = 'plano(llm)' THEN suffix(SpanName, '{FLAG}') END"
+    ),
     Derived("FailureClass", pa.string(), "VARCHAR", "failure_class(StatusCode, HttpStatusCode, ServiceName, SpanName)"),
 ]
 

@@ -1,0 +1,1 @@
+"""What LLM calls mean beyond their spans: what they cost."""
