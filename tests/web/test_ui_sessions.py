@@ -45,7 +45,7 @@ def live(module_server_factory, tmp_path_factory):
                 "gen_ai.operation.name": "chat",
                 "gen_ai.request.model": "gpt-4o",
                 "gen_ai.conversation.id": GENAI,
-                "gen_ai.usage.input_tokens": 1000 * (i + 1),
+                "gen_ai.usage.input_tokens": 100_000 * (i + 1),  # the costliest: on the first page
                 "gen_ai.usage.output_tokens": 100,
             },
         )
@@ -201,14 +201,16 @@ def test_a_session_turn_by_turn_with_links_to_its_traces(live, page):
 def test_estimated_cost_is_marked_and_odd_ids_work(live, page):
     body = live.get("/api/v1/sessions/" + quote(GENAI, safe="")).json()
     assert [c["cost_estimated"] for c in body["calls"]] == [True, True, True]
-    _open(page, live, "/sessions?" + urlencode({"range": "1h", "sort": "last_seen"}))
+    _open(page, live, "/sessions?range=1h")
+    expect(page.locator("#rows tr").first).to_have_attribute("data-session-id", GENAI)
+    expect(page.locator("#rows tr").first.locator(".est")).to_have_count(1)
     page.locator(f'#rows tr[data-session-id="{GENAI}"] td.id a').click()
     page.wait_for_selector(".turn")
     assert urlparse(page.url).path == "/sessions/" + quote(GENAI, safe="")
     expect(page.locator("#title")).to_have_text(GENAI)
     expect(page.locator(".call-row .est")).to_have_count(3)
     expect(page.locator("#m-cost .est")).to_have_count(1)
-    expect(page.locator("#m-tokens")).to_contain_text("6,000 / 300")
+    expect(page.locator("#m-tokens")).to_contain_text("600,000 / 300")
     page.screenshot(path=str(OUT / "session-estimated.png"))
 
 

@@ -116,6 +116,8 @@ function callHtml(c) {
 
 function renderTurns() {
   let prev = null;
+  // A sender that sends no preview at all (not Plano) gets no empty bubble on every turn.
+  const previews = state.turns.some((t) => t.preview);
   $("#turns").innerHTML = state.turns.map((t, i) => {
     const gap = prev == null ? "" : t.start > prev
       ? `<span class="gap" title="since the previous turn ended">+${fmtDuration((t.start - prev) * 1000)}</span>`
@@ -123,7 +125,7 @@ function renderTurns() {
     prev = t.end;
     const preview = t.preview
       ? `<div class="bubble" title="llm.user_message_preview: the user message's first 50 characters">${escapeHtml(t.preview)}</div>`
-      : `<div class="bubble empty">no user message preview</div>`;
+      : previews ? `<div class="bubble no-preview">no user message preview</div>` : "";
     return `<article class="turn${t.failed ? " failed" : ""}" id="turn-${i + 1}" data-trace-id="${t.trace_id}">
       <div class="rail"><span class="turn-no">Turn ${i + 1}</span>
         <time title="${new Date(t.start * 1000).toISOString()}">${fmtTime(t.start, i === 0)}</time>${gap}</div>
