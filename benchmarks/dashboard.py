@@ -163,7 +163,7 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
         name: pool.schema.get_field_index(name)
         for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey", "SessionId")
     }
-    sessions = pool.column("SessionId")
+    session_ids = pool.column("SessionId")
     # The span metrics and the LLM metrics, stored as the server keeps them (else its first start
     # would count them from the whole store).
     metric_sets = [SpanMetrics(), LlmMetrics(DEFAULT_CARDINALITY_LIMIT)]
@@ -183,8 +183,10 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
             .set_column(cols["TraceKey"], "TraceKey", trace_ids.trace_keys(trace_mask))
             .set_column(cols["SpanId"], "SpanId", span_ids.masked(span_mask))
             .set_column(cols["ParentSpanId"], "ParentSpanId", parent_ids.masked(span_mask))
-            # A copy's conversations are its own: a session does not last the 7 days.
-            .set_column(cols["SessionId"], "SessionId", pc.binary_join_element_wise(sessions, f"-{c}", ""))
+            # A copy's conversations are its own (a pool holds ~2 h of them): without this suffix
+            # every session would recur in each copy and last the whole 7 days. The typed column
+            # only; the attribute sets keep the pool's id.
+            .set_column(cols["SessionId"], "SessionId", pc.binary_join_element_wise(session_ids, f"~{c}", ""))
         )
         if rows < p:
             table = table.slice(0, rows)

@@ -2,10 +2,10 @@
 
 Starts ``planoscope demo`` (a fixed seed, 15 minutes of backfill, free ports, a temporary data
 directory), waits until the backfill is stored and the fake Envoy has been scraped for a minute,
-drives Debian's Chromium through Playwright to the two dashboards and to one agent trace, writes
-``docs/img/dashboard.png``, ``docs/img/llm-usage.png`` and ``docs/img/trace.png`` and stops the demo
-with SIGTERM. It fails, and replaces no picture, when a page reports an error: a broken page never
-lands in the docs.
+drives Debian's Chromium through Playwright to the two dashboards, to one agent trace, to the
+sessions list and to one conversation, writes ``docs/img/dashboard.png``, ``llm-usage.png``,
+``trace.png``, ``sessions.png`` and ``session.png`` and stops the demo with SIGTERM. It fails, and
+replaces no picture, when a page reports an error: a broken page never lands in the docs.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from playwright.sync_api import sync_playwright
 
@@ -134,12 +134,24 @@ def agent_trace(demo: Demo) -> tuple[str, str | None]:
     return trace["trace_id"], (llm[0] if llm else None)
 
 
-PICTURES = ("dashboard.png", "llm-usage.png", "trace.png")
+def conversation(demo: Demo) -> str:
+    """The id of a costly conversation of several turns in which the router changed the model."""
+    now = time.time()
+    listed = demo.get("/api/v1/sessions", start=now - BACKFILL_S - 60, end=now, limit=20)["sessions"]
+    for s in sorted(listed, key=lambda s: -s["llm_calls"]):
+        calls = demo.get("/api/v1/sessions/" + quote(s["session_id"], safe=""))["calls"]
+        if len(calls) >= 6 and any(c["requested_model"] != c["resolved_model"] for c in calls if c["model"]):
+            return s["session_id"]
+    raise SystemExit("screenshots: no session of 6 turns or more with a routed call in the demo's data")
+
+
+PICTURES = ("dashboard.png", "llm-usage.png", "trace.png", "sessions.png", "session.png")
 
 
 def shoot(demo: Demo, out: Path) -> str:
     """Write ``PICTURES`` into ``out``; returns the trace's id."""
     trace_id, span_id = agent_trace(demo)
+    session_id = conversation(demo)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport=VIEWPORT)
@@ -169,6 +181,19 @@ def shoot(demo: Demo, out: Path) -> str:
         page.wait_for_selector(".wf-row")
         check(page, errors, f"trace {trace_id}")
         page.screenshot(path=str(out / "trace.png"))
+
+        page.goto(demo.url + "/sessions?range=1h")
+        page.wait_for_selector("body[data-loaded]", timeout=30_000)
+        page.wait_for_selector("#rows tr")
+        check(page, errors, "the sessions list")
+        page.screenshot(path=str(out / "sessions.png"))
+
+        page.goto(demo.url + "/sessions/" + quote(session_id, safe=""))
+        page.wait_for_selector("body[data-loaded]", timeout=30_000)
+        page.wait_for_selector(".turn")
+        page.mouse.move(0, 0)
+        check(page, errors, f"session {session_id}")
+        page.screenshot(path=str(out / "session.png"))
         browser.close()
     return trace_id
 

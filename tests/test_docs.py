@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
-SCREENSHOTS = [ROOT / "docs" / "img" / "dashboard.png", ROOT / "docs" / "img" / "trace.png"]
+SCREENSHOTS = [ROOT / "docs" / "img" / f"{name}.png" for name in ("dashboard", "trace", "sessions", "session")]
 
 
 def config_table() -> dict[str, str]:

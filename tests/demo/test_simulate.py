@@ -499,6 +499,32 @@ def test_sessions_and_routes(window):
     assert selected["none"] and selected["unknown"] and len(selected) > 4, selected
 
 
+def test_sessions_are_conversations_of_one_user(window):
+    """A session (plano.session_id, on the plano(llm) span as brightstaff sets it) is a
+    conversation: several turns, in several traces, each with the user message's preview; its
+    plano.distinct_id, when the client sends one, is the same on every turn."""
+    turns, traces, users = Counter(), defaultdict(set), defaultdict(set)
+    for t in window.traces:
+        for svc, s in t.spans:
+            a = first(s)
+            if svc != "plano(llm)":
+                assert "plano.session_id" not in a, (svc, s.name)
+                continue
+            if "plano.session_id" not in a:
+                continue
+            sid = a["plano.session_id"]
+            turns[sid] += 1
+            traces[sid].add(s.trace_id)
+            users[sid].add(a.get("plano.distinct_id"))
+            if s.name != "llm":  # failed before dispatch: nothing was read from the request yet
+                assert a["llm.user_message_preview"] and len(a["llm.user_message_preview"]) <= 53
+    long = [sid for sid, n in turns.items() if len(traces[sid]) >= 3]
+    assert len(long) > len(turns) / 2, (len(long), len(turns))
+    assert all(len(u) == 1 for u in users.values()), [u for u in users.values() if len(u) > 1][:3]
+    with_user = sum(1 for u in users.values() if None not in u)
+    assert 0.3 < with_user / len(users) < 0.9, with_user / len(users)
+
+
 def test_rate_limited_calls(window):
     """The WASM filter answers 429 itself: the outbound span carries "429" and flags RL; plano(llm)
     429 as an int, with TTFT, duration, bytes and signals but no usage."""

@@ -35,6 +35,7 @@ HOSTILE = {
     "agent": NASTY,
     "trace_id": NASTY,
     "sort": NASTY,
+    "user": NASTY,
 }
 
 

@@ -199,7 +199,9 @@ class Simulation:
         explicit = not implicit and srng.random() < 0.45
         sid = f"conv-{srng.getrandbits(48):012x}" if explicit else f"implicit:{srng.getrandbits(64):016x}"
         route = pick(srng, {r: w for r, (w, _) in ROUTES.items()})
-        return Session(sid, pick(srng, ROUTES[route][1]), route)
+        anchor = pick(srng, ROUTES[route][1])
+        user = f"user_{srng.randint(1000, 1400)}" if srng.random() < 0.6 else None
+        return Session(sid, anchor, route, user)
 
 
 @functools.lru_cache(maxsize=256)

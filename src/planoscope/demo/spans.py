@@ -132,6 +132,7 @@ class Session:
     id: str  # an x-model-affinity value, or implicit:<16 hex>
     anchor: str
     route: str | None
+    user: str | None = None  # its plano.distinct_id: a conversation is one user's
 
 
 @dataclass
@@ -856,6 +857,8 @@ class Builder:
         elif model and model.provider == "openai" and rng.random() < 0.05:
             path = RESPONSES
         tenant, user = self._who()
+        if session:  # the client sends its user's header with every turn of a conversation, or never
+            user = session.user
         prompt = rng.choice(PROMPTS)
         tools = tuple(rng.sample(TOOLS, rng.randint(1, 3))) if rng.random() < 0.15 else ()
         self.llm_call(

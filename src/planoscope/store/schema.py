@@ -123,12 +123,19 @@ LLM_CALL_COLUMNS = (
     "CacheCreationTokens",
     "ReasoningTokens",
 )
-# Never NULL (so that NOT LLM_CALL is the other spans).
-LLM_CALL = (
-    f"(ServiceName IS NOT DISTINCT FROM '{LLM_SERVICE}' OR "
-    + " OR ".join(f'"{c}" IS NOT NULL' for c in LLM_CALL_COLUMNS)
-    + ")"
-)
+
+
+def llm_call(table: str = "") -> str:
+    """SQL true for an LLM call over the columns of ``table`` (an alias with its dot, or none);
+    never NULL, so that ``NOT`` it is the other spans."""
+    return (
+        f"({table}ServiceName IS NOT DISTINCT FROM '{LLM_SERVICE}' OR "
+        + " OR ".join(f'{table}"{c}" IS NOT NULL' for c in LLM_CALL_COLUMNS)
+        + ")"
+    )
+
+
+LLM_CALL = llm_call()
 
 
 def llm_calls(spans: pa.Table | pa.RecordBatch) -> pa.Array:

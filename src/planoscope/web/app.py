@@ -78,6 +78,15 @@ def create_web_app(
     def trace_page() -> FileResponse:
         return FileResponse(STATIC / "trace.html")
 
+    @app.get("/sessions", include_in_schema=False)
+    def sessions_page() -> FileResponse:
+        return FileResponse(STATIC / "sessions.html")
+
+    # The id is URL-encoded in the path (it may hold a slash): the page reads it from its URL.
+    @app.get("/sessions/{session_id:path}", include_in_schema=False)
+    def session_page(session_id: str) -> FileResponse:
+        return FileResponse(STATIC / "session.html")
+
     # Mounted last so the routes above take precedence.
     app.mount("/", StaticFiles(directory=STATIC, html=True), name="ui")
     return app

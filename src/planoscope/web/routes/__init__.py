@@ -3,8 +3,8 @@ layout); each takes what it needs from the app through ``web/deps.py``."""
 
 from fastapi import APIRouter
 
-from . import metrics, panels, targets, traces
+from . import metrics, panels, sessions, targets, traces
 
 api = APIRouter(prefix="/api/v1")
-for _module in (panels, targets, metrics, traces):
+for _module in (panels, targets, metrics, traces, sessions):
     api.include_router(_module.router)
