@@ -318,6 +318,21 @@ SPAN_SCHEMA = pa.schema(
 )
 COLUMN_NAMES = SPAN_SCHEMA.names
 
+# The attribute sets as the ClickHouse exporter's Map(LowCardinality(String), String) columns hold
+# them: each key to its value's string form (attributes.value_str, the collector's AsString),
+# every pair in order, repeated keys included. A decoded batch has them after SPAN_SCHEMA's
+# columns when its store writes them (Decoder(maps=True)); DuckDB keeps the JSON alone.
+STRING_MAP = pa.map_(pa.string(), pa.string())
+STRING_MAPS = pa.schema(
+    [
+        ("ResourceAttributesMap", STRING_MAP),
+        ("ScopeAttributesMap", STRING_MAP),
+        ("SpanAttributesMap", STRING_MAP),
+        ("EventsAttributesMap", pa.list_(STRING_MAP)),
+        ("LinksAttributesMap", pa.list_(STRING_MAP)),
+    ]
+)
+
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
 
