@@ -4,11 +4,12 @@ every write to the store.
 Receivers call ``await writer.write(batch, body, fmt)``; it resolves once the request's body is in
 the journal and fsynced (see ``journal.py``), so a crash loses nothing acknowledged. The journal
 thread writes every request queued meanwhile with one fsync (group commit). The apply thread
-inserts the journaled spans into DuckDB in large batches, at most ``apply_every`` seconds after
-they were acknowledged, and commits the journal position they reach in the same transaction; the
-journal segments behind it are deleted. ``await writer.sync()`` waits until every span
-acknowledged so far is in DuckDB: the API and /metrics call it before reading, so what a client
-was told is stored, a query finds.
+inserts the journaled spans into the store (``store.SpanStore``: DuckDB, or ClickHouse) in large
+batches, at most ``apply_every`` seconds after they were acknowledged, and the store records the
+journal position they reach with them (DuckDB in the same transaction; ClickHouse through an
+idempotent insert and its local state); the journal segments behind it are deleted.
+``await writer.sync()`` waits until every span acknowledged so far is in the store: the API and
+/metrics call it before reading, so what a client was told is stored, a query finds.
 
 Scraped samples (``await writer.write_samples(table)``) go to the apply thread directly, each in
 its own transaction, run as soon as it arrives (also while spans wait for their insert); so do
@@ -18,7 +19,7 @@ The apply thread also keeps the span metrics and the de-duplication window in st
 in DuckDB, and snapshots the span-metric totals into the store every ``snapshot_every`` seconds.
 
 An insert that fails is one of two things, and the apply thread never dies of either:
-- the store cannot be written (a full disk, an I/O error, memory: ``DuckDBStore.unwritable``):
+- the store cannot be written (a full disk, an I/O error, memory, ClickHouse down: ``unwritable``):
   the spans stay in the journal and the insert is retried with backoff, forever, without a
   restart; ``health()`` says ``degraded`` meanwhile, and nothing is quarantined;
 - the store refuses these spans (DuckDB rejects the rows, or converting or aggregating them
@@ -47,7 +48,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.core import Metric
 
 from ..metrics.spanmetrics import SpanMetrics
-from ..store import DuckDBStore
+from ..store import SpanStore
 from .decode import Decoder, SpanBatch
 from .dedupe import RecentSpans
 from .incidents import Incidents
@@ -147,7 +148,7 @@ class SpanWriter:
 
     def __init__(
         self,
-        store: DuckDBStore,
+        store: SpanStore,
         metrics: SpanMetrics,
         recent: RecentSpans,
         journal: Journal,
@@ -227,7 +228,7 @@ class SpanWriter:
         """The writer's part of /healthz: ``status`` ok, degraded (inserts fail, and the spans wait
         in the journal; or the journal cannot be written, and ingest is refused with retryable
         errors) or writer stopped; the ``problems`` behind it; what the journal has set aside."""
-        problems = self.incidents.problems(self.pending_spans)
+        problems = self.incidents.problems(self.pending_spans) + self.store.problems()
         if not self.alive:
             problems.insert(0, "the writer has stopped: nothing is journaled or inserted")
         return {
@@ -315,6 +316,9 @@ class SpanWriter:
         decode = {"protobuf": self.decoder.decode_protobuf, "json": self.decoder.decode_json}
         group: list[_Journaled] = []
         n = records = 0
+        # An insert the store may or may not have made when the process stopped: its records are
+        # inserted again as that one batch, which the store then stores once (SpanStore).
+        in_doubt = self.store.journal_in_doubt()
         for end, fmt, body in self.journal.replay(after=self.applied):
             records += 1
             record = _Journaled(None, end - HEADER_BYTES - len(body), end, 0, fmt, body)
@@ -330,7 +334,7 @@ class SpanWriter:
                 self._pending_spans += record.rows
             group.append(record)
             n += record.rows
-            if n >= self.apply_spans:
+            if end == in_doubt or (n >= self.apply_spans and (in_doubt is None or end > in_doubt)):
                 self._apply_recovered(group)
                 group, n = [], 0
         if group:
@@ -585,12 +589,13 @@ class SpanWriter:
             # Strictly increasing, so a snapshot's watermark splits commits cleanly.
             now = datetime.now(UTC).replace(tzinfo=None)
             ingested = max(now, self._last_ingested + timedelta(microseconds=1))
-            self.store.append_spans(table if rows else None, ingested, end)
+            totals = self.metrics.merge(deltas)  # installed once stored (a store may keep them with the position)
+            self.store.append_spans(table if rows else None, ingested, end, totals)
         except Exception as e:
             return e
         if rows:
             self._last_ingested = ingested
-            self.metrics.apply(self.metrics.merge(deltas))
+            self.metrics.apply(totals)
             self._dirty.update(deltas)
             self.recent.add(keys)
             self.commits += 1
