@@ -187,6 +187,7 @@ class SpanWriter:
         self._given_up = False  # an insert failed on stop: nothing after it may go in either
         self._pending_spans = 0  # acknowledged, neither in DuckDB nor quarantined (guarded by _lock)
         self.incidents = Incidents(self._redact)
+        self._in_doubt: int | None = None  # while recovering: the end of the store's insert in doubt
         self._canary = _Journaled(decoder.decode_protobuf(_CANARY), 0, 0, 0)  # see _probe
 
     async def __aenter__(self) -> SpanWriter:
@@ -317,8 +318,16 @@ class SpanWriter:
         group: list[_Journaled] = []
         n = records = 0
         # An insert the store may or may not have made when the process stopped: its records are
-        # inserted again as that one batch, which the store then stores once (SpanStore).
-        in_doubt = self.store.journal_in_doubt()
+        # inserted again as that one batch, which the store then stores once (SpanStore). Its
+        # spans are not checked against the recent ones: if it was made, the spans loaded from
+        # the store (RecentSpans) are its own, and dropping them would leave them uncounted.
+        in_doubt = self._in_doubt = self.store.journal_in_doubt()
+        if in_doubt is not None:
+            log.warning(
+                "the last insert before the stop (journal position %d) may or may not be in the store: "
+                "its records go in again as that one insert, which the store keeps once",
+                in_doubt,
+            )
         for end, fmt, body in self.journal.replay(after=self.applied):
             records += 1
             record = _Journaled(None, end - HEADER_BYTES - len(body), end, 0, fmt, body)
@@ -339,6 +348,7 @@ class SpanWriter:
                 group, n = [], 0
         if group:
             self._apply_recovered(group)
+        self._in_doubt = None
         if records:
             log.warning(
                 "inserted %d requests (%d spans) from the journal: acknowledged, and not yet in the "
@@ -614,7 +624,8 @@ class SpanWriter:
         keys = [k for b in batches for k in b.keys]
         table = pa.concat_tables([b.table for b in batches])
         dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.metrics.dimensions))]
-        mask = self.recent.new_mask(keys)
+        in_doubt = self._in_doubt is not None and group[-1].end <= self._in_doubt  # see _recover
+        mask = self.recent.new_mask(keys, remembered=not in_doubt)
         if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
             keep = pa.array(mask)
             table = table.filter(keep)
