@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from conftest import EXPORT_METHOD, Metrics, _wait, now_base_ns, pb_request, pb_span
-from support.exporter import exporter_rows
+from support.exporter import exporter_rows, stored_attribute_sets
 
 MS = 1_000_000
 SPANS_PER_REQUEST = 200
@@ -99,7 +99,7 @@ def _export(srv, spans, protocol: str) -> None:
 
 
 EXPORTER_COLUMNS = (
-    "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, TypedAttributes, EstimatedCostUsd,"
+    "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, AttributeTypes, EstimatedCostUsd,"
     " IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
     " FROM otel_traces ORDER BY SpanId"
 )
@@ -125,12 +125,19 @@ def test_spans_the_sdk_sends_arrive_once_as_the_exporter_writes_them(server_fact
         " WHERE LlmModel = 'openai/gpt-4o' GROUP BY ALL ORDER BY ALL"
     ).result_rows
     assert rows == [(200, "error_status", 0.00125, True, 18), (429, "429", 0.00125, True, 17)]  # ERROR: the status
-    # the spans' values as sent, ints and doubles apart
-    typed = json.loads(
-        db.client.query("SELECT TypedAttributes FROM otel_traces WHERE SpanAttributes['i'] = '3'").result_rows[0][0]
-    )
-    assert typed["span"]["http.status_code"] == 429 and typed["span"]["llm.tools"] == ["search", "book"]
-    assert typed["events"] == [{"ms": 180, "ratio": 0.5}] and typed["links"] == [{"reason": "retry", "n": 3}]
+    # every value reads back as sent, ints and doubles apart
+    encoded = {
+        sp.span_id.hex(): sp
+        for rs in encode_spans(grpc_spans).resource_spans
+        for ss in rs.scope_spans
+        for sp in ss.spans
+    }
+    child = next(sp for sp in encoded.values() if sp.links)
+    resource, _, span, event, link = stored_attribute_sets(db.client, child.span_id.hex())
+    assert [(kv.key, kv.value) for kv in span] == [(kv.key, kv.value) for kv in child.attributes]
+    assert [(kv.key, kv.value) for kv in event] == [(kv.key, kv.value) for kv in child.events[0].attributes]
+    assert [(kv.key, kv.value) for kv in link] == [(kv.key, kv.value) for kv in child.links[0].attributes]
+    assert {kv.key: kv.value.WhichOneof("value") for kv in span}["http.status_code"] == "int_value"
     # this instance's span metrics count what it stored, once
     m = srv.metrics()
     assert sum(v for n, _, v in m.samples if n == "calls_total") == 70

@@ -17,8 +17,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from planoscope.ingest import decode
 from planoscope.ingest.decode import BadRequest, Decoder
 from planoscope.metrics.spanmetrics import DEFAULT_DIMENSIONS
-from planoscope.store.attributes import double_json, double_str, value_str
-from planoscope.store.schema import SPAN_SCHEMA, STRING_MAPS
+from planoscope.store.attributes import double_json, double_str, value_json, value_str
+from planoscope.store.schema import MAP_TYPES, SPAN_SCHEMA, STRING_MAPS
 
 STRINGS = [
     "",
@@ -162,7 +162,7 @@ def _both(body: bytes, maps: bool = False):
 def test_native_decoder_matches_the_reference(seed, maps):
     a, b = _both(random_request(seed), maps)
     assert a.table.schema == b.table.schema
-    assert a.table.schema.names == SPAN_SCHEMA.names + (STRING_MAPS.names if maps else [])
+    assert a.table.schema.names == SPAN_SCHEMA.names + (STRING_MAPS.names + MAP_TYPES.names if maps else [])
     for name in a.table.column_names:
         assert _same(a.table.column(name), b.table.column(name)), name
     assert a.keys == b.keys
@@ -173,7 +173,8 @@ def test_native_decoder_matches_the_reference(seed, maps):
 @pytest.mark.parametrize("seed", range(40))
 def test_maps_hold_each_attribute_as_the_clickhouse_exporter_writes_it(seed):
     """Decoder(maps=True): every attribute set of every kept span as (key, AsString form) pairs,
-    in order, repeated keys kept; the JSON columns are those of Decoder() unchanged."""
+    in order, repeated keys kept, and their types (a letter each, an array's or a map's typed
+    JSON after it); the JSON columns are those of Decoder() unchanged."""
     body = random_request(seed)
     batch = Decoder(DEFAULT_DIMENSIONS, maps=True).decode_protobuf(body)
     plain = Decoder(DEFAULT_DIMENSIONS).decode_protobuf(body)
@@ -183,6 +184,18 @@ def test_maps_hold_each_attribute_as_the_clickhouse_exporter_writes_it(seed):
 
     def pairs(attributes):
         return [(kv.key, value_str(kv.value)) for kv in attributes[:limit]]
+
+    letters = {"string_value": "s", "bool_value": "b", "int_value": "i", "double_value": "d", "bytes_value": "y"}
+
+    def types(attributes):
+        out = ""
+        for kv in attributes[:limit]:
+            which = kv.value.WhichOneof("value")
+            if which in ("array_value", "kvlist_value"):
+                out += which[0].replace("k", "m") + value_json(kv.value)
+            else:
+                out += letters.get(which, "e")
+        return out
 
     want, kept = [], [bytes(k) for k in batch.keys]  # the kept spans' ids, in order
     for rs in req.resource_spans:
@@ -197,10 +210,15 @@ def test_maps_hold_each_attribute_as_the_clickhouse_exporter_writes_it(seed):
                         "SpanAttributesMap": pairs(sp.attributes),
                         "EventsAttributesMap": [pairs(e.attributes) for e in sp.events],
                         "LinksAttributesMap": [pairs(lk.attributes) for lk in sp.links],
+                        "ResourceAttributesTypes": types(rs.resource.attributes),
+                        "ScopeAttributesTypes": types(ss.scope.attributes),
+                        "SpanAttributesTypes": types(sp.attributes),
+                        "EventsAttributesTypes": [types(e.attributes) for e in sp.events],
+                        "LinksAttributesTypes": [types(lk.attributes) for lk in sp.links],
                     }
                 )
     assert len(want) == len(kept)
-    assert batch.table.select(STRING_MAPS.names).to_pylist() == want
+    assert batch.table.select(STRING_MAPS.names + MAP_TYPES.names).to_pylist() == want
 
 
 def test_random_requests_cover_rejections_and_every_value_kind():
@@ -211,6 +229,12 @@ def test_random_requests_cover_rejections_and_every_value_kind():
         rejected += a.rejected
         kept += a.table.num_rows
     assert rejected > 50 and kept > 500
+    letters = set()
+    for seed in range(40):  # the maps' test above: every type letter occurs
+        batch = Decoder(DEFAULT_DIMENSIONS, maps=True).decode_protobuf(random_request(seed))
+        letters |= {c for t in batch.table.column("SpanAttributesTypes").to_pylist() for c in t[:1]}
+        letters |= {c for ts in batch.table.column("EventsAttributesTypes").to_pylist() for t in ts for c in t}
+    assert set("esbidamy") <= letters
 
 
 @pytest.mark.parametrize("seed", range(40))

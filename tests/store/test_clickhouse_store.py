@@ -4,7 +4,6 @@ planoscope's, inserts that a replay after a crash cannot store twice, ClickHouse
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -14,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from conftest import key_values, pb_request, pb_span
@@ -21,12 +21,11 @@ from planoscope.ingest.decode import Decoder
 from planoscope.metrics.spanmetrics import DEFAULT_DIMENSIONS
 from planoscope.settings import ConfigError, build_settings
 from planoscope.store import DuckDBStore, StoreError, clickhouse_schema
-from planoscope.store.attributes import key_values as stored_key_values
 from planoscope.store.clickhouse import DEDUP_WINDOW, STATE_FILE, ClickHouseStore, ClickHouseUnavailable
 from planoscope.store.clickhouse_columns import MATERIALIZED_COLUMNS, SENT_COLUMNS, STAMPED_COLUMNS
 from planoscope.store.clickhouse_url import ClickHouseURL
 from planoscope.store.schema import DERIVED_COLUMNS, TYPED_COLUMNS
-from support.exporter import exporter_insert, exporter_rows
+from support.exporter import exporter_insert, exporter_rows, stored_attribute_sets
 
 MS = 1_000_000
 NOW = datetime.now(UTC).replace(tzinfo=None)
@@ -143,19 +142,26 @@ def test_an_existing_table_keeps_its_ttl(clickhouse_database, tmp_path, caplog):
 # Every kind of value, in each attribute set; a zero parent and link ids (the exporter writes '').
 VALUES = {
     "s": "gpt-4o",
-    "awkward": 'q"uo\\te\n🙂',
+    "awkward": 'q"uo\\te\n🙂|,',
+    "s.digits": "429",
     "i": 429,
     "i.max": 2**63 - 1,
+    "i.min": -(2**63),
     "d": 0.1,
     "d.whole": 2.0,
     "d.tiny": 1e-7,
     "d.huge": 1e21,
+    "d.smallest": 5e-324,
+    "d.negative_zero": -0.0,
     "d.nan": math.nan,
+    "d.inf": math.inf,
     "b": True,
+    "b.false": False,
     "empty": None,
     "bytes": b"\x00\x01\xfe\xff",
-    "array": [1, "x", False],
-    "kvlist": {"a": 1, "b": "c"},
+    "array": [1, 2.5, "x|,", False, None, [b"\x07", [math.nan]], {"k": [1.0]}],
+    "kvlist": {"a": 1, "b": {"c": -0.0, "bytesValue": "not bytes"}, "e": []},
+    "kvlist.like_bytes": {"bytesValue": "AAH+"},
 }
 
 
@@ -175,7 +181,7 @@ def _every_value_request(base: int) -> ExportTraceServiceRequest:
             base + 800 * MS + 1,
             parent=bytes(8),
             kind=Span.SPAN_KIND_CLIENT,
-            attrs={**VALUES, "llm.model": "openai/gpt-4o", "http.status_code": 500},
+            attrs=[*VALUES.items(), ("llm.model", "openai/gpt-4o"), ("llm.model", "gpt-4o-2024-08-06")],
             status_code=Status.STATUS_CODE_ERROR,
             status_message="upstream 500",
             events=[event],
@@ -189,7 +195,7 @@ def _every_value_request(base: int) -> ExportTraceServiceRequest:
 
 
 EXPORTER_SELECT = (
-    "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, TypedAttributes, EstimatedCostUsd,"
+    "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, AttributeTypes, EstimatedCostUsd,"
     " IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
     " FROM otel_traces ORDER BY SpanId"
 )
@@ -204,27 +210,30 @@ def test_planoscope_writes_each_span_as_the_exporter_does_and_keeps_its_types(cl
     got = [list(r) for r in db.client.query(EXPORTER_SELECT).result_rows]
     assert got == sorted(exporter_rows(req), key=lambda r: r[2])
     assert got[1][3] == "" and got[1][19] == ["00f0677a0ba902b7", ""] and got[1][18][1] == ""  # zero ids: ''
-    # Beside them: the scope's attributes (the exporter drops them), and every set as it was sent.
-    scope, typed = db.client.query(
-        "SELECT ScopeAttributes, TypedAttributes FROM otel_traces WHERE SpanId = '2222222222222222'"
-    ).result_rows[0]
-    assert scope == {"scope.i": "7", "scope.d": "0.5"}
-    doc = json.loads(typed)
-    assert list(doc) == ["resource", "scope", "span", "events", "links"]
+    # Beside them: the scope's attributes (the exporter drops them); and every set reads back as it
+    # was sent, from the maps and AttributeTypes: types, order, a repeated key, nested values.
+    scope = db.client.query("SELECT ScopeAttributes FROM otel_traces WHERE SpanId = '2222222222222222'").result_rows
+    assert scope == [({"scope.i": "7", "scope.d": "0.5"},)]
     span = req.resource_spans[0].scope_spans[0].spans[1]
-    for got_set, sent in [
-        (doc["resource"], req.resource_spans[0].resource.attributes),
-        (doc["scope"], req.resource_spans[0].scope_spans[0].scope.attributes),
-        (doc["span"], span.attributes),
-        (doc["events"][0], span.events[0].attributes),
-        (doc["links"][1], span.links[1].attributes),
-    ]:
-        back = stored_key_values(json.dumps(got_set))  # NaN == NaN only as bytes
-        assert [(kv.key, kv.value.SerializeToString()) for kv in back] == [
-            (kv.key, kv.value.SerializeToString()) for kv in sent
+    sent = [
+        req.resource_spans[0].resource.attributes,
+        req.resource_spans[0].scope_spans[0].scope.attributes,
+        span.attributes,
+        *(e.attributes for e in span.events),
+        *(lk.attributes for lk in span.links),
+    ]
+    back = stored_attribute_sets(db.client, "2222222222222222")
+    assert len(back) == len(sent) == 6
+    for got_set, sent_set in zip(back, sent):  # NaN == NaN only as bytes
+        assert [(kv.key, kv.value.SerializeToString()) for kv in got_set] == [
+            (kv.key, kv.value.SerializeToString()) for kv in sent_set
         ]
-    assert doc["span"]["i"] == 429 and doc["span"]["d.whole"] == 2.0 and isinstance(doc["span"]["d.whole"], float)
-    assert doc["links"][0] == {} and len(doc["events"]) == 1
+    types = db.client.query("SELECT AttributeTypes FROM otel_traces WHERE SpanId = '1111111111111111'").result_rows
+    nested = '[1,2.5,"x|,",false,null,[{"bytesValue":"Bw=="},[NaN]],{"k":[1.0]}]m{"a":1,"b":{"c":-0.0,"bytesValue"' + (
+        ':"not bytes"},"e":[]}m{"bytesValue":{"bytesValue":"AAH+"}}'
+    )
+    # its resource's letters, its scope's, none of its own, no event, no link
+    assert types == [(f"ssssiiiddddddddbbeya{nested}|id|||",)]
     store.close()
 
 
@@ -347,6 +356,9 @@ def test_a_collectors_rows_fill_planoscopes_columns_as_duckdb_computes_them(clic
     )
     assert dict(zip(names, got["000000010000000b"]))["TimeToFirstTokenMs"] == 250.0
     assert dict(zip(names, got["0000000100000003"]))["FailureClass"] == "before_dispatch"
+    # a collector's row has no AttributeTypes: its values read back as the strings it stored
+    span = {kv.key: kv.value for kv in stored_attribute_sets(db.client, "0000000100000000")[2]}
+    assert span["http.status_code"] == AnyValue(string_value="200") and span["llm.is_streaming"].string_value == "true"
 
 
 # --- exactly once ----------------------------------------------------------------------------

@@ -58,3 +58,24 @@ def exporter_rows(req: ExportTraceServiceRequest) -> list[list]:
 def exporter_insert(client, table: str, req: ExportTraceServiceRequest) -> None:
     """Insert ``req``'s spans into ``table`` as the exporter does: its columns, in its order."""
     client.insert(table, exporter_rows(req), column_names=clickhouse_schema.insert_columns())
+
+
+_SETS_SQL = (
+    "SELECT AttributeTypes, mapKeys(ResourceAttributes), mapValues(ResourceAttributes), mapKeys(ScopeAttributes),"
+    " mapValues(ScopeAttributes), mapKeys(SpanAttributes), mapValues(SpanAttributes),"
+    " arrayMap(m -> mapKeys(m), `Events.Attributes`), arrayMap(m -> mapValues(m), `Events.Attributes`),"
+    " arrayMap(m -> mapKeys(m), `Links.Attributes`), arrayMap(m -> mapValues(m), `Links.Attributes`)"
+    " FROM otel_traces WHERE SpanId = {id:String}"
+)
+
+
+def stored_attribute_sets(client, span_id: str) -> list[list]:
+    """The attribute sets of the row of ``span_id`` as planoscope reads them back (resource,
+    scope, span, each event's, each link's): its maps pair by pair (a dict would fold repeated
+    keys) and its AttributeTypes, through ``clickhouse_rows.attribute_sets``."""
+    from planoscope.store.clickhouse_rows import attribute_sets
+
+    types, rk, rv, sk, sv, pk, pv, ek, ev, lk, lv = client.query(_SETS_SQL, parameters={"id": span_id}).result_rows[0]
+    sets = [list(zip(rk, rv)), list(zip(sk, sv)), list(zip(pk, pv))]
+    sets += [list(zip(k, v)) for k, v in zip(ek, ev)] + [list(zip(k, v)) for k, v in zip(lk, lv)]
+    return attribute_sets(types, sets)

@@ -10,8 +10,9 @@
  * DuckDB far less to store than a list of key/value pairs), each value in its JSON type as
  * store/attributes.py describes. It also pulls out the string form (the collector's AsString())
  * of a few requested attribute keys (typed columns, span-metric dimensions), and, when asked
- * (maps), gives every attribute set as well as an Arrow map of key to string form: the
- * ClickHouse exporter's Map columns, as the ClickHouse store writes them.
+ * (maps), gives every attribute set as well as an Arrow map of key to string form (the
+ * ClickHouse exporter's Map columns, as the ClickHouse store writes them) and the types of its
+ * values, one letter a pair (with the typed JSON of an array or a key-value list after its a/m).
  *
  * planoscope.decode assembles the buffers into a pyarrow Table and validates UTF-8 in bulk;
  * its reference walker over protobuf objects must give identical tables (tests/test_decode.py).
@@ -231,14 +232,18 @@ static const char *I_NAMES[I_N] = {"evoff", "lnoff", "scopeidx", "residx"};
 enum { L_TS, L_DUR, L_EVTS, L_TKEY, L_N };
 static const char *L_NAMES[L_N] = {"ts", "dur", "evts", "tkey"};
 /* The attribute sets, each a JSON object in its string column and, when maps are asked for, an
-   Arrow map (offsets per set; keys; string forms, repeated keys kept in order) */
+   Arrow map (offsets per set; keys; string forms, repeated keys kept in order) and a string of
+   their types (schema.MAP_TYPES: a letter a pair, the typed JSON after an array's or a map's) */
 enum { M_RATTRS, M_SCOPEATTRS, M_SATTRS, M_EVATTRS, M_LNATTRS, M_N };
 static const int M_COL[M_N] = {S_RATTRS, S_SCOPEATTRS, S_SATTRS, S_EVATTRS, S_LNATTRS};
 
 typedef struct {
     bytes_t off;
-    strcol_t k, v;
+    strcol_t k, v, t;
+    bytes_t types; /* the set being read: its letters so far */
 } map_t;
+/* A value's type letter, by AnyValue oneof field number (0: empty) */
+static const char TYPE_LETTER[8] = {'e', 's', 'b', 'i', 'd', 'a', 'm', 'y'};
 
 typedef struct {
     /* Python callable (oneof field number, float or AnyValue bytes) -> (string form, stored JSON) */
@@ -252,6 +257,7 @@ typedef struct {
     char xfound[MAX_EXTRACT];
     bytes_t xval[MAX_EXTRACT];           /* per row: the requested keys' values */
     bytes_t scratch, vjson;               /* a value's string form; its JSON when rendered by Python */
+    int vkind;                            /* the last value's oneof field number (0: empty) */
     bytes_t obj, evobj, service;          /* the JSON objects being built */
     int has_service;
     bytes_t keys;      /* trace_id + span_id, 24 bytes a span */
@@ -360,7 +366,7 @@ static int push_value(out_t *o, buf_t v, bytes_t *out, int *kind_out) {
         else if (skip(&v, w) < 0) return -1;
     }
     if (r < 0) return -1;
-    *kind_out = kind;
+    *kind_out = o->vkind = kind;
     switch (kind) {
     case 0: return 0;
     case 1: return bb_put(out, s.p, LEN(s));
@@ -449,11 +455,16 @@ static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int set, int extract, Py_s
         o->scratch.len = cut;
         if (bb_put(&o->scratch, "\xe2\x80\xa6", 3) < 0) return -1; /* U+2026 HORIZONTAL ELLIPSIS */
         o->truncated++;
-        kind = 1;
+        kind = o->vkind = 1;
     }
     Py_ssize_t kl = LEN(key);
-    if (o->maps && (sc_push(&o->m[set].k, key.p, kl) < 0 || sc_push(&o->m[set].v, o->scratch.d, o->scratch.len) < 0))
-        return -1;
+    if (o->maps) {
+        map_t *m = &o->m[set];
+        if (sc_push(&m->k, key.p, kl) < 0 || sc_push(&m->v, o->scratch.d, o->scratch.len) < 0 ||
+            bb_put(&m->types, &TYPE_LETTER[o->vkind], 1) < 0)
+            return -1;
+        if ((o->vkind == 5 || o->vkind == 6) && bb_put(&m->types, o->vjson.d, o->vjson.len) < 0) return -1;
+    }
     if (obj->len > 1 && bb_put(obj, ",", 1) < 0) return -1;
     if (json_str(obj, (const char *)key.p, kl) < 0 || bb_put(obj, ":", 1) < 0) return -1;
     /* the value in its JSON type (store/attributes.py): ints and bools are their string form */
@@ -494,7 +505,11 @@ static int obj_begin(bytes_t *obj) {
 
 static int obj_end(out_t *o, bytes_t *obj, int set) {
     if (bb_put(obj, "}", 1) < 0 || sc_push(&o->s[M_COL[set]], obj->d, obj->len) < 0) return -1;
-    return o->maps ? bb_i32(&o->m[set].off, (int32_t)o->m[set].k.n) : 0;
+    if (!o->maps) return 0;
+    map_t *m = &o->m[set];
+    if (bb_i32(&m->off, (int32_t)m->k.n) < 0 || sc_push(&m->t, m->types.d, m->types.len) < 0) return -1;
+    m->types.len = 0;
+    return 0;
 }
 
 static void extract_reset(out_t *o) {
@@ -756,6 +771,8 @@ static void out_free(out_t *o) {
         PyMem_RawFree(o->m[i].off.d);
         sc_free(&o->m[i].k);
         sc_free(&o->m[i].v);
+        sc_free(&o->m[i].t);
+        PyMem_RawFree(o->m[i].types.d);
     }
     for (Py_ssize_t j = 0; j < o->nx; j++) {
         sc_free(&o->xspan[j]);
@@ -792,12 +809,13 @@ static PyObject *export(out_t *o) {
     }
     SET("xspan", xs);
     SET("xres", xr);
-    /* per attribute set, in M_* order: (offsets, keys, string forms), or None unless asked */
+    /* per attribute set, in M_* order: (offsets, keys, string forms, types), or None unless asked */
     PyObject *maps = Py_None;
     if (o->maps) {
         if (!(maps = PyTuple_New(M_N))) { Py_DECREF(d); return NULL; }
         for (int i = 0; i < M_N; i++) {
-            PyObject *t = Py_BuildValue("(NNN)", bytes_of(&o->m[i].off), sc_export(&o->m[i].k), sc_export(&o->m[i].v));
+            PyObject *t = Py_BuildValue("(NNNN)", bytes_of(&o->m[i].off), sc_export(&o->m[i].k), sc_export(&o->m[i].v),
+                                        sc_export(&o->m[i].t));
             if (!t) { Py_DECREF(maps); Py_DECREF(d); return NULL; }
             PyTuple_SET_ITEM(maps, i, t);
         }
@@ -871,7 +889,9 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     for (int i = 0; i < 2; i++)
         if (bb_i32(&o->i32[offs[i]], 0) < 0) goto raise;
     for (int i = 0; o->maps && i < M_N; i++)
-        if (bb_i32(&o->m[i].off, 0) < 0 || sc_init(&o->m[i].k) < 0 || sc_init(&o->m[i].v) < 0) goto raise;
+        if (bb_i32(&o->m[i].off, 0) < 0 || sc_init(&o->m[i].k) < 0 || sc_init(&o->m[i].v) < 0 ||
+            sc_init(&o->m[i].t) < 0)
+            goto raise;
     buf_t b = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
     uint32_t f;
     int w, r;

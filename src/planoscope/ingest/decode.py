@@ -28,10 +28,12 @@ from ..store.schema import (
     ESTIMATED_COST,
     EVENT,
     LINK,
+    MAP_TYPES,
     SPAN_KINDS,
     SPAN_SCHEMA,
     STATUS_CODES,
     STRING_MAPS,
+    TYPE_LETTERS,
     TYPED_COLUMNS,
     Typed,
 )
@@ -189,10 +191,13 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     xres: list[list] = [[] for _ in extract]
     keys, errors, rejected = [], [], 0
     kv: dict[str, list[list[tuple[str, str]]]] = {name: [] for name in _SETS}  # per set: its (key, string form)s
+    types: dict[str, list[str]] = {name: [] for name in _SETS}  # per set: its types (schema.MAP_TYPES)
 
     def pairs_of(name: str, attributes) -> list[tuple[str, str, str]]:
         pairs = cut.pairs(attributes)
-        kv[name].append([(k, v) for k, v, _ in pairs])
+        if maps:
+            kv[name].append([(k, v) for k, v, _ in pairs])
+            types[name].append("".join(_type(a.value, shown) for a, (_, shown, _) in zip(attributes, pairs)))
         return pairs
 
     for rs in req.resource_spans:
@@ -273,9 +278,26 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     # None for a key no row has, as the native decoder gives it
     out["xspan"] = [pa.array(x, pa.string()) if any(v is not None for v in x) else None for x in xspan]
     out["xres"] = [pa.array(x, pa.string()) if any(v is not None for v in x) else None for x in xres]
-    out["maps"] = [_pairs_map(kv[name]) for name in _SETS] if maps else None
+    out["maps"] = [(_pairs_map(kv[name]), pa.array(types[name], pa.string())) for name in _SETS] if maps else None
     out.update(keys=keys, errors=errors, rejected=rejected, truncated=cut.truncated, dropped=cut.dropped)
     return out
+
+
+_ONEOF_LETTER = dict(
+    zip(
+        ("string_value", "bool_value", "int_value", "double_value", "array_value", "kvlist_value", "bytes_value"),
+        TYPE_LETTERS[1:],
+    )
+)
+
+
+def _type(value: AnyValue, shown: str) -> str:
+    """A value's letter in schema.MAP_TYPES, given the string form kept (a value cut to the
+    limit is a string), an array's or a kvlist's stored JSON after its letter."""
+    letter = _ONEOF_LETTER.get(value.WhichOneof("value"), "e")
+    if letter != "s" and shown != value_str(value):
+        return "s"  # cut
+    return letter + value_json(value) if letter in "am" else letter
 
 
 def _pairs_map(sets: list[list[tuple[str, str]]]) -> pa.MapArray:
@@ -310,12 +332,15 @@ def _from_native(d: dict) -> dict:
     out["maps"] = None
     if d["maps"] is not None:
         out["maps"] = [
-            pa.MapArray.from_arrays(
-                pa.Array.from_buffers(pa.int32(), len(off) // 4, [None, pa.py_buffer(off)]),
-                _string_array(k),
-                _string_array(v),
+            (
+                pa.MapArray.from_arrays(
+                    pa.Array.from_buffers(pa.int32(), len(off) // 4, [None, pa.py_buffer(off)]),
+                    _string_array(k),
+                    _string_array(v),
+                ),
+                _string_array(t),
             )
-            for off, k, v in d["maps"]
+            for off, k, v, t in d["maps"]
         ]
     kb = d["keys"]
     out.update(
@@ -328,9 +353,10 @@ def _from_native(d: dict) -> dict:
     try:
         for name in _STR:  # protobuf strings must be UTF-8; checked in bulk, in C
             out[name].validate(full=True)
-        for m in out["maps"] or ():  # the same bytes as the JSON's, but the keys and values apart
+        for m, t in out["maps"] or ():  # the same bytes as the JSON's, but the keys and values apart
             m.keys.validate(full=True)
             m.items.validate(full=True)
+            t.validate(full=True)
     except pa.ArrowInvalid:
         raise BadRequest("cannot decode OTLP protobuf request: a string field is not valid UTF-8") from None
     return out
@@ -500,18 +526,19 @@ class Decoder:
         if self.prices is not None:
             table = table.set_column(_ESTIMATED, ESTIMATED_COST[0], self.prices.estimate(table))
         if c["maps"] is not None:
-            resource, scope, span, event, link = c["maps"]
-            for field, values in zip(
-                STRING_MAPS,
-                (
-                    resource.take(res_take),
-                    scope.take(scope_take),
-                    span,
-                    pa.ListArray.from_arrays(c["evoff"], event),
-                    pa.ListArray.from_arrays(c["lnoff"], link),
-                ),
-            ):
-                table = table.append_column(field, values)
+            for i, schema in enumerate((STRING_MAPS, MAP_TYPES)):  # the maps, then their types
+                resource, scope, span, event, link = (m[i] for m in c["maps"])
+                for field, values in zip(
+                    schema,
+                    (
+                        resource.take(res_take),
+                        scope.take(scope_take),
+                        span,
+                        pa.ListArray.from_arrays(c["evoff"], event),
+                        pa.ListArray.from_arrays(c["lnoff"], link),
+                    ),
+                ):
+                    table = table.append_column(field, values)
         return SpanBatch(
             table,
             c["keys"],

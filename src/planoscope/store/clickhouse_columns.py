@@ -12,19 +12,25 @@ table it knows. Two kinds:
   model, flagged, failure class). One definition on ClickHouse, so a row a collector wrote and one
   planoscope wrote read the same. Parts written before a column was added compute it when read.
 - plain columns with a default, which only planoscope sends: ``ScopeAttributes`` (the exporter
-  drops the scope's attributes), ``TypedAttributes`` (every attribute set in planoscope's typed
-  JSON, see below), ``EstimatedCostUsd`` (the price table's estimate, which needs Python) and
-  ``IngestedAt`` (stamped by the server). A collector's row holds the defaults.
+  drops the scope's attributes), ``AttributeTypes`` (below), ``EstimatedCostUsd`` (the price
+  table's estimate, which needs Python) and ``IngestedAt`` (stamped by the server). A collector's
+  row holds the defaults.
 
 Attribute types. The exporter's maps hold each value's string form (``AsString``: 429, 0.5,
 true, JSON for arrays and maps, base64 for bytes), and so do planoscope's rows, written as the
-exporter writes them. A map cannot tell 429 the int from "429" the string; dashboards never need
-to (the typed columns are typed), but the trace view and forwarding give values back as they were
-sent. planoscope therefore keeps its typed JSON beside the maps, in ``TypedAttributes``:
-``{"resource": {...}, "scope": {...}, "span": {...}, "events": [{...}, ...], "links": [...]}``,
-each set as ``attributes.py`` stores it on DuckDB (types, order and repeated keys kept). A
-collector's row has '' there: its values are strings, as the collector stored them. What it costs
-is measured in docs/scale-out.md.
+exporter writes them (every pair in order, a repeated key too: ClickHouse's ``m['k']`` gives the
+first, as planoscope reads it). A map cannot tell 429 the int from "429" the string; dashboards
+never need to (the typed columns are typed), but the trace view and forwarding give values back
+as they were sent. So planoscope keeps, in ``AttributeTypes``, the type of every value: a letter
+a pair (``schema.TYPE_LETTERS``: s string, i int, d double, b bool, e empty, y bytes, a array, m
+key-value list, the last two followed by the value's typed JSON), the sets in the order
+resource ``|`` scope ``|`` span ``|`` each event's, ``,`` between them ``|`` each link's, ``,``
+between them. From a string form and its letter the value is exact (an int's decimal digits, a
+double's shortest round-trip digits, base64): ``clickhouse_rows.attribute_sets`` reads them
+back. It costs next to nothing: the letters of a kind of span repeat from row to row and compress
+to almost nothing, where keeping planoscope's typed JSON beside the maps measured a third of the
+table (docs/scale-out.md). A collector's row has '' there: its values are strings, as the
+collector stored them.
 
 Typed values are parsed from the string forms as ingest parses them on DuckDB, for the values
 senders send (strings, ints, doubles, bools, or their plain string forms); where ClickHouse's
@@ -112,7 +118,7 @@ MATERIALIZED_COLUMNS: list[tuple[str, str, str]] = [
 # What planoscope sends beside the exporter's columns; a collector's rows hold the default.
 SENT_COLUMNS: list[tuple[str, str, str]] = [
     ("ScopeAttributes", _ATTRS, "DEFAULT map()"),
-    ("TypedAttributes", "String", "DEFAULT ''"),
+    ("AttributeTypes", "String", "DEFAULT ''"),
     ("EstimatedCostUsd", "Nullable(Float64)", "DEFAULT NULL"),
 ]
 STAMPED_COLUMNS: list[tuple[str, str, str]] = [("IngestedAt", "DateTime64(6)", "DEFAULT now64(6)")]
