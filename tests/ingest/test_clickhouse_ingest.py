@@ -7,7 +7,9 @@ nothing acknowledged and store nothing twice."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 
@@ -317,7 +319,8 @@ def test_clickhouse_stopped_under_load_refuses_retryably_and_loses_nothing(
     _wait(lambda: load.refusals > refused_before + 5, 60, "retryable refusals once the journal is full")
     health = srv.healthz()
     assert health["status"] == "degraded" and health["pending_spans"] > 0
-    assert any("inserts into the store have failed" in p for p in health["problems"]), health
+    shown = f"ClickHouse at clickhouse://planoscope@127.0.0.1:{ch.http_port}/default: "
+    assert any("inserts into the store have failed" in p and shown in p for p in health["problems"]), health
     assert "s3cret-under-load" not in json.dumps(health)
     acked_while_down = len(load.acked)
     ch.start()
@@ -330,6 +333,30 @@ def test_clickhouse_stopped_under_load_refuses_retryably_and_loses_nothing(
     _wait(lambda: srv.healthz()["status"] == "ok", 30, "the health to recover")
     srv.stop()
     assert "s3cret-under-load" not in srv.output()
+
+
+def test_a_clickhouse_that_hangs_is_reported_and_waited_out(server_factory, clickhouse_server_factory, tmp_path):
+    """ClickHouse frozen (SIGSTOP) in the middle of an insert: /healthz keeps answering at once
+    and says the insert hangs; once ClickHouse runs again, the spans are in, once."""
+    ch = clickhouse_server_factory(tmp_path / "ch")
+    srv = serve(server_factory, tmp_path / "p", ch.url("default"))
+    _export(srv, _sdk_spans("plano(llm)", 10), "grpc")
+    os.kill(ch.proc.pid, signal.SIGSTOP)  # before the insert, which comes within 5 s
+    try:
+
+        def hang_reported():
+            t0 = time.monotonic()
+            health = srv.healthz()
+            assert time.monotonic() - t0 < 5, "/healthz waited for ClickHouse"
+            return health if any("has been running for" in p for p in health["problems"]) else None
+
+        health = _wait(hang_reported, 60, "/healthz to report the hanging insert")
+        assert health["status"] == "degraded" and health["pending_spans"] == 20
+    finally:
+        os.kill(ch.proc.pid, signal.SIGCONT)
+    stored(srv)
+    assert counts(ch.client()) == (20, 20)
+    assert srv.healthz()["status"] == "ok"
 
 
 # --- the URL and its password ----------------------------------------------------------------

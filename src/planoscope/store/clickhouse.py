@@ -74,7 +74,8 @@ INSERT_SETTINGS = {
     # Spans of many days in one batch (a backfill) make a part per day; never refuse them.
     "throw_on_max_partitions_per_insert_block": 0,
 }
-SLOW_INSERT_S = 30.0  # an insert running longer is reported in /healthz
+SLOW_INSERT_S = 10.0  # an insert running longer is reported in /healthz (one of 120k spans takes 1-3 s)
+HEALTH_TIMEOUT_S = 1  # /healthz's look at ClickHouse: a liveness probe must not wait for a ClickHouse that hangs
 # ClickHouse's answers about the rows given to it, not about the server: the same insert fails
 # again whatever ClickHouse does (a value it cannot convert, arrays of unequal length, ...).
 DATA_ERROR_CODES = {6, 26, 27, 38, 41, 43, 53, 69, 70, 72, 117, 131, 190, 321, 407}
@@ -128,10 +129,12 @@ class ClickHouseStore:
         self._inserting_since: float | None = None
         self._oldest: tuple[float, tuple] = (0.0, (None, None))
         self._read_lock = threading.Lock()
+        self._health_lock = threading.Lock()
         self.local = DuckDBStore(self.data_dir, STATE_FILE)  # this instance's state; raises StoreError
         try:
             self._writes = self._client()  # the writer thread's
             self._reads = self._client()  # everyone else's: a client runs one request at a time
+            self._health = self._client(timeout=HEALTH_TIMEOUT_S)
             self._create()
         except ClickHouseError as e:
             self.local.close()
@@ -147,7 +150,7 @@ class ClickHouseStore:
         in_doubt = self.local.meta("insert_in_doubt")
         self._in_doubt = int(in_doubt) if in_doubt else None
 
-    def _client(self):
+    def _client(self, timeout: int = 120):
         u = self.url
         return clickhouse_connect.get_client(
             host=u.host,
@@ -158,8 +161,8 @@ class ClickHouseStore:
             # Compressing a body costs CPU on both sides; it pays only over a network.
             compress=u.host not in ("127.0.0.1", "::1", "localhost"),
             autogenerate_session_id=False,
-            connect_timeout=10,
-            send_receive_timeout=120,
+            connect_timeout=min(10, timeout),
+            send_receive_timeout=timeout,
             query_retries=0,
         )
 
@@ -264,7 +267,7 @@ class ClickHouseStore:
             try:
                 self._writes.insert_arrow(self.table, rows, settings=settings)
             except ClickHouseError as e:
-                raise ClickHouseUnavailable(_reason(e, self.url.password)) from None
+                raise self._unavailable(e) from None
             finally:
                 self._inserting_since = None
         self.local.commit_state(end, metric_totals, meta={"insert_in_doubt": None})
@@ -322,7 +325,10 @@ class ClickHouseStore:
         try:
             self._writes.insert_arrow(self.samples, rows, settings={"async_insert": 0})
         except ClickHouseError as e:
-            raise ClickHouseUnavailable(_reason(e, self.url.password)) from None
+            raise self._unavailable(e) from None
+
+    def _unavailable(self, e: ClickHouseError) -> ClickHouseUnavailable:
+        return ClickHouseUnavailable(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}")
 
     def delete_before(self, table: str, cutoff: datetime, limit: int) -> int:
         """Nothing: ClickHouse drops what is past the tables' TTL."""
@@ -330,15 +336,18 @@ class ClickHouseStore:
 
     def oldest(self) -> tuple[datetime | None, datetime | None]:
         """From ClickHouse's part metadata (min of the partition key's column), cached for 10 s;
-        (None, None) while ClickHouse does not answer (/healthz must)."""
+        (None, None) while ClickHouse does not answer within HEALTH_TIMEOUT_S (/healthz must)."""
         at, value = self._oldest
         if time.monotonic() - at < 10:
             return value
         try:
-            spans = self._read(f"SELECT min(Timestamp), count() FROM {self.table}")[0]
-            samples = self._read(f"SELECT min(Timestamp), count() FROM {self.samples}")[0]
+            with self._health_lock:
+                spans, samples = self._health.query(
+                    f"SELECT (SELECT (min(Timestamp), count()) FROM {self.table}),"
+                    f" (SELECT (min(Timestamp), count()) FROM {self.samples})"
+                ).result_rows[0]
             value = (spans[0] if spans[1] else None, samples[0] if samples[1] else None)
-        except StoreError:
+        except ClickHouseError:
             value = (None, None)
         self._oldest = (time.monotonic(), value)
         return value
@@ -368,7 +377,7 @@ class ClickHouseStore:
                 raise StoreError(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}") from None
 
     def close(self) -> None:
-        for client in (getattr(self, "_writes", None), getattr(self, "_reads", None)):
+        for client in (getattr(self, name, None) for name in ("_writes", "_reads", "_health")):
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
