@@ -181,7 +181,8 @@ class ClickHouseStore:
             parameters={"db": self.url.database, "names": [self._table_name, self._table_name + "_trace_id_ts"]},
         ).result_rows
         for name, engine, ddl in rows:
-            if engine == "MergeTree":
+            # A replicated (or shared) table keeps the tokens by the server's replicated_deduplication_window.
+            if engine.endswith("MergeTree") and not engine.startswith(("Replicated", "Shared")):
                 window = c.command(
                     "SELECT value FROM system.merge_tree_settings WHERE name = 'non_replicated_deduplication_window'"
                 )
@@ -191,7 +192,7 @@ class ClickHouseStore:
                         f"ALTER TABLE {schema.quote_identifier(self.url.database)}.{schema.quote_identifier(name)}"
                         f" MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}"
                     )
-            elif not engine.startswith("Replicated"):
+            elif not engine.endswith("MergeTree"):
                 log.warning("%s is a %s table: planoscope's inserts may not be deduplicated on a replay", name, engine)
             if name == self._table_name:
                 want = schema.ttl_clause(self.retention, "toDateTime(Timestamp)")
