@@ -171,13 +171,44 @@ def load_request(prefix: int, client: int, batch: int) -> tuple[bytes, set[str]]
     return pb_request(({"service.name": "plano(llm)"}, spans)).SerializeToString(), set(ids)
 
 
+def llm_load_request(prefix: int, client: int, batch: int) -> tuple[bytes, set[str]]:
+    """As ``load_request``, half of the spans LLM calls (plano(llm), a model, tokens; every tenth
+    one refused with 429), half not (plano(inbound), no model nor tokens)."""
+    base = now_base_ns()
+    trace = f"{prefix:02x}{client:06x}{batch:024x}"
+    ids = [f"{prefix:02x}{client:02x}{batch:06x}{i:06x}" for i in range(SPANS_PER_REQUEST)]
+    calls, others = [], []
+    for i, sid in enumerate(ids):
+        if i % 2:
+            others.append(pb_span(trace, sid, "POST /v1/chat/completions", base, base + 9 * MS, kind=2))
+            continue
+        attrs = {
+            "llm.model": "gpt-4o",
+            "llm.provider": "openai",
+            "http.status_code": 429 if i % 20 == 0 else 200,
+            "llm.usage.prompt_tokens": 10 + i % 7,
+            "llm.usage.completion_tokens": 3 + batch % 5,
+        }
+        calls.append(pb_span(trace, sid, "POST /v1/chat/completions gpt-4o", base, base + 5 * MS, kind=3, attrs=attrs))
+    resources = ({"service.name": "plano(llm)"}, calls), ({"service.name": "plano(inbound)"}, others)
+    return pb_request(*resources).SerializeToString(), set(ids)
+
+
 class Load:
     """OTLP/gRPC clients sending requests of SPANS_PER_REQUEST new spans each (ids prefixed by
-    ``prefix``), retrying refusals (UNAVAILABLE) after the suggested delay until acknowledged,
-    until ``stop`` or ``batches`` requests each. ``acked``: the ids acknowledged."""
+    ``prefix``; ``request`` makes them), retrying refusals (UNAVAILABLE) after the suggested delay
+    until acknowledged, until ``stop`` or ``batches`` requests each. ``acked``: the ids acknowledged."""
 
-    def __init__(self, target: str, prefix: int, clients: int = 2, batches: int = 10_000, deadline_s: float = 240):
-        self.target, self.prefix = target, prefix
+    def __init__(
+        self,
+        target: str,
+        prefix: int,
+        clients: int = 2,
+        batches: int = 10_000,
+        deadline_s: float = 240,
+        request=load_request,
+    ):
+        self.target, self.prefix, self.request = target, prefix, request
         self.acked: set[str] = set()
         self.sent: set[str] = set()
         self.refusals = 0
@@ -193,7 +224,7 @@ class Load:
         with grpc.insecure_channel(self.target) as ch:
             call = ch.unary_unary(EXPORT_METHOD)
             for b in range(batches):
-                body, ids = load_request(self.prefix, client, b)
+                body, ids = self.request(self.prefix, client, b)
                 with self._lock:
                     self.sent |= ids
                 while not self.stop.is_set():
@@ -260,13 +291,61 @@ def test_two_instances_on_one_clickhouse_and_a_kill_9_under_load(server_factory,
         assert calls == count, (calls, count)  # this instance's spans, counted once across the kill
 
 
+def llm_requests(srv) -> float:
+    """The LLM calls ``srv``'s LLM metrics counted."""
+    return sum(v for n, _, v in srv.metrics().samples if n == "planoscope_llm_requests_total")
+
+
+def test_llm_metrics_count_each_llm_call_once_across_a_kill_9(server_factory, clickhouse_database, tmp_path):
+    """The LLM metrics of a ClickHouse-backed instance count exactly the LLM calls it stored (not
+    the other spans), as its span metrics count its spans: killed (SIGKILL) under load right after
+    an insert, with acknowledged calls only in its journal, and started again, each call counted
+    once, its tokens and failure class too."""
+    db = clickhouse_database
+    srv = serve(server_factory, tmp_path / "p", db.url)
+    load = Load(srv.grpc_target, 0xC, request=llm_load_request)
+    # The kill comes right after the first insert (inserts go every 5 s, the metric snapshots
+    # every 10 s): the totals of that insert are only in the local commit that went with it.
+    _wait(lambda: counts(db.client)[0] > 0, 60, "a first insert")
+    load.wait_acked(len(load.acked) + 5 * SPANS_PER_REQUEST)
+    pending = srv.healthz()["pending_spans"]
+    srv.kill()
+    load.stop.set()
+    load.join()
+    assert load.errors == [] and pending > 0
+
+    srv.start()
+    assert any("from the journal" in ln for ln in srv.lines("err")), srv.output()
+    stored(srv)
+    calls, prompt, completion, refused = db.client.query(
+        "SELECT count(), sum(PromptTokens), sum(CompletionTokens), countIf(HttpStatusCode = 429)"
+        " FROM otel_traces WHERE ServiceName = 'plano(llm)'"
+    ).result_rows[0]
+    count, unique = counts(db.client)
+    assert count == unique and load.acked <= span_ids(db.client) <= load.sent
+    assert 0 < calls < count and refused > 0
+    any_llm_column = "ServiceName = 'plano(llm)' OR LlmModel IS NOT NULL OR PromptTokens IS NOT NULL"
+    assert counts(db.client, any_llm_column) == (calls, calls)  # the other spans are no LLM calls
+    for _ in range(2):  # after the kill, and again after a clean restart (from the state file alone)
+        m = srv.metrics()
+        model = {"gen_ai_request_model": "gpt-4o", "gen_ai_provider_name": "openai"}
+        assert llm_requests(srv) == calls
+        assert m.value("planoscope_llm_requests_total", {**model, "failure_class": "429"}) == refused
+        assert m.value("planoscope_llm_requests_total", {**model, "failure_class": "none"}) == calls - refused
+        assert m.value("gen_ai_client_token_usage_count", {**model, "gen_ai_token_type": "input"}) == calls
+        assert m.value("gen_ai_client_token_usage_sum", {**model, "gen_ai_token_type": "input"}) == prompt
+        assert m.value("gen_ai_client_token_usage_sum", {**model, "gen_ai_token_type": "output"}) == completion
+        assert sum(v for n, _, v in m.samples if n == "calls_total") == count
+        srv.restart()
+
+
 def test_a_crash_between_the_insert_and_its_local_commit_stores_and_counts_once(
     server_factory, clickhouse_database, tmp_path
 ):
     """The crash the tokens are for: ClickHouse took the insert, the local commit of the journal
     position never happened. Its state file is put back as it was (applied 0, the insert in
     doubt) beside the journal the kill left; the restart inserts the records again, ClickHouse
-    keeps the first copy, and the span metrics count the spans once."""
+    keeps the first copy, and the span metrics and the LLM metrics count the spans once."""
     from planoscope.store import DuckDBStore
     from planoscope.store.clickhouse import STATE_FILE
 
@@ -295,6 +374,7 @@ def test_a_crash_between_the_insert_and_its_local_commit_stores_and_counts_once(
     assert counts(db.client) == (300, 300)
     assert db.client.query("SELECT count() FROM otel_traces_trace_id_ts").result_rows == [(150,)]
     assert sum(v for n, _, v in srv.metrics().samples if n == "calls_total") == 300
+    assert llm_requests(srv) == 300  # plano(llm)'s spans are LLM calls
 
 
 def test_clickhouse_stopped_under_load_refuses_retryably_and_loses_nothing(
@@ -403,8 +483,8 @@ def test_forwarding_is_refused_on_clickhouse_for_now(server_factory, clickhouse_
 
 
 def test_metrics_of_an_instance_are_its_own(server_factory, clickhouse_database, tmp_path):
-    """A restart keeps this instance's span metrics (kept with its journal position); another
-    instance's spans in the same ClickHouse are not counted here."""
+    """A restart keeps this instance's span metrics and LLM metrics (kept with its journal
+    position); another instance's spans in the same ClickHouse are not counted here."""
     db = clickhouse_database
     a = serve(server_factory, tmp_path / "a", db.url)
     b = serve(server_factory, tmp_path / "b", db.url)
@@ -415,4 +495,5 @@ def test_metrics_of_an_instance_are_its_own(server_factory, clickhouse_database,
     a.restart()
     calls = [sum(v for n, _, v in Metrics(srv.metrics_text()).samples if n == "calls_total") for srv in (a, b)]
     assert calls == [10, 14]
+    assert [llm_requests(srv) for srv in (a, b)] == [10, 14]
     assert counts(db.client) == (24, 24)
