@@ -33,7 +33,7 @@ from .net.listen import StartupError, bind, bound_address, split_address
 from .net.otlp import parse_header
 from .scrape.scraper import Scraper
 from .settings import Settings, scrape_target
-from .store import DuckDBStore, StoreError
+from .store import SpanStore, StoreError, open_store
 from .store.retention import Retention
 from .web.app import create_web_app
 
@@ -85,8 +85,11 @@ class Planoscope:
         s = self.settings
         stack = self._stack
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        if s.forward_otlp and s.store != "duckdb":
+            # The forwarder reads the spans back from the store, which on ClickHouse it cannot yet.
+            raise StartupError("forward_otlp works with the duckdb store only, for now (docs/scale-out.md)")
         try:
-            self.store = store = DuckDBStore(s.data_dir)
+            self.store = store = open_store(s.store, s.data_dir, s.retention)
         except StoreError as e:
             raise StartupError(str(e)) from None
         stack.callback(store.close)
@@ -120,7 +123,7 @@ class Planoscope:
         stack.callback(http_sock.close)
 
         limits = Limits(s.max_attribute_value_bytes, s.max_attributes_per_span, s.max_spans_per_request)
-        decoder = Decoder(metrics.dimensions, limits=limits, prices=prices)
+        decoder = Decoder(metrics.dimensions, limits=limits, prices=prices, maps=store.attribute_maps)
         try:
             journal = Journal(s.data_dir / "journal")
         except OSError as e:
@@ -217,7 +220,7 @@ class Planoscope:
         }
 
 
-def _fill_new_columns(store: DuckDBStore, prices: Prices) -> None:
+def _fill_new_columns(store: SpanStore, prices: Prices) -> None:
     """Fill the columns this version added for the spans an earlier one stored, with a progress
     bar on the terminal: a one-time job on the first start after an upgrade (a 10 M-span store
     takes about a minute), resumed where it was if the start is killed."""
@@ -237,7 +240,7 @@ def _fill_new_columns(store: DuckDBStore, prices: Prices) -> None:
         store.fill(prices.estimate, lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def _restore_metrics(store: DuckDBStore, metrics: Cumulative):
+def _restore_metrics(store: SpanStore, metrics: Cumulative):
     """Load the stored totals of ``metrics`` and count the spans the last snapshot missed (all of
     them when none are stored for these settings); returns the watermark to store them with."""
     stored = store.metric_totals(metrics.fingerprint, metrics.name)

@@ -106,8 +106,10 @@ def stop_event() -> asyncio.Event:
 def listening_lines(settings: Settings, app) -> list[str]:
     """The start-up lines scripts and tests parse: one per listener."""
     a = app.addresses
+    store = app.store.describe()
     return [
         f"planoscope {__version__}: data in {settings.data_dir.resolve()} ({app.store.span_count()} spans)",
+        *([f"planoscope: spans stored in ClickHouse at {store['url']}"] if store["kind"] == "clickhouse" else []),
         f"planoscope: OTLP/gRPC listening on {a['otlp_grpc']}",
         f"planoscope: OTLP/HTTP listening on http://{a['otlp_http']}/v1/traces",
         f"planoscope: UI, API and /metrics on http://{a['listen']}",

@@ -105,6 +105,14 @@ class Settings(BaseModel):
     data_dir: Path = Field(
         Path("planoscope-data"), description="Directory of the database and the journal; created on first run."
     )
+    store: str = Field(
+        "duckdb",
+        repr=False,
+        description="Where spans go: duckdb (a file in data_dir) or clickhouse://[USER[:PASSWORD]@]HOST:PORT/DATABASE "
+        "(ClickHouse's HTTP interface; clickhouses:// for TLS), in the OpenTelemetry Collector ClickHouse "
+        "exporter's otel_traces tables, which any number of planoscope instances and collectors share "
+        "(docs/scale-out.md). The password is never shown; prefer the environment or the config file to a flag.",
+    )
     otlp_grpc: Address = Field("127.0.0.1:4317", description="OTLP/gRPC listen address (HOST:PORT; port 0 picks one).")
     otlp_http: Address = Field("127.0.0.1:4318", description="OTLP/HTTP listen address for POST /v1/traces.")
     listen: Address = Field("127.0.0.1:9000", description="Address of the UI, the query API, /metrics and /healthz.")
@@ -290,6 +298,20 @@ class Settings(BaseModel):
         if dup:
             raise ValueError(f"{dup!r} is given twice")
         return [d.url for d in dests]
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        from .store.clickhouse_url import ClickHouseURL, is_clickhouse
+
+        if v.strip().lower() == "duckdb":
+            return "duckdb"
+        if is_clickhouse(v):
+            ClickHouseURL.parse(v)  # a ValueError that never holds the password
+            return v.strip()
+        scheme, sep, rest = v.strip().partition("://")
+        shown = f"{scheme}://{rest.rpartition('@')[2]}" if sep else v.strip().rpartition("@")[2]
+        raise ValueError(f"{shown!r}: use duckdb or clickhouse://[USER[:PASSWORD]@]HOST:PORT/DATABASE")
 
     @field_validator("forward_otlp_headers")
     @classmethod

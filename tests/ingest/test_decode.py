@@ -17,7 +17,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from planoscope.ingest import decode
 from planoscope.ingest.decode import BadRequest, Decoder
 from planoscope.metrics.spanmetrics import DEFAULT_DIMENSIONS
-from planoscope.store.attributes import double_json, double_str
+from planoscope.store.attributes import double_json, double_str, value_json, value_str
+from planoscope.store.schema import MAP_TYPES, SPAN_SCHEMA, STRING_MAPS
 
 STRINGS = [
     "",
@@ -149,22 +150,75 @@ def _same(x: pa.ChunkedArray, y: pa.ChunkedArray) -> bool:
     return pa.types.is_floating(x.type) and repr(x.to_pylist()) == repr(y.to_pylist())
 
 
-def _both(body: bytes):
-    native = Decoder(DEFAULT_DIMENSIONS)
-    reference = Decoder(DEFAULT_DIMENSIONS, native=False)
+def _both(body: bytes, maps: bool = False):
+    native = Decoder(DEFAULT_DIMENSIONS, maps=maps)
+    reference = Decoder(DEFAULT_DIMENSIONS, native=False, maps=maps)
     assert native.native and not reference.native
     return native.decode_protobuf(body), reference.decode_protobuf(body)
 
 
+@pytest.mark.parametrize("maps", [False, True], ids=["json", "json+maps"])
 @pytest.mark.parametrize("seed", range(200))
-def test_native_decoder_matches_the_reference(seed):
-    a, b = _both(random_request(seed))
+def test_native_decoder_matches_the_reference(seed, maps):
+    a, b = _both(random_request(seed), maps)
     assert a.table.schema == b.table.schema
+    assert a.table.schema.names == SPAN_SCHEMA.names + (STRING_MAPS.names + MAP_TYPES.names if maps else [])
     for name in a.table.column_names:
         assert _same(a.table.column(name), b.table.column(name)), name
     assert a.keys == b.keys
     assert (a.rejected, a.errors) == (b.rejected, b.errors)
     assert [d.to_pylist() for d in a.dimensions] == [d.to_pylist() for d in b.dimensions]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_maps_hold_each_attribute_as_the_clickhouse_exporter_writes_it(seed):
+    """Decoder(maps=True): every attribute set of every kept span as (key, AsString form) pairs,
+    in order, repeated keys kept, and their types (a letter each, an array's or a map's typed
+    JSON after it); the JSON columns are those of Decoder() unchanged."""
+    body = random_request(seed)
+    batch = Decoder(DEFAULT_DIMENSIONS, maps=True).decode_protobuf(body)
+    plain = Decoder(DEFAULT_DIMENSIONS).decode_protobuf(body)
+    assert batch.table.select(SPAN_SCHEMA.names).equals(plain.table)
+    req = ExportTraceServiceRequest.FromString(body)
+    limit = decode.Limits().max_attributes
+
+    def pairs(attributes):
+        return [(kv.key, value_str(kv.value)) for kv in attributes[:limit]]
+
+    letters = {"string_value": "s", "bool_value": "b", "int_value": "i", "double_value": "d", "bytes_value": "y"}
+
+    def types(attributes):
+        out = ""
+        for kv in attributes[:limit]:
+            which = kv.value.WhichOneof("value")
+            if which in ("array_value", "kvlist_value"):
+                out += which[0].replace("k", "m") + value_json(kv.value)
+            else:
+                out += letters.get(which, "e")
+        return out
+
+    want, kept = [], [bytes(k) for k in batch.keys]  # the kept spans' ids, in order
+    for rs in req.resource_spans:
+        for ss in rs.scope_spans:
+            for sp in ss.spans:
+                if len(want) == len(kept) or sp.trace_id + sp.span_id != kept[len(want)]:
+                    continue  # rejected
+                want.append(
+                    {
+                        "ResourceAttributesMap": pairs(rs.resource.attributes),
+                        "ScopeAttributesMap": pairs(ss.scope.attributes),
+                        "SpanAttributesMap": pairs(sp.attributes),
+                        "EventsAttributesMap": [pairs(e.attributes) for e in sp.events],
+                        "LinksAttributesMap": [pairs(lk.attributes) for lk in sp.links],
+                        "ResourceAttributesTypes": types(rs.resource.attributes),
+                        "ScopeAttributesTypes": types(ss.scope.attributes),
+                        "SpanAttributesTypes": types(sp.attributes),
+                        "EventsAttributesTypes": [types(e.attributes) for e in sp.events],
+                        "LinksAttributesTypes": [types(lk.attributes) for lk in sp.links],
+                    }
+                )
+    assert len(want) == len(kept)
+    assert batch.table.select(STRING_MAPS.names + MAP_TYPES.names).to_pylist() == want
 
 
 def test_random_requests_cover_rejections_and_every_value_kind():
@@ -175,6 +229,12 @@ def test_random_requests_cover_rejections_and_every_value_kind():
         rejected += a.rejected
         kept += a.table.num_rows
     assert rejected > 50 and kept > 500
+    letters = set()
+    for seed in range(40):  # the maps' test above: every type letter occurs
+        batch = Decoder(DEFAULT_DIMENSIONS, maps=True).decode_protobuf(random_request(seed))
+        letters |= {c for t in batch.table.column("SpanAttributesTypes").to_pylist() for c in t[:1]}
+        letters |= {c for ts in batch.table.column("EventsAttributesTypes").to_pylist() for t in ts for c in t}
+    assert set("esbidamy") <= letters
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -326,8 +386,8 @@ TIGHT = [decode.Limits(max_value_bytes=b, max_attributes=a, max_spans=100_000) f
 @pytest.mark.parametrize("seed", range(60))
 def test_native_decoder_matches_the_reference_under_tight_limits(seed, limits):
     body = random_request(seed)
-    a = Decoder(DEFAULT_DIMENSIONS, limits=limits).decode_protobuf(body)
-    b = Decoder(DEFAULT_DIMENSIONS, native=False, limits=limits).decode_protobuf(body)
+    a = Decoder(DEFAULT_DIMENSIONS, limits=limits, maps=True).decode_protobuf(body)
+    b = Decoder(DEFAULT_DIMENSIONS, native=False, limits=limits, maps=True).decode_protobuf(body)
     for name in a.table.column_names:
         assert _same(a.table.column(name), b.table.column(name)), name
     assert (a.truncated, a.dropped, a.rejected, a.keys) == (b.truncated, b.dropped, b.rejected, b.keys)

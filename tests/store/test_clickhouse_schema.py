@@ -11,54 +11,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from conftest import any_value, pb_request, pb_span
-from planoscope.ingest.decode import value_str
 from planoscope.store import clickhouse_schema as schema
+from support.exporter import exporter_rows
 
-SPAN_KIND = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")  # pdata SpanKind.String()
-STATUS_CODE = ("Unset", "Ok", "Error")  # pdata StatusCode.String()
 T0 = 1_767_225_600_123_456_789  # 2026-01-01T00:00:00.123456789Z
-
-
-def _map(attributes) -> dict[str, str]:
-    """internal.AttributesToMap: every value as pcommon AsString() renders it."""
-    return {kv.key: value_str(kv.value) for kv in attributes}
-
-
-def exporter_rows(req: ExportTraceServiceRequest) -> list[list]:
-    """The values exporter_traces.go's pushTraceData appends per span, in INSERT_COLUMNS order."""
-    rows = []
-    for rs in req.resource_spans:
-        res = _map(rs.resource.attributes)
-        service = next((value_str(kv.value) for kv in rs.resource.attributes if kv.key == "service.name"), "")
-        for ss in rs.scope_spans:
-            for s in ss.spans:
-                rows.append(
-                    [
-                        s.start_time_unix_nano,  # time.Time; DateTime64(9) ticks
-                        s.trace_id.hex() if any(s.trace_id) else "",
-                        s.span_id.hex() if any(s.span_id) else "",
-                        s.parent_span_id.hex() if any(s.parent_span_id) else "",
-                        s.trace_state,
-                        s.name,
-                        SPAN_KIND[s.kind],
-                        service,
-                        res,
-                        ss.scope.name,
-                        ss.scope.version,
-                        _map(s.attributes),
-                        (s.end_time_unix_nano - s.start_time_unix_nano) % 2**64,  # pcommon.Timestamp, unsigned
-                        STATUS_CODE[s.status.code],
-                        s.status.message,
-                        [e.time_unix_nano for e in s.events],
-                        [e.name for e in s.events],
-                        [_map(e.attributes) for e in s.events],
-                        [lk.trace_id.hex() for lk in s.links],
-                        [lk.span_id.hex() for lk in s.links],
-                        [lk.trace_state for lk in s.links],
-                        [_map(lk.attributes) for lk in s.links],
-                    ]
-                )
-    return rows
 
 
 TRACE_A, TRACE_B = "0af7651916cd43dd8448eb211c80319c", "4bf92f3577b34da6a3ce929d0e0e4736"

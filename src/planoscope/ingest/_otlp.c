@@ -9,7 +9,10 @@
  * is made per attribute. Each attribute set becomes one JSON object (one string per span costs
  * DuckDB far less to store than a list of key/value pairs), each value in its JSON type as
  * store/attributes.py describes. It also pulls out the string form (the collector's AsString())
- * of a few requested attribute keys (typed columns, span-metric dimensions).
+ * of a few requested attribute keys (typed columns, span-metric dimensions), and, when asked
+ * (maps), gives every attribute set as well as an Arrow map of key to string form (the
+ * ClickHouse exporter's Map columns, as the ClickHouse store writes them) and the types of its
+ * values, one letter a pair (with the typed JSON of an array or a key-value list after its a/m).
  *
  * planoscope.decode assembles the buffers into a pyarrow Table and validates UTF-8 in bulk;
  * its reference walker over protobuf objects must give identical tables (tests/test_decode.py).
@@ -228,6 +231,19 @@ enum { I_EVOFF, I_LNOFF, I_SCOPEIDX, I_RESIDX, I_N };
 static const char *I_NAMES[I_N] = {"evoff", "lnoff", "scopeidx", "residx"};
 enum { L_TS, L_DUR, L_EVTS, L_TKEY, L_N };
 static const char *L_NAMES[L_N] = {"ts", "dur", "evts", "tkey"};
+/* The attribute sets, each a JSON object in its string column and, when maps are asked for, an
+   Arrow map (offsets per set; keys; string forms, repeated keys kept in order) and a string of
+   their types (schema.MAP_TYPES: a letter a pair, the typed JSON after an array's or a map's) */
+enum { M_RATTRS, M_SCOPEATTRS, M_SATTRS, M_EVATTRS, M_LNATTRS, M_N };
+static const int M_COL[M_N] = {S_RATTRS, S_SCOPEATTRS, S_SATTRS, S_EVATTRS, S_LNATTRS};
+
+typedef struct {
+    bytes_t off;
+    strcol_t k, v, t;
+    bytes_t types; /* the set being read: its letters so far */
+} map_t;
+/* A value's type letter, by AnyValue oneof field number (0: empty) */
+static const char TYPE_LETTER[8] = {'e', 's', 'b', 'i', 'd', 'a', 'm', 'y'};
 
 typedef struct {
     /* Python callable (oneof field number, float or AnyValue bytes) -> (string form, stored JSON) */
@@ -241,9 +257,12 @@ typedef struct {
     char xfound[MAX_EXTRACT];
     bytes_t xval[MAX_EXTRACT];           /* per row: the requested keys' values */
     bytes_t scratch, vjson;               /* a value's string form; its JSON when rendered by Python */
+    int vkind;                            /* the last value's oneof field number (0: empty) */
     bytes_t obj, evobj, service;          /* the JSON objects being built */
     int has_service;
     bytes_t keys;      /* trace_id + span_id, 24 bytes a span */
+    int maps;          /* also give each attribute set as a map of string forms */
+    map_t m[M_N];
     PyObject *errors;
     PyThreadState *ts; /* saved while the GIL is released */
     Py_ssize_t rejected, max_errors, nspans, nevents, nlinks;
@@ -347,7 +366,7 @@ static int push_value(out_t *o, buf_t v, bytes_t *out, int *kind_out) {
         else if (skip(&v, w) < 0) return -1;
     }
     if (r < 0) return -1;
-    *kind_out = kind;
+    *kind_out = o->vkind = kind;
     switch (kind) {
     case 0: return 0;
     case 1: return bb_put(out, s.p, LEN(s));
@@ -413,7 +432,7 @@ static int push_value(out_t *o, buf_t v, bytes_t *out, int *kind_out) {
 /* One KeyValue appended to the JSON object being built in obj ("{" already there). With extract,
    if its key is requested and not yet seen for this row, its value is kept in xval; with
    extract == 2 (resource attributes) service.name's value is kept in service. */
-static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract, Py_ssize_t *nattrs) {
+static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int set, int extract, Py_ssize_t *nattrs) {
     uint32_t f;
     int w, r;
     buf_t key = {kvb.p, kvb.p}, val = {kvb.p, kvb.p};
@@ -436,9 +455,16 @@ static int push_kv(out_t *o, buf_t kvb, bytes_t *obj, int extract, Py_ssize_t *n
         o->scratch.len = cut;
         if (bb_put(&o->scratch, "\xe2\x80\xa6", 3) < 0) return -1; /* U+2026 HORIZONTAL ELLIPSIS */
         o->truncated++;
-        kind = 1;
+        kind = o->vkind = 1;
     }
     Py_ssize_t kl = LEN(key);
+    if (o->maps) {
+        map_t *m = &o->m[set];
+        if (sc_push(&m->k, key.p, kl) < 0 || sc_push(&m->v, o->scratch.d, o->scratch.len) < 0 ||
+            bb_put(&m->types, &TYPE_LETTER[o->vkind], 1) < 0)
+            return -1;
+        if ((o->vkind == 5 || o->vkind == 6) && bb_put(&m->types, o->vjson.d, o->vjson.len) < 0) return -1;
+    }
     if (obj->len > 1 && bb_put(obj, ",", 1) < 0) return -1;
     if (json_str(obj, (const char *)key.p, kl) < 0 || bb_put(obj, ":", 1) < 0) return -1;
     /* the value in its JSON type (store/attributes.py): ints and bools are their string form */
@@ -477,9 +503,13 @@ static int obj_begin(bytes_t *obj) {
     return bb_put(obj, "{", 1);
 }
 
-static int obj_end(bytes_t *obj, strcol_t *col) {
-    if (bb_put(obj, "}", 1) < 0) return -1;
-    return sc_push(col, obj->d, obj->len);
+static int obj_end(out_t *o, bytes_t *obj, int set) {
+    if (bb_put(obj, "}", 1) < 0 || sc_push(&o->s[M_COL[set]], obj->d, obj->len) < 0) return -1;
+    if (!o->maps) return 0;
+    map_t *m = &o->m[set];
+    if (bb_i32(&m->off, (int32_t)m->k.n) < 0 || sc_push(&m->t, m->types.d, m->types.len) < 0) return -1;
+    m->types.len = 0;
+    return 0;
 }
 
 static void extract_reset(out_t *o) {
@@ -594,7 +624,7 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
         if (w != 2) { if (skip(&s, w) < 0) return -1; continue; }
         if (read_len(&s, &sub) < 0) return -1;
         if (f == 9) {
-            if (push_kv(o, sub, &o->obj, 1, &nattrs) < 0) return -1;
+            if (push_kv(o, sub, &o->obj, M_SATTRS, 1, &nattrs) < 0) return -1;
         } else if (f == 11) {
             uint64_t t = 0;
             buf_t en = {sub.p, sub.p}, e = sub, a;
@@ -606,12 +636,12 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
                 if (ef == 1 && ew == 1) { if (read_fixed64(&e, &t) < 0) return -1; }
                 else if (ef == 2 && ew == 2) { if (read_len(&e, &en) < 0) return -1; }
                 else if (ef == 3 && ew == 2) {
-                    if (read_len(&e, &a) < 0 || push_kv(o, a, &o->evobj, 0, &nev) < 0) return -1;
+                    if (read_len(&e, &a) < 0 || push_kv(o, a, &o->evobj, M_EVATTRS, 0, &nev) < 0) return -1;
                 } else if (skip(&e, ew) < 0) return -1;
             }
             if (er < 0) return -1;
             if (bb_i64(&o->i64[L_EVTS], (int64_t)t) < 0 ||
-                sc_push(&o->s[S_EVNAME], en.p, LEN(en)) < 0 || obj_end(&o->evobj, &o->s[S_EVATTRS]) < 0)
+                sc_push(&o->s[S_EVNAME], en.p, LEN(en)) < 0 || obj_end(o, &o->evobj, M_EVATTRS) < 0)
                 return -1;
             o->nevents++;
         } else if (f == 13) {
@@ -626,18 +656,18 @@ static int decode_span(out_t *o, buf_t sp, int32_t scope_i) {
                     if (lf == 1) lt = a;
                     else if (lf == 2) ls = a;
                     else if (lf == 3) lst = a;
-                    else if (push_kv(o, a, &o->evobj, 0, &nln) < 0) return -1;
+                    else if (push_kv(o, a, &o->evobj, M_LNATTRS, 0, &nln) < 0) return -1;
                 } else if (skip(&l, lw) < 0) return -1;
             }
             if (lr < 0) return -1;
             if (push_hex(&o->s[S_LNTID], lt) < 0 || push_hex(&o->s[S_LNSID], ls) < 0 ||
-                sc_push(&o->s[S_LNSTATE], lst.p, LEN(lst)) < 0 || obj_end(&o->evobj, &o->s[S_LNATTRS]) < 0)
+                sc_push(&o->s[S_LNSTATE], lst.p, LEN(lst)) < 0 || obj_end(o, &o->evobj, M_LNATTRS) < 0)
                 return -1;
             o->nlinks++;
         }
     }
     if (r < 0) return -1;
-    if (extract_emit(o, o->xspan) < 0 || obj_end(&o->obj, &o->s[S_SATTRS]) < 0) return -1;
+    if (extract_emit(o, o->xspan) < 0 || obj_end(o, &o->obj, M_SATTRS) < 0) return -1;
     if (bb_i32(&o->i32[I_EVOFF], (int32_t)o->nevents) < 0 || bb_i32(&o->i32[I_LNOFF], (int32_t)o->nlinks) < 0 ||
         bb_i64(&o->i64[L_TS], (int64_t)start) < 0 || bb_i64(&o->i64[L_DUR], (int64_t)(end - start)) < 0 ||
         bb_i32(&o->i32[I_SCOPEIDX], scope_i) < 0)
@@ -675,14 +705,14 @@ static int decode_scope_spans(out_t *o, buf_t ss, int32_t res_i) {
             if (f == 1 && w == 2) { if (read_len(&scope, &sname) < 0) return -1; }
             else if (f == 2 && w == 2) { if (read_len(&scope, &sver) < 0) return -1; }
             else if (f == 3 && w == 2) {
-                if (read_len(&scope, &kv) < 0 || push_kv(o, kv, &o->obj, 0, &nattrs) < 0) return -1;
+                if (read_len(&scope, &kv) < 0 || push_kv(o, kv, &o->obj, M_SCOPEATTRS, 0, &nattrs) < 0) return -1;
             } else if (skip(&scope, w) < 0) return -1;
         }
         if (r < 0) return -1;
     }
     int32_t scope_i = (int32_t)o->s[S_SCOPENAME].n;
     if (sc_push(&o->s[S_SCOPENAME], sname.p, LEN(sname)) < 0 || sc_push(&o->s[S_SCOPEVER], sver.p, LEN(sver)) < 0 ||
-        obj_end(&o->obj, &o->s[S_SCOPEATTRS]) < 0 || bb_i32(&o->i32[I_RESIDX], res_i) < 0)
+        obj_end(o, &o->obj, M_SCOPEATTRS) < 0 || bb_i32(&o->i32[I_RESIDX], res_i) < 0)
         return -1;
     s = ss;
     while ((r = next_field(&s, &f, &w)) > 0) {
@@ -713,7 +743,7 @@ static int decode_resource_spans(out_t *o, buf_t rs) {
         while ((r = next_field(&res, &f, &w)) > 0) {
             buf_t kv;
             if (f == 1 && w == 2) {
-                if (read_len(&res, &kv) < 0 || push_kv(o, kv, &o->obj, 2, &nattrs) < 0) return -1;
+                if (read_len(&res, &kv) < 0 || push_kv(o, kv, &o->obj, M_RATTRS, 2, &nattrs) < 0) return -1;
             } else if (skip(&res, w) < 0) return -1;
         }
         if (r < 0) return -1;
@@ -721,7 +751,7 @@ static int decode_resource_spans(out_t *o, buf_t rs) {
     int32_t res_i = (int32_t)o->s[S_SERVICE].n;
     if ((o->has_service ? sc_push(&o->s[S_SERVICE], o->service.d, o->service.len)
                         : sc_push(&o->s[S_SERVICE], "", 0)) < 0 ||
-        obj_end(&o->obj, &o->s[S_RATTRS]) < 0 || extract_emit(o, o->xres) < 0)
+        obj_end(o, &o->obj, M_RATTRS) < 0 || extract_emit(o, o->xres) < 0)
         return -1;
     s = rs;
     while ((r = next_field(&s, &f, &w)) > 0) {
@@ -737,6 +767,13 @@ static void out_free(out_t *o) {
     for (int i = 0; i < S_N; i++) sc_free(&o->s[i]);
     for (int i = 0; i < I_N; i++) PyMem_RawFree(o->i32[i].d);
     for (int i = 0; i < L_N; i++) PyMem_RawFree(o->i64[i].d);
+    for (int i = 0; i < M_N; i++) {
+        PyMem_RawFree(o->m[i].off.d);
+        sc_free(&o->m[i].k);
+        sc_free(&o->m[i].v);
+        sc_free(&o->m[i].t);
+        PyMem_RawFree(o->m[i].types.d);
+    }
     for (Py_ssize_t j = 0; j < o->nx; j++) {
         sc_free(&o->xspan[j]);
         sc_free(&o->xres[j]);
@@ -772,6 +809,20 @@ static PyObject *export(out_t *o) {
     }
     SET("xspan", xs);
     SET("xres", xr);
+    /* per attribute set, in M_* order: (offsets, keys, string forms, types), or None unless asked */
+    PyObject *maps = Py_None;
+    if (o->maps) {
+        if (!(maps = PyTuple_New(M_N))) { Py_DECREF(d); return NULL; }
+        for (int i = 0; i < M_N; i++) {
+            PyObject *t = Py_BuildValue("(NNNN)", bytes_of(&o->m[i].off), sc_export(&o->m[i].k), sc_export(&o->m[i].v),
+                                        sc_export(&o->m[i].t));
+            if (!t) { Py_DECREF(maps); Py_DECREF(d); return NULL; }
+            PyTuple_SET_ITEM(maps, i, t);
+        }
+    } else {
+        Py_INCREF(maps);
+    }
+    SET("maps", maps);
     SET("keys", bytes_of(&o->keys));
     SET("errors", (Py_INCREF(o->errors), o->errors));
     SET("rejected", PyLong_FromSsize_t(o->rejected));
@@ -782,14 +833,15 @@ static PyObject *export(out_t *o) {
     return d;
 }
 
-/* decode(body, render, max_errors, extract_keys, max_value_bytes, max_attributes, max_spans) -> dict of
-   column buffers */
+/* decode(body, render, max_errors, extract_keys, max_value_bytes, max_attributes, max_spans, maps) -> dict
+   of column buffers */
 static PyObject *decode(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *render, *xkeys;
     Py_ssize_t max_errors, max_value, max_attrs, max_spans;
-    if (!PyArg_ParseTuple(args, "y*OnO!nnn", &view, &render, &max_errors, &PyTuple_Type, &xkeys, &max_value,
-                          &max_attrs, &max_spans))
+    int maps = 0;
+    if (!PyArg_ParseTuple(args, "y*OnO!nnn|p", &view, &render, &max_errors, &PyTuple_Type, &xkeys, &max_value,
+                          &max_attrs, &max_spans, &maps))
         return NULL;
     if (max_value < 0 || max_attrs < 0 || max_spans < 0) {
         PyBuffer_Release(&view);
@@ -807,6 +859,7 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     o->max_value = max_value;
     o->max_attrs = max_attrs;
     o->max_spans = max_spans;
+    o->maps = maps;
     o->nx = PyTuple_GET_SIZE(xkeys);
     if (o->nx > MAX_EXTRACT) {
         PyErr_SetString(PyExc_ValueError, "too many extract keys");
@@ -835,6 +888,10 @@ static PyObject *decode(PyObject *self, PyObject *args) {
     int offs[] = {I_EVOFF, I_LNOFF};
     for (int i = 0; i < 2; i++)
         if (bb_i32(&o->i32[offs[i]], 0) < 0) goto raise;
+    for (int i = 0; o->maps && i < M_N; i++)
+        if (bb_i32(&o->m[i].off, 0) < 0 || sc_init(&o->m[i].k) < 0 || sc_init(&o->m[i].v) < 0 ||
+            sc_init(&o->m[i].t) < 0)
+            goto raise;
     buf_t b = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
     uint32_t f;
     int w, r;
@@ -869,8 +926,8 @@ static PyObject *set_error(PyObject *self, PyObject *exc) {
 
 static PyMethodDef methods[] = {
     {"decode", decode, METH_VARARGS,
-     "decode(body, render, max_errors, extract_keys, max_value_bytes, max_attributes, max_spans) -> dict of Arrow "
-     "buffers"},
+     "decode(body, render, max_errors, extract_keys, max_value_bytes, max_attributes, max_spans, maps=False) -> dict "
+     "of Arrow buffers"},
     {"set_error", set_error, METH_O, "set the exception class raised for undecodable requests"},
     {NULL, NULL, 0, NULL},
 };

@@ -24,7 +24,19 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ..llm.prices import Prices
 from ..store.attributes import double_json, double_str, json_str, value_json, value_str
-from ..store.schema import ESTIMATED_COST, EVENT, LINK, SPAN_KINDS, SPAN_SCHEMA, STATUS_CODES, TYPED_COLUMNS, Typed
+from ..store.schema import (
+    ESTIMATED_COST,
+    EVENT,
+    LINK,
+    MAP_TYPES,
+    SPAN_KINDS,
+    SPAN_SCHEMA,
+    STATUS_CODES,
+    STRING_MAPS,
+    TYPE_LETTERS,
+    TYPED_COLUMNS,
+    Typed,
+)
 from . import otlp_json
 
 MAX_ERROR_MESSAGES = 5
@@ -108,6 +120,9 @@ _STR = (
     "scopename scopever scopeattrs service rattrs"
 ).split()
 _I32 = "evoff lnoff scopeidx residx".split()
+# The attribute sets, in the native decoder's order (its M_*): given as maps of string forms too
+# when asked (Decoder(maps=True)).
+_SETS = "rattrs scopeattrs sattrs evattrs lnattrs".split()
 
 
 def truncate(s: str, max_bytes: int) -> str | None:
@@ -163,7 +178,7 @@ _U64 = ["tkey"]  # schema.TraceKey
 _ESTIMATED = SPAN_SCHEMA.get_field_index(ESTIMATED_COST[0])
 
 
-def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits) -> dict:
+def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits, maps: bool = False) -> dict:
     """Columns of ``req`` as arrays, the same as ``_otlp.decode`` gives, from protobuf objects."""
     n = sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
     if n > limits.max_spans:
@@ -175,8 +190,18 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     xspan: list[list] = [[] for _ in extract]
     xres: list[list] = [[] for _ in extract]
     keys, errors, rejected = [], [], 0
+    kv: dict[str, list[list[tuple[str, str]]]] = {name: [] for name in _SETS}  # per set: its (key, string form)s
+    types: dict[str, list[str]] = {name: [] for name in _SETS}  # per set: its types (schema.MAP_TYPES)
+
+    def pairs_of(name: str, attributes) -> list[tuple[str, str, str]]:
+        pairs = cut.pairs(attributes)
+        if maps:
+            kv[name].append([(k, v) for k, v, _ in pairs])
+            types[name].append("".join(_type(a.value, shown) for a, (_, shown, _) in zip(attributes, pairs)))
+        return pairs
+
     for rs in req.resource_spans:
-        pairs = cut.pairs(rs.resource.attributes)
+        pairs = pairs_of("rattrs", rs.resource.attributes)
         text, values = attributes_json(pairs)
         service = ""
         for k, v, _ in pairs:  # the last one wins
@@ -191,7 +216,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
             s_i = len(c["scopename"])
             c["scopename"].append(ss.scope.name)
             c["scopever"].append(ss.scope.version)
-            c["scopeattrs"].append(attributes_json(cut.pairs(ss.scope.attributes))[0])
+            c["scopeattrs"].append(attributes_json(pairs_of("scopeattrs", ss.scope.attributes))[0])
             c["residx"].append(r_i)
             for span in ss.spans:
                 tid, sid, pid = span.trace_id, span.span_id, span.parent_span_id
@@ -216,7 +241,7 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
                     if len(errors) < MAX_ERROR_MESSAGES:
                         errors.append(f"span {span.name!r}: {bad}")
                     continue
-                text, values = attributes_json(cut.pairs(span.attributes))
+                text, values = attributes_json(pairs_of("sattrs", span.attributes))
                 c["sattrs"].append(text)
                 for j, k in enumerate(extract):
                     xspan[j].append(values.get(k))
@@ -224,12 +249,12 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
                     t = ev.time_unix_nano
                     c["evts"].append(t)
                     c["evname"].append(ev.name)
-                    c["evattrs"].append(attributes_json(cut.pairs(ev.attributes))[0])
+                    c["evattrs"].append(attributes_json(pairs_of("evattrs", ev.attributes))[0])
                 for ln in span.links:
                     c["lntid"].append(ln.trace_id.hex())
                     c["lnsid"].append(ln.span_id.hex())
                     c["lnstate"].append(ln.trace_state)
-                    c["lnattrs"].append(attributes_json(cut.pairs(ln.attributes))[0])
+                    c["lnattrs"].append(attributes_json(pairs_of("lnattrs", ln.attributes))[0])
                 c["evoff"].append(len(c["evts"]))
                 c["lnoff"].append(len(c["lntid"]))
                 c["ts"].append(start)
@@ -253,8 +278,38 @@ def _walk(req: ExportTraceServiceRequest, extract: Sequence[str], limits: Limits
     # None for a key no row has, as the native decoder gives it
     out["xspan"] = [pa.array(x, pa.string()) if any(v is not None for v in x) else None for x in xspan]
     out["xres"] = [pa.array(x, pa.string()) if any(v is not None for v in x) else None for x in xres]
+    out["maps"] = [(_pairs_map(kv[name]), pa.array(types[name], pa.string())) for name in _SETS] if maps else None
     out.update(keys=keys, errors=errors, rejected=rejected, truncated=cut.truncated, dropped=cut.dropped)
     return out
+
+
+_ONEOF_LETTER = dict(
+    zip(
+        ("string_value", "bool_value", "int_value", "double_value", "array_value", "kvlist_value", "bytes_value"),
+        TYPE_LETTERS[1:],
+    )
+)
+
+
+def _type(value: AnyValue, shown: str) -> str:
+    """A value's letter in schema.MAP_TYPES, given the string form kept (a value cut to the
+    limit is a string), an array's or a kvlist's stored JSON after its letter."""
+    letter = _ONEOF_LETTER.get(value.WhichOneof("value"), "e")
+    if letter != "s" and shown != value_str(value):
+        return "s"  # cut
+    return letter + value_json(value) if letter in "am" else letter
+
+
+def _pairs_map(sets: list[list[tuple[str, str]]]) -> pa.MapArray:
+    offsets = [0]
+    for pairs in sets:
+        offsets.append(offsets[-1] + len(pairs))
+    flat = [p for pairs in sets for p in pairs]
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.array([k for k, _ in flat], pa.string()),
+        pa.array([v for _, v in flat], pa.string()),
+    )
 
 
 # --- from the native decoder's buffers ------------------------------------------------------
@@ -274,6 +329,19 @@ def _from_native(d: dict) -> dict:
     out.update({n: pa.Array.from_buffers(pa.uint64(), len(d[n]) // 8, [None, pa.py_buffer(d[n])]) for n in _U64})
     out["xspan"] = [None if x is None else _string_array(x) for x in d["xspan"]]
     out["xres"] = [None if x is None else _string_array(x) for x in d["xres"]]
+    out["maps"] = None
+    if d["maps"] is not None:
+        out["maps"] = [
+            (
+                pa.MapArray.from_arrays(
+                    pa.Array.from_buffers(pa.int32(), len(off) // 4, [None, pa.py_buffer(off)]),
+                    _string_array(k),
+                    _string_array(v),
+                ),
+                _string_array(t),
+            )
+            for off, k, v, t in d["maps"]
+        ]
     kb = d["keys"]
     out.update(
         keys=[kb[i : i + 24] for i in range(0, len(kb), 24)],
@@ -285,6 +353,10 @@ def _from_native(d: dict) -> dict:
     try:
         for name in _STR:  # protobuf strings must be UTF-8; checked in bulk, in C
             out[name].validate(full=True)
+        for m, t in out["maps"] or ():  # the same bytes as the JSON's, but the keys and values apart
+            m.keys.validate(full=True)
+            m.items.validate(full=True)
+            t.validate(full=True)
     except pa.ArrowInvalid:
         raise BadRequest("cannot decode OTLP protobuf request: a string field is not valid UTF-8") from None
     return out
@@ -354,7 +426,9 @@ def _dimension(span: pa.Array | None, resource: pa.Array | None, res_take: pa.Ar
 
 class Decoder:
     """Decodes OTLP requests into ``SpanBatch``es, pulling out the typed columns and the given
-    span-metric ``dimensions`` (span attribute, else resource attribute) on the way. Example::
+    span-metric ``dimensions`` (span attribute, else resource attribute) on the way. With
+    ``maps``, each batch also holds every attribute set as a map of string forms
+    (``schema.STRING_MAPS``: the ClickHouse exporter's Map columns). Example::
 
         batch = Decoder(["llm.model"]).decode_protobuf(body)
     """
@@ -365,8 +439,10 @@ class Decoder:
         native: bool = True,
         limits: Limits = Limits(),
         prices: Prices | None = None,
+        maps: bool = False,
     ):
         self.dimensions = tuple(dimensions)
+        self.maps = maps
         self.prices = prices  # estimates the cost of calls sent without one (None: not estimated)
         self.limits = limits
         typed_keys = [k for col in TYPED_COLUMNS for k in col.keys]
@@ -388,6 +464,7 @@ class Decoder:
                         lim.max_value_bytes,
                         lim.max_attributes,
                         lim.max_spans,
+                        self.maps,
                     )
                 )
             )
@@ -396,14 +473,14 @@ class Decoder:
             req.ParseFromString(body)
         except (DecodeError, RuntimeError, ValueError) as e:  # upb raises DecodeError
             raise BadRequest(f"cannot decode OTLP protobuf request: {e}") from None
-        return self._batch(_walk(req, self._extract, self.limits))
+        return self._batch(_walk(req, self._extract, self.limits, self.maps))
 
     def decode_json(self, body: bytes) -> SpanBatch:
         """An OTLP/JSON ``ExportTraceServiceRequest``; raises ``BadRequest`` if undecodable."""
         req = parse_json(body)
         if self.native:
             return self.decode_protobuf(req.SerializeToString())
-        return self._batch(_walk(req, self._extract, self.limits))
+        return self._batch(_walk(req, self._extract, self.limits, self.maps))
 
     def _batch(self, c: dict) -> SpanBatch:
         scope_take = c["scopeidx"]
@@ -448,6 +525,20 @@ class Decoder:
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
         if self.prices is not None:
             table = table.set_column(_ESTIMATED, ESTIMATED_COST[0], self.prices.estimate(table))
+        if c["maps"] is not None:
+            for i, schema in enumerate((STRING_MAPS, MAP_TYPES)):  # the maps, then their types
+                resource, scope, span, event, link = (m[i] for m in c["maps"])
+                for field, values in zip(
+                    schema,
+                    (
+                        resource.take(res_take),
+                        scope.take(scope_take),
+                        span,
+                        pa.ListArray.from_arrays(c["evoff"], event),
+                        pa.ListArray.from_arrays(c["lnoff"], link),
+                    ),
+                ):
+                    table = table.append_column(field, values)
         return SpanBatch(
             table,
             c["keys"],

@@ -39,12 +39,13 @@ class RecentSpans:
             self._current = set()
             self._started = self._clock()
 
-    def new_mask(self, keys: list[bytes]) -> list[bool] | None:
-        """For each key: True if it was not seen recently nor earlier in ``keys``.
+    def new_mask(self, keys: list[bytes], remembered: bool = True) -> list[bool] | None:
+        """For each key: True if it was not seen recently (unless not ``remembered``) nor earlier
+        in ``keys``.
 
         Returns None when every key is new (the common case, so the caller can skip filtering).
         """
-        cur, prev = self._current, self._previous
+        cur, prev = (self._current, self._previous) if remembered else (set(), set())
         seen: set[bytes] = set()
         mask = None
         for i, k in enumerate(keys):

@@ -4,22 +4,24 @@ every write to the store.
 Receivers call ``await writer.write(batch, body, fmt)``; it resolves once the request's body is in
 the journal and fsynced (see ``journal.py``), so a crash loses nothing acknowledged. The journal
 thread writes every request queued meanwhile with one fsync (group commit). The apply thread
-inserts the journaled spans into DuckDB in large batches, at most ``apply_every`` seconds after
-they were acknowledged, and commits the journal position they reach in the same transaction; the
-journal segments behind it are deleted. ``await writer.sync()`` waits until every span
-acknowledged so far is in DuckDB: the API and /metrics call it before reading, so what a client
-was told is stored, a query finds.
+inserts the journaled spans into the store (``store.SpanStore``: DuckDB, or ClickHouse) in large
+batches, at most ``apply_every`` seconds after they were acknowledged, and the store records the
+journal position they reach with them (DuckDB in the same transaction; ClickHouse through an
+idempotent insert and its local state); the journal segments behind it are deleted.
+``await writer.sync()`` waits until every span acknowledged so far is in the store: the API and
+/metrics call it before reading, so what a client was told is stored, a query finds.
 
 Scraped samples (``await writer.write_samples(table)``) go to the apply thread directly, each in
 its own transaction, run as soon as it arrives (also while spans wait for their insert); so do
 other writes, such as retention's deletes (``await writer.call(fn)``).
 
 The apply thread also keeps the cumulative metrics (span metrics, LLM metrics) and the
-de-duplication window in step with what is in DuckDB, and snapshots the metric totals into the
-store every ``snapshot_every`` seconds.
+de-duplication window in step with what is in the store, hands each commit the new totals of
+every metric set (ClickHouse keeps them with the position), and snapshots the metric totals into
+the store every ``snapshot_every`` seconds.
 
 An insert that fails is one of two things, and the apply thread never dies of either:
-- the store cannot be written (a full disk, an I/O error, memory: ``DuckDBStore.unwritable``):
+- the store cannot be written (a full disk, an I/O error, memory, ClickHouse down: ``unwritable``):
   the spans stay in the journal and the insert is retried with backoff, forever, without a
   restart; ``health()`` says ``degraded`` meanwhile, and nothing is quarantined;
 - the store refuses these spans (DuckDB rejects the rows, or converting or aggregating them
@@ -48,7 +50,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.core import Metric
 
 from ..metrics.cumulative import Cumulative
-from ..store import DuckDBStore
+from ..store import SpanStore
 from .decode import Decoder, SpanBatch
 from .dedupe import RecentSpans
 from .incidents import Incidents
@@ -148,7 +150,7 @@ class SpanWriter:
 
     def __init__(
         self,
-        store: DuckDBStore,
+        store: SpanStore,
         metrics: Sequence[Cumulative],
         recent: RecentSpans,
         journal: Journal,
@@ -187,6 +189,7 @@ class SpanWriter:
         self._given_up = False  # an insert failed on stop: nothing after it may go in either
         self._pending_spans = 0  # acknowledged, neither in DuckDB nor quarantined (guarded by _lock)
         self.incidents = Incidents(self._redact)
+        self._in_doubt: int | None = None  # while recovering: the end of the store's insert in doubt
         self._canary = _Journaled(decoder.decode_protobuf(_CANARY), 0, 0, 0)  # see _probe
 
     async def __aenter__(self) -> SpanWriter:
@@ -228,7 +231,7 @@ class SpanWriter:
         """The writer's part of /healthz: ``status`` ok, degraded (inserts fail, and the spans wait
         in the journal; or the journal cannot be written, and ingest is refused with retryable
         errors) or writer stopped; the ``problems`` behind it; what the journal has set aside."""
-        problems = self.incidents.problems(self.pending_spans)
+        problems = self.incidents.problems(self.pending_spans) + self.store.problems()
         if not self.alive:
             problems.insert(0, "the writer has stopped: nothing is journaled or inserted")
         return {
@@ -316,6 +319,17 @@ class SpanWriter:
         decode = {"protobuf": self.decoder.decode_protobuf, "json": self.decoder.decode_json}
         group: list[_Journaled] = []
         n = records = 0
+        # An insert the store may or may not have made when the process stopped: its records are
+        # inserted again as that one batch, which the store then stores once (SpanStore). Its
+        # spans are not checked against the recent ones: if it was made, the spans loaded from
+        # the store (RecentSpans) are its own, and dropping them would leave them uncounted.
+        in_doubt = self._in_doubt = self.store.journal_in_doubt()
+        if in_doubt is not None:
+            log.warning(
+                "the last insert before the stop (journal position %d) may or may not be in the store: "
+                "its records go in again as that one insert, which the store keeps once",
+                in_doubt,
+            )
         for end, fmt, body in self.journal.replay(after=self.applied):
             records += 1
             record = _Journaled(None, end - HEADER_BYTES - len(body), end, 0, fmt, body)
@@ -331,11 +345,12 @@ class SpanWriter:
                 self._pending_spans += record.rows
             group.append(record)
             n += record.rows
-            if n >= self.apply_spans:
+            if end == in_doubt or (n >= self.apply_spans and (in_doubt is None or end > in_doubt)):
                 self._apply_recovered(group)
                 group, n = [], 0
         if group:
             self._apply_recovered(group)
+        self._in_doubt = None
         if records:
             log.warning(
                 "inserted %d requests (%d spans) from the journal: acknowledged, and not yet in the "
@@ -586,13 +601,16 @@ class SpanWriter:
             # Strictly increasing, so a snapshot's watermark splits commits cleanly.
             now = datetime.now(UTC).replace(tzinfo=None)
             ingested = max(now, self._last_ingested + timedelta(microseconds=1))
-            self.store.append_spans(table if rows else None, ingested, end)
+            # Each set's new totals, installed once stored (a store may keep them with the position).
+            totals = [m.merge(d) for m, d in zip(self.metrics, deltas)]
+            by_set = {m.name: t for m, t in zip(self.metrics, totals)}
+            self.store.append_spans(table if rows else None, ingested, end, by_set)
         except Exception as e:
             return e
         if rows:
             self._last_ingested = ingested
-            for metrics, dirty, changed in zip(self.metrics, self._dirty, deltas):
-                metrics.apply(metrics.merge(changed))
+            for metrics, dirty, changed, new in zip(self.metrics, self._dirty, deltas, totals):
+                metrics.apply(new)
                 dirty.update(changed)
             self.recent.add(keys)
             self.commits += 1
@@ -611,7 +629,8 @@ class SpanWriter:
         keys = [k for b in batches for k in b.keys]
         table = pa.concat_tables([b.table for b in batches])
         dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.decoder.dimensions))]
-        mask = self.recent.new_mask(keys)
+        in_doubt = self._in_doubt is not None and group[-1].end <= self._in_doubt  # see _recover
+        mask = self.recent.new_mask(keys, remembered=not in_doubt)
         if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
             keep = pa.array(mask)
             table = table.filter(keep)

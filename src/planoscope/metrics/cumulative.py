@@ -36,7 +36,7 @@ import pyarrow as pa
 from prometheus_client.core import Metric
 
 if TYPE_CHECKING:
-    from ..store import DuckDBStore
+    from ..store import SpanStore
 
 # One stored row per series: its key, the observations, their sum and the per-bucket counts (not
 # cumulative; the last one is +Inf; none for a counter).
@@ -71,7 +71,7 @@ class Cumulative:
         """Per series: [observations, sum, bucket counts] of ``spans`` (unbounded)."""
         raise NotImplementedError
 
-    def scan(self, store: DuckDBStore, after: datetime | None = None, by_commit: bool = False) -> Iterator:
+    def scan(self, store: SpanStore, after: datetime | None = None, by_commit: bool = False) -> Iterator:
         """What ``_aggregate`` reads, of the spans stored after ``after``, as Arrow batches;
         ``by_commit`` adds ``IngestedAt`` and orders by it (see ``replay_commits``)."""
         raise NotImplementedError

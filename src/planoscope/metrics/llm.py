@@ -52,7 +52,7 @@ from ..store.schema import FAILURE_RULES, LLM_CALL, LLM_CALL_COLUMNS, failure_ru
 from .cumulative import OVERFLOW_LABELS, Cumulative, add_histogram, bucket_label
 
 if TYPE_CHECKING:
-    from ..store import DuckDBStore
+    from ..store import SpanStore
 
 SEMCONV_VERSION = "1.41.0"
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -174,7 +174,7 @@ class LlmMetrics(Cumulative):
     def overflow(self, family: str) -> str:
         return _OVERFLOW.get(family) or _render((family, OVERFLOW_LABELS))
 
-    def scan(self, store: DuckDBStore, after: datetime | None = None, by_commit: bool = False) -> Iterator:
+    def scan(self, store: SpanStore, after: datetime | None = None, by_commit: bool = False) -> Iterator:
         return store.scan_spans(COLUMNS, where=LLM_CALL, after=after, by_commit=by_commit)
 
     def _aggregate(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:

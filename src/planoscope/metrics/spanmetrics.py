@@ -29,7 +29,7 @@ from prometheus_client.core import Metric
 from .cumulative import Cumulative, Totals, add_histogram, bucket_label
 
 if TYPE_CHECKING:
-    from ..store import DuckDBStore
+    from ..store import SpanStore
 
 __all__ = ["OVERFLOW_SERIES", "SpanMetrics", "Totals"]
 
@@ -89,7 +89,7 @@ class SpanMetrics(Cumulative):
     def overflow(self, family: str) -> str:
         return OVERFLOW_SERIES
 
-    def scan(self, store: DuckDBStore, after: datetime | None = None, by_commit: bool = False) -> Iterator:
+    def scan(self, store: SpanStore, after: datetime | None = None, by_commit: bool = False) -> Iterator:
         return store.scan_for_metrics(self.dimensions, after=after, by_commit=by_commit)
 
     def _aggregate(self, spans: pa.Table | pa.RecordBatch, dims: list[pa.Array] | None = None) -> dict[str, list]:

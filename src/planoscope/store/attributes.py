@@ -181,6 +181,11 @@ def key_values(text: str | None) -> list[KeyValue]:
     return _key_values(_loads(text))
 
 
+def stored_value(text: str) -> AnyValue:
+    """One stored value, given as JSON text, as the AnyValue it was sent as."""
+    return _any_value(_loads(text))
+
+
 def stored_str(text: str) -> str:
     """The string form of one stored value, given as JSON text (as ``json_extract`` gives it)."""
     return value_str(_any_value(_loads(text)))

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,13 +29,11 @@ import pyarrow.compute as pc
 from .attributes import stored_str
 from .fill import Estimate, Fill, Progress, fillable
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
+from .spanstore import StoreError, Totals
 
 DB_FILE = "planoscope.duckdb"
 log = logging.getLogger("planoscope.store")
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or written; the message is meant for the user."""
+__all__ = ["DB_FILE", "DuckDBStore", "StoreError"]
 
 
 # DuckDB's answers that are about the rows given to it (a value it cannot convert, a constraint),
@@ -52,15 +50,18 @@ _FILE_HEADER_BYTES = 3 * 4096  # DuckDB's main header and its two database heade
 
 
 class DuckDBStore:
-    """Owns the database file. ``write_*`` methods must be called from one thread only."""
+    """Owns the database file (``file`` in ``data_dir``); a ``store.SpanStore``. ``write_*``
+    methods must be called from one thread only."""
 
-    def __init__(self, data_dir: Path):
+    attribute_maps = False  # the attribute sets are stored as the JSON alone
+
+    def __init__(self, data_dir: Path, file: str = DB_FILE):
         self.data_dir = Path(data_dir)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create data directory {self.data_dir}: {e.strerror}") from None
-        self.path = self.data_dir / DB_FILE
+        self.path = self.data_dir / file
         self.failed = False  # a DuckDB error on start: close without writing to the file
         try:
             self._con = duckdb.connect(str(self.path))
@@ -162,6 +163,13 @@ class DuckDBStore:
             if defs.get(name) != defs[f"_planoscope_{name}"]:
                 self._con.execute(sql)
 
+    def describe(self) -> dict:
+        """What /healthz shows of the store."""
+        return {"kind": "duckdb"}
+
+    def problems(self) -> list[str]:
+        return []  # a failing insert is the writer's to report
+
     @contextlib.contextmanager
     def starting(self) -> Iterator[None]:
         """Around the start's reads and writes (the span-metric replay, ...): a DuckDB error (a
@@ -252,9 +260,19 @@ class DuckDBStore:
             self._threads = n
 
     # --- writes: the writer thread only -------------------------------------------------
-    def append_spans(self, batch: pa.Table | None, ingested_at: datetime, journal_position: int | None = None) -> None:
+    def append_spans(
+        self,
+        batch: pa.Table | None,
+        ingested_at: datetime,
+        journal_position: int | None = None,
+        metric_totals: Mapping[str, Sequence[Totals]] | None = None,
+    ) -> None:
         """Append ``batch`` (if any), stamped ``ingested_at``, and record that the journal is
-        applied up to ``journal_position`` (if given), in one durable transaction."""
+        applied up to ``journal_position`` (if given), in one durable transaction.
+
+        ``metric_totals`` (per metric set) are not written here: writing them in every commit would cost ~8 ms of
+        statements each; the snapshots (``save_metric_totals``) and the replay of the spans
+        ingested after their watermark keep them exact instead."""
         # Straight from Arrow, by name (a store migrated from an earlier version has its later
         # columns after IngestedAt), with the derived columns computed on the way.
         self._threads_for_ingest()
@@ -277,6 +295,40 @@ class DuckDBStore:
     def journal_applied(self) -> int:
         """The journal position up to which the spans are in the store."""
         return int(self.meta("journal_applied") or 0)
+
+    def journal_in_doubt(self) -> None:
+        """None: the spans and the position they reach are committed in one transaction."""
+        return None
+
+    def commit_state(
+        self,
+        journal_position: int | None = None,
+        metric_totals: Mapping[str, Sequence[Totals]] | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        """In one durable transaction: the journal position (if given), the totals of the series
+        given per metric set (``{name: totals}``; the set's table exists: ``save_metric_totals``
+        made it), and ``meta`` keys (a None value deletes one). The state another store keeps
+        here (``ClickHouseStore``: its spans are elsewhere)."""
+        con = self._con
+        con.begin()
+        try:
+            if journal_position is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO planoscope_meta VALUES ('journal_applied', ?)", [str(journal_position)]
+                )
+            for name, totals in (metric_totals or {}).items():
+                if totals:
+                    self._put_totals(name, totals)
+            for key, value in (meta or {}).items():
+                if value is None:
+                    con.execute("DELETE FROM planoscope_meta WHERE key = ?", [key])
+                else:
+                    con.execute("INSERT OR REPLACE INTO planoscope_meta VALUES (?, ?)", [key, value])
+            con.commit()
+        except BaseException:
+            _rollback(con)
+            raise
 
     def append_samples(self, rows: pa.Table) -> None:
         """Append scraped samples (the columns of ``samples``, in order) in one transaction."""
@@ -340,18 +392,7 @@ class DuckDBStore:
             if replace:
                 con.execute(f"DELETE FROM {_state_table(name)}")
             if totals:
-                series, calls, sums, buckets = zip(*totals)
-                rows = pa.table(
-                    {
-                        "series": pa.array(series, pa.string()),
-                        "calls": pa.array(calls, pa.int64()),
-                        "sum": pa.array(sums, pa.float64()),
-                        "buckets": pa.array(buckets, pa.list_(pa.int64())),
-                    }
-                )
-                con.register("_totals", rows)
-                con.execute(f"INSERT OR REPLACE INTO {_state_table(name)} SELECT * FROM _totals")
-                con.unregister("_totals")
+                self._put_totals(name, totals)
             con.execute(
                 "INSERT OR REPLACE INTO planoscope_meta VALUES (?, ?), (?, ?)",
                 [name, fingerprint, f"{name}_watermark", watermark.isoformat() if watermark else ""],
@@ -360,6 +401,22 @@ class DuckDBStore:
         except BaseException:
             _rollback(con)
             raise
+
+    def _put_totals(self, name: str, totals: Sequence[Totals]) -> None:
+        series, calls, sums, buckets = zip(*totals)
+        rows = pa.table(
+            {
+                "series": pa.array(series, pa.string()),
+                "calls": pa.array(calls, pa.int64()),
+                "sum": pa.array(sums, pa.float64()),
+                "buckets": pa.array(buckets, pa.list_(pa.int64())),
+            }
+        )
+        self._con.register("_totals", rows)
+        try:
+            self._con.execute(f"INSERT OR REPLACE INTO {_state_table(name)} SELECT * FROM _totals")
+        finally:
+            self._con.unregister("_totals")
 
     def metric_totals(self, fingerprint: str, name: str = "spanmetrics") -> tuple[list[tuple], datetime | None] | None:
         """(totals, watermark) of the metric set ``name`` stored for ``fingerprint``, or None if

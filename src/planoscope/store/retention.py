@@ -9,6 +9,9 @@ Span metrics are cumulative counters and must not fall when old spans go. The wr
 the totals (and their watermark) before it runs a delete, so every span deleted is already
 counted in the stored totals, and the replay on start (of the spans ingested after the watermark)
 never needs a span that retention removed; see ``SpanWriter.call``.
+
+On ClickHouse the tables' TTL is the retention (``ClickHouseStore``): its ``delete_before``
+deletes nothing, and ClickHouse drops the expired parts itself.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from .duckdb import DuckDBStore
+from .spanstore import SpanStore
 
 log = logging.getLogger("planoscope.retention")
 
@@ -41,7 +44,7 @@ class Retention:
     """
 
     def __init__(
-        self, writer: Writer, store: DuckDBStore, keep_s: float, chunk_rows: int = 10_000, interval: float | None = None
+        self, writer: Writer, store: SpanStore, keep_s: float, chunk_rows: int = 10_000, interval: float | None = None
     ):
         self.writer = writer
         self.store = store

@@ -408,6 +408,35 @@ SPAN_SCHEMA = pa.schema(
 )
 COLUMN_NAMES = SPAN_SCHEMA.names
 
+# The attribute sets as the ClickHouse exporter's Map(LowCardinality(String), String) columns hold
+# them: each key to its value's string form (attributes.value_str, the collector's AsString),
+# every pair in order, repeated keys included; and, in MAP_TYPES, what it takes to read them back
+# as sent: a letter a pair, in the map's order (TYPE_LETTERS), an array's or a key-value list's
+# letter followed by its value as stored (attributes.value_json). A decoded batch has both after
+# SPAN_SCHEMA's columns when its store writes them (Decoder(maps=True)); DuckDB keeps the JSON.
+STRING_MAP = pa.map_(pa.string(), pa.string())
+STRING_MAPS = pa.schema(
+    [
+        ("ResourceAttributesMap", STRING_MAP),
+        ("ScopeAttributesMap", STRING_MAP),
+        ("SpanAttributesMap", STRING_MAP),
+        ("EventsAttributesMap", pa.list_(STRING_MAP)),
+        ("LinksAttributesMap", pa.list_(STRING_MAP)),
+    ]
+)
+MAP_TYPES = pa.schema(
+    [
+        ("ResourceAttributesTypes", pa.string()),
+        ("ScopeAttributesTypes", pa.string()),
+        ("SpanAttributesTypes", pa.string()),
+        ("EventsAttributesTypes", pa.list_(pa.string())),
+        ("LinksAttributesTypes", pa.list_(pa.string())),
+    ]
+)
+# By AnyValue oneof: (empty), string, bool, int, double, array, kvlist, bytes. A value cut to
+# max_attribute_value_bytes is a string.
+TYPE_LETTERS = "esbidamy"
+
 SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
 STATUS_CODES = ("Unset", "Ok", "Error")
 

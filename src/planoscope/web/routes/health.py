@@ -30,6 +30,7 @@ def healthz(request: Request) -> JSONResponse:
             **health,
             "version": __version__,
             "uptime_s": round(time.time() - state.started, 3),
+            "store": store.describe(),
             "spans_written": writer.spans_written,
             "commits": writer.commits,
             "disk_bytes": store.disk_bytes(),
