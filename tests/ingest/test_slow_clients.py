@@ -211,7 +211,7 @@ def test_a_request_slower_than_otlp_request_timeout_is_refused(server_factory, t
         assert call.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "otlp_request_timeout" in call.details()
         [answer] = slow.answered().values()
         assert answer.startswith(b"HTTP/1.1 408") and b"otlp_request_timeout" in answer, answer
-        assert 1.8 < took < 5, took
+        assert took >= 1.8, took  # refused at the configured 2 s, not at once (the wait above bounds it)
         _wait(lambda: slow.closed, 5, "the connection closed")
         assert srv.metrics().value("planoscope_ingest_requests_refused_total", {"reason": "timeout"}) == 2
     finally:

@@ -107,4 +107,4 @@ def test_the_arrow_llm_call_mask_is_the_sql_condition():
     con.register("otel_traces", table)
     sql = [r[0] for r in con.execute(f"SELECT {LLM_CALL} FROM otel_traces").fetchall()]
     assert llm_calls(table).to_pylist() == sql
-    assert True in sql and False in sql and None not in sql
+    assert set(sql) == {True, False}  # both kinds of span in the grid, and never NULL
