@@ -874,3 +874,34 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+# --------------------------------------------------------------------------------------------
+# Chromium (Debian's, through Playwright) for the browser tests
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh page (the test module's ``VIEWPORT``, else 1600x1000) that fails the test on any
+    error the page reports, except those a test names in ``page.allowed_errors``."""
+    ctx = browser.new_context(viewport=getattr(request.module, "VIEWPORT", {"width": 1600, "height": 1000}))
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    pg.allowed_errors = []  # a test that provokes an error names it here
+    yield pg
+    ctx.close()
+    errors = [e for e in errors if not any(a in e for a in pg.allowed_errors)]
+    assert errors == [], f"errors in the page: {errors}"

@@ -9,20 +9,12 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from conftest import ARGS, CHROMIUM, grpc_export, pb_request, pb_span
+from conftest import grpc_export, pb_request, pb_span
 from planoscope.demo.simulate import Simulation, export_requests
 
 OUT = Path(__file__).resolve().parents[2] / "test-output"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +26,6 @@ def live(module_server_factory, tmp_path_factory):
     for req in export_requests(spans):
         assert grpc_export(srv.grpc_target, req).partial_success.rejected_spans == 0
     return srv
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.allowed_errors = []  # a test that provokes an error names it here
-    yield pg
-    ctx.close()
-    errors = [e for e in errors if not any(a in e for a in pg.allowed_errors)]
-    assert errors == [], f"errors in the page: {errors}"
 
 
 def _open(page: Page, srv, query: str = "") -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from conftest import ARGS, CHROMIUM, grpc_export, http_export_pb, pb_request, pb_span
+from conftest import grpc_export, http_export_pb, pb_request, pb_span
 from planoscope.demo.simulate import Simulation, export_requests
 
 OUT = Path(__file__).resolve().parents[2] / "test-output"
@@ -122,14 +122,6 @@ def _send(srv, start_ns: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def srv(module_server_factory, tmp_path_factory):
     """Ten minutes of simulated Plano traffic, and the hand-made failing agent trace a minute ago."""
     srv = module_server_factory(tmp_path_factory.mktemp("ui-failures"))
@@ -140,18 +132,6 @@ def srv(module_server_factory, tmp_path_factory):
     srv.failed_at = now - 60
     _send(srv, srv.failed_at * 10**9)
     return srv
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield pg
-    ctx.close()
-    assert errors == [], f"errors in the page: {errors}"
 
 
 def _api(srv, path: str, **params):

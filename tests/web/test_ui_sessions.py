@@ -9,21 +9,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlencode, urlparse
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from conftest import ARGS, CHROMIUM, grpc_export, pb_request, pb_span
+from conftest import grpc_export, pb_request, pb_span
 from planoscope.demo.simulate import Simulation, export_requests
 
+VIEWPORT = {"width": 1440, "height": 900}  # the page fixture's (tests/conftest.py)
 OUT = Path(__file__).resolve().parents[2] / "test-output"
 GENAI = "support chat/7 ü"  # a slash, a space, non-ASCII: URL-encoded in the page's path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +50,6 @@ def live(module_server_factory, tmp_path_factory):
     )
     srv.now = now
     return srv
-
-
-@pytest.fixture
-def page(browser):
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-    pg = ctx.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    pg.allowed_errors = []
-    yield pg
-    ctx.close()
-    errors = [e for e in errors if not any(a in e for a in pg.allowed_errors)]
-    assert errors == [], f"errors in the page: {errors}"
 
 
 def _open(page: Page, srv, path: str) -> None:
