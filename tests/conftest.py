@@ -97,7 +97,7 @@ TYPED_COLUMNS = [
     "UserId",
     "SignalsQuality",
 ]
-COMPUTED_COLUMNS = ["EstimatedCostUsd", "RequestedModel", "ResolvedModel", "Flagged", "FailureClass"]
+COMPUTED_COLUMNS = ["EstimatedCostUsd", "RequestedModel", "ResolvedModel", "Flagged", "FailureClass", "LlmCall"]
 SPAN_COLUMNS = OTEL_COLUMNS + TYPED_COLUMNS + COMPUTED_COLUMNS
 TABLE_COLUMNS = (
     OTEL_COLUMNS

@@ -1,6 +1,6 @@
 """The failure definition and "an LLM call" are declared once (schema.FAILURE_RULES,
 schema.LLM_CALL_COLUMNS) and read twice: by DuckDB (the ``failure_class`` macro, which fills the
-stored FailureClass at insert; the ``LLM_CALL`` condition) and by Arrow (``failure_classes``,
+stored FailureClass at insert; ``LLM_CALL_SQL``, which fills the stored LlmCall) and by Arrow (``failure_classes``,
 ``llm_calls``: what the LLM metrics count from a decoded batch before it is stored). Both readings
 must agree on every combination of the columns they read, nulls included."""
 
@@ -18,8 +18,8 @@ from planoscope.store.schema import (
     FAILURE_CLASSES,
     FAILURE_MACRO,
     FAILURE_RULES,
-    LLM_CALL,
     LLM_CALL_COLUMNS,
+    LLM_CALL_SQL,
     failure_classes,
     llm_calls,
 )
@@ -105,6 +105,6 @@ def test_the_arrow_llm_call_mask_is_the_sql_condition():
     table = pa.table(columns)
     con = duckdb.connect()
     con.register("otel_traces", table)
-    sql = [r[0] for r in con.execute(f"SELECT {LLM_CALL} FROM otel_traces").fetchall()]
+    sql = [r[0] for r in con.execute(f"SELECT {LLM_CALL_SQL} FROM otel_traces").fetchall()]
     assert llm_calls(table).to_pylist() == sql
     assert set(sql) == {True, False}  # both kinds of span in the grid, and never NULL

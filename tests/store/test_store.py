@@ -120,6 +120,7 @@ LLM_COLUMNS = [
     "ResolvedModel",
     "Flagged",
     "FailureClass",
+    "LlmCall",
 ]
 
 

@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client.core import Metric
 
-from ..store.schema import FAILURE_RULES, LLM_CALL, LLM_CALL_COLUMNS, failure_rule_index, llm_calls
+from ..store.schema import FAILURE_RULES, LLM_CALL, LLM_CALL_COLUMNS, LLM_CALL_SQL, failure_rule_index, llm_calls
 from .cumulative import OVERFLOW_LABELS, Cumulative, add_histogram, bucket_label
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ class LlmMetrics(Cumulative):
         self._duration_ns = np.array([math.floor(Fraction(str(b)) * 10**9) for b in DURATION_BUCKETS_S], np.int64)
         self._ttfc_ms = np.array([float(Fraction(str(b)) * 1000) for b in TTFC_BUCKETS_S])
         self._tokens = np.array(TOKEN_BUCKETS, np.int64)
-        definition = [SEMCONV_VERSION, [(f.name, f.labels, f.buckets) for f in FAMILIES], FAILURE_RULES, LLM_CALL]
+        definition = [SEMCONV_VERSION, [(f.name, f.labels, f.buckets) for f in FAMILIES], FAILURE_RULES, LLM_CALL_SQL]
         self.fingerprint = hashlib.sha256(json.dumps([definition, TOKEN_TYPES]).encode()).hexdigest()[:16]
 
     def family(self, series: str) -> str:

@@ -40,7 +40,7 @@ parsers differ is in what no sender sends (``" 12"``, ``"1_000"``: null here).
 from __future__ import annotations
 
 from .clickhouse_schema import quote_identifier
-from .schema import DERIVED_COLUMNS, FAILURE_CLASSES, FLAG, TYPED_COLUMNS, Typed
+from .schema import DERIVED_COLUMNS, FAILURE_CLASSES, FLAG, LLM_CALL_COLUMNS, LLM_SERVICE, TYPED_COLUMNS, Typed
 
 _ATTRS = "Map(LowCardinality(String), String)"
 # Typed string columns with a few distinct values are dictionary-encoded; ids are not.
@@ -102,6 +102,8 @@ DERIVED_SQL = {
     # schema.FAILURE_MACRO: the most specific cause first
     "FailureClass": "multiIf(HttpStatusCode = 429, '429', HttpStatusCode >= 500, '5xx', HttpStatusCode >= 400, '4xx',"
     " ServiceName = 'plano(llm)' AND SpanName = 'llm', 'before_dispatch', StatusCode = 'Error', 'error_status', NULL)",
+    # schema.LLM_CALL_SQL
+    "LlmCall": f"ServiceName = {_literal(LLM_SERVICE)} OR " + " OR ".join(f"isNotNull({c})" for c in LLM_CALL_COLUMNS),
 }
 assert set(DERIVED_SQL) == {c.name for c in DERIVED_COLUMNS}
 assert all(_literal(c) in DERIVED_SQL["FailureClass"] for c in FAILURE_CLASSES)
