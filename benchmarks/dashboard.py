@@ -108,7 +108,7 @@ def make_pool(span_rate: float, pool_spans: int, seed: int = 1):
     decoder = Decoder(metrics.dimensions, prices=Prices())
     batches = [decoder.decode_protobuf(b) for b in bodies]
     assert all(b.rejected == 0 for b in batches)
-    table = pa.concat_tables([b.table for b in batches]).combine_chunks()
+    table = decoder.estimate_costs(pa.concat_tables([b.table for b in batches]).combine_chunks())
     dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(metrics.dimensions))]
     ts = table.column("Timestamp").cast(pa.int64()).to_numpy() - SIM_EPOCH * 10**9
     table = table.set_column(0, "Timestamp", pa.array(ts, pa.int64()))

@@ -46,7 +46,8 @@ def _ingest(data, seconds: int = 60) -> dict:
     try:
         sim = Simulation(rate=25, seed=11)
         for s in range(START, START + seconds, 10):
-            store.append_spans(decoder.decode_protobuf(_request(sim.traces(s, s + 10))).table, datetime(2026, 1, 1))
+            table = decoder.estimate_costs(decoder.decode_protobuf(_request(sim.traces(s, s + 10))).table)
+            store.append_spans(table, datetime(2026, 1, 1))
         return _columns(store)
     finally:
         store.close()

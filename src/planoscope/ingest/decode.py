@@ -475,6 +475,15 @@ class Decoder:
             raise BadRequest(f"cannot decode OTLP protobuf request: {e}") from None
         return self._batch(_walk(req, self._extract, self.limits, self.maps))
 
+    def estimate_costs(self, table: pa.Table) -> pa.Table:
+        """``table`` (decoded spans) with ``EstimatedCostUsd`` filled from the price table (left
+        null without one). Run once per commit by the writer, on all its requests' spans
+        together, rather than per request: its ~20 Arrow calls cost a fixed ~200-400 us a
+        plano(llm) request, ~0.7 us a span of Plano's traffic."""
+        if self.prices is None or table.num_rows == 0:
+            return table
+        return table.set_column(_ESTIMATED, ESTIMATED_COST[0], self.prices.estimate(table))
+
     def decode_json(self, body: bytes) -> SpanBatch:
         """An OTLP/JSON ``ExportTraceServiceRequest``; raises ``BadRequest`` if undecodable."""
         req = parse_json(body)
@@ -520,11 +529,9 @@ class Decoder:
             columns.append(typed_column(col, [xspan[self._slot[k]] for k in col.keys], n))
         columns.append(c["tkey"])
         columns.append(c["scopeattrs"].take(scope_take))
-        columns.append(pa.nulls(n, ESTIMATED_COST[1]))  # the price table's estimate, below
+        columns.append(pa.nulls(n, ESTIMATED_COST[1]))  # the price table's estimate: estimate_costs
         dims = [_dimension(xspan[self._slot[d]], xres[self._slot[d]], res_take, n) for d in self.dimensions]
         table = pa.Table.from_arrays(columns, schema=SPAN_SCHEMA)
-        if self.prices is not None:
-            table = table.set_column(_ESTIMATED, ESTIMATED_COST[0], self.prices.estimate(table))
         if c["maps"] is not None:
             for i, schema in enumerate((STRING_MAPS, MAP_TYPES)):  # the maps, then their types
                 resource, scope, span, event, link = (m[i] for m in c["maps"])

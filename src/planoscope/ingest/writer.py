@@ -636,6 +636,7 @@ class SpanWriter:
             table = table.filter(keep)
             dims = [d.filter(keep) for d in dims]
             keys = [k for k, m in zip(keys, mask) if m]
+        table = self.decoder.estimate_costs(table)  # before the metrics: they count estimated cost
         return table, keys, [m.deltas(table, dims) if table.num_rows else {} for m in self.metrics]
 
     def _probe(self) -> BaseException | None:

@@ -141,6 +141,8 @@ class Prices:
         and for a model the table does not know. Vectorized per model: a batch costs a look-up per
         distinct model, not per call."""
         n = batch.num_rows
+        if batch.column("LlmModel").null_count == n:  # no call with a model: most of Plano's batches
+            return pa.nulls(n, pa.float64())
         prompt, completion = batch.column("PromptTokens"), batch.column("CompletionTokens")
         wanted = pc.and_(
             pc.is_null(batch.column("CostUsd")),
