@@ -1,6 +1,6 @@
 """The trace explorer's API: search with every filter against expectations computed here from the
 simulated spans themselves, trace look-up in the OTLP/JSON shape (round-tripped through a second
-server), and the 4xx answers to bad ids and filters."""
+server), and the 4xx answers to bad ids and filters; on each store (the DuckDB file, ClickHouse)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from conftest import grpc_export, key_values, pb_request, pb_span, py_value, read_spans, typed
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import value_str
+from support.clickhouse_fixtures import STORES, serve_on
 
 BASE = 1_760_000_000  # the simulated traffic covers [BASE, BASE + SECONDS)
 SECONDS = 90
@@ -154,9 +155,9 @@ def _send(target: str, spans: list[S]) -> None:
         assert resp.partial_success.rejected_spans == 0
 
 
-@pytest.fixture(scope="module")
-def explorer(module_server_factory, tmp_path_factory):
-    srv = module_server_factory(tmp_path_factory.mktemp("traces"))
+@pytest.fixture(scope="module", params=STORES)
+def explorer(request, module_server_factory, tmp_path_factory):
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("traces"))
     traces = Simulation(rate=3, seed=12).traces(BASE, BASE + SECONDS)  # a window with 429s and 5xx
     sim_spans = sorted((s for t in traces for s in t.spans), key=lambda s: s[1].end_time_unix_nano)
     for req in export_requests(sim_spans, 256):
