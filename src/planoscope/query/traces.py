@@ -174,8 +174,8 @@ class TraceReads(Protocol):
 
     def rank(self, q: TraceSearch, in_flight_s: float, margin_s: int) -> list[tuple]:
         """The traces with a span that matches ``q`` (checked), ranked and paged as ``search``
-        says: ``(total, in flight, trace id, trace key, first matching start in ns, in flight)``
-        per trace of the page, the totals in each row; one row with the totals and None for a
+        says: ``(total, in flight, trace id, trace key, first matching start in ns, whether it
+        is in flight)`` per trace of the page, the totals in each row; one row with the totals and None for a
         page with no trace. A trace is in flight when it has a span that arrived less than
         ``in_flight_s`` ago and no root span stored from ``margin_s`` before the first start of
         such traces."""
@@ -250,7 +250,6 @@ def search(store: SpanStore, q: TraceSearch) -> dict:
         t["failures"] = {c: t.pop(f"failures.{c}") for c in FAILURE_CLASSES}
         t["start"] = t.pop("start_ns") / 1e9
         t["duration_ms"] = t.pop("duration_ns") / 1e6
-        t["has_root"] = bool(t["has_root"])
         t["in_flight"] = t["trace_id"] in flying_ids
         if t["cost_usd"] is not None:
             t["cost_usd"] = round(t["cost_usd"], 10)
@@ -263,7 +262,8 @@ def _us(ns: int) -> int:
     return ns // 1000 * 1000
 
 
-FACETS = ("service", "name", "model", "agent", "failure")  # the columns of the filters of these names
+# The search filters whose values the form's pickers list, in the order of the stores' facet indexes.
+FACETS = ("service", "name", "model", "agent", "failure")
 MAX_FACET_VALUES = 200
 
 

@@ -176,9 +176,7 @@ _FAILED_SQL = f"SELECT SpanId, FailureClass, HttpStatusCode, StatusCode, StatusM
 def span_row(row: tuple) -> tuple:
     """A row of ``_SPANS_SQL`` as the DuckDB store's ``otlp.SPAN_SELECT`` row: the attribute sets
     as its JSON (typed by AttributeTypes), events and links as its structs."""
-    (start_ns, trace_id, span_id, parent, state, name, kind, service, scope, version, duration, status, message) = row[
-        :13
-    ]
+    head, (scope, version, duration, status, message) = row[:8], row[8:13]  # start ns to ServiceName
     event_ts, event_names, link_traces, link_spans, link_states, types = row[13:19]
     rk, rv, sk, sv, pk, pv, ek, ev, lk, lv = row[19:]
     pairs = [list(zip(rk, rv)), list(zip(sk, sv)), list(zip(pk, pv))]
@@ -190,14 +188,7 @@ def span_row(row: tuple) -> tuple:
         for t, s, ts, a in zip(link_traces, link_spans, link_states, rest[len(event_names) :])
     ]
     return (
-        start_ns,
-        trace_id,
-        span_id,
-        parent,
-        state,
-        name,
-        kind,
-        service,
+        *head,
         resource,
         scope,
         version,
