@@ -46,6 +46,7 @@ from support.clickhouse_fixtures import (  # noqa: F401 (fixtures: a real ClickH
     clickhouse_database,
     clickhouse_server,
     clickhouse_server_factory,
+    module_clickhouse_database,
 )
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"

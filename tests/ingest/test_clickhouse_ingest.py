@@ -402,6 +402,11 @@ def test_clickhouse_stopped_under_load_refuses_retryably_and_loses_nothing(
     shown = f"ClickHouse at clickhouse://planoscope@127.0.0.1:{ch.http_port}/default: "
     assert any("inserts into the store have failed" in p and shown in p for p in health["problems"]), health
     assert "s3cret-under-load" not in json.dumps(health)
+    # The views that read ClickHouse say it does not answer, retryably.
+    for path in ("/api/v1/traces", "/api/v1/traces/" + "ab" * 16, "/api/v1/sessions"):
+        r = srv.get(path)
+        assert r.status_code == 503 and r.json()["detail"].startswith(shown), (path, r.text)
+        assert "s3cret-under-load" not in r.text
     acked_while_down = len(load.acked)
     ch.start()
     load.join()

@@ -2,8 +2,10 @@
 with no root whose newest span arrived less than IN_FLIGHT_S ago is left out of a search (and
 counted) unless asked for; once that long has passed without a root it is listed, marked no root.
 
-On a real store file, with spans stored as the writer stores them, stamped with the time they
-arrived (``append_spans``' ``ingested_at``): the arrival times are the subject here."""
+On each store, with the arrival times set as the subject here: a real store file, with spans
+stored as the writer stores them, stamped with the time they arrived (``append_spans``'
+``ingested_at``); a real ClickHouse, with rows inserted as the collector's exporter inserts them
+and an ``IngestedAt`` in the past (ClickHouse stamps it with its own clock otherwise)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,23 @@ import pytest
 from conftest import now_base_ns, pb_request, pb_span
 from planoscope.ingest.decode import Decoder
 from planoscope.query.traces import IN_FLIGHT_S, TraceSearch, search
-from planoscope.store import DuckDBStore
+from planoscope.store import DuckDBStore, clickhouse_schema
+from planoscope.store.clickhouse import ClickHouseStore
+from support.clickhouse_fixtures import STORES
+from support.exporter import exporter_rows
 
 BASE = now_base_ns()
 RANGE = (BASE / 1e9 - 10, BASE / 1e9 + 60)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = DuckDBStore(tmp_path / "d")
+@pytest.fixture(params=STORES)
+def store(request, tmp_path):
+    if request.param == "duckdb":
+        s = DuckDBStore(tmp_path / "d")
+    else:
+        db = request.getfixturevalue("clickhouse_database")
+        s = ClickHouseStore(db.url, tmp_path / "d")
+        s.exporter_client = db.client  # the rows go in as a collector's, with their arrival time
     yield s
     s.close()
 
@@ -33,8 +43,12 @@ def _arrive(store, trace: str, span: str, parent: str, ago_s: float, start_s: fl
     req = pb_request(
         ({"service.name": "plano(llm)"}, [pb_span(trace, span, "POST x", start, start + 10**6, parent=parent)])
     )
-    at = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=ago_s)
-    store.append_spans(Decoder().decode_protobuf(req.SerializeToString()).table, at)
+    at = datetime.now(UTC) - timedelta(seconds=ago_s)
+    if isinstance(store, DuckDBStore):
+        store.append_spans(Decoder().decode_protobuf(req.SerializeToString()).table, at.replace(tzinfo=None))
+    else:
+        columns = [*clickhouse_schema.insert_columns(), "IngestedAt"]
+        store.exporter_client.insert("otel_traces", [[*row, at] for row in exporter_rows(req)], column_names=columns)
 
 
 def _search(store, **kw) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,19 +47,47 @@ def clickhouse_server(tmp_path_factory) -> Iterator[ClickHouseServer]:
     server.close()
 
 
+@contextmanager
+def _database(server: ClickHouseServer, label: str) -> Iterator[Database]:
+    if not server.running:  # an earlier test stopped it and failed before starting it
+        server.start()
+    name = f"t_{re.sub(r'[^A-Za-z0-9]+', '_', label)[:40]}_{secrets.token_hex(3)}"
+    admin = server.client()
+    admin.command(f"CREATE DATABASE `{name}`")
+    client = server.client(name)
+    yield Database(name, server.url(name), client, server)
+    client.close()
+    if server.running:
+        server.client().command(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.close()
+
+
 @pytest.fixture
 def clickhouse_database(clickhouse_server: ClickHouseServer, request) -> Iterator[Database]:
-    if not clickhouse_server.running:  # an earlier test stopped it and failed before starting it
-        clickhouse_server.start()
-    name = f"t_{re.sub(r'[^A-Za-z0-9]+', '_', request.node.name)[:40]}_{secrets.token_hex(3)}"
-    admin = clickhouse_server.client()
-    admin.command(f"CREATE DATABASE `{name}`")
-    client = clickhouse_server.client(name)
-    yield Database(name, clickhouse_server.url(name), client, clickhouse_server)
-    client.close()
-    if clickhouse_server.running:
-        clickhouse_server.client().command(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.close()
+    with _database(clickhouse_server, request.node.name) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def module_clickhouse_database(clickhouse_server: ClickHouseServer, request) -> Iterator[Database]:
+    """A database shared by the tests of one module (the servers of its module fixtures)."""
+    with _database(clickhouse_server, request.module.__name__.rpartition(".")[2]) as db:
+        yield db
+
+
+# The stores a behaviour test runs on: parametrize a module's server fixture with
+# ``params=STORES`` and start it with ``serve_on(request, ...)``.
+STORES = ("duckdb", "clickhouse")
+
+
+def serve_on(request, factory: Callable, data_dir: Path, *args: str):
+    """A planoscope server (``factory``: server_factory or module_server_factory) on the store of
+    ``request.param``: the data directory's DuckDB file, or the module's ClickHouse database (its
+    URL through the environment)."""
+    if request.param == "duckdb":
+        return factory(data_dir, *args)
+    db = request.getfixturevalue("module_clickhouse_database")
+    return factory(data_dir, *args, env={"PLANOSCOPE_STORE": db.url})
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from conftest import grpc_export, http_export_pb, now_base_ns, pb_request, pb_span
+from support.clickhouse_fixtures import STORES, serve_on
 
 SERVER, INTERNAL = Span.SPAN_KIND_SERVER, Span.SPAN_KIND_INTERNAL
 ERROR = 2
@@ -120,10 +121,10 @@ def _cases() -> dict[str, tuple[str, list, dict]]:
 CASES = _cases()
 
 
-@pytest.fixture(scope="module")
-def failures(module_server_factory, tmp_path_factory):
-    """Every case sent children first, brightstaff's spans over gRPC, the rest over OTLP/HTTP."""
-    srv = module_server_factory(tmp_path_factory.mktemp("failures"))
+@pytest.fixture(scope="module", params=STORES)
+def failures(request, module_server_factory, tmp_path_factory):
+    """Every case sent children first, brightstaff's spans over gRPC, the rest over OTLP/HTTP; on each store."""
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("failures"))
     base = now_base_ns()
     for i, (trace_id, spans, _) in enumerate(CASES.values()):
         start = base + i * 10**9

@@ -1,5 +1,5 @@
 """Hostile query parameters: every bad one is a 400 that names it (never a 500), and any
-attribute key can be searched for, quotes, backslashes and JSON-path syntax included."""
+attribute key can be searched for, quotes, backslashes and JSON-path syntax included; on each store."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import httpx
 import pytest
 
 from conftest import grpc_export, pb_request, pb_span
+from support.clickhouse_fixtures import STORES, serve_on
 
 # Keys that broke or fooled a JSONPath built by pasting: '$."' || key || '"'.
 KEYS = ['a"b', "a\\b", "a\\", "it's", "$x", "$", "a.b", "a[0]", "*", "ü-ключ", "~t", "a/b", '"', '\\"', "..", "a b"]
 
 
-@pytest.fixture(scope="module")
-def srv(module_server_factory, tmp_path_factory):
-    srv = module_server_factory(tmp_path_factory.mktemp("params"))
+@pytest.fixture(scope="module", params=STORES)
+def srv(request, module_server_factory, tmp_path_factory):
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("params"))
     base = (int(time.time()) - 120) * 10**9
     spans = [
         pb_span(bytes([i + 1]) * 16, bytes([i + 1]) * 8, f"span {i}", base, base + 10**6, attrs={key: f"v{i}"})

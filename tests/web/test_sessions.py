@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from conftest import grpc_export, now_base_ns, pb_request, pb_span
+from support.clickhouse_fixtures import STORES, serve_on
 
 S = 10**9
 CHAT = "POST /v1/chat/completions"
@@ -313,10 +314,10 @@ A3_ESTIMATE = gpt4o_estimate(2000, 500, cached=1000)
 GENAI_ESTIMATE = gpt4o_estimate(400, 100)
 
 
-@pytest.fixture(scope="module")
-def srv(module_server_factory, tmp_path_factory):
-    """Every span sent, children before their parents, one Export call per service."""
-    server = module_server_factory(tmp_path_factory.mktemp("sessions"))
+@pytest.fixture(scope="module", params=STORES)
+def srv(request, module_server_factory, tmp_path_factory):
+    """Every span sent, children before their parents, one Export call per service; on each store."""
+    server = serve_on(request, module_server_factory, tmp_path_factory.mktemp("sessions"))
     base = now_base_ns()
     by_service: dict[str, list] = {}
     for _, service, trace, span, parent, name, at, dur, attrs in SPANS:

@@ -1,6 +1,6 @@
 """The trace explorer's API: search with every filter against expectations computed here from the
 simulated spans themselves, trace look-up in the OTLP/JSON shape (round-tripped through a second
-server), and the 4xx answers to bad ids and filters."""
+server), and the 4xx answers to bad ids and filters; on each store (the DuckDB file, ClickHouse)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from conftest import grpc_export, key_values, pb_request, pb_span, py_value, read_spans, typed
 from planoscope.demo.simulate import Simulation, export_requests
 from planoscope.ingest.decode import value_str
+from support.clickhouse_fixtures import STORES, serve_on
 
 BASE = 1_760_000_000  # the simulated traffic covers [BASE, BASE + SECONDS)
 SECONDS = 90
@@ -154,9 +155,9 @@ def _send(target: str, spans: list[S]) -> None:
         assert resp.partial_success.rejected_spans == 0
 
 
-@pytest.fixture(scope="module")
-def explorer(module_server_factory, tmp_path_factory):
-    srv = module_server_factory(tmp_path_factory.mktemp("traces"))
+@pytest.fixture(scope="module", params=STORES)
+def explorer(request, module_server_factory, tmp_path_factory):
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("traces"))
     traces = Simulation(rate=3, seed=12).traces(BASE, BASE + SECONDS)  # a window with 429s and 5xx
     sim_spans = sorted((s for t in traces for s in t.spans), key=lambda s: s[1].end_time_unix_nano)
     for req in export_requests(sim_spans, 256):
@@ -192,7 +193,40 @@ def _matches(s: S, f: dict) -> bool:
         key, eq, value = a.partition("=")
         if (s.attrs.get(key) != value) if eq else (key not in s.attrs):
             return False
+    if f.get("llm") and not is_llm_call(s):
+        return False
+    requested, resolved = models(s)
+    drill_downs = [
+        ("provider", s.attrs.get("llm.provider")),
+        ("route", s.attrs.get("plano.route.name")),
+        ("session", s.attrs.get("plano.session_id")),
+        ("quality", (s.attrs.get("signals.quality") or "").lower() or None),
+        ("requested_model", requested),
+        ("resolved_model", resolved),
+    ]
+    if any(k in f and f[k] != v for k, v in drill_downs):
+        return False
+    if f.get("flagged") and not (s.service == "plano(llm)" and s.name.endswith(" \U0001f6a9")):
+        return False
+    if f.get("cost") == "sent" and "llm.usage.total_cost_usd" not in s.attrs:
+        return False
     return "trace_id" not in f or s.trace == f["trace_id"]
+
+
+def is_llm_call(s: S) -> bool:
+    """A span with a model or a token count, or a plano(llm) span (LLM_CONTRACT.md)."""
+    return s.service == "plano(llm)" or any(
+        k == "llm.model" or k.startswith("llm.usage.") and k.endswith("_tokens") for k in s.attrs
+    )
+
+
+def models(s: S) -> tuple[str | None, str | None]:
+    """(requested, resolved): Plano names a call ``POST {path} {requested} -> {resolved}`` (and a
+    flag) when the model changed; otherwise both are its model."""
+    m = re.fullmatch(r"\S+ \S+ (\S+) -> (\S+)(?: \U0001f6a9)?", s.name)
+    if s.service == "plano(llm)" and m:
+        return m.group(1), m.group(2)
+    return s.attrs.get("llm.model"), s.attrs.get("llm.model")
 
 
 def expected(spans: list[S], sort: str = "start", desc: bool = True, **f) -> list[str]:
@@ -296,6 +330,16 @@ CASES = [
         {"service": "plano(llm)", "model": "anthropic/claude-sonnet-4-20250514", "min_duration": "1s", **MID},
         {"service": "plano(llm)", "model": "anthropic/claude-sonnet-4-20250514", "min_ns": 10**9, **MID},
     ),
+    # The LLM Usage panels' drill-downs.
+    ("LLM calls", {"llm": "true"}, {"llm": True}),
+    ("provider", {"provider": "anthropic"}, {"provider": "anthropic"}),
+    ("route", {"route": "code_generation"}, {"route": "code_generation"}),
+    ("session", {"session": "conv-1f59135c19d2"}, {"session": "conv-1f59135c19d2"}),
+    ("quality", {"quality": "poor"}, {"quality": "poor"}),
+    ("requested model", {"requested_model": "openai/gpt-4o-mini"}, {"requested_model": "openai/gpt-4o-mini"}),
+    ("resolved model", {"resolved_model": "openai/gpt-4o"}, {"resolved_model": "openai/gpt-4o"}),
+    ("flagged", {"flagged": "true"}, {"flagged": True}),
+    ("a cost sent", {"cost": "sent", "provider": "openai"}, {"cost": "sent", "provider": "openai"}),
     ("nothing matches", {"model": "no-such-model"}, {"model": "no-such-model"}),
 ]
 

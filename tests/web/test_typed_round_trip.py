@@ -1,6 +1,7 @@
 """Values keep their types end to end: a trace holding every kind of attribute value, sent over
 OTLP/gRPC, OTLP/HTTP protobuf and OTLP/HTTP JSON, comes back from ``GET /api/v1/traces/{id}``
-exactly as it was sent, and so does the copy a second planoscope receives by ``--forward-otlp``."""
+exactly as it was sent, and so does the copy a second planoscope receives by ``--forward-otlp``,
+stored in DuckDB or in ClickHouse (its maps of string forms and ``AttributeTypes``)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from conftest import any_value, grpc_export, http_export_pb, http_post, now_base_ns
 from planoscope.store.attributes import key_values as stored_key_values
 from planoscope.store.attributes import value_str
+from support.clickhouse_fixtures import STORES, serve_on
 
 MS = 1_000_000
 NAN = float("nan")
@@ -134,9 +136,10 @@ def _wait_for(srv, n: int, timeout: float = 60) -> None:
 TRANSPORTS = {1: "grpc", 2: "http-protobuf", 3: "http-json"}
 
 
-@pytest.fixture(scope="module")
-def servers(module_server_factory, tmp_path_factory):
-    backend = module_server_factory(tmp_path_factory.mktemp("typed-backend"))
+@pytest.fixture(scope="module", params=STORES)
+def servers(request, module_server_factory, tmp_path_factory):
+    """A DuckDB front that stores and forwards what it is sent to a backend on each store."""
+    backend = serve_on(request, module_server_factory, tmp_path_factory.mktemp("typed-backend"))
     front = module_server_factory(
         tmp_path_factory.mktemp("typed-front"), "--forward-otlp", f"grpc://{backend.grpc_target}"
     )
@@ -239,9 +242,11 @@ def test_int64s_are_strings_and_special_doubles_are_named_in_the_json(servers):
         "kvlist",
     ],
 )
-def test_attribute_filters_find_typed_values_as_users_type_them(servers, attr):
-    front, _, sent = servers
-    r = httpx.get(f"{front.web_url}/api/v1/traces", params={"attr": attr, "start": 0, "end": time.time() + 60})
+@pytest.mark.parametrize("where", ["stored", "forwarded"])
+def test_attribute_filters_find_typed_values_as_users_type_them(servers, attr, where):
+    front, backend, sent = servers
+    srv = front if where == "stored" else backend
+    r = httpx.get(f"{srv.web_url}/api/v1/traces", params={"attr": attr, "start": 0, "end": time.time() + 60})
     assert r.status_code == 200, r.text
     roots = {req.resource_spans[0].scope_spans[0].spans[0].trace_id.hex() for req in sent.values()}
     assert {t["trace_id"] for t in r.json()["traces"]} == roots

@@ -13,15 +13,16 @@ from playwright.sync_api import Page, expect
 
 from conftest import grpc_export, pb_request, pb_span
 from planoscope.demo.simulate import Simulation, export_requests
+from support.clickhouse_fixtures import STORES, serve_on
 
 VIEWPORT = {"width": 1440, "height": 900}  # the page fixture's (tests/conftest.py)
 OUT = Path(__file__).resolve().parents[2] / "test-output"
 GENAI = "support chat/7 ü"  # a slash, a space, non-ASCII: URL-encoded in the page's path
 
 
-@pytest.fixture(scope="module")
-def live(module_server_factory, tmp_path_factory):
-    srv = module_server_factory(tmp_path_factory.mktemp("ui-sessions"))
+@pytest.fixture(scope="module", params=STORES)
+def live(request, module_server_factory, tmp_path_factory):
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("ui-sessions"))
     now = int(time.time())
     spans = (span for t in Simulation(rate=4, seed=3).traces(now - 3600, now) for span in t.spans)
     for req in export_requests(spans):

@@ -4,7 +4,7 @@ steps, and the store's timestamps."""
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 TARGET_POINTS = 250
@@ -46,3 +46,12 @@ def check_range(start: float, end: float, step: float) -> None:
 def naive_utc(unix_s: float) -> datetime:
     """Unix seconds as the store's naive UTC timestamps."""
     return datetime.fromtimestamp(unix_s, UTC).replace(tzinfo=None)
+
+
+def unix_ns(unix_s: float) -> int:
+    """Unix seconds as nanoseconds, to the microsecond ``naive_utc`` gives: a range bound reads the
+    same on every store (ClickHouse's reads take nanoseconds, DuckDB's the naive timestamp)."""
+    return (naive_utc(unix_s) - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+_EPOCH = datetime(1970, 1, 1)

@@ -15,21 +15,24 @@ have no root yet: a trace is *in flight* while no root span of it is stored and 
 arrived less than ``IN_FLIGHT_S`` ago. A search leaves such traces out unless asked
 (``in_flight``), and says how many it left out.
 
-A trace is looked up by its ``TraceKey`` (the id's last 8 bytes as an integer, see
-``schema.LOOKUP_COLUMNS``), then its full id.
+What is asked is written once, here: the parameters and their checks (``TraceSearch``), the
+rules (a summary's margin, the in-flight rule's window) and the answers' shape. How a store
+finds it is its ``TraceReads``: SQL over DuckDB (``traces_duckdb.py``) or over the collector
+exporter's ClickHouse tables (``traces_clickhouse.py``), picked by the store's ``dialect``.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from typing import Protocol
 
-from ..store import DuckDBStore
-from ..store.schema import FAILURE_CLASS, FAILURE_CLASSES, LLM_CALL, trace_key
-from .otlp import SPAN_SELECT, to_otlp_json
-from .params import QueryError, check_bounds, naive_utc
+from ..store import SpanStore
+from ..store.schema import FAILURE_CLASSES
+from .otlp import to_otlp_json
+from .params import QueryError, check_bounds
+from .traces_clickhouse import ClickHouseTraces
+from .traces_duckdb import DuckDBTraces
 
 TRACE_MARGIN_S = 600  # spans of a matched trace up to 10 min outside the range count in its summary
 MAX_LIMIT = 500
@@ -141,117 +144,66 @@ class TraceSearch:
             if f not in FAILURE_CLASSES:
                 raise QueryError(f"failure {f[:40]!r} is not a failure class: one of {', '.join(FAILURE_CLASSES)}")
 
-    def span_filter(self) -> tuple[str, list]:
-        """SQL (ANDed conditions on one span) and its parameters."""
-        conds, params = ["Timestamp > ?", "Timestamp <= ?"], [naive_utc(self.start), naive_utc(self.end)]
-        for column, value in (
+    def equal_columns(self) -> list[tuple[str, str]]:
+        """The filters that are a column equal to a value: ``(column, value)``, columns of both stores."""
+        pairs = [
             ("ServiceName", self.service),
             ("SpanName", self.name),
             ("LlmModel", self.model),
             ("AgentId", self.agent),
-        ):
-            if value is not None:
-                conds.append(f"{column} = ?")
-                params.append(value)
-        for name, value in self.llm.items():
-            conds.append(f"{LLM_FILTERS[name]} = ?")
-            params.append(value)
-        if self.llm_only:
-            conds.append(LLM_CALL)
-        if self.cost is not None:
-            conds.append("CostUsd IS NOT NULL" if self.cost == "sent" else "EstimatedCostUsd IS NOT NULL")
-        if self.flagged:
-            conds.append("Flagged")
-        if self.failures:
-            conds.append(f"{FAILURE_CLASS} IN ({', '.join('?' * len(self.failures))})")
-            params += self.failures
-        elif self.errors_only:
-            conds.append(f"{FAILURE_CLASS} IS NOT NULL")
-        if self.min_duration_ms is not None:
-            conds.append("Duration >= ?")
-            params.append(_ns(self.min_duration_ms))
-        if self.max_duration_ms is not None:
-            conds.append("Duration <= ?")
-            params.append(_ns(self.max_duration_ms))
-        for key, value in self.attributes:
-            if value is None:  # present, whatever its value
-                conds.append("(has_attr(SpanAttributes, ?) OR has_attr(ResourceAttributes, ?))")
-                params += [key, key]
-                continue
-            # Equal as text (how a user types it), or as numbers: 2 is the double 2.0, which the
-            # store's JSON renders "2.0", and 1e21 is "1e+21".
-            lookup = "coalesce(attr(SpanAttributes, ?), attr(ResourceAttributes, ?))"
-            conds.append(f"({lookup} = ? OR TRY_CAST({lookup} AS DOUBLE) = TRY_CAST(? AS DOUBLE))")
-            params += [key, key, value, key, key, value]
-        if self.trace_id is not None:
-            conds.append("TraceKey = ? AND TraceId = ?")
-            params += [trace_key(self.trace_id), self.trace_id]
-        return " AND ".join(conds), params
+            *((LLM_FILTERS[name], value) for name, value in self.llm.items()),
+        ]
+        return [(column, value) for column, value in pairs if value is not None]
+
+    @property
+    def min_duration_ns(self) -> int | None:
+        return None if self.min_duration_ms is None else _ns(self.min_duration_ms)
+
+    @property
+    def max_duration_ns(self) -> int | None:
+        return None if self.max_duration_ms is None else _ns(self.max_duration_ms)
 
 
 def _ns(ms: float) -> int:
     return min(round(ms * 1e6), 2**63 - 1)  # MAX_DURATION_MS in float rounds up to 2**63
 
 
-# Ranking groups the matching spans by trace; the page's traces are then summarised from all
-# their spans near the range, found by TraceKey. The traces in flight are the ones with a span
-# that arrived since IN_FLIGHT_S ago and no root stored: roots are looked for among the spans that
-# started from TRACE_MARGIN_S before those traces' first spans (a root starts before its children),
-# so the anti-join reads the recent part of the table, not all of it.
-_MATCHED = """
-WITH recent AS (
-  SELECT TraceKey, TraceId, min(Timestamp) AS first FROM otel_traces WHERE IngestedAt > ?
-  GROUP BY TraceKey, TraceId HAVING NOT bool_or(ParentSpanId = '')
-), flying AS (
-  SELECT TraceKey, TraceId FROM recent ANTI JOIN (
-    SELECT TraceKey, TraceId FROM otel_traces WHERE ParentSpanId = ''
-      AND Timestamp >= (SELECT min(first) FROM recent) - to_seconds(?)
-  ) USING (TraceKey, TraceId)
-), matched AS (
-  SELECT TraceId, TraceKey, epoch_ns(min(Timestamp)) AS first_ns, max(Duration) AS longest
-  FROM otel_traces WHERE {where} GROUP BY TraceKey, TraceId
-), marked AS (
-  SELECT m.*, f.TraceKey IS NOT NULL AS in_flight FROM matched m LEFT JOIN flying f USING (TraceKey, TraceId)
-)
-"""
-# The totals, then the page, in one row each (one row of totals alone for a page past the last
-# one). A count(*) FILTER (...) OVER () for the totals took ~30 s over 375,000 traces, where
-# count(*) OVER () takes ~60 ms.
-_RANK = (
-    _MATCHED
-    + """, totals AS (
-  SELECT count(*) FILTER (WHERE ? OR NOT in_flight) AS total, count(*) FILTER (WHERE in_flight) AS flying FROM marked
-), page AS (
-  SELECT * FROM marked WHERE ? OR NOT in_flight ORDER BY {order} {direction}, TraceKey, TraceId LIMIT ? OFFSET ?
-)
-SELECT total, flying, TraceId, TraceKey, first_ns, in_flight FROM totals LEFT JOIN page ON true
-ORDER BY {order} {direction}, TraceKey, TraceId
-"""
-)
-# The listener: an agent trace's plano(orchestrator) span (named after it, with
-# selection.listener); the agents: agent_id of every span but plano(filter)'s (its agent_id is
-# the filter's id).
-_SUMMARY = f"""
-SELECT TraceId, TraceKey,
-       min(epoch_ns(Timestamp)) AS start_ns,
-       max(epoch_ns(Timestamp) + Duration) - min(epoch_ns(Timestamp)) AS duration_ns,
-       count(*) AS spans,
-       count(Failure) AS errors,
-       {", ".join(f"count(*) FILTER (WHERE Failure = '{c}')" for c in FAILURE_CLASSES)},
-       coalesce(arg_min(ServiceName, Timestamp) FILTER (WHERE ParentSpanId = ''), arg_min(ServiceName, Timestamp)),
-       coalesce(arg_min(SpanName, Timestamp) FILTER (WHERE ParentSpanId = ''), arg_min(SpanName, Timestamp)),
-       bool_or(ParentSpanId = '') AS has_root,
-       arg_min(coalesce(SelectionListener, SpanName), Timestamp) FILTER (WHERE ServiceName = 'plano(orchestrator)'),
-       coalesce(list_sort(list(DISTINCT AgentId) FILTER (WHERE AgentId IS NOT NULL AND ServiceName <> 'plano(filter)')), []),
-       list_sort(list(DISTINCT ServiceName)),
-       coalesce(list_sort(list(DISTINCT LlmModel) FILTER (WHERE LlmModel IS NOT NULL)), []),
-       sum(coalesce(TotalTokens, PromptTokens + CompletionTokens)),
-       sum(CostUsd)
-FROM (SELECT *, {FAILURE_CLASS} AS Failure FROM otel_traces
-      WHERE TraceKey IN (SELECT unnest(?::UBIGINT[])) AND TraceId IN (SELECT unnest(?::VARCHAR[]))
-        AND Timestamp > ? AND Timestamp <= ?)
-GROUP BY TraceId, TraceKey
-"""
+class TraceReads(Protocol):
+    """What the trace explorer asks a store (``traces_duckdb.DuckDBTraces``,
+    ``traces_clickhouse.ClickHouseTraces``). Rows are tuples, in the orders said."""
+
+    def rank(self, q: TraceSearch, in_flight_s: float, margin_s: int) -> list[tuple]:
+        """The traces with a span that matches ``q`` (checked), ranked and paged as ``search``
+        says: ``(total, in flight, trace id, trace key, first matching start in ns, whether it
+        is in flight)`` per trace of the page, the totals in each row; one row with the totals and None for a
+        page with no trace. A trace is in flight when it has a span that arrived less than
+        ``in_flight_s`` ago and no root span stored from ``margin_s`` before the first start of
+        such traces."""
+
+    def summaries(self, ids: list[str], after_ns: int, until_ns: int) -> list[tuple]:
+        """Per trace of ``ids``, its spans that started in (``after_ns``, ``until_ns``] summed
+        up: the trace id, then ``_RESULT_FIELDS`` after it, in any order of traces."""
+
+    def facets(self, start: float, end: float, limit: int) -> list[tuple]:
+        """``(facet index in FACETS, value, spans)``: each facet's ``limit`` most frequent values
+        among the spans that started in (start, end] (ties by value), in any order."""
+
+    def spans(self, trace_id: str) -> list[tuple]:
+        """The spans of the trace as ``otlp.SPAN_SELECT`` rows, by start then span id; [] when none."""
+
+    def failed(self, trace_id: str) -> list[tuple]:
+        """``(span id, failure class or None, HTTP status, status code, status message)`` of every
+        span of the trace, by start then span id; [] when none."""
+
+
+_READS: dict[str, type] = {"duckdb": DuckDBTraces, "clickhouse": ClickHouseTraces}
+
+
+def reads(store: SpanStore) -> TraceReads:
+    """The trace explorer's SQL for ``store``, by its ``dialect``."""
+    return _READS[store.dialect](store)
+
+
 _RESULT_FIELDS = (
     "trace_id",
     "start_ns",
@@ -271,7 +223,7 @@ _RESULT_FIELDS = (
 )
 
 
-def search(store: DuckDBStore, q: TraceSearch) -> dict:
+def search(store: SpanStore, q: TraceSearch) -> dict:
     """``{"traces": [summary, ...], "total": matching traces, "in_flight": matching traces in
     flight, "limit", "offset"}``.
 
@@ -281,82 +233,52 @@ def search(store: DuckDBStore, q: TraceSearch) -> dict:
     The traces in flight count in ``in_flight``; they are in ``traces`` and ``total`` only
     with ``q.in_flight``."""
     q.check()
-    where, params = q.span_filter()
-    flying = [_ts_ns(time.time_ns() - int(IN_FLIGHT_S * 1e9)), TRACE_MARGIN_S]
-    ranked = store.query(
-        _RANK.format(
-            where=where,
-            order="first_ns" if q.sort == "start" else "longest",
-            direction="DESC" if q.descending else "ASC",
-        ),
-        [*flying, *params, q.in_flight, q.in_flight, q.limit, q.offset],
-    )
+    sql = reads(store)
+    ranked = sql.rank(q, IN_FLIGHT_S, TRACE_MARGIN_S)
     total, in_flight = ranked[0][:2]
     if ranked[0][2] is None:  # no trace on this page
         return {"traces": [], "total": total, "in_flight": in_flight, "limit": q.limit, "offset": q.offset}
-    ids, keys, first = [r[2] for r in ranked], [r[3] for r in ranked], [r[4] for r in ranked]
+    ids, first = [r[2] for r in ranked], [r[4] for r in ranked]
     flying_ids = {r[2] for r in ranked if r[5]}
     margin_ns = TRACE_MARGIN_S * 10**9
-    rows = store.query(_SUMMARY, [keys, ids, _ts_ns(min(first) - margin_ns), _ts_ns(max(first) + margin_ns)])
+    rows = sql.summaries(ids, _us(min(first) - margin_ns), _us(max(first) + margin_ns))
     position = {trace_id: i for i, trace_id in enumerate(ids)}
     rows.sort(key=lambda r: position[r[0]])
     traces = []
-    for trace_id, _key, *values in rows:
-        t = dict(zip(_RESULT_FIELDS, [trace_id, *values]))
+    for values in rows:
+        t = dict(zip(_RESULT_FIELDS, values))
         t["failures"] = {c: t.pop(f"failures.{c}") for c in FAILURE_CLASSES}
         t["start"] = t.pop("start_ns") / 1e9
         t["duration_ms"] = t.pop("duration_ns") / 1e6
-        t["in_flight"] = trace_id in flying_ids
+        t["in_flight"] = t["trace_id"] in flying_ids
         if t["cost_usd"] is not None:
             t["cost_usd"] = round(t["cost_usd"], 10)
         traces.append(t)
     return {"traces": traces, "total": total, "in_flight": in_flight, "limit": q.limit, "offset": q.offset}
 
 
-def _ts_ns(ns: int) -> datetime:
-    return datetime(1970, 1, 1) + timedelta(microseconds=ns // 1000)
+def _us(ns: int) -> int:
+    """Down to the microsecond, as the stores' range bounds are (params.unix_ns)."""
+    return ns // 1000 * 1000
 
 
-FACETS = {
-    "service": "ServiceName",
-    "name": "SpanName",
-    "model": "LlmModel",
-    "agent": "AgentId",
-    "failure": FAILURE_CLASS,
-}
+# The search filters whose values the form's pickers list, in the order of the stores' facet indexes.
+FACETS = ("service", "name", "model", "agent", "failure")
 MAX_FACET_VALUES = 200
-# One aggregate per facet (grouping sets), each cut to its top values in DuckDB: grouping by all
-# four columns together sent their cross product to Python (50,000 models: 50,000 rows).
-_FACETS_SQL = (
-    "SELECT f, v, n FROM (SELECT "
-    + "CASE "
-    + " ".join(f"WHEN grouping({c}) = 0 THEN {i}" for i, c in enumerate(FACETS.values()))
-    + f" END AS f, coalesce({', '.join(FACETS.values())}) AS v, count(*) AS n FROM otel_traces"
-    " WHERE Timestamp > ? AND Timestamp <= ?"
-    f" GROUP BY GROUPING SETS ({', '.join(f'({c})' for c in FACETS.values())}))"
-    " WHERE v IS NOT NULL QUALIFY row_number() OVER (PARTITION BY f ORDER BY n DESC, v) <= ?"
-)
 
 
-def facets(store: DuckDBStore, start: float, end: float) -> dict[str, list[dict]]:
+def facets(store: SpanStore, start: float, end: float) -> dict[str, list[dict]]:
     """``{filter: [{"value", "spans"}, ...]}``: the values of each search filter in the range,
     most frequent first (at most ``MAX_FACET_VALUES`` each); ``failure``: the failed spans per class."""
-    rows = store.query(_FACETS_SQL, [naive_utc(start), naive_utc(end), MAX_FACET_VALUES])
+    rows = reads(store).facets(start, end, MAX_FACET_VALUES)
     out: dict[str, list[dict]] = {name: [] for name in FACETS}
-    names = list(FACETS)
     for f, v, n in sorted(rows, key=lambda r: (r[0], -r[2], r[1])):
-        out[names[f]].append({"value": v, "spans": n})
+        out[FACETS[f]].append({"value": v, "spans": n})
     return out
 
 
 # --- why a trace's spans failed ---------------------------------------------------------------
 
-# Every span of the trace, in the two steps of get_trace (its time by TraceKey, then its rows).
-_FAILED_SQL = f"""
-SELECT SpanId, {FAILURE_CLASS}, HttpStatusCode, StatusCode, StatusMessage FROM otel_traces
-WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?) AND TraceKey = ? AND TraceId = ?
-ORDER BY Timestamp, SpanId
-"""
 _HTTP_REASONS = {"429": "rate limited", "4xx": "client error", "5xx": "server error"}
 
 
@@ -372,14 +294,11 @@ def failure_reason(failure: str, http_status_code: int | None, status_code: str,
     return error
 
 
-def trace_failures(store: DuckDBStore, trace_id: str) -> dict[str, dict] | None:
+def trace_failures(store: SpanStore, trace_id: str) -> dict[str, dict] | None:
     """``{span_id: {"class", "http_status_code", "reason"}}`` for the failed spans of trace
     ``trace_id`` (none: {}), or None when no span of it is stored. What the trace view marks."""
-    trace_id = parse_trace_id(trace_id)
-    key = trace_key(trace_id)
-    first, last = store.query(_TRACE_TIMES_SQL, [key])[0]
-    rows = [] if first is None else store.query(_FAILED_SQL, [first, last, key, trace_id])
-    if not rows:  # none stored, or only another trace with the same key
+    rows = reads(store).failed(parse_trace_id(trace_id))
+    if not rows:
         return None
     return {
         span_id: {"class": failure, "http_status_code": http, "reason": failure_reason(failure, http, status, message)}
@@ -390,22 +309,8 @@ def trace_failures(store: DuckDBStore, trace_id: str) -> dict[str, dict] | None:
 
 # --- one trace ------------------------------------------------------------------------------
 
-# Two steps: the TraceKey scan finds when the trace's spans started (an integer column, ~12 ms
-# at 10 M spans), then the spans are read from the row groups of that time only (zone maps),
-# instead of decompressing every column wherever the key scan runs (~40 ms).
-_TRACE_TIMES_SQL = "SELECT epoch_ns(min(Timestamp)), epoch_ns(max(Timestamp)) FROM otel_traces WHERE TraceKey = ?"
-_TRACE_SQL = (
-    f"{SPAN_SELECT} WHERE Timestamp >= make_timestamp_ns(?) AND Timestamp <= make_timestamp_ns(?)"
-    " AND TraceKey = ? AND TraceId = ? ORDER BY Timestamp, SpanId"
-)
 
-
-def get_trace(store: DuckDBStore, trace_id: str) -> dict | None:
+def get_trace(store: SpanStore, trace_id: str) -> dict | None:
     """Trace ``trace_id`` in the OTLP/JSON shape, or None when no span of it is stored."""
-    trace_id = parse_trace_id(trace_id)
-    key = trace_key(trace_id)
-    first, last = store.query(_TRACE_TIMES_SQL, [key])[0]
-    if first is None:
-        return None
-    rows = store.query(_TRACE_SQL, [first, last, key, trace_id])  # none: another trace has the key
+    rows = reads(store).spans(parse_trace_id(trace_id))
     return to_otlp_json(rows) if rows else None

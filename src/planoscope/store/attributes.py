@@ -189,3 +189,9 @@ def stored_value(text: str) -> AnyValue:
 def stored_str(text: str) -> str:
     """The string form of one stored value, given as JSON text (as ``json_extract`` gives it)."""
     return value_str(_any_value(_loads(text)))
+
+
+def set_json(kvs: Iterable[KeyValue]) -> str:
+    """An attribute set as stored (one JSON object, every pair in order, each value in its JSON
+    type): what ``key_values`` reads back as ``kvs``."""
+    return "{" + ",".join(f"{json_str(kv.key)}:{value_json(kv.value)}" for kv in kvs) + "}"

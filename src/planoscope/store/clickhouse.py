@@ -34,9 +34,11 @@ Retention is the tables' TTL: ClickHouse drops whole parts once every span in th
 longer ago than ``retention``. A table that exists keeps its TTL (planoscope never alters one it
 did not create; a different TTL is logged).
 
-Until the web views query ClickHouse, ``query`` reads the state file, which has the DuckDB
-store's tables and no span: the UI and the API answer, empty; ``/metrics`` and ``/healthz`` are
-this instance's.
+The views read ClickHouse through ``read`` (ClickHouse SQL, server-side parameters): the trace
+search and view and sessions (``query/traces_clickhouse.py``, ``query/sessions_clickhouse.py``).
+Those not written for ClickHouse yet (the dashboards) go through ``query``, which reads the state
+file: it has the DuckDB store's tables and no span, so they answer, empty. ``/metrics`` and
+``/healthz`` are this instance's.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ HEALTH_TIMEOUT_S = 1  # /healthz's look at ClickHouse: a liveness probe must not
 # ClickHouse's answers about the rows given to it, not about the server: the same insert fails
 # again whatever ClickHouse does (a value it cannot convert, arrays of unequal length, ...).
 DATA_ERROR_CODES = {6, 26, 27, 38, 41, 43, 53, 69, 70, 72, 117, 131, 190, 321, 407}
+# The parameters ``read`` fills in with the tables' names.
+TABLE_PARAMETERS = frozenset({"db", "otel_traces", "otel_traces_trace_id_ts"})
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?([^\n]*)")
 
 
@@ -119,6 +123,7 @@ class ClickHouseStore:
     """
 
     attribute_maps = True  # the exporter's Map columns are built at decode time (Decoder(maps=True))
+    dialect = "clickhouse"
 
     def __init__(self, url: str, data_dir: Path, retention_s: float = 0.0, table: str = schema.DEFAULT_TABLE):
         self.url = ClickHouseURL.parse(url)
@@ -130,6 +135,7 @@ class ClickHouseStore:
         self.lookup = f"{q(self.url.database)}.{q(table + '_trace_id_ts')}"
         self.samples = f"{q(self.url.database)}.{q(SAMPLES_TABLE)}"
         self._table_name = table
+        self._lookup_name = table + "_trace_id_ts"
         self._inserting_since: float | None = None
         self._oldest: tuple[float, tuple] = (0.0, (None, None))
         self._read_lock = threading.Lock()
@@ -139,6 +145,9 @@ class ClickHouseStore:
             self._writes = self._client()  # the writer thread's
             self._reads = self._client()  # everyone else's: a client runs one request at a time
             self._health = self._client(timeout=HEALTH_TIMEOUT_S)
+            # The views' reads, from any thread at once: a client without a session runs
+            # concurrent requests on its connection pool.
+            self._views = self._client()
             self._create()
         except ClickHouseError as e:
             self.local.close()
@@ -390,8 +399,22 @@ class ClickHouseStore:
     def fill(self, estimate: Estimate | None, progress: Progress = lambda done, total: None) -> int:
         return 0
 
+    def read(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple]:
+        """A read-only query of the views, in ClickHouse SQL with server-side parameters
+        (``{name:Type}``, bound by ClickHouse, never formatted into the text). The SQL names the
+        tables with parameters this fills in: ``{db:Identifier}.{otel_traces:Identifier}`` and
+        ``{db:Identifier}.{otel_traces_trace_id_ts:Identifier}``. Raises ``StoreError``."""
+        params = dict(params or {})
+        if TABLE_PARAMETERS & params.keys():
+            raise ValueError(f"{sorted(TABLE_PARAMETERS & params.keys())} name the tables: pick other names")
+        params.update(db=self.url.database, otel_traces=self._table_name, otel_traces_trace_id_ts=self._lookup_name)
+        try:
+            return self._views.query(sql, parameters=params).result_rows
+        except ClickHouseError as e:
+            raise StoreError(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}") from None
+
     def query(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
-        """The web views' queries, on the state file (no span there yet: see the module)."""
+        """DuckDB SQL of the views not written for ClickHouse yet, on the state file (no span: see the module)."""
         return self.local.query(sql, params)
 
     def _read(self, sql: str, parameters: dict | None = None) -> list[tuple]:
@@ -402,7 +425,7 @@ class ClickHouseStore:
                 raise StoreError(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}") from None
 
     def close(self) -> None:
-        for client in (getattr(self, name, None) for name in ("_writes", "_reads", "_health")):
+        for client in (getattr(self, name, None) for name in ("_writes", "_reads", "_health", "_views")):
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()

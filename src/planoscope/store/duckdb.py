@@ -54,6 +54,7 @@ class DuckDBStore:
     methods must be called from one thread only."""
 
     attribute_maps = False  # the attribute sets are stored as the JSON alone
+    dialect = "duckdb"
 
     def __init__(self, data_dir: Path, file: str = DB_FILE):
         self.data_dir = Path(data_dir)
@@ -246,6 +247,8 @@ class DuckDBStore:
         with self._threads_lock:
             self._set_threads(cur, self.read_threads)
         return cur.execute(sql, params).fetchall()
+
+    read = query  # the views' reads (SpanStore.read): DuckDB SQL, on the spans of this file
 
     def _threads_for_ingest(self) -> None:
         """Back to one DuckDB thread for an insert, even under a read: a 122,880-row insert took

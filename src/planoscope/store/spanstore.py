@@ -10,8 +10,12 @@ makes its inserts idempotent (see ``clickhouse.py``). The totals are those of ea
 (``metrics.cumulative.Cumulative``: span metrics, LLM metrics), kept per set by its ``name``. The start (``app.py``), retention, the
 scraper and ``/healthz`` use the rest.
 
-The read side (``query``) serves the web views; on ClickHouse it reads the local DuckDB file
-until the views query ClickHouse themselves.
+The read side serves the web views. ``read`` runs a query in the store's own SQL, named by
+``dialect``: the query modules hold one implementation of their SQL per dialect
+(``query/traces_duckdb.py`` and ``query/traces_clickhouse.py``, ...) and pick it by the store's
+``dialect``; everything else they do (parameters, validation, the answer's shape) is written once.
+``query`` is DuckDB SQL for the views not yet written for ClickHouse (the dashboards): on
+ClickHouse it reads the local DuckDB file, which holds no span.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class SpanStore(Protocol):
     ``fill`` are called from the writer's thread only."""
 
     data_dir: Path
+    dialect: str  # the SQL ``read`` takes: "duckdb" or "clickhouse"
     failed: bool  # a start that failed: close without writing anything more
     attribute_maps: bool  # append_spans needs the batches' schema.STRING_MAPS (Decoder(maps=True))
 
@@ -145,8 +150,14 @@ class SpanStore(Protocol):
     def fill(self, estimate: Estimate | None, progress: Progress = lambda done, total: None) -> int:
         """Fill those (on start, before the writer); how many."""
 
+    def read(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
+        """A read-only parameterized query over the store's spans, in its ``dialect``: DuckDB's
+        (``?`` or ``$name`` parameters) or ClickHouse's (``{name:Type}`` parameters, bound by the
+        server; see ``ClickHouseStore.read`` for how the SQL names the tables)."""
+
     def query(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
-        """A read-only parameterized query (DuckDB SQL) for the web views."""
+        """A read-only parameterized query in DuckDB SQL, for the views ``read`` does not serve
+        yet (on ClickHouse: the local state file, without spans)."""
 
     def close(self) -> None:
         """Flush and close; a failed store writes nothing more."""

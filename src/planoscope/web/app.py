@@ -23,7 +23,7 @@ from ..net.auth import Credentials, RequireAuth
 from ..query.panels import DEFAULT_MAX_SERIES
 from ..query.params import QueryError
 from ..scrape.scraper import Scraper
-from ..store import DuckDBStore
+from ..store import SpanStore, StoreError
 from ..store.retention import Retention
 from .routes import api, exposition, health
 
@@ -31,7 +31,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_web_app(
-    store: DuckDBStore,
+    store: SpanStore,
     metrics: Sequence[Cumulative],
     writer: SpanWriter,
     scraper: Scraper | None = None,
@@ -68,6 +68,11 @@ def create_web_app(
     @app.exception_handler(QueryError)
     async def bad_query(request: Request, exc: QueryError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    # The store did not answer a read (ClickHouse down, refusing, slow): asking again may work.
+    @app.exception_handler(StoreError)
+    async def store_unavailable(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     # The UI's pages; everything else it loads is a static file. No build step.
     @app.get("/traces", include_in_schema=False)

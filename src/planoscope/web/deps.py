@@ -10,10 +10,10 @@ from fastapi import Depends, Query, Request
 
 from ..query.params import check_bounds, default_step
 from ..scrape.scraper import Scraper
-from ..store import DuckDBStore
+from ..store import SpanStore
 
 
-def _store(request: Request) -> DuckDBStore:
+def _store(request: Request) -> SpanStore:
     return request.app.state.store
 
 
@@ -25,7 +25,7 @@ def _max_series(request: Request) -> int:
     return request.app.state.max_series_per_panel
 
 
-StoreDep = Annotated[DuckDBStore, Depends(_store)]
+StoreDep = Annotated[SpanStore, Depends(_store)]
 ScraperDep = Annotated[Scraper | None, Depends(_scraper)]
 MaxSeriesDep = Annotated[int, Depends(_max_series)]
 
