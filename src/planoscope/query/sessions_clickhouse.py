@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..store.schema import LLM_CALL
 from .params import unix_ns
-from .traces_clickhouse import LLM_CALL, SPANS
+from .traces_clickhouse import SPANS
 
 if TYPE_CHECKING:
     from ..store import SpanStore

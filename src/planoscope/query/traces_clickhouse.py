@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..store.attributes import set_json
 from ..store.clickhouse_rows import attribute_sets
-from ..store.schema import FAILURE_CLASSES, LLM_CALL_COLUMNS, LLM_SERVICE
+from ..store.schema import FAILURE_CLASSES, LLM_CALL
 from .params import unix_ns
 
 if TYPE_CHECKING:
@@ -29,12 +29,6 @@ if TYPE_CHECKING:
 
 SPANS = "{db:Identifier}.{otel_traces:Identifier}"
 TRACE_TIMES = "{db:Identifier}.{otel_traces_trace_id_ts:Identifier}"
-# schema.LLM_CALL on ClickHouse's columns (ServiceName is never NULL there).
-# TODO: the stored "LlmCall" column once the lead's change lands.
-LLM_CALL = (
-    "(ServiceName = " + repr(LLM_SERVICE) + " OR " + " OR ".join(f"{c} IS NOT NULL" for c in LLM_CALL_COLUMNS) + ")"
-)
-assert "'" not in LLM_SERVICE
 
 
 class SQL:
