@@ -484,12 +484,23 @@ def emit(variant: int, base: int, exporter_processor) -> dict[str, dict]:
     return expected
 
 
+# An LLM call: a plano(llm) span, or one with a model or a token count.
+_MODEL_OR_TOKENS = ("LlmModel", "PromptTokens", "CompletionTokens", "TotalTokens", "CachedInputTokens")
+_MODEL_OR_TOKENS += ("CacheCreationTokens", "ReasoningTokens")
+
+
 def _computed(spec: SpanSpec) -> dict[str, Any]:
     """The computed columns a span without a ``requested -> resolved`` name gets (the failure
     class is in ``typed`` where the span failed)."""
     service = dict((k, s) for k, _, s in RESOURCES[spec.resource])["service.name"]
     model = spec.typed.get("LlmModel")
-    return {"RequestedModel": model, "ResolvedModel": model, "Flagged": False if service == "plano(llm)" else None}
+    llm = service == "plano(llm)" or any(spec.typed.get(c) is not None for c in _MODEL_OR_TOKENS)
+    return {
+        "RequestedModel": model,
+        "ResolvedModel": model,
+        "Flagged": False if service == "plano(llm)" else None,
+        "LlmCall": llm,
+    }
 
 
 def send(transport: str, srv, variant: int, base: int) -> dict[str, dict]:

@@ -627,7 +627,11 @@ class SpanWriter:
         if not batches:
             return None, [], [{} for _ in self.metrics]
         keys = [k for b in batches for k in b.keys]
-        table = pa.concat_tables([b.table for b in batches])
+        # One chunk per column: the requests' tables are a chunk each (Plano's are small, tens of
+        # spans a service), and DuckDB's insert and the metrics paid per chunk and column. In
+        # process, 431,930 Plano spans in commits of 270 requests: the copy costs 0.7 us a span,
+        # the insert and the metrics 2.2 us less.
+        table = pa.concat_tables([b.table for b in batches]).combine_chunks()
         dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.decoder.dimensions))]
         in_doubt = self._in_doubt is not None and group[-1].end <= self._in_doubt  # see _recover
         mask = self.recent.new_mask(keys, remembered=not in_doubt)
