@@ -86,7 +86,7 @@ HEALTH_TIMEOUT_S = 1  # /healthz's look at ClickHouse: a liveness probe must not
 # again whatever ClickHouse does (a value it cannot convert, arrays of unequal length, ...).
 DATA_ERROR_CODES = {6, 26, 27, 38, 41, 43, 53, 69, 70, 72, 117, 131, 190, 321, 407}
 # The parameters ``read`` fills in with the tables' names.
-TABLE_PARAMETERS = frozenset({"db", "otel_traces", "otel_traces_trace_id_ts"})
+TABLE_PARAMETERS = frozenset({"db", "otel_traces", "otel_traces_trace_id_ts", "planoscope_samples"})
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?([^\n]*)")
 
 
@@ -402,12 +402,18 @@ class ClickHouseStore:
     def read(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple]:
         """A read-only query of the views, in ClickHouse SQL with server-side parameters
         (``{name:Type}``, bound by ClickHouse, never formatted into the text). The SQL names the
-        tables with parameters this fills in: ``{db:Identifier}.{otel_traces:Identifier}`` and
-        ``{db:Identifier}.{otel_traces_trace_id_ts:Identifier}``. Raises ``StoreError``."""
+        tables with parameters this fills in: ``{db:Identifier}.{otel_traces:Identifier}``,
+        ``{db:Identifier}.{otel_traces_trace_id_ts:Identifier}`` and
+        ``{db:Identifier}.{planoscope_samples:Identifier}`` (the scraped samples). Raises ``StoreError``."""
         params = dict(params or {})
         if TABLE_PARAMETERS & params.keys():
             raise ValueError(f"{sorted(TABLE_PARAMETERS & params.keys())} name the tables: pick other names")
-        params.update(db=self.url.database, otel_traces=self._table_name, otel_traces_trace_id_ts=self._lookup_name)
+        params.update(
+            db=self.url.database,
+            otel_traces=self._table_name,
+            otel_traces_trace_id_ts=self._lookup_name,
+            planoscope_samples=SAMPLES_TABLE,
+        )
         try:
             return self._views.query(sql, parameters=params).result_rows
         except ClickHouseError as e:
