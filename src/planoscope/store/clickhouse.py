@@ -35,9 +35,10 @@ longer ago than ``retention``. A table that exists keeps its TTL (planoscope nev
 did not create; a different TTL is logged).
 
 The views read ClickHouse through ``read`` (ClickHouse SQL, server-side parameters): the trace
-search and view and sessions (``query/traces_clickhouse.py``, ``query/sessions_clickhouse.py``).
-Those not written for ClickHouse yet (the dashboards) go through ``query``, which reads the state
-file: it has the DuckDB store's tables and no span, so they answer, empty. ``/metrics`` and
+search and view, sessions and both dashboards (``query/traces_clickhouse.py``,
+``query/sessions_clickhouse.py``, ``query/panels_clickhouse.py``, ``query/llm_calls_clickhouse.py``).
+``query`` reads the state file (the DuckDB store's tables, no span): the forwarder, refused on
+this store for now, is what still speaks DuckDB SQL. ``/metrics`` and
 ``/healthz`` are this instance's.
 """
 
