@@ -16,6 +16,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from conftest import grpc_export, pb_request, pb_span
+from support.clickhouse_fixtures import STORES, serve_on
 
 STEP = 60
 BASE = 1_700_000_040  # a whole multiple of STEP
@@ -231,8 +232,8 @@ def _other_sender_span(c: Call, span_id: bytes) -> Span:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def calls(module_server_factory, tmp_path_factory):
+@pytest.fixture(scope="module", params=STORES)
+def calls(request, module_server_factory, tmp_path_factory):
     """A server holding the calls (each its own trace, with spans that are not LLM calls), and the calls."""
     rng = random.Random(17)
     calls = _make_calls(rng)
@@ -256,7 +257,8 @@ def calls(module_server_factory, tmp_path_factory):
                 by_service["plano(outbound)"].append(outbound)
         else:
             by_service[c.service].append(_other_sender_span(c, call_id))
-    srv = module_server_factory(tmp_path_factory.mktemp("llm"), *(a for o in OVERRIDES for a in ("--llm-prices", o)))
+    prices = [a for o in OVERRIDES for a in ("--llm-prices", o)]
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("llm"), *prices)
     for service, spans in by_service.items():
         for i in range(0, len(spans), 200):
             resp = grpc_export(srv.grpc_target, pb_request(({"service.name": service}, spans[i : i + 200])))
@@ -574,10 +576,13 @@ def test_top_sessions_by_cost(calls):
     assert data["truncated"] == {"shown": 10, "total": len(cost), "label": "session_id", "other": "none"}
 
 
-def test_more_models_than_drawn_fold_into_other(module_server_factory, tmp_path_factory):
+@pytest.mark.parametrize("store", STORES)
+def test_more_models_than_drawn_fold_into_other(store, request, module_server_factory, tmp_path_factory):
     """The top models by calls are drawn by every per-model panel, the rest as other: summed for
     tokens, the quantiles of all their calls together for TTFT."""
-    srv = module_server_factory(tmp_path_factory.mktemp("fold"), "--max-series-per-panel", "2")
+    # A database of its own on ClickHouse: the module's holds the other tests' calls.
+    env = {"PLANOSCOPE_STORE": request.getfixturevalue("clickhouse_database").url} if store == "clickhouse" else None
+    srv = module_server_factory(tmp_path_factory.mktemp("fold"), "--max-series-per-panel", "2", env=env)
     rng = random.Random(5)
     weights = {"openai/gpt-4o": 30, "openai/gpt-4o-mini": 20, "groq/llama": 5, "gemini/flash": 4, "x/y": 3}
     spans, sent = [], []

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import RL, FakeTarget, Metrics, _free_port, _samples, _wait, grpc_export, now_base_ns, pb_request, pb_span
+from support.clickhouse_fixtures import STORES
 
 
 def _json(srv, path, **params):
@@ -53,7 +54,7 @@ def targets():
         t.close()
 
 
-def _serve(server_factory, tmp_path, *urls, interval="0.2s"):
+def _serve(server_factory, tmp_path, *urls, interval="0.2s", env=None):
     flags = [x for url in urls for x in ("--scrape", url)]  # the flag repeated, one target each
     return server_factory(
         tmp_path / "data",
@@ -64,12 +65,16 @@ def _serve(server_factory, tmp_path, *urls, interval="0.2s"):
         "0.5s",
         "--scrape-max-bytes",
         "1048576",
+        env=env,
     )
 
 
-def test_counters_resets_and_exact_rates(server_factory, tmp_path, targets):
+@pytest.mark.parametrize("store", STORES)
+def test_counters_resets_and_exact_rates(server_factory, tmp_path, targets, store, request):
     envoy, _ = targets
-    srv = _serve(server_factory, tmp_path, f"envoy={envoy.url}")
+    # On ClickHouse the samples are in its planoscope_samples table, and read from there.
+    env = {"PLANOSCOPE_STORE": request.getfixturevalue("clickhouse_database").url} if store == "clickhouse" else None
+    srv = _serve(server_factory, tmp_path, f"envoy={envoy.url}", env=env)
     served = [0, 5, 12, 30, 3, 10]  # 30 → 3: Envoy restarted
     for value in served:
         envoy.counter = value

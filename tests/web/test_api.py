@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from conftest import grpc_export, pb_request, pb_span
+from support.clickhouse_fixtures import STORES, serve_on
 
 STEP = 10
 BASE = 1_700_000_000  # a whole multiple of STEP, in seconds
@@ -25,8 +26,8 @@ def _quantile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-@pytest.fixture(scope="module")
-def loaded(module_server_factory, tmp_path_factory):
+@pytest.fixture(scope="module", params=STORES)
+def loaded(request, module_server_factory, tmp_path_factory):
     """A server holding a known span set spread over 10 minutes, and that set."""
     rng = random.Random(7)
     spans = []  # (service, start_s_ns, duration_ns, model, agent)
@@ -39,7 +40,7 @@ def loaded(module_server_factory, tmp_path_factory):
         model = rng.choice(MODELS) if service == "plano(llm)" and rng.random() < 0.97 else None
         agent = rng.choice(AGENTS) if service == "plano(agent)" else None
         spans.append((service, start_ns, duration, model, agent))
-    srv = module_server_factory(tmp_path_factory.mktemp("api"))
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("api"))
     by_service = defaultdict(list)
     for n, (service, start_ns, duration, model, agent) in enumerate(spans):
         attrs = {}
@@ -103,6 +104,7 @@ def test_rate_by_label_is_exact(loaded, panel, service, field, label):
     srv, spans = loaded
     start, end = BASE + 60, BASE + 540
     data = _get(srv, f"/api/v1/panels/{panel}", start=start, end=end, step=STEP).json()
+    assert "series" in data, data
     expected = defaultdict(Counter)
     for s in spans:
         k = _bucket(s[1], start)

@@ -186,8 +186,6 @@ def _counts(series: list[dict], step: float = 30) -> dict[str, float]:
     return {s["name"]: round(sum(v for _, v in s["points"]) * step, 6) for s in series}
 
 
-# The dashboards read the DuckDB file only, for now (docs/scale-out.md).
-@pytest.mark.parametrize("plano", ["duckdb"], indirect=True)
 def test_the_dashboards_numbers(plano):
     srv, _ = plano
     models = {"openai/gpt-4o-mini": 1, "openai/gpt-5.2": 1}

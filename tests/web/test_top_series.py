@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from conftest import _varint, _wait, grpc_export, pb_request, pb_span
+from support.clickhouse_fixtures import STORES, serve_on
 
 STEP = 10
 BASE = 1_700_000_000
@@ -29,10 +30,10 @@ def _quantile(values: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-@pytest.fixture(scope="module")
-def loaded(module_server_factory, tmp_path_factory):
+@pytest.fixture(scope="module", params=STORES)
+def loaded(request, module_server_factory, tmp_path_factory):
     rng = random.Random(3)
-    srv = module_server_factory(tmp_path_factory.mktemp("top"), "--max-series-per-panel", "3")
+    srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("top"), "--max-series-per-panel", "3")
     spans = []  # (service, start_ns, duration_ns, group)
     llm, agent = [], []
     for model, n in COUNTS.items():

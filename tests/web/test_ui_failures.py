@@ -268,8 +268,6 @@ def test_traces_in_flight_are_behind_a_toggle(srv, page):
     assert toggle.is_hidden()
 
 
-# The dashboards read the DuckDB file only, for now (docs/scale-out.md).
-@pytest.mark.parametrize("srv", ["duckdb"], indirect=True)
 def test_the_dashboard_drills_down_to_a_models_failed_calls(srv, page):
     page.goto(f"{srv.web_url}/?range=15m&refresh=off")
     page.wait_for_selector("body[data-loaded]")

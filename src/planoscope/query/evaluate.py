@@ -21,7 +21,11 @@ A panel draws at most ``max_series`` series of a grouped query (``SpanRate`` by 
 ``other="true"``) for the rest: their sum per point for rates and counts, so the series still add
 up to the total; for latency the quantiles of all the other groups' spans together (exact, as the
 others). The panel then says ``truncated: {"shown", "total", "label"}``. The ranking and the
-folding run in DuckDB, so 50,000 models cost one aggregate, not 50,000 series.
+folding run in the store, so 50,000 models cost one aggregate, not 50,000 series.
+
+What is asked and the answers' shape are written here, once; the SQL is the store's
+``PanelReads`` (``panels_duckdb.py``, ``panels_clickhouse.py``), by its ``dialect``, and the LLM
+panels' statement is ``llm_calls.py``'s.
 """
 
 from __future__ import annotations
@@ -30,19 +34,63 @@ import bisect
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Protocol
 
-from ..store import DuckDBStore
+from ..store import SpanStore
 from . import llm_calls, llm_series, steps
 from .panels import DEFAULT_MAX_SERIES, LLM_QUERIES, LatencyQuantiles, Panel, ScrapedRate, SpanCount, SpanRate
-from .params import QueryError, check_bounds, check_range, naive_utc
+from .panels_clickhouse import ClickHousePanels
+from .panels_duckdb import DuckDBPanels
+from .params import QueryError, check_bounds, check_range
 from .steps import OTHER, OTHER_LABELS
 
 LOOKBACK_S = 300.0  # Prometheus' staleness: an older sample no longer stands for "now"
 MAX_RAW_SAMPLES = 200_000
 
 
+class PanelReads(Protocol):
+    """What the span and scraped panels ask a store (``panels_duckdb.DuckDBPanels``,
+    ``panels_clickhouse.ClickHousePanels``): the aggregates, ranked and folded by the store."""
+
+    def span_counts(self, rates: list[SpanRate], start: float, end: float, step: float, max_series: int) -> list[tuple]:
+        """Rows ``(panel, k, other, group, spans, groups)``: per rate panel (its index in
+        ``rates``), step and group (the ``by`` value, or the service without ``by``) the spans of
+        the window (``steps``); a grouped panel's groups past its top ``max_series`` by spans in
+        the range (ties by value) folded into ``other`` (group NULL), ``groups`` how many it has."""
+
+    def latency(self, q: LatencyQuantiles, start: float, end: float, step: float, max_series: int) -> list[tuple]:
+        """Rows ``(k, other, group, [quantile of Duration in ns, ...], groups)``, folded as in
+        ``span_counts``, the quantiles exact (linear interpolation between closest ranks)."""
+
+    def count(self, q: SpanCount, end: float, max_series: int) -> list[tuple]:
+        """Rows ``(other, group, spans, groups)`` of the spans up to ``end``, folded the same way."""
+
+    def samples(self, metric: str, since: float, end: float) -> list[tuple]:
+        """Rows ``(target, labels JSON, unix µs, value)`` of ``metric`` in ``(since, end]``, by
+        target, labels and time."""
+
+    def sample_count(self, metric: str, start: float | None = None, end: float | None = None) -> int:
+        """How many samples of ``metric`` (in ``(start, end]`` when given) are stored."""
+
+    def metrics(self) -> list[tuple]:
+        """Rows ``(metric, distinct (target, labels), last sample unix µs)``, by metric."""
+
+
+_READS: dict[str, type] = {"duckdb": DuckDBPanels, "clickhouse": ClickHousePanels}
+
+
+def reads(store: SpanStore) -> PanelReads:
+    """The panels' SQL for ``store``, by its ``dialect``."""
+    return _READS[store.dialect](store)
+
+
+def has_samples(store: SpanStore, metric: str) -> bool:
+    """Whether any sample of the scraped ``metric`` is stored."""
+    return reads(store).sample_count(metric) > 0
+
+
 def evaluate(
-    store: DuckDBStore,
+    store: SpanStore,
     panel: Panel,
     start: float,
     end: float,
@@ -55,7 +103,7 @@ def evaluate(
 
 
 def evaluate_all(
-    store: DuckDBStore,
+    store: SpanStore,
     panels: list[Panel],
     start: float,
     end: float,
@@ -81,7 +129,7 @@ def evaluate_all(
 
 
 def _evaluate(
-    store: DuckDBStore,
+    store: SpanStore,
     panel: Panel,
     start: float,
     end: float,
@@ -123,7 +171,7 @@ def _evaluate(
                 "No Envoy scrape target: this panel shows the rate of "
                 f"{q.metric} once planoscope scrapes Envoy's admin /stats/prometheus (--scrape URL)."
             )
-        elif not store.query("SELECT count(*) FROM samples WHERE MetricName = ?", [q.metric])[0][0]:
+        elif not has_samples(store, q.metric):
             out["notice"] = (
                 f"No samples of {q.metric} yet from Envoy at {', '.join(scrape_targets)}: "
                 "see GET /api/v1/targets for the scrapes' health."
@@ -141,56 +189,15 @@ def _say_truncated(out: dict, groups: tuple[str, int] | None, max_series: int, o
         out["truncated"] = {"shown": max_series, "total": groups[1], "label": groups[0], "other": other}
 
 
-def _ranked(source: str, by: str, weight: str) -> str:
-    """SQL over ``source`` (a FROM clause with its WHERE): each value ``g`` of column ``by`` with
-    its ``weight``, its ``rank`` by weight (highest first, ties by value) and the number of
-    values, ``groups``."""
-    return (
-        f"SELECT {by} AS g, {weight} AS weight, row_number() OVER (ORDER BY {weight} DESC, {by} ASC NULLS FIRST)"
-        f" AS rank, count(*) OVER () AS groups FROM {source} GROUP BY {by}"
-    )
-
-
 def _span_counts(
-    store: DuckDBStore, rates: list[SpanRate], start: float, end: float, step: float, max_series: int
+    store: SpanStore, rates: list[SpanRate], start: float, end: float, step: float, max_series: int
 ) -> dict[SpanRate, dict]:
     """Per rate panel: ``{"rows": [(k, other, group, spans)], "groups": distinct groups}``, from
-    one scan of the range (``base``), grouped panels folded to their top ``max_series`` groups."""
-    params, k = steps.window(start, end, step)
-    services = sorted({s for q in rates for s in q.services})
-    by = sorted({q.by for q in rates if q.by})
-    sql = [
-        f"WITH base AS MATERIALIZED (SELECT {k} AS k, {', '.join(['ServiceName', *by])}, count(*) AS n"
-        f" FROM otel_traces WHERE Timestamp > ? AND Timestamp <= ? AND ServiceName IN ({steps.marks(services)})"
-        " GROUP BY ALL)"
-    ]
-    args: list = [*params, *services]
-    selects = []
-    for i, q in enumerate(rates):
-        if q.by:
-            sql.append(
-                f", r{i} AS ({_ranked(f'base WHERE ServiceName IN ({steps.marks(q.services)})', q.by, 'sum(n)')})"
-            )
-            args += q.services
-    for i, q in enumerate(rates):
-        if q.by:
-            selects.append(
-                f"SELECT {i} AS panel, b.k, r.rank > ? AS other, CASE WHEN r.rank <= ? THEN b.{q.by} END AS g,"
-                f" sum(b.n)::BIGINT AS n, max(r.groups) AS groups FROM base b JOIN r{i} r ON b.{q.by} IS NOT DISTINCT"
-                f" FROM r.g WHERE b.ServiceName IN ({steps.marks(q.services)}) GROUP BY ALL"
-            )
-            args += [max_series, max_series, *q.services]
-        else:
-            selects.append(
-                f"SELECT {i} AS panel, k, false AS other, ServiceName AS g, sum(n)::BIGINT AS n, NULL AS groups"
-                f" FROM base WHERE ServiceName IN ({steps.marks(q.services)}) GROUP BY ALL"
-            )
-            args += q.services
-    rows = store.query("".join(sql) + " " + " UNION ALL ".join(selects), args)
+    one read of the range, grouped panels folded to their top ``max_series`` groups."""
     out = {q: {"rows": [], "groups": 0} for q in rates}
-    for panel, kk, other, g, n, groups in rows:
+    for panel, kk, other, g, n, groups in reads(store).span_counts(rates, start, end, step, max_series):
         entry = out[rates[panel]]
-        entry["rows"].append((kk, other, g, n))
+        entry["rows"].append((kk, bool(other), g, n))
         entry["groups"] = max(entry["groups"], groups or 0)
     return out
 
@@ -227,23 +234,15 @@ def _span_rate(counts: dict, q: SpanRate, start: float, end: float, step: float)
 
 
 def _latency(
-    store: DuckDBStore, q: LatencyQuantiles, start: float, end: float, step: float, max_series: int
+    store: SpanStore, q: LatencyQuantiles, start: float, end: float, step: float, max_series: int
 ) -> tuple[list[dict], tuple]:
-    params, k = steps.window(start, end, step)
-    where = "Timestamp > ? AND Timestamp <= ? AND ServiceName = ?"
-    rows = store.query(
-        f"WITH r AS ({_ranked(f'otel_traces WHERE {where}', q.by, 'count(*)')})"
-        f" SELECT {k} AS k, r.rank > ? AS other, CASE WHEN r.rank <= ? THEN o.{q.by} END AS g,"
-        f" quantile_cont(o.Duration, ?), max(r.groups) FROM otel_traces o JOIN r ON o.{q.by} IS NOT DISTINCT FROM r.g"
-        f" WHERE {where.replace('Timestamp', 'o.Timestamp').replace('ServiceName', 'o.ServiceName')} GROUP BY ALL",
-        [*params, q.service, max_series, max_series, list(q.quantiles), *params, q.service],
-    )
+    rows = reads(store).latency(q, start, end, step, max_series)
     series: dict[tuple[bool, str, float], dict[int, float]] = defaultdict(dict)
     groups = 0
     for kk, other, g, values, n_groups in rows:
         groups = max(groups, n_groups)
         for quantile, v in zip(q.quantiles, values):
-            series[(other, g or "", quantile)][kk] = v / 1e6
+            series[(bool(other), g or "", quantile)][kk] = v / 1e6
     n_points = steps.n_points(start, end, step)
     out = []
     for (other, g, quantile), v in sorted(series.items()):
@@ -253,14 +252,10 @@ def _latency(
     return out, (q.label, groups)
 
 
-def _count(store: DuckDBStore, q: SpanCount, end: float, max_series: int) -> tuple[list[dict], tuple]:
-    source = "otel_traces WHERE Timestamp <= ? AND ServiceName = ?"
-    rows = store.query(
-        f"WITH r AS ({_ranked(source, q.by, 'count(*)')}) SELECT rank > ? AS other,"
-        " CASE WHEN rank <= ? THEN g END AS g, sum(weight)::BIGINT, max(groups) FROM r GROUP BY ALL",
-        [naive_utc(end), q.service, max_series, max_series],
-    )
-    rows.sort(key=lambda r: (r[0], r[1] or ""))  # by name, the rest last
+def _count(store: SpanStore, q: SpanCount, end: float, max_series: int) -> tuple[list[dict], tuple]:
+    rows = reads(store).count(q, end, max_series)
+    # by name, the rest last
+    rows = sorted(((bool(o), g, n, groups) for o, g, n, groups in rows), key=lambda r: (r[0], r[1] or ""))
     series = [
         {"name": OTHER, "labels": OTHER_LABELS, "points": [[end, n]]}
         if other
@@ -287,13 +282,9 @@ def _top_series(series: list[dict], max_series: int) -> tuple[list[dict], int]:
     return kept, len(series)
 
 
-def _sample_series(store: DuckDBStore, metric: str, since: float, end: float) -> dict[tuple[str, str], list]:
+def _sample_series(store: SpanStore, metric: str, since: float, end: float) -> dict[tuple[str, str], list]:
     """``{(target, labels JSON): [(unix_s, value), ...]}`` of ``metric`` in ``(since, end]``, by time."""
-    rows = store.query(
-        "SELECT Target, Labels, epoch_us(Timestamp), Value FROM samples"
-        " WHERE MetricName = ? AND Timestamp > ? AND Timestamp <= ? ORDER BY Target, Labels, Timestamp",
-        [metric, naive_utc(since), naive_utc(end)],
-    )
+    rows = reads(store).samples(metric, since, end)
     series: dict[tuple[str, str], list] = defaultdict(list)
     for target, labels, us, value in rows:
         series[(target, labels)].append((us / 1e6, value))
@@ -329,7 +320,7 @@ def counter_rate(samples: list[tuple[float, float]], start: float, end: float, s
     return out
 
 
-def scraped_rate(store: DuckDBStore, metric: str, start: float, end: float, step: float) -> list[dict]:
+def scraped_rate(store: SpanStore, metric: str, start: float, end: float, step: float) -> list[dict]:
     """Per-second rate of the scraped counter ``metric``, one series per target and label set."""
     check_range(start, end, step)
     out = []
@@ -343,13 +334,10 @@ def scraped_rate(store: DuckDBStore, metric: str, start: float, end: float, step
     return out
 
 
-def scraped_samples(store: DuckDBStore, metric: str, start: float, end: float) -> list[dict]:
+def scraped_samples(store: SpanStore, metric: str, start: float, end: float) -> list[dict]:
     """The stored samples of ``metric`` in ``(start, end]``, one series per target and label set."""
     check_bounds(start, end)
-    n = store.query(
-        "SELECT count(*) FROM samples WHERE MetricName = ? AND Timestamp > ? AND Timestamp <= ?",
-        [metric, naive_utc(start), naive_utc(end)],
-    )[0][0]
+    n = reads(store).sample_count(metric, start, end)
     if n > MAX_RAW_SAMPLES:
         raise QueryError(f"{n} samples in the range, more than {MAX_RAW_SAMPLES}: ask for a shorter range")
     out = []
@@ -359,10 +347,7 @@ def scraped_samples(store: DuckDBStore, metric: str, start: float, end: float) -
     return out
 
 
-def scraped_metrics(store: DuckDBStore) -> list[dict]:
+def scraped_metrics(store: SpanStore) -> list[dict]:
     """Every scraped metric name with its number of series and its last sample time."""
-    rows = store.query(
-        "SELECT MetricName, count(DISTINCT (Target, Labels)), epoch_us(max(Timestamp))"
-        " FROM samples GROUP BY MetricName ORDER BY MetricName"
-    )
+    rows = reads(store).metrics()
     return [{"name": n, "series": s, "last_sample": us / 1e6} for n, s, us in rows]

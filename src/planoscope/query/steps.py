@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .params import naive_utc
+from .params import naive_utc, unix_ns
 
 OTHER = "other"  # the name of the series of everything past the top ones
 OTHER_LABELS = {"other": "true"}
@@ -23,6 +23,21 @@ def window(start: float, end: float, step: float) -> tuple[list, str]:
     start_ns, step_ns = round(start * 1e9), round(step * 1e9)
     sql_k = f"(epoch_ns(Timestamp) - {start_ns} + {step_ns} - 1) // {step_ns}"
     return [naive_utc(start - step), naive_utc(end)], sql_k
+
+
+def clickhouse_window(start: float, end: float, step: float) -> tuple[dict, str, str]:
+    """``window`` on ClickHouse: server-side parameters, the time filter over ``Timestamp``
+    (``DateTime64(9)``) and the step index ``k``, the same bounds and the same index as DuckDB's."""
+    params = {
+        "w_lo": unix_ns(start - step),
+        "w_hi": unix_ns(end),
+        "w_start": round(start * 1e9),
+        "w_step": round(step * 1e9),
+    }
+    where = "Timestamp > fromUnixTimestamp64Nano({w_lo:Int64}) AND Timestamp <= fromUnixTimestamp64Nano({w_hi:Int64})"
+    # Never negative (the filter starts a step before ``start``), so intDiv's rounding is floor's.
+    k = "intDiv(toUnixTimestamp64Nano(Timestamp) - {w_start:Int64} + {w_step:Int64} - 1, {w_step:Int64})"
+    return params, where, k
 
 
 def points(start: float, step: float, n: int, values: dict[int, float], fill: float | None) -> list:

@@ -35,9 +35,10 @@ longer ago than ``retention``. A table that exists keeps its TTL (planoscope nev
 did not create; a different TTL is logged).
 
 The views read ClickHouse through ``read`` (ClickHouse SQL, server-side parameters): the trace
-search and view and sessions (``query/traces_clickhouse.py``, ``query/sessions_clickhouse.py``).
-Those not written for ClickHouse yet (the dashboards) go through ``query``, which reads the state
-file: it has the DuckDB store's tables and no span, so they answer, empty. ``/metrics`` and
+search and view, sessions and both dashboards (``query/traces_clickhouse.py``,
+``query/sessions_clickhouse.py``, ``query/panels_clickhouse.py``, ``query/llm_calls_clickhouse.py``).
+``query`` reads the state file (the DuckDB store's tables, no span): the forwarder, refused on
+this store for now, is what still speaks DuckDB SQL. ``/metrics`` and
 ``/healthz`` are this instance's.
 """
 
@@ -86,7 +87,7 @@ HEALTH_TIMEOUT_S = 1  # /healthz's look at ClickHouse: a liveness probe must not
 # again whatever ClickHouse does (a value it cannot convert, arrays of unequal length, ...).
 DATA_ERROR_CODES = {6, 26, 27, 38, 41, 43, 53, 69, 70, 72, 117, 131, 190, 321, 407}
 # The parameters ``read`` fills in with the tables' names.
-TABLE_PARAMETERS = frozenset({"db", "otel_traces", "otel_traces_trace_id_ts"})
+TABLE_PARAMETERS = frozenset({"db", "otel_traces", "otel_traces_trace_id_ts", "planoscope_samples"})
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?([^\n]*)")
 
 
@@ -402,12 +403,18 @@ class ClickHouseStore:
     def read(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple]:
         """A read-only query of the views, in ClickHouse SQL with server-side parameters
         (``{name:Type}``, bound by ClickHouse, never formatted into the text). The SQL names the
-        tables with parameters this fills in: ``{db:Identifier}.{otel_traces:Identifier}`` and
-        ``{db:Identifier}.{otel_traces_trace_id_ts:Identifier}``. Raises ``StoreError``."""
+        tables with parameters this fills in: ``{db:Identifier}.{otel_traces:Identifier}``,
+        ``{db:Identifier}.{otel_traces_trace_id_ts:Identifier}`` and
+        ``{db:Identifier}.{planoscope_samples:Identifier}`` (the scraped samples). Raises ``StoreError``."""
         params = dict(params or {})
         if TABLE_PARAMETERS & params.keys():
             raise ValueError(f"{sorted(TABLE_PARAMETERS & params.keys())} name the tables: pick other names")
-        params.update(db=self.url.database, otel_traces=self._table_name, otel_traces_trace_id_ts=self._lookup_name)
+        params.update(
+            db=self.url.database,
+            otel_traces=self._table_name,
+            otel_traces_trace_id_ts=self._lookup_name,
+            planoscope_samples=SAMPLES_TABLE,
+        )
         try:
             return self._views.query(sql, parameters=params).result_rows
         except ClickHouseError as e:

@@ -14,7 +14,7 @@ The read side serves the web views. ``read`` runs a query in the store's own SQL
 ``dialect``: the query modules hold one implementation of their SQL per dialect
 (``query/traces_duckdb.py`` and ``query/traces_clickhouse.py``, ...) and pick it by the store's
 ``dialect``; everything else they do (parameters, validation, the answer's shape) is written once.
-``query`` is DuckDB SQL for the views not yet written for ClickHouse (the dashboards): on
+``query`` is DuckDB SQL for what is not yet written for ClickHouse (the forwarder): on
 ClickHouse it reads the local DuckDB file, which holds no span.
 """
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from ...query.evaluate import scraped_metrics, scraped_rate, scraped_samples
-from ...store import DuckDBStore
+from ...query.evaluate import has_samples, scraped_metrics, scraped_rate, scraped_samples
+from ...store import SpanStore
 from ..deps import End, Start, Step, StoreDep, time_range
 from .panels import Series
 
@@ -27,8 +27,8 @@ class MetricData(BaseModel):
     series: list[Series]
 
 
-def _known(store: DuckDBStore, name: str) -> None:
-    if not store.query("SELECT 1 FROM samples WHERE MetricName = ? LIMIT 1", [name]):
+def _known(store: SpanStore, name: str) -> None:
+    if not has_samples(store, name):
         raise HTTPException(404, f"no samples of {name!r} stored; GET /api/v1/metrics lists the metrics")
 
 
