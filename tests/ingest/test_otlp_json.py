@@ -161,7 +161,7 @@ def otlp_json(variant: int, base: int, int64_as_numbers: bool = False) -> dict:
 
 def expected_rows(variant: int, base: int) -> dict[str, dict]:
     v = f"{variant:02x}"
-    none = dict.fromkeys(SPAN_COLUMNS[17:])
+    none = dict.fromkeys(SPAN_COLUMNS[17:]) | {"LlmCall": False}  # stored on every span, never null
     resource = {"service.name": "plano(llm)", "host.cpu.count": 8, "plano.warm": False}
     return {
         f"eee19b7ec3c1b1{v}": {
@@ -228,6 +228,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "RequestedModel": "gpt-4o",
             "ResolvedModel": "gpt-4o",
             "Flagged": False,
+            "LlmCall": True,
         },
         f"aaa19b7ec3c1b1{v}": {
             **none,
@@ -252,6 +253,7 @@ def expected_rows(variant: int, base: int) -> dict[str, dict]:
             "SelectionListener": "travel",
             "Flagged": False,
             "FailureClass": "5xx",
+            "LlmCall": True,
         },
         f"00000000000000{v}": {
             **none,
