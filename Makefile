@@ -4,10 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The browser tests drive Debian's Chromium (never a downloaded browser build); the interop
-# tests run Debian's Prometheus against planoscope and check deploy/ with docker-compose.
+# tests run Debian's Prometheus against planoscope and check deploy/ with docker-compose (and
+# deploy/scale-out/'s balancer with haproxy).
 CHROMIUM   := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 COMPOSE    := /usr/bin/docker-compose
+HAPROXY    := /usr/sbin/haproxy
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test lint setup bench screenshots clean
@@ -38,8 +40,13 @@ $(COMPOSE):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
 
+$(HAPROXY):
+	@echo "Installing Debian's haproxy to validate deploy/scale-out/ (haproxy -c)"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+
 # What CI runs (.ci/run): the lint, then every test.
-test: lint $(CHROMIUM) $(PROMETHEUS) $(COMPOSE)
+test: lint $(CHROMIUM) $(PROMETHEUS) $(COMPOSE) $(HAPROXY)
 	$(BIN)/python -m pytest
 
 # ruff, configured in pyproject.toml: lint rules and the formatter's check, on the whole tree.
