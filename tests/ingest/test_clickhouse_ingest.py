@@ -474,19 +474,6 @@ def test_a_clickhouse_that_refuses_the_login_fails_the_start_in_one_line(server_
     assert "wrong-pass-1" not in srv.output()
 
 
-def test_forwarding_is_refused_on_clickhouse_for_now(server_factory, clickhouse_database, tmp_path):
-    srv = server_factory(
-        tmp_path / "p",
-        "--forward-otlp",
-        "grpc://127.0.0.1:1",
-        env={"PLANOSCOPE_STORE": clickhouse_database.url},
-        start=False,
-    )
-    with pytest.raises(AssertionError):
-        srv.start()
-    assert "planoscope: error: forward_otlp works with the duckdb store only" in srv.output()
-
-
 def test_metrics_of_an_instance_are_its_own(server_factory, clickhouse_database, tmp_path):
     """A restart keeps this instance's span metrics and LLM metrics (kept with its journal
     position); another instance's spans in the same ClickHouse are not counted here."""
