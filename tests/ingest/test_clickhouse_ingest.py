@@ -102,7 +102,7 @@ def _export(srv, spans, protocol: str) -> None:
 
 EXPORTER_COLUMNS = (
     "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, AttributeTypes, EstimatedCostUsd,"
-    " IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
+    " IngestedBy, JournalPosition, IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
     " FROM otel_traces ORDER BY SpanId"
 )
 
