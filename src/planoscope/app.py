@@ -14,7 +14,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .forward.forwarder import Forwarder, ForwardState, parse_destination
+from .forward.forwarder import Forwarder, forward_state, parse_destination
 from .ingest.admission import Ingest
 from .ingest.decode import Decoder, Limits
 from .ingest.dedupe import RecentSpans
@@ -85,9 +85,6 @@ class Planoscope:
         s = self.settings
         stack = self._stack
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-        if s.forward_otlp and s.store != "duckdb":
-            # The forwarder reads the spans back from the store, which on ClickHouse it cannot yet.
-            raise StartupError("forward_otlp works with the duckdb store only, for now (docs/scale-out.md)")
         try:
             self.store = store = open_store(s.store, s.data_dir, s.retention)
         except StoreError as e:
@@ -162,7 +159,7 @@ class Planoscope:
             Ingest(writer, decoder, max_queued_bytes=s.max_queued_bytes, retry_delay=s.overload_retry_delay)
         )
         try:
-            state = ForwardState(s.data_dir)
+            state = forward_state(store)
         except ValueError as e:
             raise StartupError(str(e)) from None
         headers = [parse_header(h) for h in s.forward_otlp_headers]

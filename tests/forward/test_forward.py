@@ -1,6 +1,7 @@
 """--forward-otlp: every stored span reaches another OTLP endpoint, here a second planoscope, over
 gRPC and HTTP; a backend that is down (even across a restart of the forwarding server) loses
-nothing and does not hold up ingest."""
+nothing and does not hold up ingest. On both stores: on ClickHouse, each of two instances writing
+one database forwards the spans it ingested, and a collector's rows are nobody's to forward."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from conftest import _free_port, grpc_export, pb_request, pb_span, read_spans
 from planoscope.forward.forwarder import parse_destination
+from support.clickhouse_fixtures import STORES
 
 
 def _spans(rng: random.Random, n: int, base_ns: int) -> list:
@@ -26,7 +28,7 @@ def _spans(rng: random.Random, n: int, base_ns: int) -> list:
                 f"POST /v1/chat/completions m{i % 3}",
                 base_ns + i * 1000,
                 base_ns + i * 1000 + 5_000_000,
-                attrs={"llm.model": f"m{i % 3}", "n": i, "ok": True},
+                attrs={"llm.model": f"m{i % 3}", "n": i, "ok": True, "ratio": i / 8, "code": str(i)},
                 status_code=2 if i % 7 == 0 else 0,
                 status_message="boom" if i % 7 == 0 else "",
             )
@@ -62,48 +64,106 @@ def _same_rows(a_dir, b_dir) -> int:
     return len(a)
 
 
-@pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_every_span_reaches_a_second_planoscope(server_factory, tmp_path, protocol):
+class _Front:
+    """The forwarding planoscope on ``store``, and where what it was sent is stored as sent: its
+    own DuckDB file, or (ClickHouse) a planoscope of its own sent the same spans directly."""
+
+    def __init__(self, request, server_factory, store: str, data_dir, *args: str):
+        self.env = {}
+        if store == "clickhouse":
+            self.env = {"PLANOSCOPE_STORE": request.getfixturevalue("module_clickhouse_database").url}
+        self.srv = server_factory(data_dir, *args, env=self.env)
+        self.reference = server_factory(data_dir.parent / "ref") if store == "clickhouse" else self.srv
+        self.reference_dir = data_dir.parent / "ref" if store == "clickhouse" else data_dir
+
+    def send(self, spans, service="plano(llm)") -> None:
+        _send(self.srv, spans, service)
+        if self.reference is not self.srv:
+            _send(self.reference, spans, service)
+
+    def stop(self) -> None:
+        self.srv.stop()
+        self.reference.stop()
+
+
+@pytest.mark.parametrize("store,protocol", [("duckdb", "grpc"), ("duckdb", "http"), ("clickhouse", "grpc")])
+def test_every_span_reaches_a_second_planoscope(request, server_factory, tmp_path, store, protocol):
     backend = server_factory(tmp_path / "b")
     url = f"grpc://{backend.grpc_target}" if protocol == "grpc" else backend.http_traces_url
-    front = server_factory(tmp_path / "a", "--forward-otlp", url)
+    front = _Front(request, server_factory, store, tmp_path / "a", "--forward-otlp", url)
     rng = random.Random(1)
     spans = _spans(rng, 1200, time.time_ns() - 60 * 10**9)
-    _send(front, spans[:700])
-    _send(front, spans[700:], service="plano(agent)")
+    front.send(spans[:700])
+    front.send(spans[700:], service="plano(agent)")
     _wait_for(backend, 1200)
-    health = front.healthz()["forwarding"]
+    health = front.srv.healthz()["forwarding"]
     assert [(f["url"], f["forwarded"], f["pending"], f["last_error"]) for f in health] == [(url, 1200, 0, None)]
     front.stop()
     backend.stop()
-    assert _same_rows(tmp_path / "a", tmp_path / "b") == 1200
+    assert _same_rows(front.reference_dir, tmp_path / "b") == 1200  # typed attributes included
 
 
-def test_a_down_backend_loses_nothing_across_a_restart(server_factory, tmp_path):
+@pytest.mark.parametrize("store", STORES)
+def test_a_down_backend_loses_nothing_across_a_restart(request, server_factory, tmp_path, store):
     port = _free_port()
     url = f"grpc://127.0.0.1:{port}"
-    front = server_factory(tmp_path / "a", "--forward-otlp", url)
+    front = _Front(request, server_factory, store, tmp_path / "a", "--forward-otlp", url)
     rng = random.Random(2)
     first, second = _spans(rng, 500, time.time_ns() - 120 * 10**9), _spans(rng, 300, time.time_ns() - 60 * 10**9)
-    _send(front, first)  # acknowledged at once although the backend is down
+    front.send(first)  # acknowledged at once although the backend is down
     deadline = time.time() + 20
     while time.time() < deadline:
-        (f,) = front.healthz()["forwarding"]
+        (f,) = front.srv.healthz()["forwarding"]
         if f["last_error"]:
             break
         time.sleep(0.2)
     assert f["pending"] == 500 and f["forwarded"] == 0 and "unavailable" in f["last_error"]
-    front.restart()  # SIGTERM, then the same data directory: the backlog is on disk
-    _send(front, second)
+    front.srv.restart()  # SIGTERM, then the same data directory: the backlog is on disk
+    front.send(second)
     backend = server_factory(tmp_path / "b", "--otlp-grpc", f"127.0.0.1:{port}")
     _wait_for(backend, 800, timeout=90)  # the forwarder backs off up to 30 s between attempts
     time.sleep(1)
     assert backend.healthz()["spans_written"] == 800  # each span once (a re-send would be de-duplicated)
-    (f,) = front.healthz()["forwarding"]
+    (f,) = front.srv.healthz()["forwarding"]
     assert f["pending"] == 0 and f["last_error"] is None
     front.stop()
     backend.stop()
-    assert _same_rows(tmp_path / "a", tmp_path / "b") == 800
+    assert _same_rows(front.reference_dir, tmp_path / "b") == 800
+
+
+def test_each_clickhouse_instance_forwards_what_it_ingested(server_factory, module_clickhouse_database, tmp_path):
+    """Two instances write one ClickHouse database, each forwarding to its own backend: each
+    backend gets exactly the spans its instance took, and a row a collector inserted reaches
+    neither (forwarding is in commit order: once the last span sent has arrived, an earlier
+    row would have too)."""
+    db = module_clickhouse_database
+    env = {"PLANOSCOPE_STORE": db.url}
+    backends = [server_factory(tmp_path / f"b{i}") for i in (1, 2)]
+    fronts = [
+        server_factory(tmp_path / f"a{i}", "--forward-otlp", b.http_traces_url, env=env)
+        for i, b in zip((1, 2), backends)
+    ]
+    rng = random.Random(5)
+    sent = [_spans(rng, 300, time.time_ns() - 30 * 10**9) for _ in fronts]
+    for front, spans in zip(fronts, sent):
+        _send(front, spans)
+    db.client.command(
+        "INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ServiceName, SpanName, Duration)"
+        " VALUES (now64(9), repeat('ab', 16), repeat('cd', 8), 'collector', 'GET /', 1000)"
+    )
+    last = [_spans(rng, 1, time.time_ns()) for _ in fronts]  # committed after the collector's row
+    for front, spans in zip(fronts, last):
+        _send(front, spans)
+    for backend in backends:
+        _wait_for(backend, 301)
+    for front in fronts:
+        (f,) = front.healthz()["forwarding"]
+        assert (f["forwarded"], f["pending"], f["last_error"]) == (301, 0, None), f
+        front.stop()
+    for backend, spans, more in zip(backends, sent, last):
+        backend.stop()
+        got = [r["SpanId"] for r in read_spans(backend.data_dir)]
+        assert sorted(got) == sorted(s.span_id.hex() for s in spans + more)
 
 
 def test_forwarding_starts_at_the_end_of_an_existing_store(server_factory, tmp_path):

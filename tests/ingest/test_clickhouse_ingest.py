@@ -102,7 +102,7 @@ def _export(srv, spans, protocol: str) -> None:
 
 EXPORTER_COLUMNS = (
     "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, AttributeTypes, EstimatedCostUsd,"
-    " IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
+    " IngestedBy, JournalPosition, IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
     " FROM otel_traces ORDER BY SpanId"
 )
 
@@ -472,19 +472,6 @@ def test_a_clickhouse_that_refuses_the_login_fails_the_start_in_one_line(server_
     shown = f"clickhouse://{clickhouse_server.user}@127.0.0.1:{clickhouse_server.http_port}/default"
     assert len(err) == 1 and err[0].startswith(f"planoscope: error: cannot use ClickHouse at {shown}: Code: 516."), err
     assert "wrong-pass-1" not in srv.output()
-
-
-def test_forwarding_is_refused_on_clickhouse_for_now(server_factory, clickhouse_database, tmp_path):
-    srv = server_factory(
-        tmp_path / "p",
-        "--forward-otlp",
-        "grpc://127.0.0.1:1",
-        env={"PLANOSCOPE_STORE": clickhouse_database.url},
-        start=False,
-    )
-    with pytest.raises(AssertionError):
-        srv.start()
-    assert "planoscope: error: forward_otlp works with the duckdb store only" in srv.output()
 
 
 def test_metrics_of_an_instance_are_its_own(server_factory, clickhouse_database, tmp_path):

@@ -196,7 +196,7 @@ def _every_value_request(base: int) -> ExportTraceServiceRequest:
 
 EXPORTER_SELECT = (
     "SELECT toUnixTimestamp64Nano(Timestamp), * EXCEPT (Timestamp, ScopeAttributes, AttributeTypes, EstimatedCostUsd,"
-    " IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
+    " IngestedBy, JournalPosition, IngestedAt) REPLACE (arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`) AS `Events.Timestamp`)"
     " FROM otel_traces ORDER BY SpanId"
 )
 
@@ -209,6 +209,9 @@ def test_planoscope_writes_each_span_as_the_exporter_does_and_keeps_its_types(cl
     assert store.journal_applied() == 100 and store.journal_in_doubt() is None
     got = [list(r) for r in db.client.query(EXPORTER_SELECT).result_rows]
     assert got == sorted(exporter_rows(req), key=lambda r: r[2])
+    # whose rows, up to which journal position: what forwarding reads back
+    owners = db.client.query("SELECT DISTINCT IngestedBy, JournalPosition FROM otel_traces").result_rows
+    assert owners == [(store.instance, 100)]
     assert got[1][3] == "" and got[1][19] == ["00f0677a0ba902b7", ""] and got[1][18][1] == ""  # zero ids: ''
     # Beside them: the scope's attributes (the exporter drops them); and every set reads back as it
     # was sent, from the maps and AttributeTypes: types, order, a repeated key, nested values.

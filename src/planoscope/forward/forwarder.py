@@ -1,10 +1,13 @@
 """Forwarding: every span stored is passed on to other OTLP endpoints (Tempo, Jaeger, a collector,
 another planoscope), at least once, in the order it was committed (``--forward-otlp URL``).
 
-The retry queue is the store itself. Each destination keeps a cursor, the ``IngestedAt`` of the
-last commit it has acknowledged, in ``<data_dir>/forward-state.json`` (replaced atomically). Its
-forwarder reads the spans committed after the cursor, whole commits at a time, sends them, and
-only then moves the cursor. A destination that is down costs nothing but its backlog of spans
+The retry queue is the store itself. Each destination keeps a cursor, the last commit it has
+acknowledged, and its forwarder reads the spans committed after the cursor, whole commits at a
+time, sends them, and only then moves the cursor. What a cursor is and where it is kept is the
+store's (``Backlog``, one module per store): on DuckDB the commit's ``IngestedAt``, in
+``<data_dir>/forward-state.json`` (replaced atomically); on ClickHouse the journal position of the
+instance's insert, in its state file, and only the rows this instance inserted
+(``backlog_clickhouse.py``). A destination that is down costs nothing but its backlog of spans
 already on disk: ingest never waits for it, memory holds one batch, and a restart resumes from
 the cursor. The backlog is bounded by the store's retention. A span re-sent after a failure or a
 crash mid-batch arrives twice (at-least-once, as the OpenTelemetry Collector's exporters); a
@@ -35,11 +38,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from ..net.otlp import OtlpSender
-from ..query.otlp import SPAN_SELECT, to_otlp_proto
-from ..store import DuckDBStore
+from ..query.otlp import to_otlp_proto
+from ..store import SpanStore, StoreError
+from .backlog_clickhouse import ClickHouseBacklog, ClickHouseForwardState
+from .backlog_duckdb import DuckDBBacklog
 
 log = logging.getLogger("planoscope.forward")
 STATE_FILE = "forward-state.json"
@@ -102,8 +108,34 @@ def parse_destination(url: str, headers: Sequence[tuple[str, str]] = ()) -> Dest
     return Destination(url, target, "http", target, scheme == "https", tuple(headers.items()))
 
 
+class Backlog(Protocol):
+    """The spans a destination has still to receive, on one store: cursors are its own values."""
+
+    def end(self) -> Any:
+        """The cursor of a destination seen for the first time: the end of the store."""
+
+    def batch(self, after: Any, spans: int) -> tuple[Any | None, list[tuple]]:
+        """(the cursor after them, the ``query.otlp.SPAN_SELECT`` rows of) the whole commits after
+        ``after``, about ``spans`` of them (a commit is never split); (None, []) when there is none."""
+
+    def pending(self, after: Any) -> int | None:
+        """How many spans are stored after ``after`` (None: not known now)."""
+
+    def shown(self, cursor: Any) -> object:
+        """``cursor`` as /healthz shows it."""
+
+
+def backlog(store: SpanStore) -> Backlog:
+    return ClickHouseBacklog(store) if store.dialect == "clickhouse" else DuckDBBacklog(store)
+
+
+def forward_state(store: SpanStore) -> ForwardState | ClickHouseForwardState:
+    """Where the store's destinations keep their cursors; raises ValueError with a message meant for the user."""
+    return ClickHouseForwardState(store) if store.dialect == "clickhouse" else ForwardState(store.data_dir)
+
+
 class ForwardState:
-    """The cursors of all destinations, in one small JSON file replaced atomically."""
+    """The cursors of all destinations on the DuckDB store, in one small JSON file replaced atomically."""
 
     def __init__(self, data_dir: Path):
         self.path = Path(data_dir) / STATE_FILE
@@ -144,18 +176,19 @@ class Forwarder:
 
     def __init__(
         self,
-        store: DuckDBStore,
+        store: SpanStore,
         dest: Destination,
-        state: ForwardState,
+        state: ForwardState | ClickHouseForwardState,
         poll_s: float = 0.5,
         ingesting: Callable[[], int] | None = None,
     ):
         """``ingesting()`` counts the spans written so far: while it moves, forwarding yields."""
         self.store, self.dest, self.state, self.poll_s = store, dest, state, poll_s
         self._ingesting = ingesting or (lambda: 0)
-        self.cursor: datetime | None = state.cursor(dest)
+        self.backlog = backlog(store)
+        self.cursor = state.cursor(dest)
         if self.cursor is None:
-            self.cursor = store.last_ingested() or datetime(1970, 1, 1)
+            self.cursor = self.backlog.end()
             state.save(dest.shown, self.cursor)
         self.forwarded = self.rejected = self.dropped = 0
         self.last_error: str | None = None
@@ -176,41 +209,42 @@ class Forwarder:
         await self._sender.close()
 
     def health(self) -> dict:
-        pending = self.store.query("SELECT count(*) FROM otel_traces WHERE IngestedAt > ?", [self.cursor])[0][0]
         return {
             "url": self.dest.shown,
             "forwarded": self.forwarded,
-            "pending": pending,
+            "pending": self.backlog.pending(self.cursor),
             "rejected": self.rejected,
             "dropped": self.dropped,
-            "cursor": self.cursor.isoformat(),
+            "cursor": self.backlog.shown(self.cursor),
             "last_error": self.last_error,
             "last_success": self.last_success,
         }
 
     # --- the loop ----------------------------------------------------------------------------
-    def _next_batch(self) -> tuple[datetime | None, list[tuple]]:
-        """(upper IngestedAt, rows) of the next whole commits after the cursor, or (None, [])."""
-        upper = self.store.query(
-            "SELECT max(IngestedAt) FROM (SELECT IngestedAt FROM otel_traces WHERE IngestedAt > ?"
-            " ORDER BY IngestedAt LIMIT ?)",
-            [self.cursor, BATCH_SPANS],
-        )[0][0]
-        if upper is None:
-            return None, []
-        rows = self.store.query(
-            f"{SPAN_SELECT} WHERE IngestedAt > ? AND IngestedAt <= ? ORDER BY IngestedAt", [self.cursor, upper]
-        )
-        return upper, rows
+    def _next_batch(self) -> tuple[Any | None, list[tuple]]:
+        """(the cursor after them, rows) of the next whole commits after the cursor, or (None, [])."""
+        return self.backlog.batch(self.cursor, BATCH_SPANS)
 
     async def _run(self) -> None:
         failures = 0
         while True:
             t = time.perf_counter()
-            upper, rows = await asyncio.to_thread(self._next_batch)
+            try:
+                upper, rows = await asyncio.to_thread(self._next_batch)
+            except StoreError as e:  # the store does not answer (ClickHouse down): the backlog waits there
+                self.last_error = f"reading the spans to forward: {e}"
+                if failures == 0:
+                    log.warning("forwarding to %s: %s; retried", self.dest.shown, self.last_error)
+                failures += 1
+                await asyncio.sleep(BACKOFF_S[min(failures - 1, len(BACKOFF_S) - 1)])
+                continue
             read_s = time.perf_counter() - t
             if upper is None:
                 await asyncio.sleep(self.poll_s)
+                continue
+            if not rows:  # commits without a span to send (ClickHouse: not this instance's)
+                self.cursor = upper
+                await asyncio.to_thread(self.state.save, self.dest.shown, upper)
                 continue
             written = self._ingesting()
             try:

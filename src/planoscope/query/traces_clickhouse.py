@@ -153,7 +153,8 @@ WHERE TraceId = {{trace_id:String}}
   AND Timestamp < (SELECT maxOrNull(End) + 2 FROM {TRACE_TIMES} WHERE TraceId = {{trace_id:String}})
 ORDER BY Timestamp, SpanId
 """
-_SPANS_SQL = (
+# The columns ``span_row`` reads (the trace view's, forwarding's).
+SPAN_SELECT = (
     "SELECT toUnixTimestamp64Nano(Timestamp), TraceId, SpanId, ParentSpanId, TraceState, SpanName, SpanKind,"
     " ServiceName, ScopeName, ScopeVersion, toInt64(Duration), StatusCode, StatusMessage,"
     " arrayMap(t -> toUnixTimestamp64Nano(t), `Events.Timestamp`), `Events.Name`,"
@@ -162,13 +163,14 @@ _SPANS_SQL = (
     " mapKeys(SpanAttributes), mapValues(SpanAttributes),"
     " arrayMap(m -> mapKeys(m), `Events.Attributes`), arrayMap(m -> mapValues(m), `Events.Attributes`),"
     " arrayMap(m -> mapKeys(m), `Links.Attributes`), arrayMap(m -> mapValues(m), `Links.Attributes`)"
-    f" FROM {SPANS} {_OF_TRACE}"
+    f" FROM {SPANS}"
 )
+_SPANS_SQL = f"{SPAN_SELECT} {_OF_TRACE}"
 _FAILED_SQL = f"SELECT SpanId, FailureClass, HttpStatusCode, StatusCode, StatusMessage FROM {SPANS} {_OF_TRACE}"
 
 
 def span_row(row: tuple) -> tuple:
-    """A row of ``_SPANS_SQL`` as the DuckDB store's ``otlp.SPAN_SELECT`` row: the attribute sets
+    """A row of ``SPAN_SELECT`` as the DuckDB store's ``otlp.SPAN_SELECT`` row: the attribute sets
     as its JSON (typed by AttributeTypes), events and links as its structs."""
     head, (scope, version, duration, status, message) = row[:8], row[8:13]  # start ns to ServiceName
     event_ts, event_names, link_traces, link_spans, link_states, types = row[13:19]

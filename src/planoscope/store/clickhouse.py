@@ -37,9 +37,11 @@ did not create; a different TTL is logged).
 The views read ClickHouse through ``read`` (ClickHouse SQL, server-side parameters): the trace
 search and view, sessions and both dashboards (``query/traces_clickhouse.py``,
 ``query/sessions_clickhouse.py``, ``query/panels_clickhouse.py``, ``query/llm_calls_clickhouse.py``).
-``query`` reads the state file (the DuckDB store's tables, no span): the forwarder, refused on
-this store for now, is what still speaks DuckDB SQL. ``/metrics`` and
-``/healthz`` are this instance's.
+Forwarding reads back this instance's own rows: each insert carries ``IngestedBy`` (the instance
+id) and ``JournalPosition`` (the journal position it reaches), and a destination's cursor is such
+a position, kept in the state file beside the journal's (``forward_cursors``;
+``forward/clickhouse.py``). ``query`` reads the state file (the DuckDB store's tables, no span).
+``/metrics`` and ``/healthz`` are this instance's.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ log = logging.getLogger("planoscope.store")
 
 STATE_FILE = "clickhouse-state.duckdb"
 SAMPLES_TABLE = "planoscope_samples"
+FORWARD_TABLE = "planoscope_forward"  # in the state file: each forwarding destination's journal position
 # Blocks whose tokens ClickHouse remembers per table: the replay of an insert in doubt is
 # deduplicated if fewer blocks than this were inserted into the table (by every writer) between
 # the crash and the restart. Hashes of 10,000 blocks are a few hundred kilobytes on the server.
@@ -161,6 +164,7 @@ class ClickHouseStore:
             self.instance = secrets.token_hex(8)
             self.local.commit_state(meta={"instance_id": self.instance})
         self._applied = self.local.journal_applied()
+        self.local.write(f"CREATE TABLE IF NOT EXISTS {FORWARD_TABLE} (url VARCHAR PRIMARY KEY, position UBIGINT)")
         in_doubt = self.local.meta("insert_in_doubt")
         self._in_doubt = int(in_doubt) if in_doubt else None
 
@@ -274,6 +278,9 @@ class ClickHouseStore:
         end = self._applied if journal_position is None else journal_position
         if batch is not None and batch.num_rows:
             rows = exporter_rows(batch)
+            # Whose rows and which insert: what this instance's forwarders read back, in order.
+            rows = rows.append_column("IngestedBy", pa.array([self.instance] * rows.num_rows, pa.string()))
+            rows = rows.append_column("JournalPosition", pa.array([end] * rows.num_rows, pa.uint64()))
             if self._in_doubt != end:
                 self.local.commit_state(meta={"insert_in_doubt": str(end)})
                 self._in_doubt = end
@@ -423,6 +430,24 @@ class ClickHouseStore:
     def query(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
         """DuckDB SQL of the views not written for ClickHouse yet, on the state file (no span: see the module)."""
         return self.local.query(sql, params)
+
+    def read_quick(self, sql: str, params: Mapping[str, object] | None = None) -> list[tuple]:
+        """``read``, for /healthz: an answer within HEALTH_TIMEOUT_S or ``StoreError``."""
+        params = dict(params or {}, db=self.url.database, otel_traces=self._table_name)
+        with self._health_lock:
+            try:
+                return self._health.query(sql, parameters=params).result_rows
+            except ClickHouseError as e:
+                raise StoreError(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}") from None
+
+    # --- forwarding: this instance's cursors, in the state file --------------------------
+    def forward_cursors(self) -> dict[str, int]:
+        """Each destination's journal position, up to which this instance's spans are forwarded."""
+        return dict(self.local.query(f"SELECT url, position FROM {FORWARD_TABLE}"))
+
+    def save_forward_cursor(self, url: str, position: int) -> None:
+        """Durably, from a forwarder's thread (the table is the forwarders' alone)."""
+        self.local.write(f"INSERT OR REPLACE INTO {FORWARD_TABLE} VALUES (?, ?)", [url, position])
 
     def _read(self, sql: str, parameters: dict | None = None) -> list[tuple]:
         with self._read_lock:

@@ -13,8 +13,9 @@ table it knows. Two kinds:
   planoscope wrote read the same. Parts written before a column was added compute it when read.
 - plain columns with a default, which only planoscope sends: ``ScopeAttributes`` (the exporter
   drops the scope's attributes), ``AttributeTypes`` (below), ``EstimatedCostUsd`` (the price
-  table's estimate, which needs Python) and ``IngestedAt`` (stamped by the server). A collector's
-  row holds the defaults.
+  table's estimate, which needs Python), ``IngestedBy`` and ``JournalPosition`` (the instance that
+  inserted the row and the journal position of its insert: what forwarding reads) and
+  ``IngestedAt`` (stamped by the server). A collector's row holds the defaults.
 
 Attribute types. The exporter's maps hold each value's string form (``AsString``: 429, 0.5,
 true, JSON for arrays and maps, base64 for bytes), and so do planoscope's rows, written as the
@@ -122,6 +123,10 @@ SENT_COLUMNS: list[tuple[str, str, str]] = [
     ("ScopeAttributes", _ATTRS, "DEFAULT map()"),
     ("AttributeTypes", "String", "DEFAULT ''"),
     ("EstimatedCostUsd", "Nullable(Float64)", "DEFAULT NULL"),
+    # Which planoscope instance inserted the row, and the journal position its insert reached:
+    # what the instance forwards, in order (forward/clickhouse.py). A collector's row: '' and 0.
+    ("IngestedBy", "LowCardinality(String)", "DEFAULT ''"),
+    ("JournalPosition", "UInt64", "DEFAULT 0"),
 ]
 STAMPED_COLUMNS: list[tuple[str, str, str]] = [("IngestedAt", "DateTime64(6)", "DEFAULT now64(6)")]
 

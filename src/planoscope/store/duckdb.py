@@ -248,6 +248,12 @@ class DuckDBStore:
             self._set_threads(cur, self.read_threads)
         return cur.execute(sql, params).fetchall()
 
+    def write(self, sql: str, params: Sequence | dict | None = None) -> None:
+        """A small parameterized write of state another store keeps here (``ClickHouseStore``'s
+        forwarding cursors), from any thread: on this thread's cursor, in a transaction of its
+        own, durable once it returns; never on a table the writer's thread writes."""
+        self._cursor().execute(sql, params)
+
     read = query  # the views' reads (SpanStore.read): DuckDB SQL, on the spans of this file
 
     def _threads_for_ingest(self) -> None:

@@ -14,8 +14,8 @@ The read side serves the web views. ``read`` runs a query in the store's own SQL
 ``dialect``: the query modules hold one implementation of their SQL per dialect
 (``query/traces_duckdb.py`` and ``query/traces_clickhouse.py``, ...) and pick it by the store's
 ``dialect``; everything else they do (parameters, validation, the answer's shape) is written once.
-``query`` is DuckDB SQL for what is not yet written for ClickHouse (the forwarder): on
-ClickHouse it reads the local DuckDB file, which holds no span.
+``query`` is DuckDB SQL on the data directory's file: on ClickHouse the local state file, which
+holds no span.
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ class SpanStore(Protocol):
         server; see ``ClickHouseStore.read`` for how the SQL names the tables)."""
 
     def query(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
-        """A read-only parameterized query in DuckDB SQL, for the views ``read`` does not serve
-        yet (on ClickHouse: the local state file, without spans)."""
+        """A read-only parameterized query in DuckDB SQL on the data directory's file (on
+        ClickHouse: the local state file, without spans)."""
 
     def close(self) -> None:
         """Flush and close; a failed store writes nothing more."""
