@@ -217,9 +217,19 @@ def test_search_lists_the_apis_traces_and_filters_from_the_form(live, page):
     expect(page).to_have_url(re.compile(r"offset=20"))
 
 
+def _llm_span(doc: dict) -> dict | None:
+    """The first span of an OTLP/JSON trace with an llm.model attribute."""
+    spans = (s for rs in doc["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"])
+    return next((s for s in spans if any(a["key"] == "llm.model" for a in s["attributes"])), None)
+
+
 def test_open_a_trace_expand_collapse_and_inspect_an_llm_span(live, page):
     now = time.time()
-    found = _api_traces(live, start=now - 3600, end=now, service="plano(agent)", limit=1)["traces"][0]
+    # The traffic is simulated for the last hour before the fixture ran, so which agent traces
+    # it holds depends on the clock: take the newest of the first page that reached a model
+    # (some fail before dispatch).
+    agents = _api_traces(live, start=now - 3600, end=now, service="plano(agent)", limit=20)["traces"]
+    found = next(t for t in agents if _llm_span(live.get(f"/api/v1/traces/{t['trace_id']}").json()))
     page.goto(f"{live.web_url}/traces?from={now - 3600}&to={now}&service=plano(agent)&limit=20")
     page.wait_for_selector("body[data-loaded]")
     page.click(f'.trace-row[data-trace-id="{found["trace_id"]}"]')
@@ -237,14 +247,7 @@ def test_open_a_trace_expand_collapse_and_inspect_an_llm_span(live, page):
     root.locator(".toggle").click()
     expect(rows).to_have_count(found["span_count"])
 
-    doc = live.get(f"/api/v1/traces/{found['trace_id']}").json()
-    llm = next(
-        s
-        for rs in doc["resourceSpans"]
-        for ss in rs["scopeSpans"]
-        for s in ss["spans"]
-        if any(a["key"] == "llm.model" for a in s["attributes"])
-    )
+    llm = _llm_span(live.get(f"/api/v1/traces/{found['trace_id']}").json())
     model = next(a["value"]["stringValue"] for a in llm["attributes"] if a["key"] == "llm.model")
     page.click(f'.wf-row[data-span-id="{llm["spanId"]}"]')
     detail = page.locator("#detail")
