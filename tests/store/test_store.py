@@ -27,10 +27,18 @@ def _threads(store: DuckDBStore) -> int:
 
 
 def _batch(n: int = 20):
+    return next(_batches(n))
+
+
+def _batches(n: int):
+    """Batches of ``n`` spans, each with new ids: the factory simulates its templates once
+    (~1.3 s), then each request costs only its ids."""
     from planoscope.demo.loadgen import RequestFactory
     from planoscope.ingest.decode import Decoder
 
-    return Decoder().decode_protobuf(RequestFactory(n).make()).table
+    factory, decoder = RequestFactory(n), Decoder()
+    while True:
+        yield decoder.decode_protobuf(factory.make()).table
 
 
 def test_ingest_runs_on_one_duckdb_thread_and_reads_get_all_of_them(store):
@@ -213,8 +221,8 @@ def test_a_store_from_before_the_llm_columns_gains_them_and_new_spans_fill_them(
 
 def _filled_store(data, n: int = 50):
     store = DuckDBStore(data)
-    for i in range(n):
-        store.append_spans(_batch(500), datetime(2026, 1, 1), i)
+    for i, batch in zip(range(n), _batches(500)):
+        store.append_spans(batch, datetime(2026, 1, 1), i)
     store.close()
     return data / "planoscope.duckdb"
 
@@ -261,8 +269,8 @@ def test_an_insert_on_a_full_disk_fails_with_the_disks_error(tmp_path):
         store = DuckDBStore(mnt / "d")
         try:
             with pytest.raises(duckdb.Error) as e:
-                for i in range(100):
-                    store.append_spans(_batch(2000), datetime(2026, 1, 1), i)
+                for i, batch in zip(range(100), _batches(2000)):
+                    store.append_spans(batch, datetime(2026, 1, 1), i)
             assert "No space left on device" in str(e.value), e.value
             assert DuckDBStore.unwritable(e.value)  # the writer retries it; nothing is quarantined
             subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
