@@ -496,3 +496,50 @@ def test_clickhouse_down_is_a_store_that_cannot_be_written_now(clickhouse_server
         f"cannot use ClickHouse at clickhouse://planoscope@127.0.0.1:{server.http_port}/default: "
     )
     assert "s3cret-pass" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_the_reads_of_recent_spans_of_a_session_and_of_a_backlog_skip_the_other_parts(clickhouse_database, tmp_path):
+    """planoscope's skip indexes (clickhouse_columns.INDEXES): the in-flight rule's recent spans
+    (IngestedAt), a session's calls (SessionId) and an instance's forwarding backlog
+    (JournalPosition) are read from the part that has them, not from every part."""
+    db = clickhouse_database
+    base = _base()
+    store = _store(db, tmp_path)
+    for i, session in enumerate(("s-old", "s-new")):
+        req = _llm_request(base, 1 + 100 * i, 100)
+        for span in req.resource_spans[0].scope_spans[0].spans:
+            span.attributes.add(key="plano.session_id").value.string_value = session
+        store.append_spans(_batch(req), NOW, 1000 * (i + 1))  # one insert, one part each
+        if i == 0:
+            time.sleep(0.05)
+            between = db.client.query("SELECT now64(6)").result_rows[0][0]
+            time.sleep(0.05)
+    store.close()
+    indexes = db.client.query(
+        "SELECT name, expr, type FROM system.data_skipping_indices WHERE database = {db:String}"
+        " AND table = 'otel_traces' AND name LIKE 'planoscope_%' ORDER BY name",
+        parameters={"db": db.name},
+    ).result_rows
+    assert indexes == [
+        ("planoscope_ingested_at", "IngestedAt", "minmax"),
+        ("planoscope_journal_position", "JournalPosition", "minmax"),
+        ("planoscope_session_id", "SessionId", "bloom_filter"),
+    ]
+
+    def granules(where: str, parameters: dict) -> tuple[str, list[str]]:
+        plan = db.client.query(
+            f"EXPLAIN indexes = 1 SELECT count() FROM otel_traces WHERE {where}", parameters=parameters
+        )
+        lines = [r[0].strip() for r in plan.result_rows]
+        count = db.client.query(f"SELECT count() FROM otel_traces WHERE {where}", parameters=parameters)
+        return count.result_rows[0][0], lines
+
+    for where, params, index in (
+        ("IngestedAt > {t:DateTime64(6)}", {"t": between}, "planoscope_ingested_at"),
+        ("SessionId = {s:String}", {"s": "s-new"}, "planoscope_session_id"),
+        ("JournalPosition > {p:UInt64}", {"p": 1000}, "planoscope_journal_position"),
+    ):
+        count, plan = granules(where, params)
+        assert count == 100, where
+        at = plan.index(f"Name: {index}")
+        assert "Parts: 1/2" in plan[at : at + 5], (where, plan)

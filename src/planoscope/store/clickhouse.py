@@ -185,11 +185,11 @@ class ClickHouseStore:
         )
 
     def _create(self) -> None:
-        """The exporter's tables if absent, planoscope's columns and samples table, the dedup window."""
+        """The exporter's tables if absent, planoscope's columns, skip indexes and samples table, the dedup window."""
         c = self._writes
         for sql in schema.schema_sql(self.url.database, self._table_name, ttl=self.retention):
             c.command(sql)
-        for sql in columns.add_columns_sql(self.table):
+        for sql in columns.additions_sql(self.table):
             c.command(sql)
         ttl = schema.ttl_clause(self.retention, "toDateTime(Timestamp)")
         c.command(columns.samples_table_sql(self.samples, ttl))

@@ -124,16 +124,28 @@ SENT_COLUMNS: list[tuple[str, str, str]] = [
     ("AttributeTypes", "String", "DEFAULT ''"),
     ("EstimatedCostUsd", "Nullable(Float64)", "DEFAULT NULL"),
     # Which planoscope instance inserted the row, and the journal position its insert reached:
-    # what the instance forwards, in order (forward/clickhouse.py). A collector's row: '' and 0.
+    # what the instance forwards, in order (forward/backlog_clickhouse.py). A collector's row: '' and 0.
     ("IngestedBy", "LowCardinality(String)", "DEFAULT ''"),
     ("JournalPosition", "UInt64", "DEFAULT 0"),
 ]
 STAMPED_COLUMNS: list[tuple[str, str, str]] = [("IngestedAt", "DateTime64(6)", "DEFAULT now64(6)")]
 
 
-def add_columns_sql(table: str) -> list[str]:
-    """``ALTER TABLE <table> ADD COLUMN IF NOT EXISTS`` for every planoscope column (``table``
-    quoted already): idempotent, a change of metadata only (no part is rewritten)."""
+# Skip indexes on planoscope's columns, for the reads that filter on a column the table's key
+# does not order: the in-flight rule's recent spans (IngestedAt), a session's calls (SessionId),
+# an instance's forwarding backlog (JournalPosition). (name, expression, type). A part written
+# before an index was added is read whole until it merges.
+INDEXES: list[tuple[str, str, str]] = [
+    ("planoscope_ingested_at", "IngestedAt", "minmax"),
+    ("planoscope_session_id", "SessionId", "bloom_filter(0.01)"),
+    ("planoscope_journal_position", "JournalPosition", "minmax"),
+]
+
+
+def additions_sql(table: str) -> list[str]:
+    """``ALTER TABLE <table> ADD COLUMN IF NOT EXISTS`` for every planoscope column, then ``ADD
+    INDEX IF NOT EXISTS`` for its skip indexes (``table`` quoted already): idempotent, changes
+    of metadata only (no part is rewritten)."""
     out = [
         f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote_identifier(n)} {t} MATERIALIZED {sql} CODEC(ZSTD(1))"
         for n, t, sql in MATERIALIZED_COLUMNS
@@ -141,6 +153,11 @@ def add_columns_sql(table: str) -> list[str]:
     out += [
         f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {quote_identifier(n)} {t} {default} CODEC(ZSTD(1))"
         for n, t, default in SENT_COLUMNS + STAMPED_COLUMNS
+    ]
+    out += [
+        f"ALTER TABLE {table} ADD INDEX IF NOT EXISTS {quote_identifier(n)} {quote_identifier(col)} TYPE {typ}"
+        " GRANULARITY 1"
+        for n, col, typ in INDEXES
     ]
     return out
 
