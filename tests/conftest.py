@@ -320,6 +320,12 @@ class Server:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def settled(self, timeout: float = 60.0) -> None:
+        """Wait until every acknowledged span is in the store. A read waits at most 2 s for the
+        inserts behind the journal (docs/guarantees.md): enough for DuckDB, not always for a
+        ClickHouse taking an hour of traffic on a busy machine (a page then showed no sessions)."""
+        _wait(lambda: self.healthz()["pending_spans"] == 0, timeout, "the acknowledged spans to be stored")
+
 
 class _ServerPool:
     def __init__(self):

@@ -263,6 +263,7 @@ def calls(request, module_server_factory, tmp_path_factory):
         for i in range(0, len(spans), 200):
             resp = grpc_export(srv.grpc_target, pb_request(({"service.name": service}, spans[i : i + 200])))
             assert resp.partial_success.rejected_spans == 0
+    srv.settled()
     return srv, calls
 
 

@@ -331,6 +331,7 @@ def srv(request, module_server_factory, tmp_path_factory):
         r = grpc_export(server.grpc_target, pb_request(({"service.name": service}, spans[::-1])))
         assert r.partial_success.rejected_spans == 0
     server.base_s = base / S
+    server.settled()
     return server
 
 

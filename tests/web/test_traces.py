@@ -164,6 +164,7 @@ def explorer(request, module_server_factory, tmp_path_factory):
         assert grpc_export(srv.grpc_target, req).partial_success.rejected_spans == 0
     extra = _extra()
     _send(srv.grpc_target, extra)
+    srv.settled()
     return srv, _spans(traces) + extra
 
 

@@ -132,6 +132,7 @@ def srv(request, module_server_factory, tmp_path_factory):
         assert grpc_export(srv.grpc_target, req).partial_success.rejected_spans == 0
     srv.failed_at = now - 60
     _send(srv, srv.failed_at * 10**9)
+    srv.settled()
     return srv
 
 

@@ -50,6 +50,7 @@ def live(request, module_server_factory, tmp_path_factory):
         == 0
     )
     srv.now = now
+    srv.settled()
     return srv
 
 
