@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..query.traces_clickhouse import SPAN_SELECT, SPANS, span_row
+from ..query.traces_clickhouse import SPAN_SELECT, span_row
 from ..store import StoreError
+from ..store.clickhouse import SPANS
 
 if TYPE_CHECKING:
     from ..store.clickhouse import ClickHouseStore

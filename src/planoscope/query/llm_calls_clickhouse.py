@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ..store.clickhouse import SPANS
 from ..store.schema import LLM_CALL
 from . import steps
 from .llm_columns import CALL_VALUES, COLUMNS, PER_MODEL, SUMMED, Part, quantiles_part
@@ -37,7 +38,6 @@ from .panels import (
 if TYPE_CHECKING:
     from ..store import SpanStore
 
-SPANS = "{db:Identifier}.{otel_traces:Identifier}"
 NO_K = "CAST(NULL AS Nullable(Int64))"
 
 

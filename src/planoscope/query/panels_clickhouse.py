@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..store.clickhouse import SPANS
 from . import steps
 from .params import unix_ns
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
     from ..store import SpanStore
     from .panels import LatencyQuantiles, SpanCount, SpanRate
 
-SPANS = "{db:Identifier}.{otel_traces:Identifier}"
 SAMPLES = "{db:Identifier}.{planoscope_samples:Identifier}"
 
 

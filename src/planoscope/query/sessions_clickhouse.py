@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..store.clickhouse import SPANS
 from ..store.schema import LLM_CALL
 from .params import unix_ns
-from .traces_clickhouse import SPANS
 
 if TYPE_CHECKING:
     from ..store import SpanStore

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..store.attributes import set_json
+from ..store.clickhouse import SPANS
 from ..store.clickhouse_rows import attribute_sets
 from ..store.schema import FAILURE_CLASSES, LLM_CALL
 from .params import unix_ns
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from ..store import SpanStore
     from .traces import TraceSearch
 
-SPANS = "{db:Identifier}.{otel_traces:Identifier}"
 TRACE_TIMES = "{db:Identifier}.{otel_traces_trace_id_ts:Identifier}"
 
 

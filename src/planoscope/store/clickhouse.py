@@ -91,6 +91,8 @@ HEALTH_TIMEOUT_S = 1  # /healthz's look at ClickHouse: a liveness probe must not
 DATA_ERROR_CODES = {6, 26, 27, 38, 41, 43, 53, 69, 70, 72, 117, 131, 190, 321, 407}
 # The parameters ``read`` fills in with the tables' names.
 TABLE_PARAMETERS = frozenset({"db", "otel_traces", "otel_traces_trace_id_ts", "planoscope_samples"})
+# The tables as a read's SQL names them (``ClickHouseStore.read`` fills in the parameters).
+SPANS = "{db:Identifier}.{otel_traces:Identifier}"
 _CODE = re.compile(r"Code: (\d+)\. (?:DB::Exception: )?([^\n]*)")
 
 
