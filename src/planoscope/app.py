@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .forward.forwarder import Forwarder, forward_state, parse_destination
+from .grafana.dashboard import DashboardError, all_dashboards
 from .ingest.admission import Ingest
 from .ingest.decode import Decoder, Limits
 from .ingest.dedupe import RecentSpans
@@ -85,6 +86,10 @@ class Planoscope:
         s = self.settings
         stack = self._stack
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        try:
+            dashboards = all_dashboards(s.dashboard)
+        except DashboardError as e:
+            raise StartupError(str(e)) from None
         try:
             self.store = store = open_store(s.store, s.data_dir, s.retention)
         except StoreError as e:
@@ -174,7 +179,16 @@ class Planoscope:
         shares = fds.listener_shares()
         stack.enter_context(fds.throttled_accept_errors(asyncio.get_running_loop()))
         web_app = create_web_app(
-            store, metric_sets, writer, scraper, web_auth, ingest, retention, forwarders, s.max_series_per_panel
+            store,
+            metric_sets,
+            writer,
+            scraper,
+            web_auth,
+            ingest,
+            retention,
+            forwarders,
+            s.max_series_per_panel,
+            dashboards,
         )
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(

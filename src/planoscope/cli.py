@@ -372,20 +372,13 @@ def demo(
 
 
 DEMO_BACKFILL_S = 900.0
-# What the demo keeps of its scrapes: the WASM filter's and Envoy's cluster counters, and all of
-# brightstaff's (Plano's brightstaff dashboard queries them).
-DEMO_SCRAPE_METRICS = ["envoy_wasmcustom_*", "envoy_cluster_upstream_rq*", "brightstaff_*", "process_*"]
 
 
 def _scraping(settings: Settings, envoy_url: str, brightstaff_url: str) -> Settings:
-    """The demo scrapes its fake Envoy and brightstaff and keeps their metrics, unless told
-    which targets to scrape or which metrics to keep."""
-    update = {}
-    if "scrape" not in settings.model_fields_set:
-        update["scrape"] = [f"envoy={envoy_url}", f"brightstaff={brightstaff_url}"]
-    if "scrape_metrics" not in settings.model_fields_set:
-        update["scrape_metrics"] = DEMO_SCRAPE_METRICS
-    return settings.model_copy(update=update)
+    """The demo scrapes its fake Envoy and brightstaff, unless told which targets to scrape."""
+    if "scrape" in settings.model_fields_set:
+        return settings
+    return settings.model_copy(update={"scrape": [f"envoy={envoy_url}", f"brightstaff={brightstaff_url}"]})
 
 
 async def _demo(

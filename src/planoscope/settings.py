@@ -135,6 +135,11 @@ class Settings(BaseModel):
         "connector's aggregation_cardinality_limit: beyond it, spans of a series not seen before are counted "
         'in one series labelled otel_metric_overflow="true" (known series keep counting).',
     )
+    dashboard: StrList = Field(
+        [],
+        description="Grafana dashboard JSON files whose panels query a Prometheus datasource, shown "
+        "beside the built-in dashboards and drawn through planoscope's PromQL engine.",
+    )
     max_series_per_panel: int = Field(
         DEFAULT_MAX_SERIES,
         ge=1,
@@ -206,9 +211,9 @@ class Settings(BaseModel):
         "dropped and the client told through partial success (the OpenTelemetry SDKs' default limit).",
     )
     scrape: StrList = Field(
-        ["http://127.0.0.1:9901/stats/prometheus"],
-        description="Prometheus-format targets scraped for "
-        "samples (Envoy's admin /stats/prometheus), each URL or LABEL=URL; empty: no scraping.",
+        ["envoy=http://127.0.0.1:9901/stats/prometheus", "brightstaff=http://127.0.0.1:9092/metrics"],
+        description="Prometheus-format targets scraped for samples (Envoy's admin /stats/prometheus, "
+        "brightstaff's /metrics), each URL or LABEL=URL (the label is the samples' job); empty: no scraping.",
     )
     scrape_interval: Duration = Field(
         "15s", validate_default=True, gt=0, description="Time between two scrapes of a target."
@@ -217,7 +222,9 @@ class Settings(BaseModel):
         "10s", validate_default=True, gt=0, description="A scrape slower than this (or than scrape_interval) fails."
     )
     scrape_metrics: StrList = Field(
-        ["envoy_wasmcustom_*"], description="Globs of the sample names kept from a scrape (* keeps all)."
+        ["envoy_wasmcustom_*", "envoy_cluster_upstream_rq*", "brightstaff_*", "process_*"],
+        description="Globs of the sample names kept from a scrape (* keeps all): by default what the "
+        "Requests Overview and Plano's brightstaff dashboard query.",
     )
     scrape_max_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails."

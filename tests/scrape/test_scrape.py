@@ -86,9 +86,11 @@ def test_counters_resets_and_exact_rates(server_factory, tmp_path, targets, stor
     values = [v for _, v in samples]
     dedup = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
     assert dedup == served
-    # Only the envoy_wasmcustom_* samples are kept, under the names Envoy writes.
+    # What the default scrape_metrics keeps (the WASM filter's, the clusters' request counters that
+    # Plano's brightstaff dashboard queries), under the names Envoy writes.
     names = {m["name"] for m in _json(srv, "/api/v1/metrics")}
     assert names == {
+        "envoy_cluster_upstream_rq",
         RL,
         "envoy_wasmcustom_active_http_calls",
         "envoy_wasmcustom_request_latency_bucket",
@@ -124,10 +126,10 @@ def test_counters_resets_and_exact_rates(server_factory, tmp_path, targets, stor
     assert panel["series"][0]["points"] == _expected_rates(samples, start, end, 0.5)
 
     health = _targets(srv)["envoy"]
-    assert health["up"] is True and health["last_error"] is None and health["samples_last_scrape"] == 6
+    assert health["up"] is True and health["last_error"] is None and health["samples_last_scrape"] == 7
     m = Metrics(srv.metrics_text())
     assert m.value("planoscope_scrape_up", {"target": "envoy", "url": envoy.url}) == 1
-    assert m.value("planoscope_scrape_samples", {"target": "envoy", "url": envoy.url}) == 6
+    assert m.value("planoscope_scrape_samples", {"target": "envoy", "url": envoy.url}) == 7
     assert m.value("planoscope_scrape_duration_seconds", {"target": "envoy", "url": envoy.url}) > 0
 
 

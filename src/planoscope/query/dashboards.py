@@ -1,8 +1,11 @@
-"""The dashboards: "Plano - Requests Overview" (the reference stack's six panels) and
-"Plano - LLM Usage". ``GET /api/v1/dashboards`` lists them and the UI builds its top bar from it."""
+"""The native dashboards: "Plano - Requests Overview" (the reference stack's six panels) and
+"Plano - LLM Usage"; and ``Dashboards``, the set a server shows: these and the Grafana ones
+(``grafana/dashboard.py``). ``GET /api/v1/dashboards`` lists them and the UI builds its top bar
+from it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .llm_panels import LLM_PANELS
@@ -14,16 +17,23 @@ class Dashboard:
     id: str
     title: str
     panels: tuple[Panel, ...]
-    source: str = "builtin"
+    source: str = "builtin"  # builtin (native), grafana (a shipped Grafana dashboard), file:PATH
 
 
 DASHBOARDS: tuple[Dashboard, ...] = (
     Dashboard("requests-overview", "Plano - Requests Overview", PANELS),
     Dashboard("llm-usage", "Plano - LLM Usage", LLM_PANELS),
 )
-DASHBOARD_BY_ID = {d.id: d for d in DASHBOARDS}
 DEFAULT_DASHBOARD = DASHBOARDS[0].id
-# Every panel of every dashboard, by id (ids are unique across dashboards: the API names a panel by id alone).
-ALL_PANELS: tuple[Panel, ...] = tuple(p for d in DASHBOARDS for p in d.panels)
-BY_ID = {p.id: p for p in ALL_PANELS}
-assert len(BY_ID) == len(ALL_PANELS), "a panel id is used twice"
+
+
+class Dashboards:
+    """The dashboards a server shows, in the top bar's order, and their panels by id (unique
+    across dashboards: the API names a panel by id alone)."""
+
+    def __init__(self, dashboards: Sequence[Dashboard]):
+        self.all = tuple(dashboards)
+        self.by_id = {d.id: d for d in self.all}
+        self.panels = {p.id: p for d in self.all for p in d.panels}
+        if len(self.by_id) != len(self.all) or len(self.panels) != sum(len(d.panels) for d in self.all):
+            raise ValueError("a dashboard or panel id is used twice")

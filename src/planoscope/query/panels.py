@@ -136,7 +136,18 @@ LlmQuery = (
     | TopSessions
 )
 LLM_QUERIES = LlmQuery.__args__
-Query = SpanRate | LatencyQuantiles | SpanCount | ScrapedRate | LlmQuery
+
+
+@dataclass(frozen=True)
+class PromQL:
+    """A panel drawn from its targets' PromQL by the engine over the stored samples: a Grafana
+    dashboard's (``grafana/dashboard.py`` reads them, ``grafana/render.py`` draws them). A stat
+    panel reduces each series to one value by Grafana's ``reducer`` (lastNotNull, mean, max, …)."""
+
+    reducer: str = "lastNotNull"
+
+
+Query = SpanRate | LatencyQuantiles | SpanCount | ScrapedRate | LlmQuery | PromQL
 
 
 @dataclass(frozen=True)
@@ -160,7 +171,7 @@ class Panel:
     id: str
     title: str
     unit: str  # Grafana unit id (reqps, ms, short, percentunit, currencyUSD) or custom unit (suffix: tok/s)
-    kind: str  # timeseries | stat
+    kind: str  # timeseries | stat | row (a Grafana row's heading: no query)
     grid: tuple[int, int, int, int]  # x, y, w, h on Grafana's 24-column grid
     query: Query
     targets: tuple[Target, ...]
@@ -169,6 +180,9 @@ class Panel:
     extra: dict = field(default_factory=dict, hash=False, compare=False)
     measures: tuple[Measure, ...] = ()
     display: str = "tiles"  # a stat panel drawn as tiles, bars (long names) or a table (with measures)
+    # A stat's colour by its value, as Grafana's absolute thresholds: (from, colour) steps, the
+    # first from None (below every other step).
+    thresholds: tuple[tuple[float | None, str], ...] = ()
 
 
 LLM, AGENT, ORCH = "plano(llm)", "plano(agent)", "plano(orchestrator)"

@@ -20,6 +20,8 @@ from ..ingest.admission import Ingest
 from ..ingest.writer import SpanWriter
 from ..metrics.cumulative import Cumulative
 from ..net.auth import Credentials, RequireAuth
+from ..promql import Queryable
+from ..query.dashboards import DASHBOARDS, Dashboard, Dashboards
 from ..query.panels import DEFAULT_MAX_SERIES
 from ..query.params import QueryError
 from ..scrape.scraper import Scraper
@@ -40,10 +42,14 @@ def create_web_app(
     retention: Retention | None = None,
     forwarders: Sequence[Forwarder] = (),
     max_series_per_panel: int = DEFAULT_MAX_SERIES,
+    dashboards: Sequence[Dashboard] = DASHBOARDS,
+    series: Queryable | None = None,
 ) -> FastAPI:
     """The FastAPI app for ``--listen``. With ``credentials``, everything but ``/healthz``
     (liveness probes carry no secrets) requires them. A dashboard panel draws at most
-    ``max_series_per_panel`` series (the rest as one "other")."""
+    ``max_series_per_panel`` series (the rest as one "other"). ``dashboards``: the top bar's,
+    native and Grafana ones (``grafana.dashboard.all_dashboards``), the latter's PromQL evaluated
+    over ``series`` (the stored samples)."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     registry = CollectorRegistry(auto_describe=False)
     for collector in (*metrics, scraper, ingest, writer):
@@ -52,6 +58,7 @@ def create_web_app(
     app.state.store, app.state.scraper, app.state.writer = store, scraper, writer
     app.state.retention, app.state.forwarders, app.state.registry = retention, list(forwarders), registry
     app.state.started, app.state.max_series_per_panel = time.time(), max_series_per_panel
+    app.state.dashboards, app.state.series = Dashboards(dashboards), series
     app.add_middleware(ReadAfterWrite, writer=writer)  # inside the auth check, added after it
     if credentials is not None and credentials.required:
         app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from ..query.dashboards import Dashboards
 from ..query.params import check_bounds, default_step
 from ..scrape.scraper import Scraper
 from ..store import SpanStore
@@ -25,9 +26,14 @@ def _max_series(request: Request) -> int:
     return request.app.state.max_series_per_panel
 
 
+def _dashboards(request: Request) -> Dashboards:
+    return request.app.state.dashboards
+
+
 StoreDep = Annotated[SpanStore, Depends(_store)]
 ScraperDep = Annotated[Scraper | None, Depends(_scraper)]
 MaxSeriesDep = Annotated[int, Depends(_max_series)]
+DashboardsDep = Annotated[Dashboards, Depends(_dashboards)]
 
 Start = Annotated[float | None, Query(description="Range start, unix seconds. Default: end - 1 h.")]
 End = Annotated[float | None, Query(description="Range end, unix seconds. Default: now.")]

@@ -17,12 +17,15 @@ const state = { dashboard: DEFAULT_DASHBOARD, dashboards: [], range: null, refre
 // --- formatting ---------------------------------------------------------------------------
 function axisUnit(unit) {
   if (unit === "reqps") return "req/s";
+  if (unit === "bytes") return "bytes";
   if (unit?.startsWith("suffix:")) return unit.slice(7).trim();
   return "";
 }
 function fmtAxis(v, unit) {  // compact tick labels: 2, 2.5, 750 ms, 1.5 s, 12K, 25%, $0.5
   const trim = (x) => String(Number(x.toFixed(2)));
   if (unit === "ms") return Math.abs(v) >= 1000 ? trim(v / 1000) + " s" : trim(v) + " ms";
+  if (unit === "s") return fmtAxis(v * 1000, "ms");
+  if (unit === "bytes") return fmtBytes(v);
   if (unit === "percentunit") return fmtPercent(v).replace(/\.0+%$/, "%");
   if (unit === "currencyUSD") return fmtUsd(v).replace(/\.0+$/, "");
   if (unit?.startsWith("suffix:")) return fmtCompact(v);
@@ -130,6 +133,16 @@ function buildGrid() {
   grid.setAttribute("aria-busy", "true");
   for (const p of state.panels) {
     const [x, y, w, h] = p.grid;
+    if (p.kind === "row") {  // a Grafana row: a heading across the grid, no data
+      const row = document.createElement("h2");
+      row.className = "row-heading";
+      row.dataset.panel = p.id;
+      row.style.gridColumn = "1 / -1";
+      row.style.gridRow = `${y + 1} / span 1`;
+      row.textContent = p.title;
+      grid.appendChild(row);
+      continue;
+    }
     const el = document.createElement("section");
     el.className = "panel";
     el.dataset.panel = p.id;
@@ -138,8 +151,8 @@ function buildGrid() {
     el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span><span class="targets"></span></header>
       <div class="body"></div><div class="truncated" hidden></div><div class="legend"></div>`;
     el.querySelector("h2").innerHTML = richText(p.title);
-    el.querySelector(".info").title = p.description
-      + (p.promql.length ? "\nPromQL (Grafana export): " + p.promql.join("\n") : "");
+    el.querySelector(".info").title = (p.description ? p.description + "\n" : "")
+      + (p.promql.length ? (p.source === "promql" ? "PromQL: " : "PromQL (Grafana export): ") + p.promql.join("\n") : "");
     grid.appendChild(el);
     state.views.set(p.id, { def: p, el, plot: null, key: "" });
   }
@@ -412,7 +425,7 @@ async function refresh() {
     const body = await r.json();
     if (!r.ok) throw new Error(body.detail || r.statusText);
     if (board !== state.dashboard) return;  // switched while loading
-    for (const p of body.panels) renderPanel(state.views.get(p.id), p);
+    for (const p of body.panels) if (state.views.has(p.id)) renderPanel(state.views.get(p.id), p);
     await renderTargets(ctl.signal);
     $("#empty").hidden = body.spans_stored > 0;
     document.body.dataset.loaded = String(Date.now());

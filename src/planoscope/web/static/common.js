@@ -58,7 +58,15 @@ function fmtUnit(v, unit) {
   if (unit === "percentunit") return fmtPercent(v);
   if (unit === "currencyUSD") return fmtUsd(v);
   if (unit?.startsWith("suffix:")) return fmtCompact(v) + " " + unit.slice(7).trim();
+  if (unit === "s") return fmtUnit(v * 1000, "ms");
+  if (unit === "bytes") return fmtBytes(v);
   return fmtNumber(v);
+}
+function fmtBytes(v) {  // Grafana's "bytes(IEC)": 512 B, 1.5 KiB, 230 MiB
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return (i ? String(Number(v.toFixed(Math.abs(v) >= 100 ? 0 : 1))) : String(Math.round(v))) + " " + units[i];
 }
 function fmtTime(unixS, withDate) {
   const d = new Date(unixS * 1000);
@@ -181,7 +189,9 @@ async function buildNav(current, range) {
     return a;
   };
   nav.replaceChildren(
-    ...boards.map((b) => link(`./?dashboard=${encodeURIComponent(b.id)}&${keep}`, b.title.replace(/^Plano - /, ""), b.id)),
+    // "Plano - LLM Usage" as "LLM Usage", "Brightstaff (Plano dataplane)" as "Brightstaff"; in full on hover.
+    ...boards.map((b) => Object.assign(link(`./?dashboard=${encodeURIComponent(b.id)}&${keep}`,
+      b.title.replace(/^Plano - /, "").replace(/\s+\(.*\)$/, ""), b.id), { title: b.title })),
     link("traces" + (keep.toString() ? "?" + keep : ""), "Traces", "traces"),
     link("sessions", "Sessions", "sessions"));
   return boards;

@@ -5,6 +5,17 @@
 
 function lastValue(s) { return s.points.length ? s.points[s.points.length - 1][1] : null; }
 
+// Grafana's named colours, as its dark theme draws them.
+const NAMED_COLORS = { green: "#73bf69", yellow: "#fade2a", orange: "#ff9830", red: "#f2495c", blue: "#5794f2",
+                       purple: "#b877d9", "dark-red": "#c4162a", "dark-green": "#37872d", "dark-yellow": "#e0b400" };
+// A value's colour by a panel's absolute thresholds ([from, colour] steps, the first from null).
+function thresholdColor(steps, v) {
+  if (!steps?.length || v == null) return null;
+  let color = null;
+  for (const [from, c] of steps) if (from == null || v >= from) color = NAMED_COLORS[c] || c;
+  return color;
+}
+
 function renderStat(view, data, body, legend) {
   destroyPlot(view);
   legend.innerHTML = "";
@@ -14,7 +25,7 @@ function renderStat(view, data, body, legend) {
   if (display === "bars") return renderBars(view, data, body);
   const palette = colors(view.def, data.series);
   const tiles = data.series.map((s, i) => {
-    const c = palette[i];
+    const c = thresholdColor(view.def.thresholds, lastValue(s)) || palette[i];
     const href = drillUrl(view.def, s, data.start, data.end);
     const est = isEstimated(s);
     return `<a class="stat${est ? " estimated" : ""}" ${href ? `href="${href}" title="Traces of ${escapeHtml(s.name)} in this range"` : ""} style="--c:${c}">
