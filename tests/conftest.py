@@ -360,6 +360,36 @@ def module_server_factory():
     pool.close()
 
 
+def _demo_pool(started: list):
+    from support.demo_server import DemoServer  # it builds on Server, defined here
+
+    def start(data_dir: Path | None, *args: str):
+        srv = DemoServer(data_dir, *args)
+        started.append(srv)
+        return srv.start()
+
+    return start
+
+
+@pytest.fixture
+def demo_factory():
+    """``demo_factory(data_dir or None, *args)`` → a started ``planoscope demo`` (a
+    ``support.demo_server.DemoServer``), stopped after the test."""
+    started: list = []
+    yield _demo_pool(started)
+    for srv in started:
+        srv.close()
+
+
+@pytest.fixture(scope="module")
+def module_demo_factory():
+    """As ``demo_factory``, for a demo shared by the tests of one module."""
+    started: list = []
+    yield _demo_pool(started)
+    for srv in started:
+        srv.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield

@@ -32,6 +32,7 @@ from .net.auth import Credentials
 from .net.httpserver import HttpServer
 from .net.listen import StartupError, bind, bound_address, split_address
 from .net.otlp import parse_header
+from .promql.samples import StoredSamples, instance_of
 from .scrape.scraper import Scraper
 from .settings import Settings, scrape_target
 from .store import SpanStore, StoreError, open_store
@@ -189,6 +190,7 @@ class Planoscope:
             forwarders,
             s.max_series_per_panel,
             dashboards,
+            StoredSamples(store, {t.label: instance_of(t.url) for t in scraper.targets}),
         )
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(

@@ -209,3 +209,22 @@ def test_the_shipped_file_and_the_reference_copy_are_plano_s_unchanged():
     )
     if shared.is_file():  # beside the checkout here; a clean clone elsewhere has only the copies
         assert shared.read_bytes() == REFERENCE.read_bytes()
+
+
+def test_serve_shows_a_dashboard_file_and_refuses_a_bad_one_in_one_line(server_factory, tmp_path):
+    good = _write(tmp_path, _doc(), "good.json")
+    srv = server_factory(tmp_path / "d", "--dashboard", str(good))
+    boards = srv.get("/api/v1/dashboards").json()
+    assert [(b["id"], b["source"]) for b in boards[-2:]] == [("brightstaff", "grafana"), ("my-gateway", f"file:{good}")]
+    (panel,) = [p for p in srv.get("/api/v1/panels?dashboard=my-gateway").json() if p["kind"] != "row"]
+    assert (panel["title"], panel["source"], panel["promql"], panel["legends"]) == ("Up", "promql", ["up"], ["{{job}}"])
+    data = srv.get("/api/v1/dashboard?id=my-gateway").json()
+    assert [p["id"] for p in data["panels"]] == ["my-gateway:1", "my-gateway:7"]
+
+    bad = _write(tmp_path, "{not json", "bad.json")
+    srv = server_factory(tmp_path / "e", "--dashboard", str(good), "--dashboard", str(bad), start=False)
+    with pytest.raises(AssertionError):
+        srv.start()
+    err = [ln for ln in srv.lines("err") if ln.startswith("planoscope: error:")]
+    assert srv.proc.returncode == 1 and len(err) == 1 and str(bad) in err[0], srv.output()
+    assert not (tmp_path / "e" / "planoscope.duckdb").exists()  # refused before the store is opened
