@@ -54,7 +54,10 @@ def test_planoscope_command_is_valid_and_forwards_to_tempo():
     settings = load_settings(params.pop("config_file"), params)
     assert settings.forward_otlp == ["grpc://tempo:4317"]
     assert settings.listen == "0.0.0.0:9000" and settings.insecure
-    assert settings.scrape == ["envoy=http://host.docker.internal:9901/stats/prometheus"]
+    assert settings.scrape == [
+        "envoy=http://host.docker.internal:9901/stats/prometheus",
+        "brightstaff=http://host.docker.internal:9092/metrics",
+    ]
 
 
 def test_prometheus_config_is_valid_and_scrapes_planoscope_and_envoy():

@@ -121,7 +121,10 @@ def test_ingest_instances_take_otlp_and_the_ui_instance_does_not(tmp_path):
     ui = _settings(services["planoscope"])
     # on the container's loopback: no other container, nor the host (not published), reaches them
     assert (ui.otlp_grpc, ui.otlp_http) == ("127.0.0.1:4317", "127.0.0.1:4318")
-    assert ui.scrape == ["envoy=http://host.docker.internal:9901/stats/prometheus"]
+    assert ui.scrape == [
+        "envoy=http://host.docker.internal:9901/stats/prometheus",
+        "brightstaff=http://host.docker.internal:9092/metrics",
+    ]
 
 
 def test_haproxy_config_is_valid_and_balances_over_both_ingest_instances():

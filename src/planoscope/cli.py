@@ -454,7 +454,8 @@ def grafana() -> None:
     "--prometheus-url",
     default="http://prometheus:9090",
     show_default=True,
-    help="URL Grafana reaches the Prometheus that scrapes planoscope's /metrics (and Envoy) at.",
+    help="URL Grafana reaches the Prometheus API at: a Prometheus that scrapes planoscope's /metrics "
+    "(and Envoy), or planoscope's own, http://HOST:9000/prometheus.",
 )
 @click.option(
     "--dashboards-path",

@@ -175,8 +175,9 @@ def dashboard_json(dashboard: Dashboard = DASHBOARDS[0], planoscope_url: str | N
 
 
 DATASOURCES_YAML = """\
-# Grafana provisioning: the Prometheus that scrapes planoscope's /metrics (and Envoy's admin
-# /stats/prometheus). Written by `planoscope grafana export`.
+# Grafana provisioning: the Prometheus API the dashboards query, a Prometheus that scrapes
+# planoscope's /metrics (and Envoy's admin /stats/prometheus) or planoscope's own at /prometheus.
+# Written by `planoscope grafana export`.
 apiVersion: 1
 
 datasources:

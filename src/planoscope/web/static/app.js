@@ -31,6 +31,7 @@ function fmtAxis(v, unit) {  // compact tick labels: 2, 2.5, 750 ms, 1.5 s, 12K,
   if (unit?.startsWith("suffix:")) return fmtCompact(v);
   if (Math.abs(v) >= 1e6) return trim(v / 1e6) + "M";
   if (Math.abs(v) >= 1e3) return trim(v / 1e3) + "K";
+  if (v !== 0 && Math.abs(v) < 0.01) return String(Number(v.toPrecision(2)));  // 0.004 req/s, not 0
   return trim(v);
 }
 function timeTicks(u, splits) {
