@@ -2,8 +2,8 @@
 
 Starts ``planoscope demo`` (a fixed seed, 15 minutes of backfill, free ports, a temporary data
 directory), waits until the backfill is stored and the fake Envoy has been scraped for a minute,
-drives Debian's Chromium through Playwright to the two dashboards, to one agent trace, to the
-sessions list and to one conversation, writes ``docs/img/dashboard.png``, ``llm-usage.png``,
+drives Debian's Chromium through Playwright to the three dashboards, to one agent trace, to the
+sessions list and to one conversation, writes ``docs/img/dashboard.png``, ``llm-usage.png``, ``brightstaff.png``,
 ``trace.png``, ``sessions.png`` and ``session.png`` and stops the demo with SIGTERM. It fails, and
 replaces no picture, when a page reports an error: a broken page never lands in the docs.
 """
@@ -145,7 +145,7 @@ def conversation(demo: Demo) -> str:
     raise SystemExit("screenshots: no session of 6 turns or more with a routed call in the demo's data")
 
 
-PICTURES = ("dashboard.png", "llm-usage.png", "trace.png", "sessions.png", "session.png")
+PICTURES = ("dashboard.png", "llm-usage.png", "brightstaff.png", "trace.png", "sessions.png", "session.png")
 
 
 def shoot(demo: Demo, out: Path) -> str:
@@ -174,6 +174,14 @@ def shoot(demo: Demo, out: Path) -> str:
         page.mouse.move(0, 0)
         check(page, errors, "the LLM Usage dashboard")
         page.screenshot(path=str(out / "llm-usage.png"), full_page=True)
+
+        page.goto(demo.url + "/?dashboard=brightstaff&range=5m&refresh=off")  # its fakes count live traffic only
+        page.wait_for_selector("body[data-loaded]", timeout=30_000)
+        page.wait_for_selector("#refresh-now:not(.spinning)")
+        page.wait_for_function("document.querySelectorAll('.panel canvas').length >= 12")
+        page.mouse.move(0, 0)
+        check(page, errors, "the brightstaff dashboard")
+        page.screenshot(path=str(out / "brightstaff.png"), full_page=True)
 
         query = {"id": trace_id} | ({"span": span_id} if span_id else {})
         page.goto(demo.url + "/trace?" + urlencode(query))

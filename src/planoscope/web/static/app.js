@@ -311,7 +311,9 @@ function renderTimeseries(view, data, body, legend) {
         };
       }));
     const axes = [
-      { ...AXIS, ticks: { stroke: "rgba(204,204,220,0.1)" }, values: timeTicks },
+      // Labels with seconds (ranges up to 15 minutes) are wider: keep them from touching.
+      { ...AXIS, ticks: { stroke: "rgba(204,204,220,0.1)" }, values: timeTicks,
+        space: (u, i, min, max) => (max - min <= 900 ? 80 : 60) },
       { ...AXIS, ticks: { show: false }, size: 64, label: axisUnit(def.unit), labelSize: 18,
         values: (u, vals) => vals.map((v) => fmtAxis(v, def.unit)) },
     ];
