@@ -1,0 +1,139 @@
+"""``StoredSamples``: the scraped samples of a store (DuckDB's ``samples``, ClickHouse's
+``planoscope_samples``) as the series a Prometheus scraping the same targets would have stored.
+
+A row's series is ``__name__`` = its MetricName, the labels it was scraped with, ``job`` = the
+scrape target's label (the Target column: ``--scrape brightstaff=http://…`` gives
+``job="brightstaff"``) and ``instance`` = the target's ``host:port``, as Prometheus sets them. A
+scraped ``job`` or ``instance`` label becomes ``exported_job`` / ``exported_instance``, as
+Prometheus does with ``honor_labels: false``. ``instance`` comes from the targets as configured
+now (``instances``): samples of a target no longer configured have none.
+
+What the store indexes is pushed down: the metric name (``=``, or the names in the range that the
+``__name__`` matchers accept, matched here with the engine's own regexes), an equal ``job`` and the
+time range; the engine applies every matcher again. Before loading samples, one count says
+whether the selection fits ``limits`` (``max_series``, ``max_samples``): a query over too much
+fails with Prometheus's error instead of loading it.
+
+Example::
+
+    queryable = StoredSamples(store, {"envoy": "127.0.0.1:9901"})
+    Engine().range_query(queryable, "rate(envoy_cluster_upstream_rq_total[1m])", start_ms, end_ms, 15_000)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from ..store import SpanStore
+from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
+from .samples_clickhouse import ClickHouseSamples
+from .samples_duckdb import DuckDBSamples
+from .storage import Matcher, matches_all, metric_name
+from .values import METRIC_NAME, LimitExceeded
+
+JOB, INSTANCE = "job", "instance"
+
+
+def instance_of(url: str) -> str:
+    """A target URL's ``instance`` label as Prometheus sets it: ``host:port``, the scheme's port
+    when the URL names none."""
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def series_labels(name: str, target: str, scraped: Mapping[str, str], instance: str | None) -> dict[str, str]:
+    """The labels Prometheus would have stored a scraped sample under (see the module docstring)."""
+    out = {("exported_" + k if k in (JOB, INSTANCE) else k): v for k, v in scraped.items()}
+    out[METRIC_NAME] = name
+    out[JOB] = target
+    if instance:
+        out[INSTANCE] = instance
+    return out
+
+
+class StoredSamples:
+    """A ``Queryable`` over a store's scraped samples. ``instances``: each target label's
+    ``instance`` (``instance_of`` its URL); ``limits``: the engine's, bounding what one selector loads."""
+
+    def __init__(self, store: SpanStore, instances: Mapping[str, str] | None = None, limits: Limits | None = None):
+        self.instances = dict(instances or {})
+        self.limits = limits or Limits()
+        self.sql = ClickHouseSamples(store) if store.dialect == "clickhouse" else DuckDBSamples(store)
+
+    def select(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
+    ) -> Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+        names, job = self._pushdown([matchers], start_ms, end_ms)
+        if names == []:
+            return []
+        n_series, n_samples = self.sql.count(names, job, start_ms, end_ms)
+        if n_series > self.limits.max_series:
+            raise LimitExceeded(TOO_MANY_SERIES)
+        if n_samples > self.limits.max_samples:
+            raise LimitExceeded(TOO_MANY_SAMPLES)
+        return self._series(self.sql.samples(names, job, start_ms, end_ms), matchers)
+
+    def _series(self, rows, matchers):
+        for name, target, labels_json, ts, vs in rows:
+            labels = series_labels(name, target, json.loads(labels_json), self.instances.get(target))
+            if not matches_all(labels, matchers):
+                continue
+            ts, vs = np.asarray(ts, np.int64), np.asarray(vs, np.float64)
+            order = np.argsort(ts, kind="stable")
+            ts, vs = ts[order], vs[order]
+            last = np.ones(len(ts), bool)  # two samples in one millisecond: the later one, as a TSDB keeps
+            last[:-1] = ts[1:] != ts[:-1]
+            yield labels, ts[last], vs[last]
+
+    def series(self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int) -> list[dict[str, str]]:
+        """The label sets of the series with a sample in ``[start_ms, end_ms]`` matching any of
+        ``matcher_sets`` (each a selector's matchers; none: every series), sorted. At most
+        ``limits.max_series``, or ``LimitExceeded``."""
+        sets = list(matcher_sets) or [[]]
+        names, job = self._pushdown(sets, start_ms, end_ms)
+        if names == []:
+            return []
+        rows = self.sql.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
+        if len(rows) > self.limits.max_series:
+            raise LimitExceeded(TOO_MANY_SERIES)
+        found = set()
+        for name, target, labels_json in rows:
+            labels = series_labels(name, target, json.loads(labels_json), self.instances.get(target))
+            if any(matches_all(labels, ms) for ms in sets):
+                found.add(tuple(sorted(labels.items())))
+        return [dict(k) for k in sorted(found)]
+
+    def label_names(self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int) -> list[str]:
+        """The label names of those series, sorted."""
+        return sorted({k for labels in self.series(matcher_sets, start_ms, end_ms) for k in labels})
+
+    def label_values(
+        self, name: str, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
+    ) -> list[str]:
+        """The values of label ``name`` on those series, sorted."""
+        if name == METRIC_NAME and not matcher_sets:  # the metric browser's first call: names only
+            return sorted(self.sql.names(start_ms, end_ms))
+        return sorted({ls[name] for ls in self.series(matcher_sets, start_ms, end_ms) if ls.get(name)})
+
+    def _pushdown(self, matcher_sets, start_ms: int, end_ms: int) -> tuple[list[str] | None, str | None]:
+        """The metric names to read (None: all) and the one target (job) to read, if fixed, for
+        selectors any of whose matcher sets a series must match."""
+        fixed = [metric_name(ms) for ms in matcher_sets]
+        if all(fixed):
+            names = sorted(set(fixed))
+        elif any(m.name == METRIC_NAME for ms in matcher_sets for m in ms):
+            stored = self.sql.names(start_ms, end_ms)
+            names = sorted(
+                {n for n in stored for ms in matcher_sets if all(m.matches(n) for m in ms if m.name == METRIC_NAME)}
+            )
+        else:
+            names = None
+        jobs = {next((m.value for m in ms if m.name == JOB and m.op == "="), None) for ms in matcher_sets}
+        job = jobs.pop() if len(jobs) == 1 else None
+        return names, job

@@ -1,0 +1,52 @@
+"""``StoredSamples``' SQL on ClickHouse, over ``planoscope_samples`` (``DateTime64(3)``, ordered
+by MetricName, Target, Timestamp: the pushed-down name and job read only their granules). Every
+value is a server-side parameter; the table is the placeholder ``ClickHouseStore.read`` fills."""
+
+from __future__ import annotations
+
+from ..store import SpanStore
+
+SAMPLES = "{db:Identifier}.{planoscope_samples:Identifier}"
+
+
+class ClickHouseSamples:
+    def __init__(self, store: SpanStore):
+        self.store = store
+
+    def _where(self, names: list[str] | None, job: str | None, start_ms: int, end_ms: int) -> tuple[str, dict]:
+        sql = "Timestamp >= fromUnixTimestamp64Milli({start:Int64}) AND Timestamp <= fromUnixTimestamp64Milli({end:Int64})"
+        params: dict = {"start": start_ms, "end": end_ms}
+        if names is not None:
+            sql += " AND MetricName IN {names:Array(String)}"
+            params["names"] = names
+        if job is not None:
+            sql += " AND Target = {job:String}"
+            params["job"] = job
+        return sql, params
+
+    def names(self, start_ms: int, end_ms: int) -> list[str]:
+        where, params = self._where(None, None, start_ms, end_ms)
+        return [r[0] for r in self.store.read(f"SELECT DISTINCT MetricName FROM {SAMPLES} WHERE {where}", params)]
+
+    def count(self, names, job, start_ms: int, end_ms: int) -> tuple[int, int]:
+        where, params = self._where(names, job, start_ms, end_ms)
+        row = self.store.read(
+            f"SELECT uniqExact(MetricName, Target, Labels), count() FROM {SAMPLES} WHERE {where}", params
+        )
+        return int(row[0][0]), int(row[0][1])
+
+    def samples(self, names, job, start_ms: int, end_ms: int) -> list[tuple]:
+        # The two arrays of a group are filled row by row together: aligned; sorted by the caller.
+        where, params = self._where(names, job, start_ms, end_ms)
+        return self.store.read(
+            "SELECT MetricName, Target, Labels, groupArray(toUnixTimestamp64Milli(Timestamp)), groupArray(Value)"
+            f" FROM {SAMPLES} WHERE {where} GROUP BY MetricName, Target, Labels",
+            params,
+        )
+
+    def series(self, names, job, start_ms: int, end_ms: int, limit: int) -> list[tuple]:
+        where, params = self._where(names, job, start_ms, end_ms)
+        return self.store.read(
+            f"SELECT DISTINCT MetricName, Target, Labels FROM {SAMPLES} WHERE {where} LIMIT {{limit:UInt64}}",
+            {**params, "limit": limit},
+        )
