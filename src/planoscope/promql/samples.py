@@ -32,7 +32,7 @@ from ..store import SpanStore
 from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
 from .samples_clickhouse import ClickHouseSamples
 from .samples_duckdb import DuckDBSamples
-from .storage import Matcher, matches_all, metric_name
+from .storage import Matcher, is_valid_label_name, matches_all, metric_name
 from .values import METRIC_NAME, LimitExceeded
 
 JOB, INSTANCE = "job", "instance"
@@ -110,16 +110,38 @@ class StoredSamples:
         return [dict(k) for k in sorted(found)]
 
     def label_names(self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int) -> list[str]:
-        """The label names of those series, sorted."""
-        return sorted({k for labels in self.series(matcher_sets, start_ms, end_ms) for k in labels})
+        """The label names of the series matching any of ``matcher_sets`` (none: of every series
+        in the range, read without listing the series), sorted."""
+        if matcher_sets:
+            return sorted({k for labels in self.series(matcher_sets, start_ms, end_ms) for k in labels})
+        targets = self.sql.targets(start_ms, end_ms)
+        if not targets:
+            return []
+        scraped = self.sql.label_keys(start_ms, end_ms)
+        found = {("exported_" + k if k in (JOB, INSTANCE) else k) for k in scraped} | {METRIC_NAME, JOB}
+        if any(self.instances.get(t) for t in targets):
+            found.add(INSTANCE)
+        return sorted(found)
 
     def label_values(
         self, name: str, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
     ) -> list[str]:
         """The values of label ``name`` on those series, sorted."""
-        if name == METRIC_NAME and not matcher_sets:  # the metric browser's first call: names only
-            return sorted(self.sql.names(start_ms, end_ms))
-        return sorted({ls[name] for ls in self.series(matcher_sets, start_ms, end_ms) if ls.get(name)})
+        if matcher_sets:
+            return sorted({ls[name] for ls in self.series(matcher_sets, start_ms, end_ms) if ls.get(name)})
+        if not is_valid_label_name(name):
+            return []
+        if name == METRIC_NAME:
+            found = self.sql.names(start_ms, end_ms)
+        elif name == JOB:
+            found = self.sql.targets(start_ms, end_ms)
+        elif name == INSTANCE:
+            found = [self.instances.get(t) for t in self.sql.targets(start_ms, end_ms)]
+        elif name in ("exported_" + JOB, "exported_" + INSTANCE):  # stored as the target wrote it
+            found = self.sql.label_key_values(name.removeprefix("exported_"), start_ms, end_ms)
+        else:
+            found = self.sql.label_key_values(name, start_ms, end_ms)
+        return sorted({v for v in found if v})
 
     def _pushdown(self, matcher_sets, start_ms: int, end_ms: int) -> tuple[list[str] | None, str | None]:
         """The metric names to read (None: all) and the one target (job) to read, if fixed, for

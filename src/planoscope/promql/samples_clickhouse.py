@@ -28,6 +28,23 @@ class ClickHouseSamples:
         where, params = self._where(None, None, start_ms, end_ms)
         return [r[0] for r in self.store.read(f"SELECT DISTINCT MetricName FROM {SAMPLES} WHERE {where}", params)]
 
+    def targets(self, start_ms: int, end_ms: int) -> list[str]:
+        where, params = self._where(None, None, start_ms, end_ms)
+        return [r[0] for r in self.store.read(f"SELECT DISTINCT Target FROM {SAMPLES} WHERE {where}", params)]
+
+    def label_keys(self, start_ms: int, end_ms: int) -> list[str]:
+        where, params = self._where(None, None, start_ms, end_ms)
+        sql = f"SELECT DISTINCT arrayJoin(JSONExtractKeys(Labels)) FROM {SAMPLES} WHERE {where}"
+        return [r[0] for r in self.store.read(sql, params)]
+
+    def label_key_values(self, key: str, start_ms: int, end_ms: int) -> list[str]:
+        where, params = self._where(None, None, start_ms, end_ms)
+        sql = (
+            f"SELECT DISTINCT JSONExtractString(Labels, {{key:String}}) FROM {SAMPLES}"
+            f" WHERE {where} AND JSONHas(Labels, {{key:String}})"
+        )
+        return [r[0] for r in self.store.read(sql, {**params, "key": key})]
+
     def count(self, names, job, start_ms: int, end_ms: int) -> tuple[int, int]:
         where, params = self._where(names, job, start_ms, end_ms)
         row = self.store.read(

@@ -33,6 +33,21 @@ class DuckDBSamples:
         where, args = self._where(None, None, start_ms, end_ms)
         return [r[0] for r in self.store.read(f"SELECT DISTINCT MetricName FROM samples WHERE {where}", args)]
 
+    def targets(self, start_ms: int, end_ms: int) -> list[str]:
+        where, args = self._where(None, None, start_ms, end_ms)
+        return [r[0] for r in self.store.read(f"SELECT DISTINCT Target FROM samples WHERE {where}", args)]
+
+    def label_keys(self, start_ms: int, end_ms: int) -> list[str]:
+        where, args = self._where(None, None, start_ms, end_ms)
+        sql = f"SELECT DISTINCT unnest(json_keys(Labels)) FROM samples WHERE {where}"
+        return [r[0] for r in self.store.read(sql, args)]
+
+    def label_key_values(self, key: str, start_ms: int, end_ms: int) -> list[str]:
+        # ``key`` is a valid label name (letters, digits, _): quoted in the path, and a parameter.
+        where, args = self._where(None, None, start_ms, end_ms)
+        sql = f"SELECT DISTINCT json_extract_string(Labels, ?) AS v FROM samples WHERE {where}"
+        return [r[0] for r in self.store.read(f"SELECT v FROM ({sql}) WHERE v IS NOT NULL", [f'$."{key}"', *args])]
+
     def count(self, names, job, start_ms: int, end_ms: int) -> tuple[int, int]:
         where, args = self._where(names, job, start_ms, end_ms)
         row = self.store.read(
@@ -44,7 +59,7 @@ class DuckDBSamples:
         # Both lists in one order, by time then value, so that they stay aligned.
         where, args = self._where(names, job, start_ms, end_ms)
         return self.store.read(
-            "SELECT MetricName, Target, Labels, list(epoch_ms(Timestamp) ORDER BY Timestamp, Value),"
+            "SELECT MetricName, Target, Labels, list(epoch_us(Timestamp) // 1000 ORDER BY Timestamp, Value),"
             f" list(Value ORDER BY Timestamp, Value) FROM samples WHERE {where} GROUP BY MetricName, Target, Labels",
             args,
         )
