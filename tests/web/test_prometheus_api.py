@@ -6,9 +6,7 @@ to what ``/metrics`` shows; on each store."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -16,32 +14,12 @@ import httpx
 import pytest
 
 from conftest import RL, FakeTarget, Metrics, _wait, grpc_export, pb_request, pb_span
-from planoscope.demo.brightstaff import BrightstaffStats, FakeBrightstaff
-from planoscope.demo.simulate import Simulation
+from support.brightstaff import Brightstaff
 from support.clickhouse_fixtures import STORES, serve_on
 
-DASHBOARD = Path("/work/shared/reference/plano-telemetry/brightstaff-dashboard.json")
+DASHBOARD = Path(__file__).resolve().parents[1] / "reference" / "brightstaff-dashboard.json"
 MAX_SERIES = 150  # more than any dashboard query selects, fewer than brightstaff exposes
 SPANS = 12
-
-
-class Brightstaff:
-    """The demo's fake brightstaff ``/metrics`` on a free port, in a thread of its own, counting
-    simulated traffic as its clock passes the facts (the next 15 minutes of it)."""
-
-    def __init__(self):
-        self.stats = BrightstaffStats()
-        now = int(time.time())
-        self.stats.track(Simulation(rate=5, seed=19).traces(now - 30, now + 900))
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-        self.served = FakeBrightstaff(self.stats, "127.0.0.1:0")
-        asyncio.run_coroutine_threadsafe(self.served.__aenter__(), self.loop).result(30)
-        self.url = self.served.url
-
-    def close(self):
-        asyncio.run_coroutine_threadsafe(self.served.__aexit__(None, None, None), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 @pytest.fixture(scope="module")
