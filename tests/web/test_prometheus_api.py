@@ -59,7 +59,9 @@ def srv(request, module_server_factory, tmp_path_factory, targets):
     # Everything below is there once a scrape of each target (and of /metrics, with the spans) is stored.
     _wait(lambda: _value(srv, 'sum(calls_total{job="planoscope"})') == SPANS, 60, "the span metrics sampled")
     _wait(lambda: _value(srv, f'{RL}{{job="envoy"}}') == 41, 60, "envoy scraped")
-    _wait(lambda: _value(srv, 'sum(brightstaff_http_requests_total{job="brightstaff"}) > 0'), 60, "brightstaff")
+    _wait(
+        lambda: _value(srv, 'sum(rate(brightstaff_http_requests_total{job="brightstaff"}[1m])) > 0'), 60, "brightstaff"
+    )
     return srv
 
 
@@ -180,18 +182,27 @@ def test_the_brightstaff_dashboard_queries_answer(srv):
     panels = json.loads(DASHBOARD.read_text())["panels"]
     exprs = [t["expr"] for p in panels for q in [p, *p.get("panels", [])] for t in q.get("targets", [])]
     assert len(exprs) == 19
-    end = int(time.time())
-    empty = []
-    for expr in exprs:
-        data = _data(srv, "query_range", "POST", query=expr, start=str(end - 60), end=str(end), step="15")
-        assert data["resultType"] == "matrix"
-        if not data["result"]:
-            empty.append(expr)
-    # All have series but Envoy's cluster counter (not kept here) and, until the simulated
-    # traffic has its first upstream failure, the errors panel.
     envoy = 'sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name="bright_staff"}[1m]))'
     errors = 'sum by (provider, error_class) (rate(brightstaff_llm_upstream_requests_total{error_class!="none"}[5m]))'
-    assert envoy in empty and set(empty) <= {envoy, errors}, empty
+
+    def empty() -> list[str]:
+        end = int(time.time())
+        out = []
+        for expr in exprs:
+            data = _data(srv, "query_range", "POST", query=expr, start=str(end - 60), end=str(end), step="15")
+            assert data["resultType"] == "matrix"
+            if not data["result"]:
+                out.append(expr)
+        return out
+
+    # Every panel has series once the simulated traffic has been through each family (a routing
+    # request is 5 % of it), but Envoy's cluster counter (not kept here) and, until the traffic's
+    # first upstream failure, the errors panel.
+    def only_expected_empty() -> list[str] | None:
+        found = empty()
+        return found if set(found) <= {envoy, errors} else None
+
+    assert envoy in _wait(only_expected_empty, 90, "the panels' series")
 
 
 # --- values ----------------------------------------------------------------------------------
