@@ -231,8 +231,8 @@ class Settings(BaseModel):
         5_000_000,
         ge=1,
         description="Samples one PromQL query (/prometheus/api/v1) may load or hold at once; a query over "
-        "more fails with Prometheus's error (422). Prometheus's --query.max-samples, lower: a loaded sample "
-        "costs ~60 bytes here.",
+        "more fails with Prometheus's error (422). Prometheus's --query.max-samples, lower: loading a sample "
+        "takes ~100 bytes at the peak here.",
     )
     promql_max_series: int = Field(
         100_000,
