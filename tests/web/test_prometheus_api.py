@@ -273,6 +273,9 @@ def test_errors(srv):
     message = _error(srv, "query", 422, "execution", query='{__name__=~"brightstaff_.+"}')
     assert message == "query processing would load too many series into memory in query execution"
     _error(srv, "series", 422, "execution", **{"match[]": '{__name__=~".+"}'})
+    # A query's own timeout (none left here): Prometheus's timeout error.
+    assert "timed out" in _error(srv, "query", 503, "timeout", query="sum(rate(calls_total[1m]))", timeout="0s")
+    _error(srv, "query", 400, "bad_data", query="1", timeout="a while")
     assert srv.running
 
 

@@ -8,7 +8,7 @@ The endpoints Grafana calls, with Prometheus 2.x's parameters and JSON: ``query`
 ``{"status": "success", "data": …}``; errors ``{"status": "error", "errorType", "error"}`` with
 Prometheus's codes: ``bad_data`` 400, ``execution`` 422, ``timeout`` and ``unavailable`` (the
 store did not answer) 503. Times are unix seconds or RFC 3339, durations float seconds or
-Prometheus durations (``1m30s``).
+Prometheus durations (``1m30s``); ``timeout`` shortens a query's 2 minutes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import asyncio
 import math
 import re
 import time
+from dataclasses import replace
 from datetime import datetime
 from urllib.parse import parse_qsl
 
@@ -108,8 +109,11 @@ async def _answer(request: Request, work) -> JSONResponse:
     state = request.app.state
     try:
         params = await _params(request)
-        queryable = StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, state.promql_limits)
-        data = await asyncio.to_thread(work, params, Engine(limits=state.promql_limits), queryable)
+        limits = state.promql_limits
+        if raw := _one(params, "timeout"):  # a query's own timeout, within the server's
+            limits = replace(limits, timeout_s=min(limits.timeout_s, max(parse_duration("timeout", raw), 0) / 1000))
+        queryable = StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, limits)
+        data = await asyncio.to_thread(work, params, Engine(limits=limits), queryable)
     except BadData as e:
         return _error("bad_data", str(e))
     except PromQLError as e:
