@@ -11,6 +11,7 @@ import logging
 import sys
 from datetime import timedelta
 
+from prometheus_client import generate_latest
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -32,12 +33,12 @@ from .net.auth import Credentials
 from .net.httpserver import HttpServer
 from .net.listen import StartupError, bind, bound_address, split_address
 from .net.otlp import parse_header
-from .promql.samples import StoredSamples, instance_of
 from .scrape.scraper import Scraper
 from .settings import Settings, scrape_target
 from .store import SpanStore, StoreError, open_store
 from .store.retention import Retention
 from .web.app import create_web_app
+from .web.routes import prometheus
 
 log = logging.getLogger("planoscope")
 
@@ -46,6 +47,7 @@ log = logging.getLogger("planoscope")
 # the writer waits for whichever thread runs Python: up to 5 ms with Python's default. At 1 ms,
 # 7 interleaved pairs of 20 s loads (8 clients) gave a median of 39.0k spans/s against 36.4k.
 GIL_SWITCH_INTERVAL = 0.001
+SELF_JOB = "planoscope"  # the job label of planoscope's own metrics, as a Prometheus job scraping it would name it
 
 
 class Planoscope:
@@ -190,8 +192,13 @@ class Planoscope:
             forwarders,
             s.max_series_per_panel,
             dashboards,
-            StoredSamples(store, {t.label: instance_of(t.url) for t in scraper.targets}),
+            prometheus.limits(s.promql_max_samples, s.promql_max_series),
         )
+        # What a Prometheus scraping /metrics would store, for the Prometheus API: read in process
+        # (no HTTP, so auth is no obstacle), job "planoscope", instance the address it would scrape.
+        if s.scrape_self_metrics:
+            exposition = lambda: generate_latest(web_app.state.registry)  # noqa: E731
+            scraper.add_local(SELF_JOB, bound_address(web_sock), exposition, s.scrape_self_metrics)
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(
             HttpServer(

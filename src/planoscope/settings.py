@@ -229,6 +229,24 @@ class Settings(BaseModel):
     scrape_max_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="A scrape whose body is larger than this fails."
     )
+    scrape_self_metrics: StrList = Field(
+        ["*"],
+        description="Globs of planoscope's own /metrics sample names stored every scrape_interval as job "
+        "planoscope, as a Prometheus scraping it would (for the Prometheus API); empty: none stored.",
+    )
+    promql_max_samples: int = Field(
+        5_000_000,
+        ge=1,
+        description="Samples one PromQL query (/prometheus/api/v1) may load or hold at once; a query over "
+        "more fails with Prometheus's error (422). Prometheus's --query.max-samples, lower: loading a sample "
+        "takes ~100 bytes at the peak here.",
+    )
+    promql_max_series: int = Field(
+        100_000,
+        ge=1,
+        description="Series one PromQL query, series or label listing may select from the store; more fails "
+        "with Prometheus's error (422).",
+    )
     forward_otlp: StrList = Field(
         [],
         description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "

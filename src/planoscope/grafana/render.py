@@ -26,7 +26,7 @@ _VARIABLE = re.compile(r"\$(?:\{(__\w+)\}|(__\w+))")
 
 
 def evaluate_promql(
-    queryable: Queryable | None,
+    queryable: Queryable,
     panels: Sequence[Panel],
     start: float,
     end: float,
@@ -34,8 +34,7 @@ def evaluate_promql(
     scrape_interval: float,
     engine: Engine | None = None,
 ) -> list[dict]:
-    """Each panel's ``{"id", "title", "unit", "kind", "start", "end", "step", "series"[, "notice"]}``;
-    without a ``queryable``, each says it has no samples to query."""
+    """Each panel's ``{"id", "title", "unit", "kind", "start", "end", "step", "series"[, "notice"]}``."""
     engine = engine or Engine()
     return [_panel(engine, queryable, p, start, end, step, scrape_interval) for p in panels]
 
@@ -44,9 +43,6 @@ def _panel(engine, queryable, panel: Panel, start, end, step, scrape_interval) -
     out = {"id": panel.id, "title": panel.title, "unit": panel.unit, "kind": panel.kind}
     out |= {"start": start, "end": end, "step": step, "series": []}
     if panel.kind == "row":
-        return out
-    if queryable is None:
-        out["notice"] = "No samples to query: this server keeps no scraped samples."
         return out
     assert isinstance(panel.query, PromQL)
     measures = {m.id for m in panel.measures}

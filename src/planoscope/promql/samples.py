@@ -10,9 +10,11 @@ now (``instances``): samples of a target no longer configured have none.
 
 What the store indexes is pushed down: the metric name (``=``, or the names in the range that the
 ``__name__`` matchers accept, matched here with the engine's own regexes), an equal ``job`` and the
-time range; the engine applies every matcher again. Before loading samples, one count says
-whether the selection fits ``limits`` (``max_series``, ``max_samples``): a query over too much
-fails with Prometheus's error instead of loading it.
+time range. The series those select are listed first, with their numbers of samples (at most
+``limits.max_series`` of them), and matched here; then only the samples of the matching series
+are read, as arrays (a 64-bit key per series, ms, value: ~25 bytes a sample while loading), if
+they are at most ``limits.max_samples``. A query over too much fails with Prometheus's error
+instead of loading it.
 
 Example::
 
@@ -32,7 +34,7 @@ from ..store import SpanStore
 from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
 from .samples_clickhouse import ClickHouseSamples
 from .samples_duckdb import DuckDBSamples
-from .storage import Matcher, matches_all, metric_name
+from .storage import Matcher, is_valid_label_name, matches_all, metric_name
 from .values import METRIC_NAME, LimitExceeded
 
 JOB, INSTANCE = "job", "instance"
@@ -72,54 +74,93 @@ class StoredSamples:
         names, job = self._pushdown([matchers], start_ms, end_ms)
         if names == []:
             return []
-        n_series, n_samples = self.sql.count(names, job, start_ms, end_ms)
-        if n_series > self.limits.max_series:
-            raise LimitExceeded(TOO_MANY_SERIES)
-        if n_samples > self.limits.max_samples:
+        wanted, samples = {}, 0
+        candidates = self._candidates(names, job, start_ms, end_ms)
+        for key, labels, n in candidates:
+            if matches_all(labels, matchers):
+                wanted[key], samples = labels, samples + n
+        if samples > self.limits.max_samples:
             raise LimitExceeded(TOO_MANY_SAMPLES)
-        return self._series(self.sql.samples(names, job, start_ms, end_ms), matchers)
+        if not wanted:
+            return []
+        keys = list(wanted) if len(wanted) < len(candidates) else None  # None: all that the filters select
+        table = self.sql.samples(names, job, start_ms, end_ms, keys)
+        return self._series(table, wanted)
 
-    def _series(self, rows, matchers):
-        for name, target, labels_json, ts, vs in rows:
-            labels = series_labels(name, target, json.loads(labels_json), self.instances.get(target))
-            if not matches_all(labels, matchers):
+    def _candidates(self, names, job, start_ms: int, end_ms: int) -> list[tuple[int, dict[str, str], int]]:
+        """(key, labels, samples) of the series the pushed-down filters select: at most
+        ``limits.max_series`` (more: ``LimitExceeded``, before any sample is read)."""
+        rows = self.sql.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
+        if len(rows) > self.limits.max_series:
+            raise LimitExceeded(TOO_MANY_SERIES)
+        return [
+            (int(key), series_labels(name, target, json.loads(labels), self.instances.get(target)), int(n))
+            for key, name, target, labels, n in rows
+        ]
+
+    @staticmethod
+    def _series(table, wanted: dict[int, dict[str, str]]):
+        keys = table.column("k").to_numpy()
+        ts = table.column("t").to_numpy().astype(np.int64, copy=False)
+        vs = table.column("v").to_numpy().astype(np.float64, copy=False)
+        bounds = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            labels = wanted.get(int(keys[lo]))
+            if labels is None:
                 continue
-            ts, vs = np.asarray(ts, np.int64), np.asarray(vs, np.float64)
-            order = np.argsort(ts, kind="stable")
-            ts, vs = ts[order], vs[order]
-            last = np.ones(len(ts), bool)  # two samples in one millisecond: the later one, as a TSDB keeps
-            last[:-1] = ts[1:] != ts[:-1]
-            yield labels, ts[last], vs[last]
+            t, v = ts[lo:hi], vs[lo:hi]
+            last = np.ones(len(t), bool)  # two samples in one millisecond: the later one, as a TSDB keeps
+            last[:-1] = t[1:] != t[:-1]
+            yield labels, t[last], v[last]
 
     def series(self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int) -> list[dict[str, str]]:
         """The label sets of the series with a sample in ``[start_ms, end_ms]`` matching any of
         ``matcher_sets`` (each a selector's matchers; none: every series), sorted. At most
-        ``limits.max_series``, or ``LimitExceeded``."""
+        ``limits.max_series`` selected by the pushed-down filters, or ``LimitExceeded``."""
         sets = list(matcher_sets) or [[]]
         names, job = self._pushdown(sets, start_ms, end_ms)
         if names == []:
             return []
-        rows = self.sql.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
-        if len(rows) > self.limits.max_series:
-            raise LimitExceeded(TOO_MANY_SERIES)
-        found = set()
-        for name, target, labels_json in rows:
-            labels = series_labels(name, target, json.loads(labels_json), self.instances.get(target))
-            if any(matches_all(labels, ms) for ms in sets):
-                found.add(tuple(sorted(labels.items())))
+        found = {
+            tuple(sorted(labels.items()))
+            for _, labels, _ in self._candidates(names, job, start_ms, end_ms)
+            if any(matches_all(labels, ms) for ms in sets)
+        }
         return [dict(k) for k in sorted(found)]
 
     def label_names(self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int) -> list[str]:
-        """The label names of those series, sorted."""
-        return sorted({k for labels in self.series(matcher_sets, start_ms, end_ms) for k in labels})
+        """The label names of the series matching any of ``matcher_sets`` (none: of every series
+        in the range, read without listing the series), sorted."""
+        if matcher_sets:
+            return sorted({k for labels in self.series(matcher_sets, start_ms, end_ms) for k in labels})
+        targets = self.sql.targets(start_ms, end_ms)
+        if not targets:
+            return []
+        scraped = self.sql.label_keys(start_ms, end_ms)
+        found = {("exported_" + k if k in (JOB, INSTANCE) else k) for k in scraped} | {METRIC_NAME, JOB}
+        if any(self.instances.get(t) for t in targets):
+            found.add(INSTANCE)
+        return sorted(found)
 
     def label_values(
         self, name: str, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
     ) -> list[str]:
         """The values of label ``name`` on those series, sorted."""
-        if name == METRIC_NAME and not matcher_sets:  # the metric browser's first call: names only
-            return sorted(self.sql.names(start_ms, end_ms))
-        return sorted({ls[name] for ls in self.series(matcher_sets, start_ms, end_ms) if ls.get(name)})
+        if matcher_sets:
+            return sorted({ls[name] for ls in self.series(matcher_sets, start_ms, end_ms) if ls.get(name)})
+        if not is_valid_label_name(name):
+            return []
+        if name == METRIC_NAME:
+            found = self.sql.names(start_ms, end_ms)
+        elif name == JOB:
+            found = self.sql.targets(start_ms, end_ms)
+        elif name == INSTANCE:
+            found = [self.instances.get(t) for t in self.sql.targets(start_ms, end_ms)]
+        elif name in ("exported_" + JOB, "exported_" + INSTANCE):  # stored as the target wrote it
+            found = self.sql.label_key_values(name.removeprefix("exported_"), start_ms, end_ms)
+        else:
+            found = self.sql.label_key_values(name, start_ms, end_ms)
+        return sorted({v for v in found if v})
 
     def _pushdown(self, matcher_sets, start_ms: int, end_ms: int) -> tuple[list[str] | None, str | None]:
         """The metric names to read (None: all) and the one target (job) to read, if fixed, for

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pyarrow as pa
+
 from ..store import SpanStore
 
 _EPOCH = datetime(1970, 1, 1)
+KEY = "hash(MetricName, Target, Labels)"  # a series' key: 64 bits, for its samples to carry instead of its labels
 
 
 def _at(ms: int) -> datetime:
@@ -33,24 +36,37 @@ class DuckDBSamples:
         where, args = self._where(None, None, start_ms, end_ms)
         return [r[0] for r in self.store.read(f"SELECT DISTINCT MetricName FROM samples WHERE {where}", args)]
 
-    def count(self, names, job, start_ms: int, end_ms: int) -> tuple[int, int]:
-        where, args = self._where(names, job, start_ms, end_ms)
-        row = self.store.read(
-            f"SELECT count(DISTINCT (MetricName, Target, Labels)), count(*) FROM samples WHERE {where}", args
-        )
-        return int(row[0][0]), int(row[0][1])
+    def targets(self, start_ms: int, end_ms: int) -> list[str]:
+        where, args = self._where(None, None, start_ms, end_ms)
+        return [r[0] for r in self.store.read(f"SELECT DISTINCT Target FROM samples WHERE {where}", args)]
 
-    def samples(self, names, job, start_ms: int, end_ms: int) -> list[tuple]:
-        # Both lists in one order, by time then value, so that they stay aligned.
-        where, args = self._where(names, job, start_ms, end_ms)
-        return self.store.read(
-            "SELECT MetricName, Target, Labels, list(epoch_ms(Timestamp) ORDER BY Timestamp, Value),"
-            f" list(Value ORDER BY Timestamp, Value) FROM samples WHERE {where} GROUP BY MetricName, Target, Labels",
-            args,
-        )
+    def label_keys(self, start_ms: int, end_ms: int) -> list[str]:
+        where, args = self._where(None, None, start_ms, end_ms)
+        sql = f"SELECT DISTINCT unnest(json_keys(Labels)) FROM samples WHERE {where}"
+        return [r[0] for r in self.store.read(sql, args)]
+
+    def label_key_values(self, key: str, start_ms: int, end_ms: int) -> list[str]:
+        # ``key`` is a valid label name (letters, digits, _): quoted in the path, and a parameter.
+        where, args = self._where(None, None, start_ms, end_ms)
+        sql = f"SELECT DISTINCT json_extract_string(Labels, ?) AS v FROM samples WHERE {where}"
+        return [r[0] for r in self.store.read(f"SELECT v FROM ({sql}) WHERE v IS NOT NULL", [f'$."{key}"', *args])]
 
     def series(self, names, job, start_ms: int, end_ms: int, limit: int) -> list[tuple]:
+        """At most ``limit`` series: (key, MetricName, Target, Labels, samples in the range)."""
         where, args = self._where(names, job, start_ms, end_ms)
         return self.store.read(
-            f"SELECT DISTINCT MetricName, Target, Labels FROM samples WHERE {where} LIMIT ?", [*args, limit]
+            f"SELECT {KEY}, MetricName, Target, Labels, count(*) FROM samples WHERE {where}"
+            " GROUP BY MetricName, Target, Labels LIMIT ?",
+            [*args, limit],
+        )
+
+    def samples(self, names, job, start_ms: int, end_ms: int, keys: list[int] | None) -> pa.Table:
+        """The samples (k, t: ms, v) of the series (of ``keys``, if given), by series then time."""
+        where, args = self._where(names, job, start_ms, end_ms)
+        if keys is not None:
+            where += f" AND {KEY} IN (SELECT unnest(?::UBIGINT[]))"
+            args.append(keys)
+        return self.store.read_arrow(
+            f"SELECT {KEY} AS k, epoch_us(Timestamp) // 1000 AS t, Value AS v FROM samples WHERE {where} ORDER BY k, t",
+            args,
         )

@@ -10,6 +10,13 @@ Sample names are stored as the target writes them. prometheus-client's parser re
 of a counter declared without ``_total`` (Envoy's ``envoy_wasmcustom_ratelimited_rq``) to
 ``…_total``; the ``# TYPE`` lines tell which it renamed, and the suffix is taken off again.
 
+Each target's ``# TYPE`` and ``# HELP`` lines of the families it kept samples of are kept in
+memory (``metadata()``), as a Prometheus keeps its targets' metadata for ``/api/v1/metadata``.
+
+Besides the targets, ``add_local`` adds an in-process one: a function returning an exposition
+(planoscope's own ``/metrics``), scraped on the same schedule and stored the same way, the samples
+its own globs name kept; it is not one of the targets ``health()`` lists.
+
 Example::
 
     async with Scraper(writer, [("envoy", "http://127.0.0.1:9901/stats/prometheus")]) as scraper:
@@ -24,8 +31,10 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import httpx
 import pyarrow as pa
@@ -46,6 +55,9 @@ SCHEMA = pa.schema(
     ]
 )
 _TYPE_LINE = re.compile(r"^#[ \t]*TYPE[ \t]+(\S+)[ \t]+(\S+)", re.M)
+_META_LINE = re.compile(r"^#[ \t]*(TYPE|HELP|UNIT)[ \t]+(\S+)(?:[ \t]+(.*))?$", re.M)
+# The samples a family's name is the stem of (Prometheus's metadata is per family).
+_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum", "_created", "_info", "_gcount", "_gsum")
 
 
 class ScrapeError(Exception):
@@ -63,6 +75,37 @@ class TargetHealth:
     samples_last_scrape: int = 0
     scrapes: int = 0
     failures: int = 0
+    instance: str = ""  # the ``instance`` label Prometheus gives its samples (``instance_of``)
+    keep: list[str] | None = None  # the sample names kept, when not the scraper's ``keep``
+    fetch: Callable[[], bytes] | None = None  # an in-process target: its exposition
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # family → type, help, unit
+
+
+def instance_of(url: str) -> str:
+    """A target URL's ``instance`` label as Prometheus sets it: ``host:port``, with the scheme's
+    port when the URL names none."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def metadata(text: str, names: set[str]) -> dict[str, dict[str, str]]:
+    """``{family: {"type", "help", "unit"}}`` from the ``# TYPE``/``# HELP``/``# UNIT`` lines of
+    ``text``, for the families one of whose samples is in ``names``."""
+    out: dict[str, dict[str, str]] = {}
+    for m in _META_LINE.finditer(text):
+        kind, family, rest = m.group(1), m.group(2), (m.group(3) or "").rstrip()
+        if not any(family + suffix in names for suffix in _SUFFIXES):
+            continue
+        entry = out.setdefault(family, {"type": "unknown", "help": "", "unit": ""})
+        if kind == "TYPE":
+            entry["type"] = rest
+        elif kind == "HELP":
+            entry["help"] = rest.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
+        else:
+            entry["unit"] = rest
+    return out
 
 
 def parse(text: str, keep: list[str]) -> list[tuple[str, str, float]]:
@@ -106,14 +149,36 @@ class Scraper:
         self.timeout = min(timeout, interval)  # as Prometheus: a scrape never overlaps the next
         self.keep = list(keep if keep is not None else ["envoy_wasmcustom_*"])
         self.max_bytes = max_bytes
-        self.targets = [TargetHealth(label, url) for label, url in targets]
+        self.targets = [TargetHealth(label, url, instance=instance_of(url)) for label, url in targets]
+        self.local: list[TargetHealth] = []
         self._tasks: list[asyncio.Task] = []
+
+    def add_local(self, label: str, instance: str, fetch: Callable[[], bytes], keep: list[str]) -> None:
+        """Scrape ``fetch()`` (an exposition, called in a thread) too, as target ``label`` with
+        ``instance``, keeping the samples named by a glob of ``keep``; before the scraper is entered."""
+        self.local.append(TargetHealth(label, "in-process", instance=instance, keep=list(keep), fetch=fetch))
+
+    def instances(self) -> dict[str, str]:
+        """Each target label's ``instance`` label, the in-process targets' included."""
+        return {t.label: t.instance for t in (*self.targets, *self.local)}
+
+    def metadata(self) -> dict[str, list[dict[str, str]]]:
+        """What the targets said of each family they were last scraped with, as Prometheus's
+        ``/api/v1/metadata`` gives it: ``{family: [{"type", "help", "unit"}, …]}``, distinct entries."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for t in (*self.targets, *self.local):
+            for family, entry in t.metadata.items():
+                if entry not in out.setdefault(family, []):
+                    out[family].append(entry)
+        return dict(sorted(out.items()))
 
     async def __aenter__(self) -> Scraper:
         self._client = httpx.AsyncClient(
             timeout=self.timeout, follow_redirects=True, trust_env=False, headers={"Accept": "text/plain;version=0.0.4"}
         )
-        self._tasks = [asyncio.create_task(self._loop(t), name=f"scrape {t.label}") for t in self.targets]
+        self._tasks = [
+            asyncio.create_task(self._loop(t), name=f"scrape {t.label}") for t in (*self.targets, *self.local)
+        ]
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -153,9 +218,10 @@ class Scraper:
         started, t0 = time.time(), time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                body = await self._fetch(target.url)
+                body = await (asyncio.to_thread(target.fetch) if target.fetch else self._fetch(target.url))
             text = body.decode("utf-8")
-            rows = await asyncio.to_thread(parse, text, self.keep)  # MBs of Envoy stats: off the loop
+            # MBs of Envoy stats: off the loop
+            rows, meta = await asyncio.to_thread(_parse_all, text, target.keep or self.keep)
         except (ScrapeError, httpx.HTTPError, TimeoutError, UnicodeDecodeError, ValueError) as e:
             self._failed(target, started, time.monotonic() - t0, _describe(e, self.timeout))
             return
@@ -179,6 +245,7 @@ class Scraper:
         target.up, target.last_error = True, None
         target.last_scrape, target.last_duration_s = started, time.monotonic() - t0
         target.samples_last_scrape = len(rows)
+        target.metadata = meta
         target.scrapes += 1
 
     async def _fetch(self, url: str) -> bytes:
@@ -223,6 +290,11 @@ class Scraper:
             duration.add_metric([t.label, t.url], t.last_duration_s or 0.0)
             samples.add_metric([t.label, t.url], float(t.samples_last_scrape))
         return [f for f in (up, duration, samples) if f.samples]  # none at all without a scrape
+
+
+def _parse_all(text: str, keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:
+    rows = parse(text, keep)
+    return rows, metadata(text, {r[0] for r in rows})
 
 
 def _describe(e: BaseException, timeout: float) -> str:

@@ -415,6 +415,12 @@ class ClickHouseStore:
         tables with parameters this fills in: ``{db:Identifier}.{otel_traces:Identifier}``,
         ``{db:Identifier}.{otel_traces_trace_id_ts:Identifier}`` and
         ``{db:Identifier}.{planoscope_samples:Identifier}`` (the scraped samples). Raises ``StoreError``."""
+        try:
+            return self._views.query(sql, parameters=self._view_params(params)).result_rows
+        except ClickHouseError as e:
+            raise StoreError(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}") from None
+
+    def _view_params(self, params: Mapping[str, object] | None) -> dict:
         params = dict(params or {})
         if TABLE_PARAMETERS & params.keys():
             raise ValueError(f"{sorted(TABLE_PARAMETERS & params.keys())} name the tables: pick other names")
@@ -424,8 +430,12 @@ class ClickHouseStore:
             otel_traces_trace_id_ts=self._lookup_name,
             planoscope_samples=SAMPLES_TABLE,
         )
+        return params
+
+    def read_arrow(self, sql: str, params: Mapping[str, object] | None = None) -> pa.Table:
+        """``read``, its answer as an Arrow table (columns of numbers stay arrays, not Python objects)."""
         try:
-            return self._views.query(sql, parameters=params).result_rows
+            return self._views.query_arrow(sql, parameters=self._view_params(params))
         except ClickHouseError as e:
             raise StoreError(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}") from None
 

@@ -155,6 +155,10 @@ class SpanStore(Protocol):
         (``?`` or ``$name`` parameters) or ClickHouse's (``{name:Type}`` parameters, bound by the
         server; see ``ClickHouseStore.read`` for how the SQL names the tables)."""
 
+    def read_arrow(self, sql: str, params: Sequence | dict | None = None) -> pa.Table:
+        """``read``, its answer as an Arrow table: for reads of millions of numbers (PromQL's
+        samples), which as Python objects would take ten times the memory."""
+
     def query(self, sql: str, params: Sequence | dict | None = None) -> list[tuple]:
         """A read-only parameterized query in DuckDB SQL on the data directory's file (on
         ClickHouse: the local state file, without spans)."""

@@ -20,14 +20,14 @@ from ..ingest.admission import Ingest
 from ..ingest.writer import SpanWriter
 from ..metrics.cumulative import Cumulative
 from ..net.auth import Credentials, RequireAuth
-from ..promql import Queryable
+from ..promql import Limits
 from ..query.dashboards import DASHBOARDS, Dashboard, Dashboards
 from ..query.panels import DEFAULT_MAX_SERIES
 from ..query.params import QueryError
 from ..scrape.scraper import Scraper
 from ..store import SpanStore, StoreError
 from ..store.retention import Retention
-from .routes import api, exposition, health
+from .routes import api, exposition, health, prometheus
 
 STATIC = Path(__file__).parent / "static"
 
@@ -43,13 +43,14 @@ def create_web_app(
     forwarders: Sequence[Forwarder] = (),
     max_series_per_panel: int = DEFAULT_MAX_SERIES,
     dashboards: Sequence[Dashboard] = DASHBOARDS,
-    series: Queryable | None = None,
+    promql_limits: Limits | None = None,
 ) -> FastAPI:
     """The FastAPI app for ``--listen``. With ``credentials``, everything but ``/healthz``
     (liveness probes carry no secrets) requires them. A dashboard panel draws at most
     ``max_series_per_panel`` series (the rest as one "other"). ``dashboards``: the top bar's,
-    native and Grafana ones (``grafana.dashboard.all_dashboards``), the latter's PromQL evaluated
-    over ``series`` (the stored samples)."""
+    native and Grafana ones (``grafana.dashboard.all_dashboards``). A PromQL query (of the
+    Prometheus API, ``/prometheus/api/v1``, or of a Grafana dashboard's panel) uses at most
+    ``promql_limits``."""
     app = FastAPI(title="planoscope", version=__version__, docs_url="/docs", redoc_url=None)
     registry = CollectorRegistry(auto_describe=False)
     for collector in (*metrics, scraper, ingest, writer):
@@ -58,12 +59,14 @@ def create_web_app(
     app.state.store, app.state.scraper, app.state.writer = store, scraper, writer
     app.state.retention, app.state.forwarders, app.state.registry = retention, list(forwarders), registry
     app.state.started, app.state.max_series_per_panel = time.time(), max_series_per_panel
-    app.state.dashboards, app.state.series = Dashboards(dashboards), series
+    app.state.dashboards = Dashboards(dashboards)
+    app.state.promql_limits = promql_limits or prometheus.limits(Limits().max_samples, Limits().max_series)
     app.add_middleware(ReadAfterWrite, writer=writer)  # inside the auth check, added after it
     if credentials is not None and credentials.required:
         app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))
     app.include_router(api)
     app.include_router(exposition.router)
+    app.include_router(prometheus.router)
     app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)

@@ -8,6 +8,8 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
+from ..promql import Limits
+from ..promql.samples import StoredSamples
 from ..query.dashboards import Dashboards
 from ..query.params import check_bounds, default_step
 from ..scrape.scraper import Scraper
@@ -28,6 +30,13 @@ def _max_series(request: Request) -> int:
 
 def _dashboards(request: Request) -> Dashboards:
     return request.app.state.dashboards
+
+
+def stored_samples(request: Request, limits: Limits | None = None) -> StoredSamples:
+    """The samples PromQL reads (scraped, and planoscope's own /metrics), with the scrape
+    targets' ``instance`` labels, bounded by ``limits`` (default: the server's)."""
+    state = request.app.state
+    return StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, limits or state.promql_limits)
 
 
 StoreDep = Annotated[SpanStore, Depends(_store)]

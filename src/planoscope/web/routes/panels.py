@@ -10,10 +10,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from ...grafana.render import evaluate_promql
+from ...promql import Engine
 from ...query.dashboards import DEFAULT_DASHBOARD, Dashboards
 from ...query.evaluate import evaluate_all
 from ...query.panels import Panel, PromQL, ScrapedRate, drilldown
-from ..deps import DashboardsDep, End, Start, Step, StoreDep, time_range
+from ..deps import DashboardsDep, End, Start, Step, StoreDep, stored_samples, time_range
 
 router = APIRouter(tags=["dashboard"])
 
@@ -191,7 +192,10 @@ def _evaluate(request: Request, panels: list[Panel], start: float, end: float, s
     )
     if promql:
         interval = scraper.interval if scraper else 15.0
-        done |= {d["id"]: d for d in evaluate_promql(state.series, promql, start, end, step, interval)}
+        engine = Engine(limits=state.promql_limits)
+        done |= {
+            d["id"]: d for d in evaluate_promql(stored_samples(request), promql, start, end, step, interval, engine)
+        }
     return [done[p.id] for p in panels]
 
 

@@ -1,0 +1,169 @@
+"""planoscope's Prometheus API against a real Prometheus (Debian's package, installed by `make
+test`): both scrape the demo's fake brightstaff and an Envoy-format endpoint every second, and
+Prometheus scrapes planoscope's /metrics as planoscope samples it in process; then the queries of
+Plano's brightstaff dashboard (and span-metric ones) go to both as ``query_range`` over the same
+window, and must give the same series with values that agree.
+
+The fakes start once both scrapers are running (until then both are refused), so that both
+histories begin within one scrape of each other: a rate over a window longer than the history
+(the dashboard's ``[5m]``, ``[15m]``) is the increase seen divided by the window, and a history a
+few seconds longer on one side would show as that many per cent.
+
+Tolerance: the two scrapers still read the same counters at different instants, up to one scrape
+interval (1 s) apart, so each window's samples differ by what changed in those slivers: for a rate
+over a 1 m window at a few events a second, a few per cent of the series' level; for a gauge of
+an instant (requests in flight), whatever changed within the second. A point agrees when within
+15 % of the largest value of its series in Prometheus's answer (the level the slivers are a part
+of; 0.05 absolute for series near zero); 90 % of each query's points must, the median difference
+must stay under 5 % of that level, and both must give the same series. The figures go to
+test-output/prometheus-api-interop.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import FakeTarget, _free_port, _wait, grpc_export, pb_request, pb_span
+from support.brightstaff import Brightstaff
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "metrics"))
+from test_prometheus import Prometheus  # noqa: E402  (a real Prometheus scraping the given targets)
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "reference" / "brightstaff-dashboard.json"
+OUT = Path(__file__).resolve().parents[2] / "test-output"
+TRAFFIC_S = 80
+STEP = 5
+REL, ABS = 0.15, 0.05
+SPAN_QUERIES = [
+    "sum(rate(calls_total[1m]))",
+    "sum by (span_name) (rate(calls_total[1m]))",
+    "histogram_quantile(0.95, sum by (le) (rate(duration_milliseconds_bucket[1m])))",
+    'sum(rate(envoy_wasmcustom_ratelimited_rq{job="envoy"}[1m]))',
+]
+
+
+class Envoy(FakeTarget):
+    """An Envoy-format endpoint whose rate-limit counter climbs 4 a second from its start."""
+
+    def __init__(self, port: int):
+        self.t0 = time.time()
+        super().__init__(port)
+
+    @property
+    def counter(self) -> int:
+        return int((time.time() - self.t0) * 4)
+
+    @counter.setter
+    def counter(self, value) -> None:
+        pass
+
+
+def _send_spans(target: str, stop: threading.Event) -> None:
+    """Spans of three names, ten a second, until ``stop``."""
+    n = 0
+    while not stop.is_set():
+        now = time.time_ns()
+        spans = [
+            pb_span((n + i).to_bytes(16, "big"), (n + i).to_bytes(8, "big"), f"op {i % 3}", now, now + (i + 1) * 10**7)
+            for i in range(5)
+        ]
+        n += 5
+        grpc_export(target, pb_request(({"service.name": "svc"}, spans)))
+        stop.wait(0.5)
+
+
+@pytest.fixture(scope="module")
+def both(module_server_factory, tmp_path_factory):
+    envoy_port, brightstaff_port = _free_port(), _free_port()
+    srv = module_server_factory(
+        tmp_path_factory.mktemp("interop"),
+        "--scrape",
+        f"envoy=http://127.0.0.1:{envoy_port}/stats/prometheus",
+        "--scrape",
+        f"brightstaff=http://127.0.0.1:{brightstaff_port}/metrics",
+        "--scrape-metrics",
+        "*",
+        "--scrape-interval",
+        "1s",
+    )
+    prom = Prometheus(
+        tmp_path_factory.mktemp("prometheus"),
+        {
+            "envoy": (f"127.0.0.1:{envoy_port}", "/stats/prometheus"),
+            "brightstaff": (f"127.0.0.1:{brightstaff_port}", "/metrics"),
+            "planoscope": (srv.web_url.removeprefix("http://"), "/metrics"),
+        },
+    )
+    _wait(lambda: prom.query('up{job="planoscope"} == 1', time.time()), 60, "Prometheus scraping planoscope")
+    envoy, brightstaff = Envoy(envoy_port), Brightstaff(port=brightstaff_port)
+    stop = threading.Event()
+    sender = threading.Thread(target=_send_spans, args=(srv.grpc_target, stop), daemon=True)
+    sender.start()
+    try:
+        start = time.time()
+        time.sleep(TRAFFIC_S)
+        yield srv, prom, math.ceil(start) + 5, int(time.time()) - 2  # both have scraped up to the end
+    finally:
+        stop.set()
+        sender.join(10)
+        prom.close()
+        envoy.close()
+        brightstaff.close()
+
+
+def _range(url: str, query: str, start: int, end: int) -> dict[tuple, dict[float, float]]:
+    r = httpx.post(
+        url + "/api/v1/query_range", data={"query": query, "start": start, "end": end, "step": STEP}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["resultType"] == "matrix"
+    return {tuple(sorted(s["metric"].items())): {t: float(v) for t, v in s["values"]} for s in data["result"]}
+
+
+def _queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    exprs = [t["expr"] for p in panels for q in [p, *p.get("panels", [])] for t in q.get("targets", [])]
+    return exprs + SPAN_QUERIES
+
+
+@pytest.mark.parametrize("query", _queries())
+def test_query_range_agrees_with_prometheus(both, query):
+    srv, prom, start, end = both
+    ours = _range(srv.web_url + "/prometheus", query, start, end)
+    theirs = _range(prom.url, query, start, end)
+    assert set(ours) == set(theirs), (sorted(ours), sorted(theirs))
+    diffs, bad = [], []
+    for key, points in theirs.items():
+        level = max((abs(v) for v in points.values() if not math.isnan(v)), default=0.0)
+        for t in sorted(set(points) | set(ours[key])):
+            a, b = ours[key].get(t), points.get(t)
+            if a is None or b is None:
+                bad.append((key, t, a, b))
+                diffs.append(1.0)
+            elif math.isnan(a) or math.isnan(b):  # a quantile of no observations
+                if not (math.isnan(a) and math.isnan(b)):
+                    bad.append((key, t, a, b))
+                    diffs.append(1.0)
+            else:
+                diffs.append(abs(a - b) / level if level else float(a != b))
+                if not abs(a - b) <= max(REL * level, ABS):
+                    bad.append((key, t, a, b))
+    OUT.mkdir(exist_ok=True)
+    median = statistics.median(diffs) if diffs else 0.0
+    with open(OUT / "prometheus-api-interop.txt", "a") as f:
+        f.write(f"{query}\n  points {len(diffs)}, outside {len(bad)}, median difference / level {median:.4f}\n")
+    if not theirs:
+        assert "envoy_cluster_upstream_rq_total" in query  # the one family the fake Envoy does not serve
+        return
+    assert len(bad) <= 0.1 * len(diffs), bad[:10]
+    assert median < 0.05, diffs
