@@ -23,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [README, *DOCS]
-SCREENSHOTS = [ROOT / "docs" / "img" / f"{name}.png" for name in ("dashboard", "trace", "sessions", "session")]
+SCREENSHOTS = [
+    ROOT / "docs" / "img" / f"{name}.png"
+    for name in ("dashboard", "llm-usage", "brightstaff", "trace", "sessions", "session")
+]
 
 
 def config_table() -> dict[str, str]:
@@ -176,4 +179,5 @@ def test_screenshots_exist_and_are_shown(png):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{png.name} is not a PNG (make screenshots)"
     width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
     assert width >= 1200 and height >= 800, (width, height)
-    assert f"docs/img/{png.name}" in README.read_text()
+    shown = f"docs/img/{png.name}" in README.read_text() or any(f"(img/{png.name})" in p.read_text() for p in DOCS)
+    assert shown, f"{png.name} is shown neither in README.md nor in docs/"

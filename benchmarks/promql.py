@@ -1,0 +1,223 @@
+"""PromQL benchmark: planoscope's Prometheus API (``/prometheus/api/v1/query_range``) against a
+real ``planoscope serve``, on the store of ``benchmarks/dashboard.py`` (10 M spans over 7 days)
+with 7 days of its span metrics' history and 1 day of 1,000 scraped series.
+
+The history is what planoscope's own sampling of ``/metrics`` stores (job ``planoscope``, every
+15 s): one ``calls_total`` series and the ``duration_milliseconds`` histogram's buckets, sum
+and count per group of spans of the store (service, span name, kind, status and the default
+dimensions), each counter rising through the 7 days to the group's count, its buckets in the
+group's proportions. The scraped series are 1,000 counters of one metric (job ``envoy``), one
+sample every 15 s for a day. Samples are written straight into the store's samples table.
+
+Goals (issue 19), medians of ``--repeat`` runs:
+- the six reference panels' PromQL (10 queries, ``$__rate_interval`` as Grafana fills it) as
+  ``query_range`` over 1 h at a 15 s step, together: under 300 ms;
+- the same over 7 d at 1 h steps: under 1 s;
+- a range query over the 1,000 scraped series × 1 day: under 200 ms.
+
+    python benchmarks/promql.py [--store DIR] [--repeat 7] [--keep DIR]
+
+``--store DIR`` reuses a data directory of ``benchmarks/dashboard.py --keep`` (its DuckDB file
+is copied, never changed); without it the spans' store is empty and only the samples count.
+``--keep DIR`` keeps the filled copy for the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dashboard import start_server, stop_server  # noqa: E402
+from planoscope.grafana.render import fill_variables  # noqa: E402
+from planoscope.query.panels import PANELS  # noqa: E402
+from planoscope.scrape.scraper import SCHEMA  # noqa: E402
+from planoscope.settings import Settings  # noqa: E402
+from planoscope.store import DuckDBStore  # noqa: E402
+from planoscope.store.duckdb import DB_FILE  # noqa: E402
+
+DAY_S, WEEK_S, SCRAPE_S = 86400, 7 * 86400, 15
+GOALS = {"six panels, 1 h @ 15 s": 0.300, "six panels, 7 d @ 1 h": 1.000, "1,000 series × 1 d": 0.200}
+# The store's columns of the span metrics' labels (spanmetrics.BASE_LABELS and the default dimensions).
+GROUP = {
+    "service_name": "ServiceName",
+    "span_name": "SpanName",
+    "span_kind": "SpanKind",
+    "status_code": "StatusCode",
+    "llm_model": "LlmModel",
+    "agent_id": "AgentId",
+    "selection_listener": "SelectionListener",
+    "http_method": "HttpMethod",
+    "http_status_code": "CAST(HttpStatusCode AS VARCHAR)",
+}
+SCRAPED_SERIES = 1000
+console = Console()
+
+
+def _rows(target: str, name: str, labels: list[dict], times: np.ndarray, values: np.ndarray) -> pa.Table:
+    """Samples of ``len(labels)`` series at ``times`` (unix s): ``values[i]`` is series i's row."""
+    n, k = len(labels), len(times)
+    stamps = pa.array(np.tile((times * 1e6).astype("datetime64[us]"), n))
+    label_col = pa.array(np.repeat(np.array([json.dumps(ls, sort_keys=True) for ls in labels], dtype=object), k))
+    return pa.Table.from_arrays(
+        [stamps, pa.array([target] * (n * k)), pa.array([name] * (n * k)), label_col, pa.array(values.ravel())],
+        schema=SCHEMA,
+    )
+
+
+def span_metric_history(store: DuckDBStore, end: float, buckets: list[float]) -> int:
+    """7 days of the span metrics' samples, every 15 s, for every group of spans in the store."""
+    cols = ", ".join(f"coalesce({c}, '') AS {k}" for k, c in GROUP.items())
+    cases = ", ".join(f"count(*) FILTER (Duration <= {b * 1e6:.0f})" for b in buckets)
+    groups = store.query(
+        f"SELECT {cols}, count(*), sum(Duration) / 1e6, {cases} FROM otel_traces GROUP BY ALL ORDER BY ALL"
+    )
+    if not groups:  # no spans: a plausible few groups
+        groups = [
+            ("plano(llm)", f"POST /v1/chat/completions m{i}", "Internal", "Unset", f"m{i}", "", "", "POST", "200")
+            + (1_000_000, 5e8)
+            + tuple(int(1_000_000 * min(1, b / 2000)) for b in buckets)
+            for i in range(8)
+        ]
+    times = np.arange(end - WEEK_S, end + 1, SCRAPE_S, dtype=np.float64)
+    share = (times - times[0]) / (times[-1] - times[0])
+    written = 0
+    names = list(GROUP)
+    for g in groups:
+        labels = {k: v for k, v in zip(names, g[: len(names)]) if v != ""}
+        count, total_ms, in_bucket = g[len(names)], g[len(names) + 1], g[len(names) + 2 :]
+        per = [
+            ("calls_total", [labels], [count]),
+            ("duration_milliseconds_count", [labels], [count]),
+            ("duration_milliseconds_sum", [labels], [total_ms]),
+            (
+                "duration_milliseconds_bucket",
+                [labels | {"le": _le(b)} for b in buckets] + [labels | {"le": "+Inf"}],
+                [*in_bucket, count],
+            ),
+        ]
+        for name, label_sets, finals in per:
+            values = np.outer(np.asarray(finals, np.float64), share).round()
+            store.append_samples(_rows("planoscope", name, label_sets, times, values))
+            written += values.size
+    return written
+
+
+def _le(b: float) -> str:
+    return str(float(b)) if b != int(b) else f"{int(b)}.0"
+
+
+def scraped_history(store: DuckDBStore, end: float) -> int:
+    """1,000 counters of one scraped metric, every 15 s for a day."""
+    times = np.arange(end - DAY_S, end + 1, SCRAPE_S, dtype=np.float64)
+    rng = np.random.default_rng(7)
+    rates = rng.uniform(0.1, 20, SCRAPED_SERIES)
+    labels = [
+        {"envoy_cluster_name": f"cluster_{i // 10}", "envoy_response_code": str(200 + i % 10)}
+        for i in range(SCRAPED_SERIES)
+    ]
+    values = np.outer(rates, times - times[0]).round()
+    for i in range(0, SCRAPED_SERIES, 100):  # 100 series a transaction
+        store.append_samples(
+            _rows("envoy", "envoy_cluster_upstream_rq_total", labels[i : i + 100], times, values[i : i + 100])
+        )
+    return values.size
+
+
+def queries() -> list[str]:
+    return [t.expr for p in PANELS for t in p.targets]
+
+
+def run_all(client: httpx.Client, exprs: list[str], start: float, end: float, step: float, interval: float) -> float:
+    t = time.perf_counter()
+    for expr in exprs:
+        body = {"query": fill_variables(expr, start, end, step, interval), "start": start, "end": end, "step": step}
+        r = client.post("/prometheus/api/v1/query_range", data=body)
+        if r.status_code != 200 or r.json()["status"] != "success":
+            raise SystemExit(f"promql benchmark: {expr}: {r.status_code} {r.text[:300]}")
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", type=Path, help="a data directory of benchmarks/dashboard.py --keep (copied)")
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--keep", type=Path, help="keep the filled data directory here and reuse it")
+    args = ap.parse_args()
+    settings = Settings()
+    data = args.keep or Path(tempfile.mkdtemp(prefix="promql-bench-"))
+    marker = data / "promql-bench.json"
+    if marker.exists():
+        end = json.loads(marker.read_text())["end"]
+        console.print(f"reusing {data} (samples up to {datetime.fromtimestamp(end, UTC):%Y-%m-%d %H:%M} UTC)")
+    else:
+        data.mkdir(parents=True, exist_ok=True)
+        if args.store:
+            console.print(f"copying {args.store / DB_FILE} …")
+            shutil.copy(args.store / DB_FILE, data / DB_FILE)
+        end = float(int(time.time()) // SCRAPE_S * SCRAPE_S)
+        store = DuckDBStore(data)
+        t = time.perf_counter()
+        with console.status("writing 7 days of span metrics' samples …"):
+            n_spans = span_metric_history(store, end, settings.metrics_buckets_ms)
+        with console.status("writing 1 day of 1,000 scraped series …"):
+            n_scraped = scraped_history(store, end)
+        spans = store.span_count()
+        store.close()
+        console.print(
+            f"wrote {n_spans:,} span-metric samples and {n_scraped:,} scraped ones in "
+            f"{time.perf_counter() - t:.0f} s, beside {spans:,} spans"
+        )
+        marker.write_text(json.dumps({"end": end}))
+    proc, web, _ = start_server(data)
+    try:
+        client = httpx.Client(base_url=web, timeout=600)
+        exprs = queries()
+        cases = {
+            "six panels, 1 h @ 15 s": lambda: run_all(client, exprs, end - 3600, end, 15, SCRAPE_S),
+            "six panels, 7 d @ 1 h": lambda: run_all(client, exprs, end - WEEK_S, end, 3600, SCRAPE_S),
+            "1,000 series × 1 d": lambda: run_all(
+                client,
+                ["sum by (envoy_response_code) (rate(envoy_cluster_upstream_rq_total[5m]))"],
+                end - DAY_S,
+                end,
+                300,
+                SCRAPE_S,
+            ),
+        }
+        table = Table(title="PromQL over HTTP (seconds; median of the repeats, min–max)")
+        for col in ("query", "median", "min", "max", "goal"):
+            table.add_column(col)
+        for name, fn in cases.items():
+            fn()  # warm: the first read of a cold file
+            times = [fn() for _ in range(args.repeat)]
+            med = statistics.median(times)
+            table.add_row(
+                name,
+                f"{med * 1000:.0f} ms",
+                f"{min(times) * 1000:.0f}",
+                f"{max(times) * 1000:.0f}",
+                f"{GOALS[name] * 1000:.0f} ms {'✓' if med <= GOALS[name] else '✗'}",
+            )
+        console.print(table)
+    finally:
+        stop_server(proc)
+        if not args.keep:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
