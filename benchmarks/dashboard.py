@@ -323,7 +323,7 @@ def time_in_process(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
+def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANOSCOPE_")}
     t = time.perf_counter()
     proc = subprocess.Popen(
@@ -348,6 +348,7 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, float]:
             "0",
             "--scrape",
             "",
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
