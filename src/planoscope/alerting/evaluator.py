@@ -1,0 +1,267 @@
+"""The rule evaluator: each group of the rule files evaluated every ``interval`` through the PromQL
+engine over the stored samples, in a worker thread (an evaluation is CPU and store work: it never
+holds the event loop, and ingest's acknowledgements do not wait on it).
+
+What a group's evaluation makes is written as samples through the writer, as scraped samples are,
+with target ``RULES_TARGET`` (``StoredSamples`` reads their labels whole): a recording rule's
+series, and an alerting rule's ``ALERTS`` and ``ALERTS_FOR_STATE``; a series a rule made at the
+previous evaluation and not at this one gets a staleness marker, as Prometheus writes. So a query
+sees them as it would on Prometheus, Grafana included, and the next start restores its alerts
+from ``ALERTS_FOR_STATE`` (``state.py``). Within one evaluation a rule sees what the rules before
+it in the group made (``Overlay``).
+
+The alerts that need sending (firing, re-sent every ``resend_delay``; resolved, for 15 minutes) go
+to every sender (``notifier.py``) as Prometheus hands them to its notifier, without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from ..ingest.writer import SpanWriter
+from ..promql import STALE_NAN, Engine, Limits, Matcher, MemoryStorage, PromQLError
+from ..promql.samples import RULES_TARGET, StoredSamples
+from ..promql.values import METRIC_NAME, Scalar, Vector
+from ..scrape.scraper import SCHEMA
+from ..store import SpanStore, StoreError
+from .rules import Group, Rule
+from .state import ALERTS_FOR_STATE, OUTAGE_TOLERANCE_MS, Alert, AlertingRule, Labels, labels_key
+
+log = logging.getLogger("planoscope.alerting")
+
+RESEND_DELAY_MS = 60_000  # Prometheus's --rules.alert.resend-delay
+
+
+@dataclass
+class RuleStatus:
+    """A rule and what its last evaluation did, for the API."""
+
+    rule: Rule
+    alerting: AlertingRule | None = None
+    health: str = "unknown"  # ok, err, unknown (not evaluated yet)
+    last_error: str = ""
+    last_evaluation: float = 0.0  # unix s
+    evaluation_s: float = 0.0
+    last_series: set[Labels] = field(default_factory=set)  # what it wrote last time, for stale markers
+
+
+@dataclass
+class GroupStatus:
+    group: Group
+    interval_s: float
+    rules: list[RuleStatus]
+    last_evaluation: float = 0.0
+    evaluation_s: float = 0.0
+
+
+class Overlay:
+    """A Queryable: the stored samples and those an evaluation made so far, as one."""
+
+    def __init__(self, base, extra: MemoryStorage):
+        self.base, self.extra = base, extra
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
+        merged: dict[Labels, tuple[dict, np.ndarray, np.ndarray]] = {}
+        for source in (self.base, self.extra):
+            for labels, ts, vs in source.select(matchers, start_ms, end_ms):
+                key = labels_key(labels)
+                if key in merged:
+                    _, t0, v0 = merged[key]
+                    ts, vs = np.concatenate([t0, ts]), np.concatenate([v0, vs])
+                    order = np.argsort(ts, kind="stable")
+                    ts, vs = ts[order], vs[order]
+                    last = np.ones(len(ts), bool)
+                    last[:-1] = ts[1:] != ts[:-1]
+                    ts, vs = ts[last], vs[last]
+                merged[key] = (dict(labels), ts, vs)
+        return list(merged.values())
+
+
+class RuleEvaluator:
+    """Async context manager evaluating ``groups`` (one task each) every group's interval or
+    ``interval_s``; ``senders`` get the alerts to send. ``instances`` gives the scrape targets'
+    ``instance`` labels (``Scraper.instances``)."""
+
+    def __init__(
+        self,
+        groups: Sequence[Group],
+        store: SpanStore,
+        writer: SpanWriter,
+        interval_s: float = 15.0,
+        senders: Sequence = (),
+        instances: Callable[[], Mapping[str, str]] = dict,
+        limits: Limits | None = None,
+        external_url: str = "",
+    ):
+        self.store, self.writer, self.senders = store, writer, list(senders)
+        self.instances, self.limits, self.external_url = instances, limits or Limits(), external_url
+        self.groups = [
+            GroupStatus(
+                g,
+                (g.interval_ms / 1000) if g.interval_ms else interval_s,
+                [RuleStatus(r, AlertingRule(r) if r.kind == "alert" else None) for r in g.rules],
+            )
+            for g in groups
+        ]
+        self.engine = Engine(limits=self.limits)
+        self._tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> RuleEvaluator:
+        self._tasks = [asyncio.create_task(self._loop(g), name=f"rules {g.group.name}") for g in self.groups]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def alerts(self) -> list[tuple[RuleStatus, Alert]]:
+        """Every pending, firing (and recently resolved) alert with its rule."""
+        return [(r, a) for g in self.groups for r in g.rules if r.alerting for a in list(r.alerting.active.values())]
+
+    async def _loop(self, g: GroupStatus) -> None:
+        next_at = time.monotonic()
+        while True:
+            try:
+                await self.evaluate(g)
+            except Exception:  # never the end of alerting: the next evaluation tries again
+                log.exception("evaluation of rule group %s failed", g.group.name)
+            next_at += g.interval_s
+            now = time.monotonic()
+            if next_at < now:  # an evaluation slower than the interval: skip the missed ones, as Prometheus
+                next_at = now + g.interval_s - (now - next_at) % g.interval_s
+            await asyncio.sleep(next_at - now)
+
+    async def evaluate(self, g: GroupStatus, ts: int | None = None) -> None:
+        """One evaluation of group ``g`` at ``ts`` (unix ms; now): rules in a thread, then their
+        samples written and the alerts to send handed to the senders."""
+        ts = ts if ts is not None else int(time.time() * 1000)
+        started = time.perf_counter()
+        samples, to_send = await asyncio.to_thread(self._evaluate, g, ts)
+        if samples:
+            try:
+                await self.writer.write_samples(_table(samples, ts))
+            except Exception as e:  # the store's trouble: the alerts still go out
+                log.warning("could not store %d samples of rule group %s: %s", len(samples), g.group.name, e)
+        g.last_evaluation, g.evaluation_s = ts / 1000, time.perf_counter() - started
+        if to_send:
+            for sender in self.senders:
+                sender.send(to_send)
+
+    def _evaluate(self, g: GroupStatus, ts: int) -> tuple[list[tuple[dict, float]], list[dict]]:
+        made = MemoryStorage()
+        queryable = Overlay(StoredSamples(self.store, self.instances(), self.limits), made)
+        samples: list[tuple[dict, float]] = []
+        to_send: list[dict] = []
+        for r in g.rules:
+            t0 = time.perf_counter()
+            try:
+                out = self._rule(r, queryable, ts)
+            except (PromQLError, StoreError, ValueError) as e:
+                r.health, r.last_error = "err", " ".join(str(e).split())
+                out = []
+                log.warning("rule %s of group %s: %s", r.rule.name, g.group.name, r.last_error)
+            else:
+                r.health, r.last_error = "ok", ""
+            r.last_evaluation, r.evaluation_s = ts / 1000, time.perf_counter() - t0
+            keys = {labels_key(ls) for ls, _ in out}
+            out += [({**dict(k)}, STALE_NAN) for k in r.last_series - keys]
+            if r.health == "ok":
+                r.last_series = keys
+            for labels, v in out:
+                made.add(labels, [ts], [v])
+            samples += out
+            if r.alerting:
+                to_send += self._to_send(g, r.alerting, ts)
+        return samples, to_send
+
+    def _rule(self, r: RuleStatus, queryable, ts: int) -> list[tuple[dict, float]]:
+        value = self.engine.instant_query(queryable, r.rule.expr, ts)
+        if isinstance(value, Scalar):
+            vector = [({}, value.v)]
+        elif isinstance(value, Vector):
+            vector = [(dict(s.labels), s.v) for s in value.samples]
+        else:
+            raise ValueError(f"the expression gives a {type(value).__name__.lower()}, not an instant vector")
+        limit = next(g.group.limit for g in self.groups if r in g.rules)
+        if limit and len(vector) > limit:
+            raise ValueError(f"exceeded limit of {limit} with {len(vector)} series")
+        if r.alerting is None:
+            out = [({**labels, **r.rule.labels, METRIC_NAME: r.rule.name}, v) for labels, v in vector]
+            if len({labels_key(ls) for ls, _ in out}) < len(out):
+                raise ValueError("vector contains metrics with the same labelset after applying rule labels")
+            return out
+        for_state = None if r.alerting.restored else self._for_state(r.rule.name, queryable.base, ts)
+        return r.alerting.evaluate(vector, ts, for_state)
+
+    def _for_state(self, alertname: str, queryable: StoredSamples, ts: int) -> dict[Labels, tuple[int, float]]:
+        """The stored ``ALERTS_FOR_STATE`` of an alert: labels → (last sample's time, activeAt s)."""
+        matchers = [Matcher(METRIC_NAME, "=", ALERTS_FOR_STATE), Matcher("alertname", "=", alertname)]
+        found = {}
+        for labels, tss, vs in queryable.select(matchers, ts - OUTAGE_TOLERANCE_MS, ts - 1):
+            live = ~np.isnan(vs)
+            if live.any():
+                i = np.flatnonzero(live)[-1]
+                found[labels_key({k: v for k, v in labels.items() if k != METRIC_NAME})] = (int(tss[i]), float(vs[i]))
+        return found
+
+    def _to_send(self, g: GroupStatus, rule: AlertingRule, ts: int) -> list[dict]:
+        """As Prometheus's ``sendAlerts``: the alerts due, ``endsAt`` their resolution or, while
+        firing, 4 resend intervals ahead (a planoscope that stops lets them expire)."""
+        delta = max(RESEND_DELAY_MS, int(g.interval_s * 1000))
+        out = []
+        for a in rule.active.values():
+            if not a.needs_sending(ts, RESEND_DELAY_MS):
+                continue
+            a.last_sent_at, a.valid_until = ts, ts + 4 * delta
+            out.append(
+                {
+                    "labels": dict(a.labels),
+                    "annotations": dict(a.annotations),
+                    "startsAt": iso(a.active_at),
+                    "endsAt": iso(a.resolved_at or a.valid_until),
+                    "generatorURL": self.generator_url(rule.rule),
+                }
+            )
+        return out
+
+    def generator_url(self, rule: Rule) -> str:
+        from urllib.parse import quote
+
+        base = self.external_url.rstrip("/")
+        return f"{base}/prometheus/graph?g0.expr={quote(rule.query, safe='')}&g0.tab=1" if base else ""
+
+
+def iso(ms: int) -> str:
+    """RFC 3339 with milliseconds, UTC, as Alertmanager's API takes times."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _table(samples: Iterable[tuple[dict, float]], ts: int) -> pa.Table:
+    at = datetime.fromtimestamp(ts / 1000, UTC).replace(tzinfo=None)
+    rows = list(samples)
+    return pa.table(
+        [
+            pa.array([at] * len(rows), pa.timestamp("us")),
+            pa.array([RULES_TARGET] * len(rows)),
+            pa.array([ls[METRIC_NAME] for ls, _ in rows], pa.string()),
+            pa.array(
+                [
+                    json.dumps({k: v for k, v in sorted(ls.items()) if k != METRIC_NAME}, separators=(",", ":"))
+                    for ls, _ in rows
+                ],
+                pa.string(),
+            ),
+            pa.array([v for _, v in rows], pa.float64()),
+        ],
+        schema=SCHEMA,
+    )
