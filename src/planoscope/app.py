@@ -229,6 +229,7 @@ class Planoscope:
             scraper.instances,
             prometheus.limits(s.promql_max_samples, s.promql_max_series),
             external_url,
+            s.alert_resend_delay,
         )
         web_app.state.rules = self.rules
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))

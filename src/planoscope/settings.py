@@ -253,6 +253,13 @@ class Settings(BaseModel):
         description="Alertmanagers firing and resolved alerts are sent to (their v2 API, e.g. "
         "http://127.0.0.1:9093), as Prometheus sends them.",
     )
+    alert_resend_delay: Duration = Field(
+        "1m",
+        validate_default=True,
+        gt=0,
+        description="How often a firing alert is sent to the Alertmanagers again (Prometheus's "
+        "--rules.alert.resend-delay).",
+    )
     alert_webhook: StrList = Field(
         [],
         description="URLs sent Alertmanager's webhook notifications without an Alertmanager: alerts grouped "

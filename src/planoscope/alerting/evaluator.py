@@ -10,7 +10,7 @@ sees them as it would on Prometheus, Grafana included, and the next start restor
 from ``ALERTS_FOR_STATE`` (``state.py``). Within one evaluation a rule sees what the rules before
 it in the group made (``Overlay``).
 
-The alerts that need sending (firing, re-sent every ``resend_delay``; resolved, for 15 minutes) go
+The alerts that need sending (firing, re-sent every ``resend_delay_s``; resolved, for 15 minutes) go
 to every sender (``notifier.py``) as Prometheus hands them to its notifier, without waiting.
 """
 
@@ -38,7 +38,7 @@ from .state import ALERTS_FOR_STATE, OUTAGE_TOLERANCE_MS, Alert, AlertingRule, L
 
 log = logging.getLogger("planoscope.alerting")
 
-RESEND_DELAY_MS = 60_000  # Prometheus's --rules.alert.resend-delay
+RESEND_DELAY_S = 60.0  # Prometheus's --rules.alert.resend-delay
 
 
 @dataclass
@@ -101,7 +101,9 @@ class RuleEvaluator:
         instances: Callable[[], Mapping[str, str]] = dict,
         limits: Limits | None = None,
         external_url: str = "",
+        resend_delay_s: float = RESEND_DELAY_S,
     ):
+        self.resend_delay_ms = int(resend_delay_s * 1000)
         self.store, self.writer, self.senders = store, writer, list(senders)
         self.instances, self.limits, self.external_url = instances, limits or Limits(), external_url
         self.groups = [
@@ -217,10 +219,10 @@ class RuleEvaluator:
     def _to_send(self, g: GroupStatus, rule: AlertingRule, ts: int) -> list[dict]:
         """As Prometheus's ``sendAlerts``: the alerts due, ``endsAt`` their resolution or, while
         firing, 4 resend intervals ahead (a planoscope that stops lets them expire)."""
-        delta = max(RESEND_DELAY_MS, int(g.interval_s * 1000))
+        delta = max(self.resend_delay_ms, int(g.interval_s * 1000))
         out = []
         for a in rule.active.values():
-            if not a.needs_sending(ts, RESEND_DELAY_MS):
+            if not a.needs_sending(ts, self.resend_delay_ms):
                 continue
             a.last_sent_at, a.valid_until = ts, ts + 4 * delta
             out.append(

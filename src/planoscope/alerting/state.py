@@ -63,7 +63,7 @@ class Alert:
         """As Prometheus: firing and not sent for ``resend_delay_ms``, or resolved since last sent."""
         if self.state == PENDING:
             return False
-        if self.resolved_at > self.last_sent_at:
+        if not self.last_sent_at or self.resolved_at > self.last_sent_at:
             return True
         return self.last_sent_at + resend_delay_ms < ts
 
