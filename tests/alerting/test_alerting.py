@@ -14,25 +14,7 @@ import httpx
 import pytest
 
 from planoscope.alerting.webhook import fingerprint
-from support.alerting import Alertmanager, GaugeTarget, WebhookReceiver, free_port, wait_for
-
-RULES = """
-groups:
-  - name: rooms
-    rules:
-      - record: room:temp:max
-        expr: max by (room) (room_temp)
-      - alert: RoomHot
-        expr: room:temp:max > 30
-        for: 2s
-        labels: {severity: page}
-        annotations:
-          summary: "{{ $labels.room }} is {{ $value }} degrees"
-          runbook: "open the window"
-      - alert: RoomWarm
-        expr: room_temp > 20
-        for: 10m
-"""
+from support.alerting import RULES, Alertmanager, GaugeTarget, WebhookReceiver, free_port, serve, wait_for
 
 
 @pytest.fixture
@@ -47,25 +29,6 @@ def rules_file(tmp_path):
     path = tmp_path / "rooms.yml"
     path.write_text(RULES)
     return path
-
-
-def _serve(server_factory, tmp_path, target, rules_file, *extra):
-    return server_factory(
-        tmp_path / "data",
-        "--scrape",
-        f"rooms={target.url}",
-        "--scrape-interval",
-        "0.5s",
-        "--scrape-metrics",
-        "room_*",
-        "--scrape-self-metrics",
-        "",
-        "--rules",
-        str(rules_file),
-        "--evaluation-interval",
-        "1s",
-        *extra,
-    )
 
 
 def _api(srv, path, **params):
@@ -89,7 +52,7 @@ def _seconds(rfc3339: str) -> float:
 
 def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_file):
     target.values = {"a": 35.0, "b": 10.0}
-    srv = _serve(server_factory, tmp_path, target, rules_file)
+    srv = serve(server_factory, tmp_path, target, rules_file)
     [hot] = wait_for(lambda: [a for a in _alerts(srv, "RoomHot") if a["state"] == "firing"], 30, "RoomHot firing")
     assert hot["labels"] == {"alertname": "RoomHot", "room": "a", "severity": "page"}
     assert hot["annotations"] == {"summary": "a is 35 degrees", "runbook": "open the window"}
@@ -147,7 +110,7 @@ def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_f
 def test_alertmanager_gets_the_alert_once_up_sees_it_resent_and_resolved(server_factory, tmp_path, target, rules_file):
     port = free_port()
     target.values = {"a": 35.0}
-    srv = _serve(
+    srv = serve(
         server_factory,
         tmp_path,
         target,
@@ -187,7 +150,7 @@ def test_alertmanager_gets_the_alert_once_up_sees_it_resent_and_resolved(server_
 def test_webhooks_get_alertmanagers_payload_grouped_repeated_and_retried(server_factory, tmp_path, target, rules_file):
     hook = WebhookReceiver()
     target.values = {"a": 35.0, "b": 40.0}
-    srv = _serve(
+    srv = serve(
         server_factory,
         tmp_path,
         target,
@@ -257,7 +220,7 @@ def test_webhooks_get_alertmanagers_payload_grouped_repeated_and_retried(server_
 
 def test_a_restart_keeps_firing_and_pending_alerts(server_factory, tmp_path, target, rules_file):
     target.values = {"a": 35.0}
-    srv = _serve(server_factory, tmp_path, target, rules_file)
+    srv = serve(server_factory, tmp_path, target, rules_file)
     wait_for(lambda: [a for a in _alerts(srv, "RoomHot") if a["state"] == "firing"], 30, "RoomHot firing")
 
     def warm():

@@ -17,6 +17,47 @@ import httpx
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
+# A recording rule an alert of the same group reads at the same evaluation; a fast alert and a
+# slow one (pending for 10 minutes).
+RULES = """
+groups:
+  - name: rooms
+    rules:
+      - record: room:temp:max
+        expr: max by (room) (room_temp)
+      - alert: RoomHot
+        expr: room:temp:max > 30
+        for: 2s
+        labels: {severity: page}
+        annotations:
+          summary: "{{ $labels.room }} is {{ $value }} degrees"
+          runbook: "open the window"
+      - alert: RoomWarm
+        expr: room_temp > 20
+        for: 10m
+"""
+
+
+def serve(server_factory, tmp_path, target, rules_file, *extra):
+    """A ``planoscope serve`` scraping ``target`` every 0.5 s as job ``rooms`` and evaluating
+    ``rules_file`` every second."""
+    return server_factory(
+        tmp_path / "data",
+        "--scrape",
+        f"rooms={target.url}",
+        "--scrape-interval",
+        "0.5s",
+        "--scrape-metrics",
+        "room_*",
+        "--scrape-self-metrics",
+        "",
+        "--rules",
+        str(rules_file),
+        "--evaluation-interval",
+        "1s",
+        *extra,
+    )
+
 
 def free_port() -> int:
     with socket.socket() as s:
