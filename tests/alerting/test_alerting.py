@@ -15,6 +15,7 @@ import pytest
 
 from planoscope.alerting.webhook import fingerprint
 from support.alerting import RULES, Alertmanager, GaugeTarget, WebhookReceiver, free_port, serve, wait_for
+from support.clickhouse_fixtures import STORES
 
 
 @pytest.fixture
@@ -50,9 +51,15 @@ def _seconds(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
-def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_file):
+def _store_env(store, request):
+    """On ClickHouse the rules' samples go to its planoscope_samples table and are read from there."""
+    return {"PLANOSCOPE_STORE": request.getfixturevalue("clickhouse_database").url} if store == "clickhouse" else None
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_file, store, request):
     target.values = {"a": 35.0, "b": 10.0}
-    srv = serve(server_factory, tmp_path, target, rules_file)
+    srv = serve(server_factory, tmp_path, target, rules_file, env=_store_env(store, request))
     [hot] = wait_for(lambda: [a for a in _alerts(srv, "RoomHot") if a["state"] == "firing"], 30, "RoomHot firing")
     assert hot["labels"] == {"alertname": "RoomHot", "room": "a", "severity": "page"}
     assert hot["annotations"] == {"summary": "a is 35 degrees", "runbook": "open the window"}
@@ -218,9 +225,10 @@ def test_webhooks_get_alertmanagers_payload_grouped_repeated_and_retried(server_
         hook.close()
 
 
-def test_a_restart_keeps_firing_and_pending_alerts(server_factory, tmp_path, target, rules_file):
+@pytest.mark.parametrize("store", STORES)
+def test_a_restart_keeps_firing_and_pending_alerts(server_factory, tmp_path, target, rules_file, store, request):
     target.values = {"a": 35.0}
-    srv = serve(server_factory, tmp_path, target, rules_file)
+    srv = serve(server_factory, tmp_path, target, rules_file, env=_store_env(store, request))
     wait_for(lambda: [a for a in _alerts(srv, "RoomHot") if a["state"] == "firing"], 30, "RoomHot firing")
 
     def warm():

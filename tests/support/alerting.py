@@ -38,9 +38,9 @@ groups:
 """
 
 
-def serve(server_factory, tmp_path, target, rules_file, *extra):
+def serve(server_factory, tmp_path, target, rules_file, *extra, env=None):
     """A ``planoscope serve`` scraping ``target`` every 0.5 s as job ``rooms`` and evaluating
-    ``rules_file`` every second."""
+    ``rules_file`` every second (``env``: e.g. its ``PLANOSCOPE_STORE``)."""
     return server_factory(
         tmp_path / "data",
         "--scrape",
@@ -56,6 +56,7 @@ def serve(server_factory, tmp_path, target, rules_file, *extra):
         "--evaluation-interval",
         "1s",
         *extra,
+        env=env,
     )
 
 

@@ -34,7 +34,7 @@ from ..promql.values import METRIC_NAME, Scalar, Vector
 from ..scrape.scraper import SCHEMA
 from ..store import SpanStore, StoreError
 from .rules import Group, Rule
-from .state import ALERTS_FOR_STATE, OUTAGE_TOLERANCE_MS, Alert, AlertingRule, Labels, labels_key
+from .state import ALERTS_FOR_STATE, FIRING, OUTAGE_TOLERANCE_MS, Alert, AlertingRule, Labels, labels_key
 
 log = logging.getLogger("planoscope.alerting")
 
@@ -183,6 +183,7 @@ class RuleEvaluator:
                 made.add(labels, [ts], [v])
             samples += out
             if r.alerting:
+                _log_changes(r.alerting, ts)
                 to_send += self._to_send(g, r.alerting, ts)
         return samples, to_send
 
@@ -241,6 +242,17 @@ class RuleEvaluator:
 
         base = self.external_url.rstrip("/")
         return f"{base}/prometheus/graph?g0.expr={quote(rule.query, safe='')}&g0.tab=1" if base else ""
+
+
+def _log_changes(rule: AlertingRule, ts: int) -> None:
+    """An alert that starts firing or stops, in the log (a demo's console shows them)."""
+    for t in rule.history:
+        if t.t == ts and FIRING in (t.before, t.after):
+            labels = ", ".join(f'{k}="{v}"' for k, v in sorted(t.labels.items()) if k != "alertname")
+            alert = rule.active.get(labels_key(t.labels))
+            summary = alert.annotations.get("summary", "") if alert else ""
+            verb = "firing" if t.after == FIRING else "resolved"
+            log.info("alert %s %s {%s}%s", rule.rule.name, verb, labels, f": {summary}" if summary else "")
 
 
 def iso(ms: int) -> str:
