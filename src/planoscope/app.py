@@ -232,6 +232,8 @@ class Planoscope:
             s.alert_resend_delay,
         )
         web_app.state.rules = self.rules
+        if rule_groups:
+            web_app.state.registry.register(self.rules)
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(
             HttpServer(

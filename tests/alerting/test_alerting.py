@@ -163,7 +163,7 @@ def test_webhooks_get_alertmanagers_payload_grouped_repeated_and_retried(server_
         target,
         rules_file,
         "--alert-webhook",
-        hook.url,
+        hook.url + "/s3cr3t-t0ken",  # as Slack's and others' webhook URLs hold their secret
         "--alert-group-wait",
         "1s",
         "--alert-group-interval",
@@ -221,6 +221,14 @@ def test_webhooks_get_alertmanagers_payload_grouped_repeated_and_retried(server_
             lambda: [b for _, b in room_hot() if b["status"] == "resolved"], 30, "the resolved notification"
         )[0]
         assert [(a["labels"]["room"], a["status"]) for a in last["alerts"]] == [("a", "resolved")]
+        # What /metrics and the log say of the receiver: counts, and its URL without the secret.
+        metrics = srv.metrics()
+        receiver = {"receiver": f"http://127.0.0.1:{hook.port}"}
+        assert metrics.value("planoscope_notifications_sent_total", receiver) == len(hook.received)
+        assert metrics.value("planoscope_notifications_failed_total", receiver) == hook.refused
+        log = "\n".join(srv.lines("out") + srv.lines("err"))  # what planoscope wrote, not its command line
+        assert "s3cr3t" not in srv.metrics_text() and "s3cr3t" not in log
+        assert f"cannot notify webhook http://127.0.0.1:{hook.port}: HTTP 500" in log
     finally:
         hook.close()
 

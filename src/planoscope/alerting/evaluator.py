@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..ingest.writer import SpanWriter
 from ..promql import STALE_NAN, Engine, Limits, Matcher, MemoryStorage, PromQLError
@@ -61,6 +62,8 @@ class GroupStatus:
     rules: list[RuleStatus]
     last_evaluation: float = 0.0
     evaluation_s: float = 0.0
+    evaluations: int = 0
+    failures: int = 0  # rule evaluations that failed
 
 
 class Overlay:
@@ -155,6 +158,7 @@ class RuleEvaluator:
             except Exception as e:  # the store's trouble: the alerts still go out
                 log.warning("could not store %d samples of rule group %s: %s", len(samples), g.group.name, e)
         g.last_evaluation, g.evaluation_s = ts / 1000, time.perf_counter() - started
+        g.evaluations += 1
         if to_send:
             for sender in self.senders:
                 sender.send(to_send)
@@ -170,6 +174,7 @@ class RuleEvaluator:
                 out = self._rule(r, queryable, ts)
             except (PromQLError, StoreError, ValueError) as e:
                 r.health, r.last_error = "err", " ".join(str(e).split())
+                g.failures += 1
                 out = []
                 log.warning("rule %s of group %s: %s", r.rule.name, g.group.name, r.last_error)
             else:
@@ -236,6 +241,33 @@ class RuleEvaluator:
                 }
             )
         return out
+
+    # --- prometheus-client Collector, as Prometheus's own prometheus_rule_* and notifications ---
+    def collect(self):
+        runs = CounterMetricFamily(
+            "planoscope_rule_group_iterations", "Evaluations of a rule group", labels=["rule_group"]
+        )
+        failed = CounterMetricFamily(
+            "planoscope_rule_evaluation_failures", "Rule evaluations that failed", labels=["rule_group"]
+        )
+        took = GaugeMetricFamily(
+            "planoscope_rule_group_last_duration_seconds",
+            "Duration of a group's last evaluation",
+            labels=["rule_group"],
+        )
+        for g in self.groups:
+            key = [f"{g.group.file};{g.group.name}"]
+            runs.add_metric(key, g.evaluations)
+            failed.add_metric(key, g.failures)
+            took.add_metric(key, g.evaluation_s)
+        sent = CounterMetricFamily(
+            "planoscope_notifications_sent", "Alerts or notifications delivered", labels=["receiver"]
+        )
+        errors = CounterMetricFamily("planoscope_notifications_failed", "Deliveries that failed", labels=["receiver"])
+        for sender in self.senders:
+            sent.add_metric([sender.url], sender.sent)
+            errors.add_metric([sender.url], sender.failed)
+        return [runs, failed, took, *((sent, errors) if self.senders else ())]
 
     def generator_url(self, rule: Rule) -> str:
         from urllib.parse import quote

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -23,6 +24,14 @@ log = logging.getLogger("planoscope.alerting")
 
 MAX_BATCH = 64  # alerts per request, as Prometheus's notifier
 BACKOFF_S = (1.0, 30.0)
+
+
+def shown_url(url: str) -> str:
+    """A receiver's URL as logs and /metrics show it: scheme, host and port only (a webhook's
+    path or query often is its secret, and a password may be in it)."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
 def alert_key(alert: dict) -> tuple:
@@ -47,8 +56,8 @@ class Alertmanager:
     """One Alertmanager (``url``: its base URL, e.g. ``http://127.0.0.1:9093``)."""
 
     def __init__(self, url: str, timeout: float = 10.0):
-        self.url = url.rstrip("/")
-        self.endpoint = self.url + "/api/v2/alerts"
+        self.endpoint = url.rstrip("/") + "/api/v2/alerts"
+        self.url = shown_url(url)
         self.timeout = timeout
         self.pending: dict[tuple, dict] = {}
         self.sent = self.failed = 0  # alerts posted; posts that failed

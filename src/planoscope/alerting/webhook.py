@@ -25,7 +25,7 @@ from datetime import datetime
 
 import httpx
 
-from .notifier import Backoff, alert_key
+from .notifier import Backoff, alert_key, shown_url
 
 log = logging.getLogger("planoscope.alerting")
 
@@ -75,7 +75,7 @@ class Webhook:
         external_url: str = "",
         timeout: float = 10.0,
     ):
-        self.url, self.group_by = url, list(group_by)
+        self.endpoint, self.url, self.group_by = url, shown_url(url), list(group_by)
         self.group_wait, self.group_interval, self.repeat_interval = group_wait, group_interval, repeat_interval
         self.external_url, self.timeout = external_url, timeout
         self.groups: dict[tuple, _Group] = {}
@@ -171,7 +171,7 @@ class Webhook:
             self._forget_resolved(key, group, body)
             return
         try:
-            r = await self._client.post(self.url, json=body)
+            r = await self._client.post(self.endpoint, json=body)
             if r.status_code // 100 != 2:
                 raise httpx.HTTPStatusError(f"HTTP {r.status_code}", request=r.request, response=r)
         except httpx.HTTPError as e:
