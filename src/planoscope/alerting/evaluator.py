@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -119,8 +120,12 @@ class RuleEvaluator:
         ]
         self.engine = Engine(limits=self.limits)
         self._tasks: list[asyncio.Task] = []
+        self._pool: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> RuleEvaluator:
+        # Threads of their own: evaluations never take the ones the API's queries run on, and a stop
+        # waits for the one in flight before the store closes under it.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rules")
         self._tasks = [asyncio.create_task(self._loop(g), name=f"rules {g.group.name}") for g in self.groups]
         return self
 
@@ -128,6 +133,7 @@ class RuleEvaluator:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     def alerts(self) -> list[tuple[RuleStatus, Alert]]:
         """Every pending, firing (and recently resolved) alert with its rule."""
@@ -151,7 +157,7 @@ class RuleEvaluator:
         samples written and the alerts to send handed to the senders."""
         ts = ts if ts is not None else int(time.time() * 1000)
         started = time.perf_counter()
-        samples, to_send = await asyncio.to_thread(self._evaluate, g, ts)
+        samples, to_send = await asyncio.wrap_future(self._pool.submit(self._evaluate, g, ts))
         if samples:
             try:
                 await self.writer.write_samples(_table(samples, ts))
