@@ -32,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from ..ingest.writer import SpanWriter
 from ..promql import STALE_NAN, Engine, Limits, Matcher, MemoryStorage, PromQLError
 from ..promql.samples import RULES_TARGET, StoredSamples
+from ..promql.storage import matches_all
 from ..promql.values import METRIC_NAME, Scalar, Vector
 from ..scrape.scraper import SCHEMA
 from ..store import SpanStore, StoreError
@@ -68,25 +69,40 @@ class GroupStatus:
 
 
 class Overlay:
-    """A Queryable: the stored samples and those an evaluation made so far, as one."""
+    """A Queryable for one evaluation of a group: the stored samples and those the evaluation made
+    so far, as one. What the store is asked is what it indexes (the metric name, an equal ``job``),
+    once per evaluation: rules over the same series (a ratio's two sides, the 429 and failure
+    rules) read them once, and every matcher is applied here."""
 
     def __init__(self, base, extra: MemoryStorage):
         self.base, self.extra = base, extra
+        self._read: dict[tuple, list] = {}
+
+    def _stored(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
+        indexed = tuple(m for m in matchers if m.op == "=" and m.name in (METRIC_NAME, "job"))
+        if not any(m.name == METRIC_NAME for m in indexed):  # no name to read by: as asked
+            return self.base.select(matchers, start_ms, end_ms)
+        key = (indexed, start_ms, end_ms)
+        if key not in self._read:
+            self._read[key] = list(self.base.select(indexed, start_ms, end_ms))
+        return [(ls, ts, vs) for ls, ts, vs in self._read[key] if matches_all(ls, matchers)]
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
         merged: dict[Labels, tuple[dict, np.ndarray, np.ndarray]] = {}
-        for source in (self.base, self.extra):
-            for labels, ts, vs in source.select(matchers, start_ms, end_ms):
-                key = labels_key(labels)
-                if key in merged:
-                    _, t0, v0 = merged[key]
-                    ts, vs = np.concatenate([t0, ts]), np.concatenate([v0, vs])
-                    order = np.argsort(ts, kind="stable")
-                    ts, vs = ts[order], vs[order]
-                    last = np.ones(len(ts), bool)
-                    last[:-1] = ts[1:] != ts[:-1]
-                    ts, vs = ts[last], vs[last]
-                merged[key] = (dict(labels), ts, vs)
+        for labels, ts, vs in [
+            *self._stored(matchers, start_ms, end_ms),
+            *self.extra.select(matchers, start_ms, end_ms),
+        ]:
+            key = labels_key(labels)
+            if key in merged:
+                _, t0, v0 = merged[key]
+                ts, vs = np.concatenate([t0, ts]), np.concatenate([v0, vs])
+                order = np.argsort(ts, kind="stable")
+                ts, vs = ts[order], vs[order]
+                last = np.ones(len(ts), bool)
+                last[:-1] = ts[1:] != ts[:-1]
+                ts, vs = ts[last], vs[last]
+            merged[key] = (dict(labels), ts, vs)
         return list(merged.values())
 
 
