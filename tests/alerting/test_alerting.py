@@ -13,6 +13,7 @@ from datetime import datetime
 import httpx
 import pytest
 
+from conftest import grpc_export, now_base_ns, pb_request, pb_span
 from planoscope.alerting.webhook import fingerprint
 from support.alerting import RULES, Alertmanager, GaugeTarget, WebhookReceiver, free_port, serve, wait_for
 from support.clickhouse_fixtures import STORES
@@ -255,3 +256,40 @@ def test_a_restart_keeps_firing_and_pending_alerts(server_factory, tmp_path, tar
     assert warm_after["state"] == "pending"
     # The pending clock went on from where it was (what it was, plus at most two evaluations).
     assert pending_before <= pending_after <= pending_before + 2.5, (pending_before, pending_after)
+
+
+def test_receivers_that_hang_hold_up_nothing(server_factory, tmp_path, target, rules_file):
+    hook = WebhookReceiver()
+    hook.hang.set()  # takes the request and never answers while set
+    target.values = {"a": 35.0}
+    srv = serve(
+        server_factory,
+        tmp_path,
+        target,
+        rules_file,
+        "--alert-webhook",
+        hook.url,
+        "--alertmanager-url",
+        f"http://127.0.0.1:{hook.port}",
+        "--alert-group-wait",
+        "0s",
+    )
+    try:
+        wait_for(lambda: hook.hung >= 2, 30, "both receivers to hang")  # the webhook and the Alertmanager
+        for i in range(5):  # meanwhile: OTLP acknowledged, queries answered, rules evaluated
+            t0 = time.monotonic()
+            span = pb_span(bytes([i + 1]) * 16, bytes([i + 1]) * 8, "GET /", now_base_ns(), now_base_ns() + 1_000_000)
+            grpc_export(srv.grpc_target, pb_request(({"service.name": "svc"}, [span])))
+            assert _query(srv, 'ALERTS{alertname="RoomHot"}')
+            assert time.monotonic() - t0 < 2.0
+            time.sleep(0.5)
+        first = _api(srv, "/prometheus/api/v1/rules")["groups"][0]["lastEvaluation"]
+        wait_for(
+            lambda: _api(srv, "/prometheus/api/v1/rules")["groups"][0]["lastEvaluation"] > first,
+            10,
+            "the next evaluation",
+        )
+        hook.hang.clear()
+        wait_for(lambda: hook.bodies(), 60, "the webhook once it answers")
+    finally:
+        hook.close()

@@ -115,18 +115,24 @@ class GaugeTarget(_Server):
 
 class WebhookReceiver(_Server):
     """Records every POST body (``received``: (monotonic time, JSON)); ``status`` is what it
-    answers (500 to refuse); ``refused`` counts the bodies it refused."""
+    answers (500 to refuse); ``refused`` counts the bodies it refused. ``hang``: requests wait
+    (``hung`` counts them) until it is cleared."""
 
     def __init__(self):
         self.received: list[tuple[float, dict]] = []
-        self.refused = 0
+        self.refused = self.hung = 0
         self.status = 200
+        self.hang = threading.Event()
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.hang.is_set():
+                    receiver.hung += 1
+                    while receiver.hang.is_set():
+                        time.sleep(0.05)
                 with receiver._lock:
                     status = receiver.status
                     if status == 200:
@@ -142,6 +148,10 @@ class WebhookReceiver(_Server):
 
         self._serve(Handler)
         self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.hang.clear()
+        super().close()
 
     def bodies(self) -> list[dict]:
         with self._lock:
