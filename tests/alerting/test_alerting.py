@@ -57,9 +57,19 @@ def _store_env(store, request):
     return {"PLANOSCOPE_STORE": request.getfixturevalue("clickhouse_database").url} if store == "clickhouse" else None
 
 
+# Fails at every evaluation while two rooms are scraped (many-to-many matching).
+BROKEN = """
+  - name: broken
+    rules:
+      - alert: Broken
+        expr: room_temp + on() room_temp
+"""
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_file, store, request):
     target.values = {"a": 35.0, "b": 10.0}
+    rules_file.write_text(RULES + BROKEN)
     srv = serve(server_factory, tmp_path, target, rules_file, env=_store_env(store, request))
     [hot] = wait_for(lambda: [a for a in _alerts(srv, "RoomHot") if a["state"] == "firing"], 30, "RoomHot firing")
     assert hot["labels"] == {"alertname": "RoomHot", "room": "a", "severity": "page"}
@@ -67,7 +77,13 @@ def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_f
     assert hot["value"] == "3.5e+01"
 
     groups = _api(srv, "/prometheus/api/v1/rules")["groups"]
-    assert [(g["name"], g["file"], g["interval"]) for g in groups] == [("rooms", str(rules_file), 1.0)]
+    assert [(g["name"], g["file"], g["interval"]) for g in groups] == [
+        ("rooms", str(rules_file), 1.0),
+        ("broken", str(rules_file), 1.0),
+    ]
+    [broken] = groups[1]["rules"]
+    assert (broken["health"], broken["state"], broken["alerts"]) == ("err", "inactive", [])
+    assert "many-to-many" in broken["lastError"], broken["lastError"]
     record, room_hot, room_warm = groups[0]["rules"]
     assert (record["type"], record["name"], record["health"]) == ("recording", "room:temp:max", "ok")
     assert (room_hot["type"], room_hot["state"], room_hot["duration"], room_hot["health"]) == (
@@ -100,6 +116,7 @@ def test_rules_alerts_and_their_series(server_factory, tmp_path, target, rules_f
     assert {r["name"]: r["state"] for r in ui["rules"] if r["type"] == "alerting"} == {
         "RoomHot": "firing",
         "RoomWarm": "pending",
+        "Broken": "inactive",
     }
     assert [(t["from"], t["to"]) for t in ui["transitions"] if t["rule"] == "RoomHot"] == [
         ("pending", "firing"),

@@ -96,6 +96,14 @@ def test_a_bad_file_is_one_line_naming_file_group_and_rule(tmp_path, text, said)
     assert promtool.returncode == 1, promtool.stdout + promtool.stderr
 
 
+def test_a_rule_whose_result_is_not_a_vector_is_refused_at_load(tmp_path):
+    # Stricter than promtool 2.42, which loads it and fails at every evaluation.
+    path = tmp_path / "range.yml"
+    path.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up[5m]\n")
+    with pytest.raises(RuleError, match=r'group "g", rule 1 \(alert "A"\): expr: invalid rule expression type: matrix'):
+        load_file(str(path))
+
+
 def test_a_bad_file_stops_serve_with_that_line(tmp_path):
     path = tmp_path / "bad.yml"
     path.write_text(BAD[0][0])

@@ -202,9 +202,9 @@ class RuleEvaluator:
             else:
                 r.health, r.last_error = "ok", ""
             r.last_evaluation, r.evaluation_s = ts / 1000, time.perf_counter() - t0
-            keys = {labels_key(ls) for ls, _ in out}
-            out += [({**dict(k)}, STALE_NAN) for k in r.last_series - keys]
-            if r.health == "ok":
+            if r.health == "ok":  # a failed evaluation ends no series: as Prometheus, it writes nothing
+                keys = {labels_key(ls) for ls, _ in out}
+                out += [(dict(k), STALE_NAN) for k in r.last_series - keys]
                 r.last_series = keys
             for labels, v in out:
                 made.add(labels, [ts], [v])

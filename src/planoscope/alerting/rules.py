@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..promql import PromQLError, parse
-from ..promql.syntax import Expr
+from ..promql.syntax import Expr, value_type
 from .template import Template, TemplateError
 
 PLANO = "plano"
@@ -170,6 +170,8 @@ def _rule(r: object, where: str) -> Rule:
         expr = parse(query)
     except PromQLError as e:
         raise RuleError(f"{where}: expr: {_first_line(str(e))}") from None
+    if value_type(expr) not in ("vector", "scalar"):  # as promtool: a rule's result is a vector
+        raise RuleError(f"{where}: expr: invalid rule expression type: {value_type(expr)} (want a vector)")
     durations = {}
     for key in ("for", "keep_firing_for"):
         try:
