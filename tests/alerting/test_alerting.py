@@ -253,9 +253,17 @@ def test_webhooks_get_alertmanagers_payload_grouped_repeated_and_retried(server_
 
 @pytest.mark.parametrize("store", STORES)
 def test_a_restart_keeps_firing_and_pending_alerts(server_factory, tmp_path, target, rules_file, store, request):
-    target.values = {"a": 35.0}
+    # Room a: RoomHot firing and RoomWarm pending when planoscope stops. Room b: RoomHot fired and
+    # resolved before the stop, and is hot again after the start: a new alert.
+    target.values = {"a": 35.0, "b": 35.0}
     srv = serve(server_factory, tmp_path, target, rules_file, env=_store_env(store, request))
-    wait_for(lambda: [a for a in _alerts(srv, "RoomHot") if a["state"] == "firing"], 30, "RoomHot firing")
+
+    def hot(room):
+        return [a for a in _alerts(srv, "RoomHot") if a["labels"]["room"] == room]
+
+    wait_for(lambda: [a for a in hot("b") if a["state"] == "firing"], 30, "RoomHot firing for b")
+    target.values = {"a": 35.0, "b": 10.0}
+    wait_for(lambda: not hot("b"), 30, "RoomHot resolved for b")
 
     def warm():
         [w] = _alerts(srv, "RoomWarm")
@@ -263,13 +271,22 @@ def test_a_restart_keeps_firing_and_pending_alerts(server_factory, tmp_path, tar
         return w, last - _seconds(w["activeAt"])
 
     wait_for(lambda: warm()[1] >= 4.0, 30, "RoomWarm pending 4 s")
-    [hot_before] = _alerts(srv, "RoomHot")
+    [hot_before] = hot("a")
+    assert hot_before["state"] == "firing"
     warm_before, pending_before = warm()
-    srv.restart()
-    wait_for(lambda: _alerts(srv, "RoomWarm") and _alerts(srv, "RoomHot"), 30, "the first evaluation")
-    [hot_after] = _alerts(srv, "RoomHot")
+    srv.stop()
+    target.values = {"a": 35.0, "b": 31.0}  # b hot again while planoscope is down
+    started = time.time()
+    srv.start()
+    wait_for(lambda: hot("a") and hot("b"), 30, "the first evaluation")
+    [hot_after] = hot("a")
     assert hot_after["state"] == "firing" and hot_after["activeAt"] == hot_before["activeAt"]
-    warm_after, pending_after = warm()
+    [b_after] = hot("b")
+    assert b_after["state"] == "pending" and _seconds(b_after["activeAt"]) >= started
+    [warm_after] = [w for w in _alerts(srv, "RoomWarm") if w["labels"]["room"] == "a"]
+    pending_after = _seconds(_api(srv, "/prometheus/api/v1/rules")["groups"][0]["lastEvaluation"]) - _seconds(
+        warm_after["activeAt"]
+    )
     assert warm_after["state"] == "pending"
     # The pending clock went on from where it was (what it was, plus at most two evaluations).
     assert pending_before <= pending_after <= pending_before + 2.5, (pending_before, pending_after)

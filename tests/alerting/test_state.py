@@ -128,3 +128,16 @@ def test_restore_ignores_state_older_than_the_outage_tolerance(tmp_path):
     rule.evaluate([({"room": "a"}, 5.0)], now, {labels_key(labels): (now - 61 * 60 * S, 0.0)})
     [alert] = rule.active.values()
     assert alert.active_at == now and alert.state == PENDING
+
+
+def test_the_stored_for_state_of_an_alert_that_had_resolved_is_not_restored():
+    from planoscope.alerting.evaluator import RuleEvaluator
+    from planoscope.promql import STALE_NAN, MemoryStorage
+
+    stored = MemoryStorage()
+    firing = {"__name__": "ALERTS_FOR_STATE", "alertname": "Hot", "room": "a"}
+    resolved = {**firing, "room": "b"}
+    stored.add(firing, [1000 * S, 1015 * S], [900.0, 900.0])
+    stored.add(resolved, [1000 * S, 1015 * S], [800.0, STALE_NAN])  # resolved at 1015 s
+    found = RuleEvaluator([], None, None)._for_state("Hot", stored, 1100 * S)
+    assert found == {labels_key({"alertname": "Hot", "room": "a"}): (1015 * S, 900.0)}

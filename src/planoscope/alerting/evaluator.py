@@ -234,14 +234,14 @@ class RuleEvaluator:
         return r.alerting.evaluate(vector, ts, for_state)
 
     def _for_state(self, alertname: str, queryable: StoredSamples, ts: int) -> dict[Labels, tuple[int, float]]:
-        """The stored ``ALERTS_FOR_STATE`` of an alert: labels → (last sample's time, activeAt s)."""
+        """The stored ``ALERTS_FOR_STATE`` of an alert still active when planoscope stopped: labels →
+        (its last sample's time, activeAt s). One whose last sample is a staleness marker had
+        resolved (or gone) before: it is not restored, as in Prometheus."""
         matchers = [Matcher(METRIC_NAME, "=", ALERTS_FOR_STATE), Matcher("alertname", "=", alertname)]
         found = {}
         for labels, tss, vs in queryable.select(matchers, ts - OUTAGE_TOLERANCE_MS, ts - 1):
-            live = ~np.isnan(vs)
-            if live.any():
-                i = np.flatnonzero(live)[-1]
-                found[labels_key({k: v for k, v in labels.items() if k != METRIC_NAME})] = (int(tss[i]), float(vs[i]))
+            if len(vs) and not np.isnan(vs[-1]):
+                found[labels_key({k: v for k, v in labels.items() if k != METRIC_NAME})] = (int(tss[-1]), float(vs[-1]))
         return found
 
     def _to_send(self, g: GroupStatus, rule: AlertingRule, ts: int) -> list[dict]:
