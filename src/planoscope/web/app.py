@@ -90,6 +90,10 @@ def create_web_app(
     def trace_page() -> FileResponse:
         return FileResponse(STATIC / "trace.html")
 
+    @app.get("/alerts", include_in_schema=False)
+    def alerts_page() -> FileResponse:
+        return FileResponse(STATIC / "alerts.html")
+
     @app.get("/sessions", include_in_schema=False)
     def sessions_page() -> FileResponse:
         return FileResponse(STATIC / "sessions.html")
