@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The browser tests drive Debian's Chromium (never a downloaded browser build); the interop
 # tests run Debian's Prometheus against planoscope and check deploy/ with docker-compose (and
-# deploy/scale-out/'s balancer with haproxy).
+# deploy/scale-out/'s balancer with haproxy); the alerting tests send alerts to Debian's Alertmanager.
 CHROMIUM   := /usr/bin/chromium
 PROMETHEUS := /usr/bin/prometheus
 COMPOSE    := /usr/bin/docker-compose
 HAPROXY    := /usr/sbin/haproxy
+ALERTMANAGER := /usr/bin/prometheus-alertmanager
 SUDO     := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: run test lint setup bench screenshots clean
@@ -45,8 +46,13 @@ $(HAPROXY):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends haproxy >/dev/null
 
+$(ALERTMANAGER):
+	@echo "Installing Debian's prometheus-alertmanager for the alerting tests"
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
+
 # What CI runs (.ci/run): the lint, then every test.
-test: lint $(CHROMIUM) $(PROMETHEUS) $(COMPOSE) $(HAPROXY)
+test: lint $(CHROMIUM) $(PROMETHEUS) $(COMPOSE) $(HAPROXY) $(ALERTMANAGER)
 	$(BIN)/python -m pytest
 
 # ruff, configured in pyproject.toml: lint rules and the formatter's check, on the whole tree.

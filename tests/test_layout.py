@@ -24,6 +24,7 @@ LAYERS = [
     {"scrape"},  # Envoy samples, written through ingest's writer
     {"query"},  # panels, their evaluation, trace search
     {"promql"},  # the PromQL engine, over any Queryable
+    {"alerting"},  # rule files, their evaluation, alerts to Alertmanager and webhooks
     {"forward", "grafana"},  # outward: OTLP forwarding, Grafana export
     {"web"},  # UI and API
     {"demo"},  # simulated Plano, fake Envoy, load generator

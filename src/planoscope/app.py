@@ -11,10 +11,14 @@ import logging
 import sys
 from datetime import timedelta
 
-from prometheus_client import generate_latest
+from prometheus_client import Gauge, generate_latest
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from .alerting.evaluator import RuleEvaluator
+from .alerting.notifier import Alertmanager
+from .alerting.rules import RuleError, load_files
+from .alerting.webhook import Webhook
 from .forward.forwarder import Forwarder, forward_state, parse_destination
 from .grafana.dashboard import DashboardError, all_dashboards
 from .ingest.admission import Ingest
@@ -89,6 +93,10 @@ class Planoscope:
         s = self.settings
         stack = self._stack
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        try:  # first: a bad rule file stops the start before anything is opened
+            rule_groups = load_files(s.rules)
+        except RuleError as e:
+            raise StartupError(str(e)) from None
         try:
             dashboards = all_dashboards(s.dashboard)
         except DashboardError as e:
@@ -199,6 +207,39 @@ class Planoscope:
         if s.scrape_self_metrics:
             exposition = lambda: generate_latest(web_app.state.registry)  # noqa: E731
             scraper.add_local(SELF_JOB, bound_address(web_sock), exposition, s.scrape_self_metrics)
+        if s.llm_cost_budget_usd_per_hour:  # what the plano rules compare the hourly spend with
+            Gauge(
+                "planoscope_llm_cost_budget_usd_per_hour",
+                "The LLM spend per hour the alerting rules allow (llm_cost_budget_usd_per_hour)",
+                registry=web_app.state.registry,
+            ).set(s.llm_cost_budget_usd_per_hour)
+        external_url = s.external_url or f"http://{bound_address(web_sock)}"
+        senders: list = [Alertmanager(url) for url in s.alertmanager_url]
+        senders += [
+            Webhook(
+                url,
+                s.alert_group_by,
+                s.alert_group_wait,
+                s.alert_group_interval,
+                s.alert_repeat_interval,
+                external_url,
+            )
+            for url in s.alert_webhook
+        ]
+        self.rules = RuleEvaluator(
+            rule_groups,
+            store,
+            writer,
+            s.evaluation_interval,
+            senders,
+            scraper.instances,
+            prometheus.limits(s.promql_max_samples, s.promql_max_series),
+            external_url,
+            s.alert_resend_delay,
+        )
+        web_app.state.rules = self.rules
+        if rule_groups:
+            web_app.state.registry.register(self.rules)
         await stack.enter_async_context(HttpServer(web_app, web_sock, shares.http, "UI"))
         otlp_http = await stack.enter_async_context(
             HttpServer(
@@ -232,6 +273,10 @@ class Planoscope:
         await stack.enter_async_context(scraper)  # last: a start that fails has scraped nothing
         for forwarder in forwarders:
             await stack.enter_async_context(forwarder)
+        for sender in senders:
+            await stack.enter_async_context(sender)
+        if rule_groups:
+            await stack.enter_async_context(self.rules)
         host = s.otlp_grpc.rpartition(":")[0]
         self.addresses = {
             "otlp_grpc": f"{host}:{grpc_rx.port}",

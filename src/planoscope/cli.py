@@ -344,7 +344,8 @@ def demo(
     Plano sends them (one OTLP export per service, batched every ~5 s), a fake Envoy admin
     endpoint with the WASM filter's rate-limit and LLM metrics, and a fake brightstaff /metrics;
     the server scrapes both. The traffic has bursts, 429s, upstream errors and, every few
-    minutes, an incident (a rate-limit storm, a provider outage or slowdown). Stops on Ctrl-C or
+    minutes, an incident (a rate-limit storm, a provider outage or slowdown); the plano alert rules
+    are evaluated (--rules plano), so its 429 storms fire alerts within minutes. Stops on Ctrl-C or
     SIGTERM.
 
     Example: planoscope demo --rate 10 --mix llm=0.5,agent=0.5 --seed 42 --backfill 15m
@@ -375,10 +376,14 @@ DEMO_BACKFILL_S = 900.0
 
 
 def _scraping(settings: Settings, envoy_url: str, brightstaff_url: str) -> Settings:
-    """The demo scrapes its fake Envoy and brightstaff, unless told which targets to scrape."""
-    if "scrape" in settings.model_fields_set:
-        return settings
-    return settings.model_copy(update={"scrape": [f"envoy={envoy_url}", f"brightstaff={brightstaff_url}"]})
+    """The demo scrapes its fake Envoy and brightstaff and evaluates the plano rules, unless told
+    which targets to scrape or which rules."""
+    update = {}
+    if "scrape" not in settings.model_fields_set:
+        update["scrape"] = [f"envoy={envoy_url}", f"brightstaff={brightstaff_url}"]
+    if "rules" not in settings.model_fields_set:  # its 429 storms and outages fire Plano's alerts
+        update["rules"] = ["plano"]
+    return settings.model_copy(update=update)
 
 
 async def _demo(
@@ -441,6 +446,36 @@ async def _demo(
         print(f"planoscope: error: {e}", file=sys.stderr, flush=True)
         return 1
     return stopped(app)
+
+
+@main.group()
+def rules() -> None:
+    """Alerting and recording rules: Prometheus rule files."""
+
+
+@rules.command("check")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True)
+def rules_check(files: tuple[str, ...]) -> None:
+    """Check rule files as planoscope loads them (plano: the shipped file); exit 1 if one is bad.
+
+    Each file's problem is one line naming the file, the group and the rule, as a start with
+    --rules would say it.
+
+    Example: planoscope rules check plano my-rules.yml
+    """
+    from .alerting.rules import RuleError, load_file
+
+    bad = 0
+    for f in files:
+        try:
+            groups = load_file(f)
+        except RuleError as e:
+            click.echo(f"planoscope: error: {e}", err=True)
+            bad += 1
+            continue
+        n = sum(len(g.rules) for g in groups)
+        click.echo(f"{f}: {n} rules in {len(groups)} groups")
+    sys.exit(1 if bad else 0)
 
 
 @main.group()

@@ -247,6 +247,51 @@ class Settings(BaseModel):
         description="Series one PromQL query, series or label listing may select from the store; more fails "
         "with Prometheus's error (422).",
     )
+    rules: StrList = Field(
+        [],
+        description="Prometheus rule files (alerting and recording rules) evaluated over the stored samples "
+        "every evaluation_interval; plano: the alerts planoscope ships for Plano (docs/alerting.md).",
+    )
+    evaluation_interval: Duration = Field(
+        "15s", validate_default=True, gt=0, description="Time between two evaluations of a rule group."
+    )
+    alertmanager_url: StrList = Field(
+        [],
+        description="Alertmanagers firing and resolved alerts are sent to (their v2 API, e.g. "
+        "http://127.0.0.1:9093), as Prometheus sends them.",
+    )
+    alert_resend_delay: Duration = Field(
+        "1m",
+        validate_default=True,
+        gt=0,
+        description="How often a firing alert is sent to the Alertmanagers again (Prometheus's "
+        "--rules.alert.resend-delay).",
+    )
+    alert_webhook: StrList = Field(
+        [],
+        description="URLs sent Alertmanager's webhook notifications without an Alertmanager: alerts grouped "
+        "by alert_group_by, after alert_group_wait, repeated every alert_repeat_interval.",
+    )
+    alert_group_by: StrList = Field(["alertname"], description="Labels whose values group alerts for alert_webhook.")
+    alert_group_wait: Duration = Field(
+        "30s", validate_default=True, ge=0, description="How long a new group waits for more alerts before it is sent."
+    )
+    alert_group_interval: Duration = Field(
+        "5m", validate_default=True, gt=0, description="How often a group is sent again when its alerts change."
+    )
+    alert_repeat_interval: Duration = Field(
+        "4h", validate_default=True, gt=0, description="How often a firing group is sent again when nothing changed."
+    )
+    external_url: str = Field(
+        "",
+        description="planoscope's URL as the receivers of alerts reach it (their links); empty: http://LISTEN.",
+    )
+    llm_cost_budget_usd_per_hour: float = Field(
+        0.0,
+        ge=0,
+        description="LLM spend per hour the plano rules alert beyond (exposed on /metrics as "
+        "planoscope_llm_cost_budget_usd_per_hour); 0: no budget.",
+    )
     forward_otlp: StrList = Field(
         [],
         description="OTLP endpoints every stored span is passed on to (Tempo, Jaeger, a collector): "
@@ -310,6 +355,14 @@ class Settings(BaseModel):
         dup = next((x for x in labels if labels.count(x) > 1), None)
         if dup:
             raise ValueError(f"two targets are labelled {dup!r}; name them LABEL=URL")
+        return v
+
+    @field_validator("alertmanager_url", "alert_webhook", "external_url")
+    @classmethod
+    def _http_urls(cls, v):
+        for url in [v] if isinstance(v, str) else v:
+            if url and not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return v
 
     @field_validator("forward_otlp")

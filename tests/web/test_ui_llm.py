@@ -54,7 +54,7 @@ def _shown(name: str) -> str:
 def test_the_top_bar_lists_the_dashboards_and_switches_in_place(live, page):
     _open(page, live, "?range=15m&refresh=off")
     tabs = page.locator("nav.tabs a")
-    expect(tabs).to_have_text(["Requests Overview", "LLM Usage", "Brightstaff", "Traces", "Sessions"])
+    expect(tabs).to_have_text(["Requests Overview", "LLM Usage", "Brightstaff", "Traces", "Sessions", "Alerts"])
     assert tabs.nth(2).get_attribute("title") == "Brightstaff (Plano dataplane)"  # the Grafana dashboard's title
     assert tabs.nth(4).get_attribute("href") == "sessions"  # the sessions page's slot
     expect(tabs.nth(0)).to_have_attribute("aria-current", "page")

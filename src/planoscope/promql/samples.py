@@ -8,13 +8,16 @@ scraped ``job`` or ``instance`` label becomes ``exported_job`` / ``exported_inst
 Prometheus does with ``honor_labels: false``. ``instance`` comes from the targets as configured
 now (``instances``): samples of a target no longer configured have none.
 
+The samples of planoscope's rules (recording rules, ``ALERTS``) are rows of target
+``RULES_TARGET`` whose labels are the series' own, ``job`` and ``instance`` included.
+
 What the store indexes is pushed down: the metric name (``=``, or the names in the range that the
-``__name__`` matchers accept, matched here with the engine's own regexes), an equal ``job`` and the
-time range. The series those select are listed first, with their numbers of samples (at most
-``limits.max_series`` of them), and matched here; then only the samples of the matching series
-are read, as arrays (a 64-bit key per series, ms, value: ~25 bytes a sample while loading), if
-they are at most ``limits.max_samples``. A query over too much fails with Prometheus's error
-instead of loading it.
+``__name__`` matchers accept, matched here with the engine's own regexes), an equal ``job`` (that
+target's rows and the rules' rows) and the time range. The series those select are listed first,
+with their numbers of samples (at most ``limits.max_series`` of them), and matched here; then only
+the samples of the matching series are read, as arrays (a 64-bit key per series, ms, value: ~25
+bytes a sample while loading), if they are at most ``limits.max_samples``. A query over too much
+fails with Prometheus's error instead of loading it.
 
 Example::
 
@@ -38,6 +41,9 @@ from .storage import Matcher, is_valid_label_name, matches_all, metric_name
 from .values import METRIC_NAME, LimitExceeded
 
 JOB, INSTANCE = "job", "instance"
+# The Target of the samples planoscope's own rules write (recording rules, ALERTS): their labels
+# are stored whole, job and instance included, as Prometheus stores a rule's output.
+RULES_TARGET = ""
 
 
 def instance_of(url: str) -> str:
@@ -50,7 +56,10 @@ def instance_of(url: str) -> str:
 
 
 def series_labels(name: str, target: str, scraped: Mapping[str, str], instance: str | None) -> dict[str, str]:
-    """The labels Prometheus would have stored a scraped sample under (see the module docstring)."""
+    """The labels Prometheus would have stored a scraped sample under (see the module docstring);
+    a rule's output (``RULES_TARGET``) as it was written."""
+    if target == RULES_TARGET:
+        return {**scraped, METRIC_NAME: name}
     out = {("exported_" + k if k in (JOB, INSTANCE) else k): v for k, v in scraped.items()}
     out[METRIC_NAME] = name
     out[JOB] = target

@@ -23,7 +23,7 @@ class ClickHouseSamples:
             sql += " AND MetricName IN {names:Array(String)}"
             params["names"] = names
         if job is not None:
-            sql += " AND Target = {job:String}"
+            sql += " AND Target IN ({job:String}, '')"  # the rules' rows carry their job in Labels
             params["job"] = job
         return sql, params
 

@@ -28,7 +28,7 @@ class DuckDBSamples:
             sql += f" AND MetricName IN ({', '.join('?' * len(names))})"
             args += names
         if job is not None:
-            sql += " AND Target = ?"
+            sql += " AND Target IN (?, '')"  # the rules' rows carry their job in Labels
             args.append(job)
         return sql, args
 

@@ -6,6 +6,10 @@ target returns can stop the process: a refused connection, a timeout, an HTTP er
 ``max_bytes`` or text that does not parse marks the target down (see ``health()``) and the next
 scrape tries again.
 
+Each scrape also stores ``up`` (1, or 0 when it failed), ``scrape_duration_seconds`` and
+``scrape_samples_scraped``, as Prometheus adds them to every target (an alert on ``up == 0`` sees a
+target that stopped answering).
+
 Sample names are stored as the target writes them. prometheus-client's parser renames the samples
 of a counter declared without ``_total`` (Envoy's ``envoy_wasmcustom_ratelimited_rq``) to
 ``…_total``; the ``# TYPE`` lines tell which it renamed, and the suffix is taken off again.
@@ -224,7 +228,18 @@ class Scraper:
             rows, meta = await asyncio.to_thread(_parse_all, text, target.keep or self.keep)
         except (ScrapeError, httpx.HTTPError, TimeoutError, UnicodeDecodeError, ValueError) as e:
             self._failed(target, started, time.monotonic() - t0, _describe(e, self.timeout))
+            await self._store(target, started, _health_rows(False, time.monotonic() - t0, 0))
             return
+        await self._store(target, started, rows + _health_rows(True, time.monotonic() - t0, len(rows)))
+        if target.up is False:
+            log.info("scrape target %s is up again", target.label)
+        target.up, target.last_error = True, None
+        target.last_scrape, target.last_duration_s = started, time.monotonic() - t0
+        target.samples_last_scrape = len(rows)
+        target.metadata = meta
+        target.scrapes += 1
+
+    async def _store(self, target: TargetHealth, started: float, rows: list[tuple[str, str, float]]) -> None:
         ts = datetime.fromtimestamp(started, UTC).replace(tzinfo=None)
         table = pa.table(
             [
@@ -240,13 +255,6 @@ class Scraper:
             await self.writer.write_samples(table)
         except Exception as e:  # the store's problem, not the target's: the target stays up
             log.warning("could not store %d samples of %s: %s", len(rows), target.label, e)
-        if target.up is False:
-            log.info("scrape target %s is up again", target.label)
-        target.up, target.last_error = True, None
-        target.last_scrape, target.last_duration_s = started, time.monotonic() - t0
-        target.samples_last_scrape = len(rows)
-        target.metadata = meta
-        target.scrapes += 1
 
     async def _fetch(self, url: str) -> bytes:
         async with self._client.stream("GET", url) as r:
@@ -290,6 +298,16 @@ class Scraper:
             duration.add_metric([t.label, t.url], t.last_duration_s or 0.0)
             samples.add_metric([t.label, t.url], float(t.samples_last_scrape))
         return [f for f in (up, duration, samples) if f.samples]  # none at all without a scrape
+
+
+def _health_rows(up: bool, duration_s: float, samples: int) -> list[tuple[str, str, float]]:
+    """The series Prometheus adds to every scrape of a target: ``up`` (0 when the scrape failed),
+    ``scrape_duration_seconds``, ``scrape_samples_scraped`` (here: the samples kept)."""
+    return [
+        ("up", "{}", 1.0 if up else 0.0),
+        ("scrape_duration_seconds", "{}", duration_s),
+        ("scrape_samples_scraped", "{}", float(samples)),
+    ]
 
 
 def _parse_all(text: str, keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:

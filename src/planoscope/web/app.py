@@ -27,7 +27,7 @@ from ..query.params import QueryError
 from ..scrape.scraper import Scraper
 from ..store import SpanStore, StoreError
 from ..store.retention import Retention
-from .routes import api, exposition, health, prometheus
+from .routes import alerts, api, exposition, health, prometheus
 
 STATIC = Path(__file__).parent / "static"
 
@@ -60,6 +60,7 @@ def create_web_app(
     app.state.retention, app.state.forwarders, app.state.registry = retention, list(forwarders), registry
     app.state.started, app.state.max_series_per_panel = time.time(), max_series_per_panel
     app.state.dashboards = Dashboards(dashboards)
+    app.state.rules = None  # the rule evaluator, when the process has one (routes/alerts.py)
     app.state.promql_limits = promql_limits or prometheus.limits(Limits().max_samples, Limits().max_series)
     app.add_middleware(ReadAfterWrite, writer=writer)  # inside the auth check, added after it
     if credentials is not None and credentials.required:
@@ -67,6 +68,7 @@ def create_web_app(
     app.include_router(api)
     app.include_router(exposition.router)
     app.include_router(prometheus.router)
+    app.include_router(alerts.router)
     app.include_router(health.router)
 
     @app.exception_handler(RequestValidationError)
@@ -92,6 +94,10 @@ def create_web_app(
     @app.get("/trace", include_in_schema=False)
     def trace_page() -> FileResponse:
         return FileResponse(STATIC / "trace.html")
+
+    @app.get("/alerts", include_in_schema=False)
+    def alerts_page() -> FileResponse:
+        return FileResponse(STATIC / "alerts.html")
 
     @app.get("/sessions", include_in_schema=False)
     def sessions_page() -> FileResponse:

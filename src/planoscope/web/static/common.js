@@ -193,8 +193,25 @@ async function buildNav(current, range) {
     ...boards.map((b) => Object.assign(link(`./?dashboard=${encodeURIComponent(b.id)}&${keep}`,
       b.title.replace(/^Plano - /, "").replace(/\s+\(.*\)$/, ""), b.id), { title: b.title })),
     link("traces" + (keep.toString() ? "?" + keep : ""), "Traces", "traces"),
-    link("sessions", "Sessions", "sessions"));
+    link("sessions", "Sessions", "sessions"),
+    link("alerts", "Alerts", "alerts"));
+  markFiring();
   return boards;
+}
+
+// The Alerts tab says how many alerts fire, on every page.
+async function markFiring() {
+  const tab = document.querySelector('nav.tabs a[data-page="alerts"]');
+  if (!tab) return;
+  try {
+    const r = await fetch(new URL("api/v1/alerts", tab.href));
+    if (!r.ok) return;
+    const firing = (await r.json()).alerts.filter((a) => a.state === "firing").length;
+    tab.querySelector(".firing-badge")?.remove();
+    if (firing) {
+      tab.insertAdjacentHTML("beforeend", ` <span class="firing-badge" title="${firing} alert${firing > 1 ? "s" : ""} firing">${firing}</span>`);
+    }
+  } catch (e) { /* the tab stays as it is */ }
 }
 
 function showError(msg) {
