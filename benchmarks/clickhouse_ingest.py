@@ -12,7 +12,8 @@ benchmarks/ingest.py does for DuckDB. Reports, medians over the runs:
 - CPU per span of planoscope (all its threads) and of the ClickHouse server (inserts, the
   materialized columns, merges while the run lasts), and both processes' peak RSS;
 - the noise: how many CPUs other processes used meanwhile (/proc/stat's busy time less
-  planoscope's, ClickHouse's, the load generators' and this process's).
+  planoscope's, ClickHouse's, the load generators' and this process's), and the durable spans/s
+  per CPU they left, which compares runs of a shared machine.
 
 With ``--instances 2``, two instances on the one database (as ``deploy/scale-out/`` runs them),
 each with its own data directory and its own ``planoscope load`` (the ``--concurrency`` clients
@@ -129,6 +130,8 @@ def one_run(args, ch: ClickHouseServer, n: int) -> dict:
                 "cpu_us": cpu / acked * 1e6,
                 "ch_cpu_us": ch_cpu / acked * 1e6,
                 "other_cores": other_cores,
+                # What the cores other processes left give: comparable across runs of a shared machine.
+                "per_free_cpu": acked / seconds / max(0.1, (os.cpu_count() or 1) - other_cores),
                 "rss": max(peak_rss_mib(p.pid) for p, _ in procs),
             }
             for p, _ in procs:
@@ -163,7 +166,8 @@ def main() -> None:
                 print(
                     f"run {i + 1}/{args.runs}: {r['acked_rate']:,.0f} acked spans/s, {r['ch_rate']:,.0f} spans/s into "
                     f"ClickHouse ({r['acked']:,} acknowledged, {r['stored']:,} stored); CPU a span: planoscope "
-                    f"{r['cpu_us']:.1f} us, ClickHouse {r['ch_cpu_us']:.1f} us; planoscope peak RSS {r['rss']:,.0f} MiB (the largest); other processes {r['other_cores']:.2f} CPUs",
+                    f"{r['cpu_us']:.1f} us, ClickHouse {r['ch_cpu_us']:.1f} us; planoscope peak RSS {r['rss']:,.0f} MiB (the largest); other processes {r['other_cores']:.2f} CPUs, "
+                    f"{r['per_free_cpu']:,.0f} durable spans/s per CPU they left",
                     flush=True,
                 )
             ch_rss = ch.rss_bytes() >> 20
@@ -180,7 +184,9 @@ def main() -> None:
         f"planoscope peak RSS {med('rss'):,.0f} MiB, ClickHouse RSS at the end {ch_rss:,} MiB; "
         f"other processes (not planoscope, ClickHouse nor the load) used {med('other_cores'):.2f} of "
         f"{os.cpu_count()} CPUs (median; min {min(r['other_cores'] for r in runs):.2f}, max "
-        f"{max(r['other_cores'] for r in runs):.2f}); durable spans/s min {min(r['ch_rate'] for r in runs):,.0f}, "
+        f"{max(r['other_cores'] for r in runs):.2f}), {med('per_free_cpu'):,.0f} durable spans/s per CPU they "
+        f"left (median; min {min(r['per_free_cpu'] for r in runs):,.0f}, max "
+        f"{max(r['per_free_cpu'] for r in runs):,.0f}); durable spans/s min {min(r['ch_rate'] for r in runs):,.0f}, "
         f"max {max(r['ch_rate'] for r in runs):,.0f}"
     )
 
