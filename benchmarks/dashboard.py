@@ -69,6 +69,7 @@ from planoscope.query.params import default_step
 from planoscope.query.steps import window as step_window
 from planoscope.store import DuckDBStore
 from planoscope.store.duckdb import DB_FILE
+from planoscope.store.schema import TYPED_COLUMNS
 
 WEEK_S = 7 * 86400
 HOUR_S = 3600
@@ -77,6 +78,7 @@ GOALS = {
     "llm-usage": {"1 h": 0.100, "7 d": 0.500},
 }
 POOL_SPANS = 150_000
+SESSION_KEYS = next(c.keys for c in TYPED_COLUMNS if c.name == "SessionId")
 SIM_EPOCH = 1_700_006_400  # simulated seconds of the pool start here (a Wednesday 00:00 UTC)
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -94,9 +96,10 @@ def _simulate_part(rate: float, seed: int, start_s: int, end_s: int) -> list[byt
     return [r.SerializeToString() for r in export_requests(spans, 512)]
 
 
-def make_pool(span_rate: float, pool_spans: int, seed: int = 1):
+def make_pool(span_rate: float, pool_spans: int, seed: int = 1, maps: bool = False):
     """(table, span-metric dimension arrays, pool length in s) of ~pool_spans simulated spans at
-    ``span_rate`` spans/s; the table's Timestamps are relative to the pool start (ns)."""
+    ``span_rate`` spans/s; the table's Timestamps are relative to the pool start (ns). ``maps``:
+    with the attribute maps a store with ``attribute_maps`` (ClickHouse) inserts."""
     window = max(60, round(pool_spans / span_rate))
     trace_rate = span_rate / 5.65  # spans per trace in the simulation's default mix
     parts = 2 if window >= 120 else 1
@@ -105,7 +108,7 @@ def make_pool(span_rate: float, pool_spans: int, seed: int = 1):
         futures = [ex.submit(_simulate_part, trace_rate, seed, a, b) for a, b in zip(bounds, bounds[1:])]
         bodies = [b for f in futures for b in f.result()]
     metrics = SpanMetrics()
-    decoder = Decoder(metrics.dimensions, prices=Prices())
+    decoder = Decoder(metrics.dimensions, prices=Prices(), maps=maps)
     batches = [decoder.decode_protobuf(b) for b in bodies]
     assert all(b.rejected == 0 for b in batches)
     table = decoder.estimate_costs(pa.concat_tables([b.table for b in batches]).combine_chunks())
@@ -142,12 +145,22 @@ class HexIds:
         return pa.array(np.bitwise_or.reduce(digits << np.arange(60, -4, -4, dtype=np.uint64), axis=1), pa.uint64())
 
 
-def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progress: Progress) -> dict:
-    """Fill ``store`` with ``n_spans`` spans over the 7 days up to ``t_end_s``; figures of the fill."""
+def _suffix_sessions(attrs: pa.MapArray, suffix: str) -> pa.MapArray:
+    """The span attribute maps with ``suffix`` added to the session ids' values (a ClickHouse
+    store reads ``SessionId`` from the map: its MATERIALIZED column)."""
+    keys, items = attrs.keys, attrs.items
+    is_session = pc.is_in(keys, pa.array(SESSION_KEYS))
+    items = pc.if_else(is_session, pc.binary_join_element_wise(items, suffix, ""), items)
+    return pa.MapArray.from_arrays(attrs.offsets, keys, items, type=attrs.type)
+
+
+def fill(store, n_spans: int, pool_spans: int, t_end_s: int, progress: Progress) -> dict:
+    """Fill ``store`` (a DuckDBStore or a ClickHouseStore) with ``n_spans`` spans over the 7 days
+    up to ``t_end_s``; figures of the fill. The same arguments give both stores the same spans."""
     span_rate = n_spans / WEEK_S
     t0 = time.perf_counter()
     task = progress.add_task(f"simulating a pool of ~{min(pool_spans, n_spans):,} spans", total=None)
-    pool, dims, window_s = make_pool(span_rate, min(pool_spans, n_spans))
+    pool, dims, window_s = make_pool(span_rate, min(pool_spans, n_spans), maps=store.attribute_maps)
     pool_s = time.perf_counter() - t0
     progress.remove_task(task)
     p = pool.num_rows
@@ -164,6 +177,7 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
         for name in ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceKey", "SessionId")
     }
     session_ids = pool.column("SessionId")
+    span_maps = pool.column("SpanAttributesMap").chunk(0) if store.attribute_maps else None
     # The span metrics and the LLM metrics, stored as the server keeps them (else its first start
     # would count them from the whole store).
     metric_sets = [SpanMetrics(), LlmMetrics(DEFAULT_CARDINALITY_LIMIT)]
@@ -188,6 +202,9 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
             # only; the attribute sets keep the pool's id.
             .set_column(cols["SessionId"], "SessionId", pc.binary_join_element_wise(session_ids, f"~{c}", ""))
         )
+        if span_maps is not None:
+            i = table.schema.get_field_index("SpanAttributesMap")
+            table = table.set_column(i, "SpanAttributesMap", _suffix_sessions(span_maps, f"~{c}"))
         if rows < p:
             table = table.slice(0, rows)
             deltas = [m.deltas(table, [d.slice(0, rows) for d in dims]) for m in metric_sets]
@@ -195,7 +212,8 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
             deltas = pool_deltas
         ingested = datetime.fromtimestamp(int(ts[:rows].max()) / 1e9 + 2, UTC).replace(tzinfo=None)
         a = time.perf_counter()
-        store.append_spans(table, ingested)
+        # On ClickHouse each copy is an insert of its own journal range: its own deduplication token.
+        store.append_spans(table, ingested, **({"journal_position": c + 1} if store.dialect == "clickhouse" else {}))
         append_s += time.perf_counter() - a
         for m, d in zip(metric_sets, deltas):
             m.apply(m.merge(d))
@@ -203,7 +221,8 @@ def fill(store: DuckDBStore, n_spans: int, pool_spans: int, t_end_s: int, progre
     for m in metric_sets:
         store.save_metric_totals(m.snapshot(), store.last_ingested(), m.fingerprint, replace=True, name=m.name)
     a = time.perf_counter()
-    store._con.execute("CHECKPOINT")
+    if isinstance(store, DuckDBStore):
+        store._con.execute("CHECKPOINT")
     checkpoint_s = time.perf_counter() - a
     total_s = time.perf_counter() - t0
     progress.remove_task(task)
@@ -323,8 +342,12 @@ def time_in_process(store: DuckDBStore, rngs: dict, repeat: int) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, float]:
+def start_server(data_dir: Path, *extra: str, store: str | None = None) -> tuple[subprocess.Popen, str, float]:
+    """A ``planoscope serve`` on ``data_dir`` (and the ``store`` URL, else DuckDB there) with
+    ``extra`` flags: (process, web URL, start s)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANOSCOPE_")}
+    if store:
+        env["PLANOSCOPE_STORE"] = store  # not a flag: the URL holds the password
     t = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -383,22 +406,27 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def time_http(data_dir: Path, rngs: dict, repeat: int) -> dict:
     proc, url, startup_s = start_server(data_dir)
-    out = {"startup_s": startup_s}
     try:
         with httpx.Client(base_url=url, timeout=120) as client:
-            for board in DASHBOARDS:
-                for name, (start, end, _) in rngs.items():
-
-                    def get(start=start, end=end, board=board.id):
-                        r = client.get("/api/v1/dashboard", params={"id": board, "start": start, "end": end})
-                        r.raise_for_status()
-                        return r
-
-                    first = timed(get, 1)
-                    body = get()
-                    out[(board.id, name)] = {"first": first[0], "times": timed(get, repeat), "bytes": len(body.content)}
+            return {"startup_s": startup_s, **http_refreshes(client, rngs, repeat)}
     finally:
         stop_server(proc)
+
+
+def http_refreshes(client: httpx.Client, rngs: dict, repeat: int) -> dict:
+    """{(dashboard, range): {"first": s, "times": [s], "bytes": n}} of ``GET /api/v1/dashboard?id=``."""
+    out = {}
+    for board in DASHBOARDS:
+        for name, (start, end, _) in rngs.items():
+
+            def get(start=start, end=end, board=board.id):
+                r = client.get("/api/v1/dashboard", params={"id": board, "start": start, "end": end})
+                r.raise_for_status()
+                return r
+
+            first = timed(get, 1)
+            body = get()
+            out[(board.id, name)] = {"first": first[0], "times": timed(get, repeat), "bytes": len(body.content)}
     return out
 
 

@@ -55,6 +55,19 @@ def _fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1e3:,.1f} ms ({min(xs) * 1e3:,.1f}–{max(xs) * 1e3:,.1f})"
 
 
+def list_cases(day: dict, users: list[str]) -> list[tuple[str, dict]]:
+    """(what, the query's parameters) of the ``GET /api/v1/sessions`` lists timed over ``day``."""
+    cases = [
+        ("sort=cost", day),
+        ("sort=last_seen", {**day, "sort": "last_seen"}),
+        ("sort=calls", {**day, "sort": "calls"}),
+        ("sort=cost, page 10 of 50", {**day, "limit": 50, "offset": 450}),
+    ]
+    if users:
+        cases.append((f"user={users[0]}", {**day, "user": users[0]}))
+    return cases
+
+
 def run(n: int, args) -> None:
     data_dir, tmp = _store(n, args.keep)
     try:
@@ -74,15 +87,7 @@ def run(n: int, args) -> None:
                     for s in _timed(client, "/api/v1/sessions", {**day, "limit": 500}, 1)[1].json()["sessions"]
                 ]
                 users = [s["user_id"] for s in listed["sessions"] if s["user_id"]]
-                cases = [
-                    ("sort=cost", day),
-                    ("sort=last_seen", {**day, "sort": "last_seen"}),
-                    ("sort=calls", {**day, "sort": "calls"}),
-                    ("sort=cost, page 10 of 50", {**day, "limit": 50, "offset": 450}),
-                ]
-                if users:
-                    cases.append((f"user={users[0]}", {**day, "user": users[0]}))
-                for what, params in cases:
+                for what, params in list_cases(day, users):
                     times, r = _timed(client, "/api/v1/sessions", params, args.repeat)
                     body = r.json()
                     notes = f"{body['total']:,} sessions"

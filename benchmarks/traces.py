@@ -79,6 +79,26 @@ def _fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1e3:,.1f} ms ({min(xs) * 1e3:,.1f}–{max(xs) * 1e3:,.1f})"
 
 
+def searches(end: float) -> list[tuple[str, str, dict]]:
+    """(range, what, the query's parameters) of the ``GET /api/v1/traces`` searches timed, up to ``end``."""
+    hour = {"start": end - 3600, "end": end}
+    return [
+        ("1 h", "no filter", hour),
+        ("1 h", "model=gpt-4o", {**hour, "service": "plano(llm)", "model": "gpt-4o"}),
+        (
+            "1 h",
+            "llm spans ≥ 2 s, longest first",
+            {**hour, "service": "plano(llm)", "min_duration": "2s", "sort": "duration"},
+        ),
+        ("1 h", "attr http.status_code=429", {**hour, "attr": "http.status_code=429"}),
+        ("1 h", "errors only", {**hour, "errors": "true"}),
+        ("1 h", "no filter, page 10 of 50", {**hour, "limit": 50, "offset": 450}),
+        ("24 h", "model=gpt-4o", {"start": end - 86400, "end": end, "model": "gpt-4o"}),
+        ("7 d", "no filter", {"start": end - 7 * 86400, "end": end}),
+        ("7 d", "errors only", {"start": end - 7 * 86400, "end": end, "errors": "true"}),
+    ]
+
+
 def run(n: int, args) -> None:
     data_dir, tmp = _store(n, args.keep)
     try:
@@ -108,22 +128,7 @@ def run(n: int, args) -> None:
                     )
                 )
                 hour = {"start": end - 3600, "end": end}
-                searches = [
-                    ("1 h", "no filter", hour),
-                    ("1 h", "model=gpt-4o", {**hour, "service": "plano(llm)", "model": "gpt-4o"}),
-                    (
-                        "1 h",
-                        "llm spans ≥ 2 s, longest first",
-                        {**hour, "service": "plano(llm)", "min_duration": "2s", "sort": "duration"},
-                    ),
-                    ("1 h", "attr http.status_code=429", {**hour, "attr": "http.status_code=429"}),
-                    ("1 h", "errors only", {**hour, "errors": "true"}),
-                    ("1 h", "no filter, page 10 of 50", {**hour, "limit": 50, "offset": 450}),
-                    ("24 h", "model=gpt-4o", {"start": end - 86400, "end": end, "model": "gpt-4o"}),
-                    ("7 d", "no filter", {"start": end - 7 * 86400, "end": end}),
-                    ("7 d", "errors only", {"start": end - 7 * 86400, "end": end, "errors": "true"}),
-                ]
-                for rng, what, params in searches:
+                for rng, what, params in searches(end):
                     times, r = _timed(client, "/api/v1/traces", params, args.repeat)
                     body = r.json()
                     rows.append(

@@ -5,10 +5,10 @@ server-side parameter.
 
 The same answers as ``panels_duckdb.py``, row for row: the steps of ``steps.clickhouse_window``,
 the top groups by spans (ties by value, a span without the value first) and ``other`` folded in
-the query. The top groups are a scalar subquery, computed once, as an array of 1-tuples (an
-array of a Nullable keeps its NULL only in a tuple: ``groupArray`` drops NULLs), matched with
-``has``, which takes NULL for a value. Latency quantiles are ``quantilesExactInclusive``: linear
-interpolation between the closest ranks, as DuckDB's ``quantile_cont`` and numpy's default.
+the query (``_folded``: one scan, per (step, group), then the groups ranked by window functions
+over those rows). Latency quantiles are ``quantilesExactInclusive``: linear interpolation between
+the closest ranks, as DuckDB's ``quantile_cont`` and numpy's default; its states (the values)
+per (step, group) are merged for ``other``.
 
 One difference in cost, not in answers: DuckDB materializes one scan of the range that every
 rate panel reads; ClickHouse runs a CTE where it is named, so each rate panel scans the range.
@@ -29,14 +29,18 @@ if TYPE_CHECKING:
 SAMPLES = "{db:Identifier}.{planoscope_samples:Identifier}"
 
 
-def _folded(by: str, where: str, name: str) -> tuple[str, str]:
-    """A scalar subquery ``name``: the top ``{n:UInt32}`` values of column ``by`` among the spans
-    matching ``where``, by spans (ties by value, NULL first), as ``[(value,)]``; and one ``name``_groups:
-    how many values there are."""
-    ranked = f"SELECT {by} AS g, count() AS w FROM {SPANS} WHERE {where} GROUP BY g"
+def _folded(per_group: str, folded: str) -> str:
+    """The rows of ``per_group`` (columns ``kk``, ``g``, ``n`` the spans, and any aggregate
+    states) with their group ranked by spans over the whole range (ties by value, NULL first) and
+    every group past the top ``{n:UInt32}`` folded into ``other``: ``kk, other, g, <folded>,
+    groups`` (how many values there are). One scan of the range: the ranking is over the few
+    (step, group) rows, where a scalar subquery of the top groups scanned it again (twice, with
+    the count of groups), and matching each span against the top groups cost more than the scan."""
     return (
-        f"(SELECT groupArray(tuple(g)) FROM (SELECT g FROM ({ranked}) ORDER BY w DESC, g ASC NULLS FIRST"
-        f" LIMIT {{n:UInt32}})) AS {name}, (SELECT count() FROM ({ranked})) AS {name}_groups"
+        f"SELECT kk, rank > {{n:UInt32}} AS other, if(other, NULL, g) AS gg, {folded}, max(groups) FROM ("
+        "SELECT *, max(rank) OVER () AS groups FROM ("
+        "SELECT *, dense_rank() OVER (ORDER BY w DESC, g ASC NULLS FIRST) AS rank FROM ("
+        f"SELECT *, sum(n) OVER (PARTITION BY g) AS w FROM ({per_group})))) GROUP BY kk, other, gg"
     )
 
 
@@ -54,11 +58,8 @@ class ClickHousePanels:
             params[f"s{i}"] = list(q.services)
             where = f"{window} AND ServiceName IN {{s{i}:Array(String)}}"
             if q.by:
-                selects.append(
-                    f"WITH {_folded(q.by, where, f'top{i}')} SELECT toUInt32({i}) AS panel, {k} AS kk, NOT has(top{i}, tuple({q.by})) AS other,"
-                    f" if(other, NULL, {q.by}) AS g, count() AS n, toNullable(top{i}_groups) AS groups"
-                    f" FROM {SPANS} WHERE {where} GROUP BY kk, other, g"
-                )
+                per_group = f"SELECT {k} AS kk, {q.by} AS g, count() AS n FROM {SPANS} WHERE {where} GROUP BY kk, g"
+                selects.append(f"SELECT toUInt32({i}) AS panel, * FROM ({_folded(per_group, 'sum(n)')})")
             else:
                 selects.append(
                     f"SELECT toUInt32({i}) AS panel, {k} AS kk, false AS other, toNullable(ServiceName) AS g,"
@@ -72,13 +73,11 @@ class ClickHousePanels:
         params.update(n=max_series, service=q.service)
         where = f"{window} AND ServiceName = {{service:String}}"
         levels = ", ".join(repr(float(x)) for x in q.quantiles)  # the panel's own constants
-        return self.store.read(
-            f"WITH {_folded(q.by, where, 'top')}"
-            f" SELECT {k} AS kk, NOT has(top, tuple({q.by})) AS other, if(other, NULL, {q.by}) AS g,"
-            f" quantilesExactInclusive({levels})(Duration), top_groups FROM {SPANS} WHERE {where}"
-            " GROUP BY kk, other, g",
-            params,
+        per_group = (
+            f"SELECT {k} AS kk, {q.by} AS g, count() AS n, quantilesExactInclusiveState({levels})(Duration) AS st"
+            f" FROM {SPANS} WHERE {where} GROUP BY kk, g"
         )
+        return self.store.read(_folded(per_group, f"quantilesExactInclusiveMerge({levels})(st)"), params)
 
     def count(self, q: SpanCount, end: float, max_series: int) -> list[tuple]:
         where = "Timestamp <= fromUnixTimestamp64Nano({end:Int64}) AND ServiceName = {service:String}"
