@@ -257,6 +257,40 @@ def test_parse_keeps_envoy_names_and_filters():
         parse("<html>nope</html>", ["*"])
 
 
+def test_an_in_process_target_is_read_as_its_exposition_would_parse():
+    """planoscope's own /metrics is sampled from its registry's families, not from its text:
+    the same samples and metadata as parsing the text, without the parse (0.85 s for the demo's
+    5,900 samples, 0.06 s this way)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
+    from planoscope.scrape.scraper import collected, metadata, parse
+
+    class Families:
+        def collect(self):
+            calls = CounterMetricFamily("calls", "Spans counted", labels=["span_name"])
+            calls.add_metric(['a "quoted" \\ name'], 3)
+            calls.add_metric(["b"], 0.1 + 0.2)
+            lat = HistogramMetricFamily("duration_milliseconds", "Span durations\nin ms", labels=["span_name"])
+            lat.add_metric(["a"], [("5.0", 1), ("+Inf", 3)], 12.5)
+            up = GaugeMetricFamily("planoscope_up", "Is it up", unit="")
+            up.add_metric([], 1)
+            info = InfoMetricFamily("planoscope_build", "Version")
+            info.add_metric([], {"version": "1"})
+            return [calls, lat, up, info]
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+    text = generate_latest(registry).decode()
+    for keep in (["*"], ["calls_total", "duration_*"]):
+        rows, meta = collected(registry.collect(), keep)
+        parsed = parse(text, keep)
+        assert rows == parsed and len(rows) >= 3
+        assert meta == metadata(text, {r[0] for r in parsed})
+    assert meta["calls_total"] == {"type": "counter", "help": "Spans counted", "unit": ""}
+    assert meta["duration_milliseconds"]["help"] == "Span durations\nin ms"
+
+
 def test_counter_rate_across_a_reset():
     from planoscope.query.evaluate import counter_rate
 

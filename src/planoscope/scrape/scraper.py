@@ -13,8 +13,8 @@ of a counter declared without ``_total`` (Envoy's ``envoy_wasmcustom_ratelimited
 Each target's ``# TYPE`` and ``# HELP`` lines of the families it kept samples of are kept in
 memory (``metadata()``), as a Prometheus keeps its targets' metadata for ``/api/v1/metadata``.
 
-Besides the targets, ``add_local`` adds an in-process one: a function returning an exposition
-(planoscope's own ``/metrics``), scraped on the same schedule and stored the same way, the samples
+Besides the targets, ``add_local`` adds an in-process one: a function returning metric families
+(the registry of planoscope's own ``/metrics``), scraped on the same schedule and stored the same way, the samples
 its own globs name kept; it is not one of the targets ``health()`` lists.
 
 Example::
@@ -31,14 +31,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 import pyarrow as pa
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..ingest.writer import SpanWriter
@@ -77,7 +77,7 @@ class TargetHealth:
     failures: int = 0
     instance: str = ""  # the ``instance`` label Prometheus gives its samples (``instance_of``)
     keep: list[str] | None = None  # the sample names kept, when not the scraper's ``keep``
-    fetch: Callable[[], bytes] | None = None  # an in-process target: its exposition
+    collect: Callable[[], Iterable[Metric]] | None = None  # an in-process target: its metric families
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # family → type, help, unit
 
 
@@ -100,7 +100,7 @@ def metadata(text: str, names: set[str]) -> dict[str, dict[str, str]]:
             continue
         entry = out.setdefault(family, {"type": "unknown", "help": "", "unit": ""})
         if kind == "TYPE":
-            entry["type"] = rest
+            entry["type"] = "unknown" if rest == "untyped" else rest  # as Prometheus reports it
         elif kind == "HELP":
             entry["help"] = rest.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
         else:
@@ -153,10 +153,11 @@ class Scraper:
         self.local: list[TargetHealth] = []
         self._tasks: list[asyncio.Task] = []
 
-    def add_local(self, label: str, instance: str, fetch: Callable[[], bytes], keep: list[str]) -> None:
-        """Scrape ``fetch()`` (an exposition, called in a thread) too, as target ``label`` with
-        ``instance``, keeping the samples named by a glob of ``keep``; before the scraper is entered."""
-        self.local.append(TargetHealth(label, "in-process", instance=instance, keep=list(keep), fetch=fetch))
+    def add_local(self, label: str, instance: str, collect: Callable[[], Iterable[Metric]], keep: list[str]) -> None:
+        """Scrape ``collect()`` too (a registry's: the families its exposition would show, read
+        without writing and parsing the text), as target ``label`` with ``instance``, keeping the
+        samples named by a glob of ``keep``; before the scraper is entered."""
+        self.local.append(TargetHealth(label, "in-process", instance=instance, keep=list(keep), collect=collect))
 
     def instances(self) -> dict[str, str]:
         """Each target label's ``instance`` label, the in-process targets' included."""
@@ -218,10 +219,13 @@ class Scraper:
         started, t0 = time.time(), time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                body = await (asyncio.to_thread(target.fetch) if target.fetch else self._fetch(target.url))
-            text = body.decode("utf-8")
-            # MBs of Envoy stats: off the loop
-            rows, meta = await asyncio.to_thread(_parse_all, text, target.keep or self.keep)
+                if target.collect:
+                    rows, meta = await asyncio.to_thread(collected, target.collect(), target.keep)
+                else:
+                    body = await self._fetch(target.url)
+            if not target.collect:
+                # MBs of Envoy stats: off the loop
+                rows, meta = await asyncio.to_thread(_parse_all, body.decode("utf-8"), target.keep or self.keep)
         except (ScrapeError, httpx.HTTPError, TimeoutError, UnicodeDecodeError, ValueError) as e:
             self._failed(target, started, time.monotonic() - t0, _describe(e, self.timeout))
             return
@@ -290,6 +294,28 @@ class Scraper:
             duration.add_metric([t.label, t.url], t.last_duration_s or 0.0)
             samples.add_metric([t.label, t.url], float(t.samples_last_scrape))
         return [f for f in (up, duration, samples) if f.samples]  # none at all without a scrape
+
+
+def collected(families: Iterable[Metric], keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:
+    """What ``parse`` and ``metadata`` give for the exposition of ``families`` (prometheus-client's
+    ``Metric``s), without it: its samples whose name a glob of ``keep`` matches, and the
+    metadata under the name the exposition's ``# TYPE`` line gives (a counter's with ``_total``)."""
+    rows, meta = [], {}
+    for family in families:
+        kept = [s for s in family.samples if any(fnmatch.fnmatchcase(s.name, g) for g in keep)]
+        if not kept:
+            continue
+        rows += [
+            (s.name, json.dumps(dict(sorted(s.labels.items())), separators=(",", ":")), float(s.value)) for s in kept
+        ]
+        name, kind = family.name, family.type
+        if kind == "counter":
+            name += "_total"
+        elif kind == "info":
+            name, kind = name + "_info", "gauge"
+        kind = {"stateset": "gauge", "gaugehistogram": "histogram"}.get(kind, kind)
+        meta[name] = {"type": kind, "help": family.documentation, "unit": family.unit}
+    return rows, meta
 
 
 def _parse_all(text: str, keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:
