@@ -103,6 +103,9 @@ def test_save_and_test(srv):
         "resultType": "scalar",
         "result": [pytest.approx(now, abs=1e-3), "2"],
     }
+    # A panel showing exemplars asks for them: none are stored, the query must still be valid.
+    assert _data(srv, "query_exemplars", "POST", query="calls_total", start="0", end=f"{now:.3f}") == []
+    _error(srv, "query_exemplars", 400, "bad_data", query="calls_total{")
     info = _data(srv, "status/buildinfo")
     assert info["version"].startswith("2.") and set(info) >= {"version", "revision", "branch", "goVersion"}
 
