@@ -292,3 +292,14 @@ def test_auth_as_the_rest_of_the_api(server_factory, tmp_path):
             f"{srv.web_url}/prometheus/api/v1/{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         assert r.status_code == 200 and r.json()["status"] == "success", (path, r.text)
+
+
+def test_a_store_that_does_not_answer_is_unavailable(clickhouse_server_factory, server_factory, tmp_path):
+    """ClickHouse down: Prometheus's ``unavailable`` (503, worth retrying), not a 500."""
+    ch = clickhouse_server_factory(tmp_path / "ch")
+    srv = server_factory(tmp_path / "d", "--scrape", "", env={"PLANOSCOPE_STORE": ch.url()})
+    _wait(lambda: _data(srv, "label/__name__/values"), 30, "planoscope's own metrics sampled")
+    with ch.down(crash=True):
+        for path, params in (("query", {"query": "calls_total"}), ("label/__name__/values", {})):
+            assert "ClickHouse" in _error(srv, path, 503, "unavailable", **params)
+    _data(srv, "query", query="calls_total")  # and answers again once it is back
