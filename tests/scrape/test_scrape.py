@@ -178,6 +178,8 @@ def test_a_failing_target_is_reported_and_recovers(server_factory, tmp_path, tar
     _wait(lambda: len(_samples(srv, target="good")) > n + 2, what="good target scraped")
     assert _targets(srv)["good"]["up"] is True
     assert Metrics(srv.metrics_text()).value("planoscope_scrape_up", {"target": "bad", "url": url}) == 0
+    # As Prometheus stores it: up 0 for every failed scrape, 1 for the good target.
+    assert _up(srv) == {"bad": "0", "good": "1"}
     # Logged once, not on every failed scrape.
     _wait(lambda: _targets(srv)["bad"]["failures"] >= 4, what="more failed scrapes")
     logged = [ln for ln in srv.lines("err") if "scrape of bad" in ln]
@@ -192,7 +194,13 @@ def test_a_failing_target_is_reported_and_recovers(server_factory, tmp_path, tar
     _wait(lambda: _targets(srv)["bad"]["up"] is True, what="bad target up again")
     assert _targets(srv)["bad"]["last_error"] is None
     _wait(lambda: _samples(srv, target="bad"), what="samples of the recovered target")
+    _wait(lambda: _up(srv) == {"bad": "1", "good": "1"}, what="up 1 again")
     assert srv.running
+
+
+def _up(srv) -> dict[str, str]:
+    result = _json(srv, "/prometheus/api/v1/query", query='up{job!="planoscope"}')["data"]["result"]
+    return {s["metric"]["job"]: s["value"][1] for s in result}
 
 
 def test_no_targets_and_no_samples_notices(server_factory, tmp_path):

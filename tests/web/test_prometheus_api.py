@@ -225,6 +225,10 @@ def test_values_are_those_scraped(srv, targets):
     assert _value(srv, 'envoy_wasmcustom_request_latency_bucket{le="+Inf"}') == 3
     assert _value(srv, "envoy_wasmcustom_request_latency_sum") == 1234.5
     assert _value(srv, 'process_max_fds{job="brightstaff"}') == 1_048_576
+    # The series Prometheus adds to every scrape.
+    assert _value(srv, 'up{job="envoy"}') == 1 and _value(srv, 'up{job="planoscope"}') == 1
+    assert _value(srv, 'scrape_samples_post_metric_relabeling{job="envoy"}') == 6
+    assert 0 < _value(srv, 'scrape_duration_seconds{job="brightstaff"}') < 1
     assert _value(srv, 'brightstaff_build_info{version="0.4.36"}') == 1
     # A range selector gives the stored samples themselves: those the native API lists (in
     # microseconds; Prometheus's timestamps are whole milliseconds).

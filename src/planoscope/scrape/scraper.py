@@ -10,6 +10,9 @@ Sample names are stored as the target writes them. prometheus-client's parser re
 of a counter declared without ``_total`` (Envoy's ``envoy_wasmcustom_ratelimited_rq``) to
 ``…_total``; the ``# TYPE`` lines tell which it renamed, and the suffix is taken off again.
 
+Every scrape, failed or not, also stores ``up``, ``scrape_duration_seconds`` and
+``scrape_samples_post_metric_relabeling``, as Prometheus does (``scrape_series``).
+
 Each target's ``# TYPE`` and ``# HELP`` lines of the families it kept samples of are kept in
 memory (``metadata()``), as a Prometheus keeps its targets' metadata for ``/api/v1/metadata``.
 
@@ -227,8 +230,20 @@ class Scraper:
                 # MBs of Envoy stats: off the loop
                 rows, meta = await asyncio.to_thread(_parse_all, body.decode("utf-8"), target.keep or self.keep)
         except (ScrapeError, httpx.HTTPError, TimeoutError, UnicodeDecodeError, ValueError) as e:
-            self._failed(target, started, time.monotonic() - t0, _describe(e, self.timeout))
+            duration = time.monotonic() - t0
+            self._failed(target, started, duration, _describe(e, self.timeout))
+            await self._store(target, started, scrape_series(False, duration, 0))
             return
+        await self._store(target, started, rows + scrape_series(True, time.monotonic() - t0, len(rows)))
+        if target.up is False:
+            log.info("scrape target %s is up again", target.label)
+        target.up, target.last_error = True, None
+        target.last_scrape, target.last_duration_s = started, time.monotonic() - t0
+        target.samples_last_scrape = len(rows)
+        target.metadata = meta
+        target.scrapes += 1
+
+    async def _store(self, target: TargetHealth, started: float, rows: list[tuple[str, str, float]]) -> None:
         ts = datetime.fromtimestamp(started, UTC).replace(tzinfo=None)
         table = pa.table(
             [
@@ -244,13 +259,6 @@ class Scraper:
             await self.writer.write_samples(table)
         except Exception as e:  # the store's problem, not the target's: the target stays up
             log.warning("could not store %d samples of %s: %s", len(rows), target.label, e)
-        if target.up is False:
-            log.info("scrape target %s is up again", target.label)
-        target.up, target.last_error = True, None
-        target.last_scrape, target.last_duration_s = started, time.monotonic() - t0
-        target.samples_last_scrape = len(rows)
-        target.metadata = meta
-        target.scrapes += 1
 
     async def _fetch(self, url: str) -> bytes:
         async with self._client.stream("GET", url) as r:
@@ -294,6 +302,16 @@ class Scraper:
             duration.add_metric([t.label, t.url], t.last_duration_s or 0.0)
             samples.add_metric([t.label, t.url], float(t.samples_last_scrape))
         return [f for f in (up, duration, samples) if f.samples]  # none at all without a scrape
+
+
+def scrape_series(up: bool, duration_s: float, kept: int) -> list[tuple[str, str, float]]:
+    """The samples Prometheus adds to every scrape of a target, failed ones included: ``up``,
+    ``scrape_duration_seconds`` and ``scrape_samples_post_metric_relabeling`` (the samples kept)."""
+    return [
+        ("up", "{}", 1.0 if up else 0.0),
+        ("scrape_duration_seconds", "{}", duration_s),
+        ("scrape_samples_post_metric_relabeling", "{}", float(kept)),
+    ]
 
 
 def collected(families: Iterable[Metric], keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:
