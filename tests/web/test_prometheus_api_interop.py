@@ -1,7 +1,7 @@
 """planoscope's Prometheus API against a real Prometheus (Debian's package, installed by `make
 test`): both scrape the demo's fake brightstaff and an Envoy-format endpoint every second, and
 Prometheus scrapes planoscope's /metrics as planoscope samples it in process; then the queries of
-Plano's brightstaff dashboard (and span-metric ones) go to both as ``query_range`` over the same
+Plano's brightstaff dashboard (and span-metric ones, and ``up``) go to both as ``query_range`` over the same
 window, and must give the same series with values that agree.
 
 The fakes start once both scrapers are running (until then both are refused), so that both
@@ -45,11 +45,12 @@ TRAFFIC_S = 80
 STEP = 5
 REL, ABS = 0.15, 0.05
 INSTANT_GAUGES = {"sum by (handler) (brightstaff_http_in_flight_requests)"}
-SPAN_QUERIES = [
+EXTRA_QUERIES = [
     "sum(rate(calls_total[1m]))",
     "sum by (span_name) (rate(calls_total[1m]))",
     "histogram_quantile(0.95, sum by (le) (rate(duration_milliseconds_bucket[1m])))",
     'sum(rate(envoy_wasmcustom_ratelimited_rq{job="envoy"}[1m]))',
+    "up",
 ]
 
 
@@ -135,7 +136,7 @@ def _range(url: str, query: str, start: int, end: int) -> dict[tuple, dict[float
 def _queries() -> list[str]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
     exprs = [t["expr"] for p in panels for q in [p, *p.get("panels", [])] for t in q.get("targets", [])]
-    return exprs + SPAN_QUERIES
+    return exprs + EXTRA_QUERIES
 
 
 @pytest.mark.parametrize("query", _queries())
