@@ -45,7 +45,7 @@ def srv(request, module_server_factory, tmp_path_factory, targets):
         "--scrape-metrics",
         "envoy_wasmcustom_*,brightstaff_*,process_*",
         "--scrape-interval",
-        "1s",
+        "2s",  # and so a 2 s timeout: the fake brightstaff's page takes a while on a loaded machine
         "--promql-max-series",
         str(MAX_SERIES),
     )
@@ -59,9 +59,8 @@ def srv(request, module_server_factory, tmp_path_factory, targets):
     # Everything below is there once a scrape of each target (and of /metrics, with the spans) is stored.
     _wait(lambda: _value(srv, 'sum(calls_total{job="planoscope"})') == SPANS, 60, "the span metrics sampled")
     _wait(lambda: _value(srv, f'{RL}{{job="envoy"}}') == 41, 60, "envoy scraped")
-    _wait(
-        lambda: _value(srv, 'sum(rate(brightstaff_http_requests_total{job="brightstaff"}[1m])) > 0'), 60, "brightstaff"
-    )
+    # Three scrapes of brightstaff: a rate at the last whole second (a panel's end) has two.
+    _wait(lambda: _value(srv, "max(count_over_time(brightstaff_http_requests_total[1m])) >= 3"), 60, "brightstaff")
     return srv
 
 
