@@ -11,7 +11,7 @@ import logging
 import sys
 from datetime import timedelta
 
-from prometheus_client import Gauge, generate_latest
+from prometheus_client import Gauge
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -205,8 +205,7 @@ class Planoscope:
         # What a Prometheus scraping /metrics would store, for the Prometheus API: read in process
         # (no HTTP, so auth is no obstacle), job "planoscope", instance the address it would scrape.
         if s.scrape_self_metrics:
-            exposition = lambda: generate_latest(web_app.state.registry)  # noqa: E731
-            scraper.add_local(SELF_JOB, bound_address(web_sock), exposition, s.scrape_self_metrics)
+            scraper.add_local(SELF_JOB, bound_address(web_sock), web_app.state.registry.collect, s.scrape_self_metrics)
         if s.llm_cost_budget_usd_per_hour:  # what the plano rules compare the hourly spend with
             Gauge(
                 "planoscope_llm_cost_budget_usd_per_hour",

@@ -180,6 +180,8 @@ def test_a_failing_target_is_reported_and_recovers(server_factory, tmp_path, tar
     _wait(lambda: len(_samples(srv, target="good")) > n + 2, what="good target scraped")
     assert _targets(srv)["good"]["up"] is True
     assert Metrics(srv.metrics_text()).value("planoscope_scrape_up", {"target": "bad", "url": url}) == 0
+    # As Prometheus stores it: up 0 for every failed scrape, 1 for the good target.
+    assert _up(srv) == {"bad": "0", "good": "1"}
     # Logged once, not on every failed scrape.
     _wait(lambda: _targets(srv)["bad"]["failures"] >= 4, what="more failed scrapes")
     logged = [ln for ln in srv.lines("err") if "scrape of bad" in ln]
@@ -194,7 +196,13 @@ def test_a_failing_target_is_reported_and_recovers(server_factory, tmp_path, tar
     _wait(lambda: _targets(srv)["bad"]["up"] is True, what="bad target up again")
     assert _targets(srv)["bad"]["last_error"] is None
     _wait(lambda: _samples(srv, target="bad"), what="samples of the recovered target")
+    _wait(lambda: _up(srv) == {"bad": "1", "good": "1"}, what="up 1 again")
     assert srv.running
+
+
+def _up(srv) -> dict[str, str]:
+    result = _json(srv, "/prometheus/api/v1/query", query='up{job!="planoscope"}')["data"]["result"]
+    return {s["metric"]["job"]: s["value"][1] for s in result}
 
 
 def test_no_targets_and_no_samples_notices(server_factory, tmp_path):
@@ -257,6 +265,40 @@ def test_parse_keeps_envoy_names_and_filters():
     assert len(parse(text, ["*"])) == len(got) + 1
     with pytest.raises(ValueError):
         parse("<html>nope</html>", ["*"])
+
+
+def test_an_in_process_target_is_read_as_its_exposition_would_parse():
+    """planoscope's own /metrics is sampled from its registry's families, not from its text:
+    the same samples and metadata as parsing the text, without the parse (0.85 s for the demo's
+    5,900 samples, 0.06 s this way)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
+    from planoscope.scrape.scraper import collected, metadata, parse
+
+    class Families:
+        def collect(self):
+            calls = CounterMetricFamily("calls", "Spans counted", labels=["span_name"])
+            calls.add_metric(['a "quoted" \\ name'], 3)
+            calls.add_metric(["b"], 0.1 + 0.2)
+            lat = HistogramMetricFamily("duration_milliseconds", "Span durations\nin ms", labels=["span_name"])
+            lat.add_metric(["a"], [("5.0", 1), ("+Inf", 3)], 12.5)
+            up = GaugeMetricFamily("planoscope_up", "Is it up", unit="")
+            up.add_metric([], 1)
+            info = InfoMetricFamily("planoscope_build", "Version")
+            info.add_metric([], {"version": "1"})
+            return [calls, lat, up, info]
+
+    registry = CollectorRegistry()
+    registry.register(Families())
+    text = generate_latest(registry).decode()
+    for keep in (["*"], ["calls_total", "duration_*"]):
+        rows, meta = collected(registry.collect(), keep)
+        parsed = parse(text, keep)
+        assert rows == parsed and len(rows) >= 3
+        assert meta == metadata(text, {r[0] for r in parsed})
+    assert meta["calls_total"] == {"type": "counter", "help": "Spans counted", "unit": ""}
+    assert meta["duration_milliseconds"]["help"] == "Span durations\nin ms"
 
 
 def test_counter_rate_across_a_reset():

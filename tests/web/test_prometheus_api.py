@@ -45,7 +45,7 @@ def srv(request, module_server_factory, tmp_path_factory, targets):
         "--scrape-metrics",
         "envoy_wasmcustom_*,brightstaff_*,process_*",
         "--scrape-interval",
-        "1s",
+        "2s",  # and so a 2 s timeout: the fake brightstaff's page takes a while on a loaded machine
         "--promql-max-series",
         str(MAX_SERIES),
     )
@@ -59,9 +59,8 @@ def srv(request, module_server_factory, tmp_path_factory, targets):
     # Everything below is there once a scrape of each target (and of /metrics, with the spans) is stored.
     _wait(lambda: _value(srv, 'sum(calls_total{job="planoscope"})') == SPANS, 60, "the span metrics sampled")
     _wait(lambda: _value(srv, f'{RL}{{job="envoy"}}') == 41, 60, "envoy scraped")
-    _wait(
-        lambda: _value(srv, 'sum(rate(brightstaff_http_requests_total{job="brightstaff"}[1m])) > 0'), 60, "brightstaff"
-    )
+    # Three scrapes of brightstaff: a rate at the last whole second (a panel's end) has two.
+    _wait(lambda: _value(srv, "max(count_over_time(brightstaff_http_requests_total[1m])) >= 3"), 60, "brightstaff")
     return srv
 
 
@@ -103,6 +102,9 @@ def test_save_and_test(srv):
         "resultType": "scalar",
         "result": [pytest.approx(now, abs=1e-3), "2"],
     }
+    # A panel showing exemplars asks for them: none are stored, the query must still be valid.
+    assert _data(srv, "query_exemplars", "POST", query="calls_total", start="0", end=f"{now:.3f}") == []
+    _error(srv, "query_exemplars", 400, "bad_data", query="calls_total{")
     info = _data(srv, "status/buildinfo")
     assert info["version"].startswith("2.") and set(info) >= {"version", "revision", "branch", "goVersion"}
 
@@ -222,6 +224,10 @@ def test_values_are_those_scraped(srv, targets):
     assert _value(srv, 'envoy_wasmcustom_request_latency_bucket{le="+Inf"}') == 3
     assert _value(srv, "envoy_wasmcustom_request_latency_sum") == 1234.5
     assert _value(srv, 'process_max_fds{job="brightstaff"}') == 1_048_576
+    # The series Prometheus adds to every scrape.
+    assert _value(srv, 'up{job="envoy"}') == 1 and _value(srv, 'up{job="planoscope"}') == 1
+    assert _value(srv, 'scrape_samples_post_metric_relabeling{job="envoy"}') == 6
+    assert 0 < _value(srv, 'scrape_duration_seconds{job="brightstaff"}') < 1
     assert _value(srv, 'brightstaff_build_info{version="0.4.36"}') == 1
     # A range selector gives the stored samples themselves: those the native API lists (in
     # microseconds; Prometheus's timestamps are whole milliseconds).
@@ -289,3 +295,14 @@ def test_auth_as_the_rest_of_the_api(server_factory, tmp_path):
             f"{srv.web_url}/prometheus/api/v1/{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         assert r.status_code == 200 and r.json()["status"] == "success", (path, r.text)
+
+
+def test_a_store_that_does_not_answer_is_unavailable(clickhouse_server_factory, server_factory, tmp_path):
+    """ClickHouse down: Prometheus's ``unavailable`` (503, worth retrying), not a 500."""
+    ch = clickhouse_server_factory(tmp_path / "ch")
+    srv = server_factory(tmp_path / "d", "--scrape", "", env={"PLANOSCOPE_STORE": ch.url()})
+    _wait(lambda: _data(srv, "label/__name__/values"), 30, "planoscope's own metrics sampled")
+    with ch.down(crash=True):
+        for path, params in (("query", {"query": "calls_total"}), ("label/__name__/values", {})):
+            assert "ClickHouse" in _error(srv, path, 503, "unavailable", **params)
+    _data(srv, "query", query="calls_total")  # and answers again once it is back

@@ -14,11 +14,14 @@ Sample names are stored as the target writes them. prometheus-client's parser re
 of a counter declared without ``_total`` (Envoy's ``envoy_wasmcustom_ratelimited_rq``) to
 ``…_total``; the ``# TYPE`` lines tell which it renamed, and the suffix is taken off again.
 
+Every scrape, failed or not, also stores ``up``, ``scrape_duration_seconds`` and
+``scrape_samples_post_metric_relabeling``, as Prometheus does (``scrape_series``).
+
 Each target's ``# TYPE`` and ``# HELP`` lines of the families it kept samples of are kept in
 memory (``metadata()``), as a Prometheus keeps its targets' metadata for ``/api/v1/metadata``.
 
-Besides the targets, ``add_local`` adds an in-process one: a function returning an exposition
-(planoscope's own ``/metrics``), scraped on the same schedule and stored the same way, the samples
+Besides the targets, ``add_local`` adds an in-process one: a function returning metric families
+(the registry of planoscope's own ``/metrics``), scraped on the same schedule and stored the same way, the samples
 its own globs name kept; it is not one of the targets ``health()`` lists.
 
 Example::
@@ -35,14 +38,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 import pyarrow as pa
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..ingest.writer import SpanWriter
@@ -81,7 +84,7 @@ class TargetHealth:
     failures: int = 0
     instance: str = ""  # the ``instance`` label Prometheus gives its samples (``instance_of``)
     keep: list[str] | None = None  # the sample names kept, when not the scraper's ``keep``
-    fetch: Callable[[], bytes] | None = None  # an in-process target: its exposition
+    collect: Callable[[], Iterable[Metric]] | None = None  # an in-process target: its metric families
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # family → type, help, unit
 
 
@@ -104,7 +107,7 @@ def metadata(text: str, names: set[str]) -> dict[str, dict[str, str]]:
             continue
         entry = out.setdefault(family, {"type": "unknown", "help": "", "unit": ""})
         if kind == "TYPE":
-            entry["type"] = rest
+            entry["type"] = "unknown" if rest == "untyped" else rest  # as Prometheus reports it
         elif kind == "HELP":
             entry["help"] = rest.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
         else:
@@ -157,10 +160,11 @@ class Scraper:
         self.local: list[TargetHealth] = []
         self._tasks: list[asyncio.Task] = []
 
-    def add_local(self, label: str, instance: str, fetch: Callable[[], bytes], keep: list[str]) -> None:
-        """Scrape ``fetch()`` (an exposition, called in a thread) too, as target ``label`` with
-        ``instance``, keeping the samples named by a glob of ``keep``; before the scraper is entered."""
-        self.local.append(TargetHealth(label, "in-process", instance=instance, keep=list(keep), fetch=fetch))
+    def add_local(self, label: str, instance: str, collect: Callable[[], Iterable[Metric]], keep: list[str]) -> None:
+        """Scrape ``collect()`` too (a registry's: the families its exposition would show, read
+        without writing and parsing the text), as target ``label`` with ``instance``, keeping the
+        samples named by a glob of ``keep``; before the scraper is entered."""
+        self.local.append(TargetHealth(label, "in-process", instance=instance, keep=list(keep), collect=collect))
 
     def instances(self) -> dict[str, str]:
         """Each target label's ``instance`` label, the in-process targets' included."""
@@ -222,15 +226,19 @@ class Scraper:
         started, t0 = time.time(), time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                body = await (asyncio.to_thread(target.fetch) if target.fetch else self._fetch(target.url))
-            text = body.decode("utf-8")
-            # MBs of Envoy stats: off the loop
-            rows, meta = await asyncio.to_thread(_parse_all, text, target.keep or self.keep)
+                if target.collect:
+                    rows, meta = await asyncio.to_thread(collected, target.collect(), target.keep)
+                else:
+                    body = await self._fetch(target.url)
+            if not target.collect:
+                # MBs of Envoy stats: off the loop
+                rows, meta = await asyncio.to_thread(_parse_all, body.decode("utf-8"), target.keep or self.keep)
         except (ScrapeError, httpx.HTTPError, TimeoutError, UnicodeDecodeError, ValueError) as e:
-            self._failed(target, started, time.monotonic() - t0, _describe(e, self.timeout))
-            await self._store(target, started, _health_rows(False, time.monotonic() - t0, 0))
+            duration = time.monotonic() - t0
+            self._failed(target, started, duration, _describe(e, self.timeout))
+            await self._store(target, started, scrape_series(False, duration, 0))
             return
-        await self._store(target, started, rows + _health_rows(True, time.monotonic() - t0, len(rows)))
+        await self._store(target, started, rows + scrape_series(True, time.monotonic() - t0, len(rows)))
         if target.up is False:
             log.info("scrape target %s is up again", target.label)
         target.up, target.last_error = True, None
@@ -300,14 +308,36 @@ class Scraper:
         return [f for f in (up, duration, samples) if f.samples]  # none at all without a scrape
 
 
-def _health_rows(up: bool, duration_s: float, samples: int) -> list[tuple[str, str, float]]:
-    """The series Prometheus adds to every scrape of a target: ``up`` (0 when the scrape failed),
-    ``scrape_duration_seconds``, ``scrape_samples_scraped`` (here: the samples kept)."""
+def scrape_series(up: bool, duration_s: float, kept: int) -> list[tuple[str, str, float]]:
+    """The samples Prometheus adds to every scrape of a target, failed ones included: ``up``,
+    ``scrape_duration_seconds`` and ``scrape_samples_post_metric_relabeling`` (the samples kept)."""
     return [
         ("up", "{}", 1.0 if up else 0.0),
         ("scrape_duration_seconds", "{}", duration_s),
-        ("scrape_samples_scraped", "{}", float(samples)),
+        ("scrape_samples_post_metric_relabeling", "{}", float(kept)),
     ]
+
+
+def collected(families: Iterable[Metric], keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:
+    """What ``parse`` and ``metadata`` give for the exposition of ``families`` (prometheus-client's
+    ``Metric``s), without it: its samples whose name a glob of ``keep`` matches, and the
+    metadata under the name the exposition's ``# TYPE`` line gives (a counter's with ``_total``)."""
+    rows, meta = [], {}
+    for family in families:
+        kept = [s for s in family.samples if any(fnmatch.fnmatchcase(s.name, g) for g in keep)]
+        if not kept:
+            continue
+        rows += [
+            (s.name, json.dumps(dict(sorted(s.labels.items())), separators=(",", ":")), float(s.value)) for s in kept
+        ]
+        name, kind = family.name, family.type
+        if kind == "counter":
+            name += "_total"
+        elif kind == "info":
+            name, kind = name + "_info", "gauge"
+        kind = {"stateset": "gauge", "gaugehistogram": "histogram"}.get(kind, kind)
+        meta[name] = {"type": kind, "help": family.documentation, "unit": family.unit}
+    return rows, meta
 
 
 def _parse_all(text: str, keep: list[str]) -> tuple[list[tuple[str, str, float]], dict]:

@@ -4,7 +4,8 @@ with the URL ``http://HOST:9000/prometheus``.
 
 The endpoints Grafana calls, with Prometheus 2.x's parameters and JSON: ``query`` and
 ``query_range`` (GET, or POST form-encoded as Grafana sends them), ``series``, ``labels``,
-``label/<name>/values``, ``metadata`` and ``status/buildinfo``. Answers are
+``label/<name>/values``, ``metadata`` and ``status/buildinfo`` (and ``query_exemplars``, always
+empty: no exemplars are stored). Answers are
 ``{"status": "success", "data": …}``; errors ``{"status": "error", "errorType", "error"}`` with
 Prometheus's codes: ``bad_data`` 400, ``execution`` 422, ``timeout`` and ``unavailable`` (the
 store did not answer) 503. Times are unix seconds or RFC 3339, durations float seconds or
@@ -225,6 +226,18 @@ async def label_values(request: Request, name: str) -> JSONResponse:
 
     def work(params, engine: Engine, queryable: StoredSamples) -> list:
         return queryable.label_values(name, _matchers(params, required=False), *_range(params))
+
+    return await _answer(request, work)
+
+
+@router.api_route("/query_exemplars", methods=["GET", "POST"])
+async def query_exemplars(request: Request) -> JSONResponse:
+    """No exemplars are stored: an empty list for a valid query (Grafana asks when a panel shows them)."""
+
+    def work(params, engine: Engine, queryable: StoredSamples) -> list:
+        _expr(params)
+        _range(params)
+        return []
 
     return await _answer(request, work)
 
