@@ -21,7 +21,7 @@ import pytest
 from conftest import STOP_TIMEOUT_S, Metrics, _samples, read_spans, spans_by_id
 from planoscope.cli import demo, serve
 
-DATA_TIMEOUT_S = 60  # a deadline, not a speed goal: on a loaded machine the 15-minute backfill comes first
+DATA_TIMEOUT_S = 120  # a deadline, not a speed goal: on a loaded machine the 15-minute backfill comes first
 
 
 def _descendants(pid: int) -> set[int]:
