@@ -3,8 +3,8 @@
 Starts ``planoscope demo`` (a fixed seed, 15 minutes of backfill, free ports, a temporary data
 directory), waits until the backfill is stored and the fake Envoy has been scraped for a minute,
 drives Debian's Chromium through Playwright to the three dashboards, to one agent trace, to the
-sessions list and to one conversation, writes ``docs/img/dashboard.png``, ``llm-usage.png``, ``brightstaff.png``,
-``trace.png``, ``sessions.png`` and ``session.png`` and stops the demo with SIGTERM. It fails, and
+sessions list, to one conversation and to the alerts, writes ``docs/img/dashboard.png``, ``llm-usage.png``, ``brightstaff.png``,
+``trace.png``, ``sessions.png``, ``session.png`` and ``alerts.png`` and stops the demo with SIGTERM. It fails, and
 replaces no picture, when a page reports an error: a broken page never lands in the docs.
 """
 
@@ -145,7 +145,15 @@ def conversation(demo: Demo) -> str:
     raise SystemExit("screenshots: no session of 6 turns or more with a routed call in the demo's data")
 
 
-PICTURES = ("dashboard.png", "llm-usage.png", "brightstaff.png", "trace.png", "sessions.png", "session.png")
+PICTURES = (
+    "dashboard.png",
+    "llm-usage.png",
+    "brightstaff.png",
+    "trace.png",
+    "sessions.png",
+    "session.png",
+    "alerts.png",
+)
 
 
 def shoot(demo: Demo, out: Path) -> str:
@@ -202,6 +210,12 @@ def shoot(demo: Demo, out: Path) -> str:
         page.mouse.move(0, 0)
         check(page, errors, f"session {session_id}")
         page.screenshot(path=str(out / "session.png"))
+
+        page.goto(demo.url + "/alerts")  # the demo evaluates Plano's rules
+        page.wait_for_selector("body[data-loaded]", timeout=30_000)
+        page.wait_for_selector("#rule-rows tr[data-rule]")
+        check(page, errors, "the alerts")
+        page.screenshot(path=str(out / "alerts.png"))
         browser.close()
     return trace_id
 
