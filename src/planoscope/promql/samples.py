@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -44,15 +43,6 @@ JOB, INSTANCE = "job", "instance"
 # The Target of the samples planoscope's own rules write (recording rules, ALERTS): their labels
 # are stored whole, job and instance included, as Prometheus stores a rule's output.
 RULES_TARGET = ""
-
-
-def instance_of(url: str) -> str:
-    """A target URL's ``instance`` label as Prometheus sets it: ``host:port``, the scheme's port
-    when the URL names none."""
-    parts = urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme, 80)
-    host = parts.hostname or ""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def series_labels(name: str, target: str, scraped: Mapping[str, str], instance: str | None) -> dict[str, str]:
@@ -70,7 +60,7 @@ def series_labels(name: str, target: str, scraped: Mapping[str, str], instance: 
 
 class StoredSamples:
     """A ``Queryable`` over a store's scraped samples. ``instances``: each target label's
-    ``instance`` (``instance_of`` its URL); ``limits``: the engine's, bounding what one selector loads."""
+    ``instance`` (``scrape.scraper.instance_of`` its URL); ``limits``: the engine's, bounding what one selector loads."""
 
     def __init__(self, store: SpanStore, instances: Mapping[str, str] | None = None, limits: Limits | None = None):
         self.instances = dict(instances or {})
