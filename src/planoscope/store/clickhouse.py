@@ -366,10 +366,15 @@ class ClickHouseStore:
 
     # --- the rest ------------------------------------------------------------------------
     def append_samples(self, rows: pa.Table) -> None:
+        # On the writer's thread like the spans' inserts: one that hangs holds those up too, and
+        # /healthz says so the same way.
+        self._inserting_since = time.monotonic()
         try:
             self._writes.insert_arrow(self.samples, rows, settings={"async_insert": 0})
         except ClickHouseError as e:
             raise self._unavailable(e) from None
+        finally:
+            self._inserting_since = None
 
     def _unavailable(self, e: ClickHouseError) -> ClickHouseUnavailable:
         return ClickHouseUnavailable(f"ClickHouse at {self.url.shown}: {_reason(e, self.url.password)}")
