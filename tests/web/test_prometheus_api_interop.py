@@ -41,7 +41,7 @@ from test_prometheus import Prometheus  # noqa: E402  (a real Prometheus scrapin
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "reference" / "brightstaff-dashboard.json"
 OUT = Path(__file__).resolve().parents[2] / "test-output"
-TRAFFIC_S = 40
+TRAFFIC_S = 80
 STEP = 5
 REL, ABS = 0.15, 0.05
 INSTANT_GAUGES = {"sum by (handler) (brightstaff_http_in_flight_requests)"}

@@ -17,6 +17,9 @@ from conftest import _wait
 
 OUT = Path(__file__).resolve().parents[2] / "test-output"
 ROWS = ["HTTP RED", "LLM upstream", "Routing service", "Process & Envoy link"]
+# Panels of failures only: a few minutes of the simulated traffic may have none (its incidents
+# follow the wall clock).
+MAY_BE_EMPTY = {"LLM upstream errors by provider / class"}
 LOOKBACK_S = 300  # Prometheus's: an instant selector takes the last sample up to 5 minutes old
 
 
@@ -47,11 +50,18 @@ def demo(module_demo_factory, tmp_path_factory):
         "",
     )
 
+    missing: list[str] = []
+
     def drawn() -> bool:
         panels = [p for p in _board(srv, start=time.time() - 60, step=1)["panels"] if p["kind"] != "row"]
-        return all(p["series"] and "notice" not in p for p in panels) and len(panels[0]["series"][0]["points"]) >= 10
+        assert not [p["notice"] for p in panels if "notice" in p]  # every query answered
+        missing[:] = [p["title"] for p in panels if not p["series"] and p["title"] not in MAY_BE_EMPTY]
+        return not missing and len(panels[0]["series"][0]["points"]) >= 10
 
-    _wait(drawn, 180, "every brightstaff panel to have data")
+    try:
+        _wait(drawn, 180, "every brightstaff panel to have data")
+    except AssertionError as e:
+        raise AssertionError(f"{e}; without data: {missing}") from None
     return srv
 
 
@@ -102,10 +112,14 @@ def test_the_page_draws_the_rows_and_every_panel_as_the_api_answers(demo, page: 
     expect(page.locator(".panel")).to_have_count(15)
     step = float(page.locator("body").get_attribute("data-step"))
     infos = {p["id"]: p for p in _api(demo, "/api/v1/panels", dashboard="brightstaff") if p["kind"] != "row"}
+    drawn = {p["id"]: p for p in _board(demo)["panels"]}
     for panel_id, info in infos.items():
         el = page.locator(f'.panel[data-panel="{panel_id}"]')
         expect(el.locator("h2")).to_have_text(info["title"])
-        assert el.locator(".nodata, .notice").count() == 0, info["title"]
+        assert el.locator(".notice").count() == 0, info["title"]
+        if not drawn[panel_id]["series"] and info["title"] in MAY_BE_EMPTY:
+            continue  # drawn as "No data in this range"
+        assert el.locator(".nodata").count() == 0, info["title"]
         if info["kind"] == "timeseries":
             expect(el.locator("canvas")).to_have_count(1)
             assert el.locator(".legend tbody tr, .legend li").count() >= 1, info["title"]
