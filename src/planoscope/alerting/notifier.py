@@ -52,22 +52,22 @@ class Backoff:
         self.next = self.first
 
 
-class Alertmanager:
-    """One Alertmanager (``url``: its base URL, e.g. ``http://127.0.0.1:9093``)."""
+class Receiver:
+    """What every receiver shares: its URL (``endpoint``; ``url`` as shown), an HTTP client and
+    the task of its own that delivers (``_run``), started and stopped with it; its counts."""
 
-    def __init__(self, url: str, timeout: float = 10.0):
-        self.endpoint = url.rstrip("/") + "/api/v2/alerts"
-        self.url = shown_url(url)
-        self.timeout = timeout
-        self.pending: dict[tuple, dict] = {}
-        self.sent = self.failed = 0  # alerts posted; posts that failed
+    kind = "receiver"
+
+    def __init__(self, endpoint: str, url: str, timeout: float):
+        self.endpoint, self.url, self.timeout = endpoint, shown_url(url), timeout
+        self.sent = self.failed = 0  # deliveries made; attempts that failed
         self.last_error = ""
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> Alertmanager:
+    async def __aenter__(self):
         self._client = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
-        self._task = asyncio.create_task(self._run(), name=f"alertmanager {self.url}")
+        self._task = asyncio.create_task(self._run(), name=f"{self.kind} {self.url}")
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -75,6 +75,19 @@ class Alertmanager:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._client.aclose()
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Alertmanager(Receiver):
+    """One Alertmanager (``url``: its base URL, e.g. ``http://127.0.0.1:9093``)."""
+
+    kind = "alertmanager"
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        super().__init__(url.rstrip("/") + "/api/v2/alerts", url, timeout)
+        self.pending: dict[tuple, dict] = {}
 
     def send(self, alerts: list[dict]) -> None:
         """Queue ``alerts`` (Alertmanager's postable alerts) for this Alertmanager; never waits."""

@@ -25,7 +25,7 @@ from datetime import datetime
 
 import httpx
 
-from .notifier import Backoff, alert_key, shown_url
+from .notifier import Backoff, Receiver, alert_key
 
 log = logging.getLogger("planoscope.alerting")
 
@@ -62,8 +62,10 @@ class _Group:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-class Webhook:
+class Webhook(Receiver):
     """One webhook URL, with Alertmanager's grouping (durations in seconds)."""
+
+    kind = "webhook"
 
     def __init__(
         self,
@@ -75,25 +77,11 @@ class Webhook:
         external_url: str = "",
         timeout: float = 10.0,
     ):
-        self.endpoint, self.url, self.group_by = url, shown_url(url), list(group_by)
+        super().__init__(url, url, timeout)
+        self.group_by = list(group_by)
         self.group_wait, self.group_interval, self.repeat_interval = group_wait, group_interval, repeat_interval
-        self.external_url, self.timeout = external_url, timeout
+        self.external_url = external_url
         self.groups: dict[tuple, _Group] = {}
-        self.sent = self.failed = 0  # notifications delivered; attempts that failed
-        self.last_error = ""
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-
-    async def __aenter__(self) -> Webhook:
-        self._client = httpx.AsyncClient(timeout=self.timeout, trust_env=False)
-        self._task = asyncio.create_task(self._run(), name=f"webhook {self.url}")
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._client.aclose()
 
     def send(self, alerts: list[dict]) -> None:
         """Take ``alerts`` (Alertmanager's postable alerts) into their groups; never waits."""
