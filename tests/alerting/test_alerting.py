@@ -327,3 +327,46 @@ def test_receivers_that_hang_hold_up_nothing(server_factory, tmp_path, target, r
         wait_for(lambda: hook.bodies(), 60, "the webhook once it answers")
     finally:
         hook.close()
+
+
+# An exact rule: a model's p95 time to first token over the last 10 minutes, as the LLM Usage
+# panel computes it from the calls (planoscope_panel), not estimated from histogram buckets.
+EXACT = """
+groups:
+  - name: exact
+    rules:
+      - alert: SlowFirstToken
+        expr: planoscope_panel{panel="llm_ttft_ms", quantile="0.95", window="10m"} > 1000
+        annotations:
+          summary: "p95 TTFT of {{ $labels.llm_model }} is {{ $value }} ms"
+"""
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_an_exact_rule_fires_on_a_panels_value(server_factory, tmp_path, target, rules_file, store, request):
+    rules_file.write_text(EXACT)
+    srv = serve(server_factory, tmp_path, target, rules_file, env=_store_env(store, request))
+    base = now_base_ns()
+    ttfts = {"openai/gpt-4o": [100 * i for i in range(1, 21)], "openai/gpt-4o-mini": [100, 200, 300]}
+    spans = [
+        pb_span(
+            bytes([n + 1]) * 16, bytes([n + 1]) * 8, f"POST /v1/chat/completions {model}", base + i * 10**9,
+            base + i * 10**9 + 4 * 10**9,
+            attrs={"llm.model": model, "http.status_code": 200, "llm.time_to_first_token": ttft},
+        )
+        for n, (model, ttft, i) in enumerate(
+            (model, ttft, i) for model, values in ttfts.items() for i, ttft in enumerate(values)
+        )
+    ]  # fmt: skip
+    grpc_export(srv.grpc_target, pb_request(({"service.name": "plano(llm)"}, spans)))
+    # p95 of 100..2000 ms, linear between closest ranks: 1905 ms; gpt-4o-mini's (295 ms) stays quiet.
+    [slow] = wait_for(lambda: [a for a in _alerts(srv, "SlowFirstToken") if a["state"] == "firing"], 30, "firing")
+    assert slow["labels"] == {
+        "alertname": "SlowFirstToken",
+        "llm_model": "openai/gpt-4o",
+        "panel": "llm_ttft_ms",
+        "quantile": "0.95",
+        "window": "10m",
+    }
+    assert slow["annotations"]["summary"] == "p95 TTFT of openai/gpt-4o is 1905 ms"
+    assert len(_alerts(srv, "SlowFirstToken")) == 1

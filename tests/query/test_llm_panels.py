@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -694,3 +695,65 @@ def test_bad_llm_search_filters_are_clear_400s(calls):
     assert r.status_code == 400 and "cost must be one of sent, estimated" in r.json()["detail"]
     r = srv.get(f"/api/v1/traces?start={START}&end={END}&route=a'%20OR%201=1%20--")
     assert r.status_code == 200 and r.json()["total"] == 0  # a value, never SQL
+
+
+# --- the same panels as PromQL series: planoscope_panel (exact rules, Grafana) ----------------------
+
+
+def _promql(srv, path: str, **params) -> dict:
+    r = srv.get(f"/prometheus/api/v1/{path}?{urlencode(params)}")
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+def test_a_panel_is_a_promql_series_with_its_exact_values(calls):
+    srv, all_calls = calls
+    # An instant query at END over a 10-minute window: each model's exact p95 time to first token
+    # of the calls in (START, END], what a rule on it compares.
+    query = 'planoscope_panel{panel="llm_ttft_ms", quantile="0.95", window="10m"}'
+    got = {s["metric"]["llm_model"]: s for s in _promql(srv, "query", query=query, time=END)["result"]}
+    values = defaultdict(list)
+    for c in _in_range(all_calls):
+        if c.ttft_ms is not None:
+            values[c.model].append(c.ttft_ms)
+    assert set(got) == set(values)
+    for model, xs in values.items():
+        assert float(got[model]["value"][1]) == pytest.approx(_quantile(xs, 0.95), rel=1e-12)
+        assert got[model]["metric"] == {
+            "__name__": "planoscope_panel",
+            "panel": "llm_ttft_ms",
+            "window": "10m",
+            "quantile": "0.95",
+            "llm_model": model,
+        }
+    # A range query at the panel's own step (window 1m, the default): the panel's points, and
+    # none in a step the panel has none for (no lookback carrying the step before over).
+    want = {
+        (s["labels"]["quantile"], s["labels"]["llm_model"]): dict(s["points"])
+        for s in _panel(srv, "llm_ttft_ms")["series"]
+    }
+    ranged = _promql(
+        srv, "query_range", query='planoscope_panel{panel="llm_ttft_ms"}', start=START, end=END, step=STEP
+    )["result"]
+    assert {(s["metric"]["window"], s["metric"]["panel"]) for s in ranged} == {("1m", "llm_ttft_ms")}
+    got = {(s["metric"]["quantile"], s["metric"]["llm_model"]): s["values"] for s in ranged}
+    assert set(got) == set(want)
+    for key, points in want.items():
+        assert {t: float(v) for t, v in got[key]} == pytest.approx(points, rel=1e-12), key
+    # A stat panel: one sample, at the end, over the window before it.
+    cost = _promql(srv, "query", query='sum(planoscope_panel{panel="llm_cost_total", window="10m"})', time=END)
+    sent = sum(v for c in _in_range(all_calls) for v in c.costs().values())
+    assert float(cost["result"][0]["value"][1]) == pytest.approx(sent, rel=1e-9)
+
+
+def test_panel_series_are_listed_and_a_bad_window_is_a_clear_error(calls):
+    srv, _ = calls
+    assert "planoscope_panel" in _promql(srv, "label/__name__/values")
+    listed = _promql(
+        srv, "series", **{"match[]": 'planoscope_panel{panel="llm_prompt_cache_ratio"}', "start": START, "end": END}
+    )
+    assert listed and {s["panel"] for s in listed} == {"llm_prompt_cache_ratio"}
+    assert {"llm_model", "window"} <= set(listed[0])
+    r = srv.get("/prometheus/api/v1/query?" + urlencode({"query": 'planoscope_panel{window="5 min"}', "time": END}))
+    assert r.status_code == 422 and r.json()["errorType"] == "execution"
+    assert 'window="5 min" is not a duration' in r.json()["error"]

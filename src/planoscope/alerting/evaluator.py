@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..ingest.writer import SpanWriter
 from ..promql import STALE_NAN, Engine, Limits, Matcher, MemoryStorage, PromQLError
+from ..promql.panels import PanelSeries
 from ..promql.samples import RULES_TARGET, StoredSamples
 from ..promql.storage import matches_all
 from ..promql.values import METRIC_NAME, Scalar, Vector
@@ -70,8 +71,8 @@ class GroupStatus:
 
 class Overlay:
     """A Queryable for one evaluation of a group: the stored samples and those the evaluation made
-    so far, as one. What the store is asked is what it indexes (the metric name, an equal ``job``),
-    once per evaluation: rules over the same series (a ratio's two sides, the 429 and failure
+    so far, as one. What the store is asked is what it indexes (its ``indexed_labels``: the metric
+    name, an equal ``job``, a panel's), once per evaluation: rules over the same series (a ratio's two sides, the 429 and failure
     rules) read them once, and every matcher is applied here."""
 
     def __init__(self, base, extra: MemoryStorage):
@@ -79,7 +80,7 @@ class Overlay:
         self._read: dict[tuple, list] = {}
 
     def _stored(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
-        indexed = tuple(m for m in matchers if m.op == "=" and m.name in (METRIC_NAME, "job"))
+        indexed = tuple(m for m in matchers if m.op == "=" and m.name in self.base.indexed_labels)
         if not any(m.name == METRIC_NAME for m in indexed):  # no name to read by: as asked
             return self.base.select(matchers, start_ms, end_ms)
         key = (indexed, start_ms, end_ms)
@@ -187,7 +188,8 @@ class RuleEvaluator:
 
     def _evaluate(self, g: GroupStatus, ts: int) -> tuple[list[tuple[dict, float]], list[dict]]:
         made = MemoryStorage()
-        queryable = Overlay(StoredSamples(self.store, self.instances(), self.limits), made)
+        stored = StoredSamples(self.store, self.instances(), self.limits)
+        queryable = Overlay(PanelSeries(stored, self.store, self.limits.max_series), made)
         samples: list[tuple[dict, float]] = []
         to_send: list[dict] = []
         for r in g.rules:

@@ -62,6 +62,8 @@ class StoredSamples:
     """A ``Queryable`` over a store's scraped samples. ``instances``: each target label's
     ``instance`` (``scrape.scraper.instance_of`` its URL); ``limits``: the engine's, bounding what one selector loads."""
 
+    indexed_labels = frozenset({METRIC_NAME, JOB})  # what select pushes down, with equality matchers
+
     def __init__(self, store: SpanStore, instances: Mapping[str, str] | None = None, limits: Limits | None = None):
         self.instances = dict(instances or {})
         self.limits = limits or Limits()

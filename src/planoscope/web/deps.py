@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from ..promql import Limits
+from ..promql.panels import PanelSeries
 from ..promql.samples import StoredSamples
 from ..query.dashboards import Dashboards
 from ..query.params import check_bounds, default_step
@@ -32,11 +33,14 @@ def _dashboards(request: Request) -> Dashboards:
     return request.app.state.dashboards
 
 
-def stored_samples(request: Request, limits: Limits | None = None) -> StoredSamples:
-    """The samples PromQL reads (scraped, and planoscope's own /metrics), with the scrape
-    targets' ``instance`` labels, bounded by ``limits`` (default: the server's)."""
+def promql_series(request: Request, limits: Limits | None = None) -> PanelSeries:
+    """The series PromQL reads: the stored samples (scraped, and planoscope's own /metrics), with
+    the scrape targets' ``instance`` labels, and the native panels' as ``planoscope_panel``,
+    bounded by ``limits`` (default: the server's)."""
     state = request.app.state
-    return StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, limits or state.promql_limits)
+    limits = limits or state.promql_limits
+    stored = StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, limits)
+    return PanelSeries(stored, state.store, limits.max_series)
 
 
 StoreDep = Annotated[SpanStore, Depends(_store)]

@@ -14,7 +14,7 @@ from ...promql import Engine
 from ...query.dashboards import DEFAULT_DASHBOARD, Dashboards
 from ...query.evaluate import evaluate_all
 from ...query.panels import Panel, PromQL, ScrapedRate, drilldown
-from ..deps import DashboardsDep, End, Start, Step, StoreDep, stored_samples, time_range
+from ..deps import DashboardsDep, End, Start, Step, StoreDep, promql_series, time_range
 
 router = APIRouter(tags=["dashboard"])
 
@@ -194,7 +194,7 @@ def _evaluate(request: Request, panels: list[Panel], start: float, end: float, s
         interval = scraper.interval if scraper else 15.0
         engine = Engine(limits=state.promql_limits)
         done |= {
-            d["id"]: d for d in evaluate_promql(stored_samples(request), promql, start, end, step, interval, engine)
+            d["id"]: d for d in evaluate_promql(promql_series(request), promql, start, end, step, interval, engine)
         }
     return [done[p.id] for p in panels]
 

@@ -26,11 +26,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ...promql import Engine, Limits, PromQLError, parse, render
-from ...promql.samples import StoredSamples
+from ...promql.panels import PanelSeries
 from ...promql.syntax import VectorSelector, unwrap
 from ...query.params import MAX_POINTS
 from ...store import StoreError
-from ..deps import stored_samples
+from ..deps import promql_series
 
 router = APIRouter(prefix="/prometheus/api/v1", tags=["prometheus"])
 
@@ -114,7 +114,7 @@ async def _answer(request: Request, work) -> JSONResponse:
         limits = state.promql_limits
         if raw := _one(params, "timeout"):  # a query's own timeout, within the server's
             limits = replace(limits, timeout_s=min(limits.timeout_s, max(parse_duration("timeout", raw), 0) / 1000))
-        queryable = stored_samples(request, limits)
+        queryable = promql_series(request, limits)
         data = await asyncio.to_thread(work, params, Engine(limits=limits), queryable)
     except BadData as e:
         return _error("bad_data", str(e))
@@ -125,13 +125,13 @@ async def _answer(request: Request, work) -> JSONResponse:
     return _success(data)
 
 
-def _query(params, engine: Engine, queryable: StoredSamples) -> dict:
+def _query(params, engine: Engine, queryable: PanelSeries) -> dict:
     raw = _one(params, "time")
     at = parse_time("time", raw) if raw is not None else round(time.time() * 1000)
     return render(engine.instant_query(queryable, _expr(params), at))
 
 
-def _query_range(params, engine: Engine, queryable: StoredSamples) -> dict:
+def _query_range(params, engine: Engine, queryable: PanelSeries) -> dict:
     bounds = {}
     for name in ("start", "end", "step"):
         raw = _one(params, name)
@@ -188,11 +188,11 @@ def _matchers(params, required: bool) -> list:
     return out
 
 
-def _series(params, engine: Engine, queryable: StoredSamples) -> list:
+def _series(params, engine: Engine, queryable: PanelSeries) -> list:
     return queryable.series(_matchers(params, required=True), *_range(params))
 
 
-def _labels(params, engine: Engine, queryable: StoredSamples) -> list:
+def _labels(params, engine: Engine, queryable: PanelSeries) -> list:
     return queryable.label_names(_matchers(params, required=False), *_range(params))
 
 
@@ -224,7 +224,7 @@ async def labels(request: Request) -> JSONResponse:
 async def label_values(request: Request, name: str) -> JSONResponse:
     """The values of label ``name`` (``__name__``: the metric names) on the series matching ``match[]``."""
 
-    def work(params, engine: Engine, queryable: StoredSamples) -> list:
+    def work(params, engine: Engine, queryable: PanelSeries) -> list:
         return queryable.label_values(name, _matchers(params, required=False), *_range(params))
 
     return await _answer(request, work)
@@ -234,7 +234,7 @@ async def label_values(request: Request, name: str) -> JSONResponse:
 async def query_exemplars(request: Request) -> JSONResponse:
     """No exemplars are stored: an empty list for a valid query (Grafana asks when a panel shows them)."""
 
-    def work(params, engine: Engine, queryable: StoredSamples) -> list:
+    def work(params, engine: Engine, queryable: PanelSeries) -> list:
         _expr(params)
         _range(params)
         return []
