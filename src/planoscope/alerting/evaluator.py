@@ -8,7 +8,8 @@ series, and an alerting rule's ``ALERTS`` and ``ALERTS_FOR_STATE``; a series a r
 previous evaluation and not at this one gets a staleness marker, as Prometheus writes. So a query
 sees them as it would on Prometheus, Grafana included, and the next start restores its alerts
 from ``ALERTS_FOR_STATE`` (``state.py``). Within one evaluation a rule sees what the rules before
-it in the group made (``Overlay``).
+it in the group made (``Overlay``). What a group reads from the store is kept from one evaluation
+to the next and topped up (``sliding.py``).
 
 The alerts that need sending (firing, re-sent every ``resend_delay_s``; resolved, for 15 minutes) go
 to every sender (``notifier.py``) as Prometheus hands them to its notifier, without waiting.
@@ -33,11 +34,11 @@ from ..ingest.writer import SpanWriter
 from ..promql import STALE_NAN, Engine, Limits, Matcher, MemoryStorage, PromQLError
 from ..promql.panels import PanelSeries
 from ..promql.samples import RULES_TARGET, StoredSamples
-from ..promql.storage import matches_all
 from ..promql.values import METRIC_NAME, Scalar, Vector
 from ..scrape.scraper import SCHEMA
 from ..store import SpanStore, StoreError
 from .rules import Group, Rule
+from .sliding import SlidingSamples
 from .state import ALERTS_FOR_STATE, FIRING, OUTAGE_TOLERANCE_MS, Alert, AlertingRule, Labels, labels_key
 
 log = logging.getLogger("planoscope.alerting")
@@ -67,31 +68,20 @@ class GroupStatus:
     evaluation_s: float = 0.0
     evaluations: int = 0
     failures: int = 0  # rule evaluations that failed
+    samples: SlidingSamples = field(default_factory=SlidingSamples)  # what its rules read, kept between evaluations
 
 
 class Overlay:
     """A Queryable for one evaluation of a group: the stored samples and those the evaluation made
-    so far, as one. What the store is asked is what it indexes (its ``indexed_labels``: the metric
-    name, an equal ``job``, a panel's), once per evaluation: rules over the same series (a ratio's two sides, the 429 and failure
-    rules) read them once, and every matcher is applied here."""
+    so far, as one."""
 
     def __init__(self, base, extra: MemoryStorage):
         self.base, self.extra = base, extra
-        self._read: dict[tuple, list] = {}
-
-    def _stored(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
-        indexed = tuple(m for m in matchers if m.op == "=" and m.name in self.base.indexed_labels)
-        if not any(m.name == METRIC_NAME for m in indexed):  # no name to read by: as asked
-            return self.base.select(matchers, start_ms, end_ms)
-        key = (indexed, start_ms, end_ms)
-        if key not in self._read:
-            self._read[key] = list(self.base.select(indexed, start_ms, end_ms))
-        return [(ls, ts, vs) for ls, ts, vs in self._read[key] if matches_all(ls, matchers)]
 
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
         merged: dict[Labels, tuple[dict, np.ndarray, np.ndarray]] = {}
         for labels, ts, vs in [
-            *self._stored(matchers, start_ms, end_ms),
+            *self.base.select(matchers, start_ms, end_ms),
             *self.extra.select(matchers, start_ms, end_ms),
         ]:
             key = labels_key(labels)
@@ -188,8 +178,8 @@ class RuleEvaluator:
 
     def _evaluate(self, g: GroupStatus, ts: int) -> tuple[list[tuple[dict, float]], list[dict]]:
         made = MemoryStorage()
-        stored = StoredSamples(self.store, self.instances(), self.limits)
-        queryable = Overlay(PanelSeries(stored, self.store, self.limits.max_series), made)
+        g.samples.evaluating(StoredSamples(self.store, self.instances(), self.limits))
+        queryable = Overlay(PanelSeries(g.samples, self.store, self.limits.max_series), made)
         samples: list[tuple[dict, float]] = []
         to_send: list[dict] = []
         for r in g.rules:

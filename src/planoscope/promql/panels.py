@@ -66,9 +66,6 @@ class PanelSeries:
     def __init__(self, base, store: SpanStore, max_series: int = 10_000):
         self.base, self.store, self.max_series = base, store, max_series
         self.panels = native_panels()
-        # What a caching Overlay may key a read on (the alerting evaluator's): the base's, and the
-        # labels that choose what a panel read evaluates.
-        self.indexed_labels = frozenset({*base.indexed_labels, PANEL, WINDOW})
 
     def select(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
