@@ -15,6 +15,7 @@ added.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,21 +36,25 @@ class Interval:
     end_ms: int | None
 
 
-def alert_intervals(queryable: Queryable, start_ms: int, end_ms: int, live: Iterable[Alert] = ()) -> list[Interval]:
+def alert_intervals(
+    queryable: Queryable, start_ms: int, end_ms: int, live: Iterable[Alert] = (), now_ms: int | None = None
+) -> list[Interval]:
     """The pending and firing intervals of every alert within ``[start_ms, end_ms]``, by start.
     ``queryable`` bounds what it loads (``LimitExceeded``, as for any query); ``live``: the
-    evaluator's alerts now."""
+    evaluator's alerts at ``now_ms`` (default: now), going on until then."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     out: list[Interval] = []
     # From a lookback earlier: an alert that went on into the range has samples there (its marker may
     # be the only one in the range).
-    for labels, ts, vs in queryable.select([Matcher(METRIC_NAME, "=", ALERTS)], start_ms - LOOKBACK_MS, end_ms):
+    for labels, ts, vs in queryable.select([Matcher(METRIC_NAME, "=", ALERTS)], max(0, start_ms - LOOKBACK_MS), end_ms):
         state = labels.get("alertstate")
         if state not in (PENDING, FIRING):
             continue
         alert = {k: v for k, v in labels.items() if k not in (METRIC_NAME, "alertstate")}
         runs = _runs(ts.tolist(), vs.tolist())
         out += [Interval(alert, state, max(a, start_ms), b) for a, b in runs if b >= start_ms]
-    _merge_live(out, [a for a in live if a.state in (PENDING, FIRING)], end_ms)
+    if now_ms >= start_ms:
+        _merge_live(out, [a for a in live if a.state in (PENDING, FIRING)], end_ms)
     return sorted(out, key=lambda i: (i.start_ms, i.labels.get("alertname", ""), sorted(i.labels.items())))
 
 
