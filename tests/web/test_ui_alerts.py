@@ -150,9 +150,18 @@ def test_a_dashboard_marks_the_panels_of_firing_alerts_and_draws_them_on_the_cha
         wait_for(lambda: hot() and (hot()[0]["end"] or time.time()) - hot()[0]["start"] >= 5, 30, "RoomHot 5 s")
         target.values = {"kitchen": 15.0}
         wait_for(lambda: hot()[0]["end"] is not None, 30, "RoomHot to resolve")
+        reads = []
+        page.on(
+            "request",
+            lambda r: (
+                reads.append(r.url.split("?")[0].rsplit("/api/v1/", 1)[-1]) if "/api/v1/alerts" in r.url else None
+            ),
+        )
         # From a little before the first evaluation: the intervals are most of the chart.
         page.goto(f"{srv.web_url}/?from={now - 15}&to={int(time.time()) + 2}&refresh=off")
         page.wait_for_selector("body[data-loaded]")
+
+        assert sorted(reads) == ["alerts", "alerts", "alerts/annotations"]  # the tab's badge, the panels, the charts
 
         # The header mark: the firing alerts that concern the panel (the pending one is not counted).
         requests, latency = (page.locator(f'[data-panel="{p}"]') for p in ("llm_requests_per_second", "llm_latency_ms"))
@@ -204,6 +213,14 @@ def test_a_dashboard_marks_the_panels_of_firing_alerts_and_draws_them_on_the_cha
         ]
         assert len(tinted) >= 30, _strip(page, "llm_requests_per_second")
         assert sum(1 for p in _strip(page, "agent_requests_per_second") if p[3] == 0) >= 30
+
+        # A refresh reads them once more, for every panel.
+        reads.clear()
+        page.click("#refresh-now")
+        expect(page.locator("body")).not_to_have_attribute(
+            "data-loaded", page.locator("body").get_attribute("data-loaded")
+        )
+        assert sorted(reads) == ["alerts", "alerts/annotations"]
 
         # The series the firing alert is about (gen_ai_request_model is the span panels' llm_model).
         rows = requests.locator(".legend tbody tr.alerting")
