@@ -1,7 +1,8 @@
 """The rules and their alerts: ``/prometheus/api/v1/rules`` and ``/prometheus/api/v1/alerts`` in
-Prometheus's JSON (Grafana's alert list reads them), and ``/api/v1/alerts`` for planoscope's UI
+Prometheus's JSON (Grafana's alert list reads them), and for planoscope's UI ``/api/v1/alerts``
 (every rule with its state, last evaluation and error; the alerts, resolved ones included; the
-last state changes)."""
+last state changes; the panels each concerns) and ``/api/v1/alerts/annotations`` (when each alert
+was pending and firing over a range, for the charts)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ...alerting.evaluator import RuleEvaluator, RuleStatus
+from ...alerting.intervals import alert_intervals
+from ...alerting.panels import concerned_panels
 from ...alerting.state import INACTIVE, Alert
+from ...promql import LimitExceeded
+from ..deps import DashboardsDep, End, Start, stored_samples, time_range
 
 router = APIRouter(tags=["alerts"])
 
@@ -104,15 +109,16 @@ def alerts(request: Request) -> JSONResponse:
 
 
 @router.get("/api/v1/alerts")
-def alerts_view(request: Request) -> dict:
-    """For the UI: ``rules`` (each with its group, file, state, health, last evaluation), ``alerts``
-    (pending, firing and resolved in the last 15 minutes, with value and since when) and
-    ``transitions`` (the last state changes, newest first)."""
+def alerts_view(request: Request, dashboards: DashboardsDep) -> dict:
+    """For the UI: ``rules`` (each with its group, file, state, health, last evaluation and the
+    ``panels`` it concerns), ``alerts`` (pending, firing and resolved in the last 15 minutes, with
+    value, since when and ``panels``) and ``transitions`` (the last state changes, newest first)."""
     ev = _evaluator(request)
     out_rules, out_alerts, changes = [], [], []
     for g in ev.groups if ev else []:
         for r in g.rules:
-            out_rules.append({"group": g.group.name, "file": g.group.file, **_rule(r)})
+            panels = concerned_panels(r.rule, dashboards)
+            out_rules.append({"group": g.group.name, "file": g.group.file, **_rule(r), "panels": panels})
             if r.alerting is None:
                 continue
             for a in r.alerting.active.values():
@@ -123,6 +129,7 @@ def alerts_view(request: Request) -> dict:
                         "value": a.value,
                         "firedAt": _time(a.fired_at / 1000),
                         "resolvedAt": _time(a.resolved_at / 1000),
+                        "panels": concerned_panels(r.rule, dashboards, a.labels, a.annotations),
                     }
                 )
             changes += [
@@ -138,3 +145,42 @@ def alerts_view(request: Request) -> dict:
             ]
     changes.sort(key=lambda c: c["time"], reverse=True)
     return {"rules": out_rules, "alerts": out_alerts, "transitions": changes[:200]}
+
+
+@router.get("/api/v1/alerts/annotations")
+def annotations(request: Request, dashboards: DashboardsDep, start: Start = None, end: End = None) -> JSONResponse:
+    """When each alert was ``pending`` and ``firing`` within the range, for the charts: ``rule``,
+    ``labels``, ``state``, ``start`` and ``end`` (unix s; ``end`` null while it goes on; ``start``
+    no earlier than the range's, except for one going on: since when) and the ``panels`` it
+    concerns. From the stored ``ALERTS`` series and the live alerts; a range whose series are too
+    many for the PromQL limits is refused (422)."""
+    start, end, _ = time_range(start, end)
+    ev = _evaluator(request)
+    rules: dict[str, list] = {}
+    for g in ev.groups if ev else []:
+        for r in g.rules:
+            if r.alerting is not None:
+                rules.setdefault(r.rule.name, []).append(r.rule)
+    live = [a for _, a in ev.alerts()] if ev else []
+    try:
+        found = alert_intervals(stored_samples(request), round(start * 1000), round(end * 1000), live)
+    except LimitExceeded as e:
+        return JSONResponse(
+            {"detail": f"the alerts of this range are too many to read ({e}): choose a shorter range"},
+            status_code=422,
+        )
+    out = []
+    for i in found:
+        name = i.labels.get("alertname", "")
+        panels = {p for rule in rules.get(name, ()) for p in concerned_panels(rule, dashboards, i.labels)}
+        out.append(
+            {
+                "rule": name,
+                "labels": i.labels,
+                "state": i.state,
+                "start": i.start_ms / 1000,
+                "end": None if i.end_ms is None else i.end_ms / 1000,
+                "panels": [p for p in dashboards.panels if p in panels],
+            }
+        )
+    return JSONResponse({"start": start, "end": end, "annotations": out})

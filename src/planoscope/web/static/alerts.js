@@ -5,7 +5,6 @@
 const REFRESH_S = 10;
 const STATE_TITLES = { firing: "Firing: its condition has held for its whole `for`", pending: "Pending: its condition holds, its `for` has not yet passed",
                        inactive: "Inactive: its condition does not hold", resolved: "Resolved" };
-const HIDDEN_LABELS = new Set(["alertname"]);
 
 function since(iso) {
   const t = Date.parse(iso) / 1000;
@@ -20,10 +19,6 @@ function fmtAge(unixS) {  // 45s, 12m, 3h 05m, 2d 4h
 }
 function stateBadge(state) {
   return `<span class="alert-state ${escapeHtml(state)}" title="${escapeHtml(STATE_TITLES[state] || state)}">${escapeHtml(state)}</span>`;
-}
-function labelChips(labels) {
-  return Object.entries(labels || {}).filter(([k]) => !HIDDEN_LABELS.has(k)).sort()
-    .map(([k, v]) => `<span class="chip label-chip"><span class="k">${escapeHtml(k)}</span>=${escapeHtml(v)}</span>`).join("");
 }
 function fmtValue(v) {
   const x = typeof v === "string" ? Number(v) : v;

@@ -12,7 +12,7 @@ const MEASURE_COLOR = "#b877d9";
 const ESTIMATED_DASH = [6, 4];
 
 const state = { dashboard: DEFAULT_DASHBOARD, dashboards: [], range: null, refresh: "10s", allPanels: [], panels: [],
-                views: new Map(), timer: null, inflight: null, hidden: new Map() };
+                views: new Map(), timer: null, inflight: null, hidden: new Map(), alerts: { live: [], intervals: [] } };
 
 // --- formatting ---------------------------------------------------------------------------
 function axisUnit(unit) {
@@ -149,13 +149,15 @@ function buildGrid() {
     el.dataset.panel = p.id;
     el.style.gridColumn = `${x + 1} / span ${w}`;
     el.style.gridRow = `${y + 1} / span ${h}`;
-    el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span><span class="targets"></span></header>
+    el.innerHTML = `<header><h2></h2><span class="info" tabindex="0">i</span><a class="alert-mark" href="alerts" hidden></a><span class="targets"></span></header>
       <div class="body"></div><div class="truncated" hidden></div><div class="legend"></div>`;
     el.querySelector("h2").innerHTML = richText(p.title);
     el.querySelector(".info").title = (p.description ? p.description + "\n" : "")
       + (p.promql.length ? (p.source === "promql" ? "PromQL: " : "PromQL (Grafana export): ") + p.promql.join("\n") : "");
     grid.appendChild(el);
-    state.views.set(p.id, { def: p, el, plot: null, key: "" });
+    const view = { def: p, el, plot: null, key: "", alerts: [], intervals: [] };
+    state.views.set(p.id, view);
+    setupAlertMark(view);
   }
 }
 
@@ -327,7 +329,7 @@ function renderTimeseries(view, data, body, legend) {
       width: chart.clientWidth || 400, height: chart.clientHeight || 200,
       series, legend: { show: false }, axes, scales,
       cursor: { sync: { key: "planoscope" }, focus: { prox: 24 }, points: { size: 6 } },
-      plugins: [tooltipPlugin(view), drillPlugin(view)],
+      plugins: [annotationsPlugin(view), tooltipPlugin(view), drillPlugin(view)],
     };
     view.plot = new uPlot(opts, aligned, chart);
     view.key = key;
@@ -359,8 +361,13 @@ function renderLegend(view, data, legend, aligned) {
     const href = drillUrl(def, s, data.start, data.end);
     const failedHref = drillUrl(def, s, data.start, data.end, true);
     const swatch = isEstimated(s) || measureOf(def, s) ? "swatch dashed" : "swatch";
-    return `<tr data-i="${i}" class="${hidden.has(s.name) ? "off" : ""}" title="Click to show or hide; Shift-click to show only this">
-      <td><span class="${swatch}" style="--c:${view.colors[i]}"></span>${richText(shownName(def, s))}${estimatedBadge(s)}</td>
+    const alerting = seriesAlerts(view, s);
+    const classes = [hidden.has(s.name) && "off", alerting.length && "alerting",
+                     alerting.some((a) => a.state === "firing") && "firing"].filter(Boolean).join(" ");
+    const bell = alerting.length ? ` <span class="series-alert" title="${escapeHtml(
+      alerting.map((a) => `${a.rule} ${a.state}`).join("\n"))}">${BELL}</span>` : "";
+    return `<tr data-i="${i}" class="${classes}" title="Click to show or hide; Shift-click to show only this">
+      <td><span class="${swatch}" style="--c:${view.colors[i]}"></span>${richText(shownName(def, s))}${estimatedBadge(s)}${bell}</td>
       <td class="drill">${href ? `<a href="${href}" title="Traces of ${escapeHtml(s.name)} in this range">traces ↗</a>` : ""}${failedHref
         ? ` <a class="failed" href="${failedHref}" title="Failed calls of ${escapeHtml(s.name)} in this range (HTTP ≥ 400, before dispatch, status ERROR)">failed ↗</a>` : ""}</td>
       <td>${fmtUnit(mean, unit)}</td><td>${fmtUnit(max, unit)}</td><td>${fmtUnit(last, unit)}</td></tr>`;
@@ -424,17 +431,24 @@ async function refresh() {
   const board = state.dashboard;
   $("#refresh-now").classList.add("spinning");
   try {
-    const r = await fetch(`api/v1/dashboard?id=${encodeURIComponent(board)}&start=${start}&end=${end}`, { signal: ctl.signal });
+    const [r, alerts] = await Promise.all([
+      fetch(`api/v1/dashboard?id=${encodeURIComponent(board)}&start=${start}&end=${end}`, { signal: ctl.signal }),
+      fetchAlerts(start, end, ctl.signal)]);
     const body = await r.json();
     if (!r.ok) throw new Error(body.detail || r.statusText);
     if (board !== state.dashboard) return;  // switched while loading
+    state.alerts = alerts;
+    for (const view of state.views.values()) { alertsFor(view, alerts); renderAlertMark(view); }
     for (const p of body.panels) if (state.views.has(p.id)) renderPanel(state.views.get(p.id), p);
+    if (alerts.body) markFiring(alerts.body);
     await renderTargets(ctl.signal);
     $("#empty").hidden = body.spans_stored > 0;
     document.body.dataset.loaded = String(Date.now());
     document.body.dataset.step = String(body.step);
     $("#grid").setAttribute("aria-busy", "false");
     $("#status").textContent = `Updated ${fmtTime(Date.now() / 1000)} · step ${body.step}s`;
+    if (alerts.error) $("#status").textContent += " · alerts not shown";
+    $("#status").title = alerts.error ? `Alerts not shown: ${alerts.error}` : "";
     showError("");
   } catch (e) {
     if (e.name !== "AbortError") showError(`Could not load the dashboard: ${e.message}`);

@@ -199,19 +199,29 @@ async function buildNav(current, range) {
   return boards;
 }
 
-// The Alerts tab says how many alerts fire, on every page.
-async function markFiring() {
+// The Alerts tab says how many alerts fire, on every page; ``body``: GET /api/v1/alerts, if the
+// page has it already (the dashboards read it at every refresh).
+async function markFiring(body) {
   const tab = document.querySelector('nav.tabs a[data-page="alerts"]');
   if (!tab) return;
   try {
-    const r = await fetch(new URL("api/v1/alerts", tab.href));
-    if (!r.ok) return;
-    const firing = (await r.json()).alerts.filter((a) => a.state === "firing").length;
+    if (!body) {
+      const r = await fetch(new URL("api/v1/alerts", tab.href));
+      if (!r.ok) return;
+      body = await r.json();
+    }
+    const firing = body.alerts.filter((a) => a.state === "firing").length;
     tab.querySelector(".firing-badge")?.remove();
     if (firing) {
       tab.insertAdjacentHTML("beforeend", ` <span class="firing-badge" title="${firing} alert${firing > 1 ? "s" : ""} firing">${firing}</span>`);
     }
   } catch (e) { /* the tab stays as it is */ }
+}
+
+// An alert's labels as chips (its name is said apart).
+function labelChips(labels) {
+  return Object.entries(labels || {}).filter(([k]) => k !== "alertname").sort()
+    .map(([k, v]) => `<span class="chip label-chip"><span class="k">${escapeHtml(k)}</span>=${escapeHtml(v)}</span>`).join("");
 }
 
 function showError(msg) {
