@@ -17,7 +17,7 @@ from ...alerting.intervals import alert_intervals
 from ...alerting.panels import concerned_panels
 from ...alerting.state import INACTIVE, Alert
 from ...promql import LimitExceeded
-from ..deps import DashboardsDep, End, Start, stored_samples, time_range
+from ..deps import DashboardsDep, End, Start, promql_series, time_range
 
 router = APIRouter(tags=["alerts"])
 
@@ -163,7 +163,7 @@ def annotations(request: Request, dashboards: DashboardsDep, start: Start = None
                 rules.setdefault(r.rule.name, []).append(r.rule)
     live = [a for _, a in ev.alerts()] if ev else []
     try:
-        found = alert_intervals(stored_samples(request), round(start * 1000), round(end * 1000), live)
+        found = alert_intervals(promql_series(request), round(start * 1000), round(end * 1000), live)
     except LimitExceeded as e:
         return JSONResponse(
             {"detail": f"the alerts of this range are too many to read ({e}): choose a shorter range"},
