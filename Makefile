@@ -51,9 +51,10 @@ $(ALERTMANAGER):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus-alertmanager >/dev/null
 
-# What CI runs (.ci/run): the lint, then every test.
+# What CI runs (.ci/run): the lint, then every test, on two workers (pytest-xdist; a file's
+# tests on one of them). One file alone: $(BIN)/python -m pytest tests/FILE.
 test: lint $(CHROMIUM) $(PROMETHEUS) $(COMPOSE) $(HAPROXY) $(ALERTMANAGER)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # ruff, configured in pyproject.toml: lint rules and the formatter's check, on the whole tree.
 lint: $(STAMP)

@@ -9,8 +9,10 @@ samples its own ``/metrics`` every 15 s, as by default (the series the rules rea
 seconds. The rules' cost is the difference, as a share of one core (medians over ``--runs``; the
 runs interleave the two, so the machine's drift hits both). Meanwhile a probe sends a one-span
 OTLP/gRPC export every 0.2 s and times its acknowledgement: the two servers' percentiles say
-whether an evaluation ever holds one up. The evaluations' own wall time per group is read from
-``/prometheus/api/v1/rules`` (``evaluationTime``).
+whether an evaluation ever holds one up. The evaluations' own CPU, on the rules' thread, is read
+from ``planoscope_rule_group_cpu_seconds_total`` (the A/B difference is within the noise of
+ingest's CPU), their wall time per group from ``/prometheus/api/v1/rules`` (``evaluationTime``:
+writing their samples included, behind the writer's span inserts).
 
 ``--store DIR``: a data directory to run on, used in place (the runs add their spans and
 samples to it): for the issue's figure, a copy of ``benchmarks/dashboard.py --keep``'s 10 M
@@ -178,6 +180,7 @@ def one(data_dir: str, rules: bool, args) -> dict:
     try:
         time.sleep(args.warmup)
         probe.measuring = True
+        rules_cpu0 = rules_cpu(web)
         cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
         while time.monotonic() - t0 < args.duration:
             time.sleep(min(5.0, args.duration - (time.monotonic() - t0)))
@@ -186,6 +189,7 @@ def one(data_dir: str, rules: bool, args) -> dict:
                     if g["lastEvaluation"]:
                         evaluations[(g["name"], g["lastEvaluation"])] = g["evaluationTime"]
         cores = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        rules_cores = (rules_cpu(web) - rules_cpu0) / (time.monotonic() - t0)
         probe.measuring = False
         health = httpx.get(f"{web}/prometheus/api/v1/rules", timeout=30).json()["data"]["groups"]
         unhealthy = [r["name"] for g in health for r in g["rules"] if r["health"] != "ok"]
@@ -197,7 +201,19 @@ def one(data_dir: str, rules: bool, args) -> dict:
         load.wait()
         proc.terminate()
         proc.wait(timeout=120)
-    return {"cores": cores, "latencies_ms": probe.latencies_ms, "evaluations": evaluations}
+    return {"cores": cores, "rules_cores": rules_cores, "latencies_ms": probe.latencies_ms, "evaluations": evaluations}
+
+
+def rules_cpu(web: str) -> float:
+    """The CPU seconds the rule groups' evaluations took so far on the rules' threads (/metrics)."""
+    text = httpx.get(f"{web}/metrics", timeout=60).text
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        if f.name == "planoscope_rule_group_cpu_seconds"
+        for s in f.samples
+        if s.name.endswith("_total")
+    )
 
 
 def percentile(xs: list[float], q: float) -> float:
@@ -224,13 +240,15 @@ def main() -> None:
         )
     if args.runs < 1:  # --runs 0: only the history
         return
-    with_rules, without, by_group = [], [], {}
+    with_rules, without, by_group, threads = [], [], {}, []
     lat = {True: [], False: []}
     for i in range(args.runs):
         for rules in (True, False) if i % 2 == 0 else (False, True):
             with tempfile.TemporaryDirectory() as fresh:
                 r = one(str(args.store or fresh), rules, args)
             (with_rules if rules else without).append(r["cores"])
+            if rules:
+                threads.append(r["rules_cores"])
             lat[rules] += r["latencies_ms"]
             for (group, _), s in r["evaluations"].items():
                 by_group.setdefault(group, []).append(s)
@@ -238,7 +256,11 @@ def main() -> None:
                 f"run {i + 1}/{args.runs} {'rules' if rules else 'no rules'}: {r['cores']:.3f} cores, "
                 f"acks p50 {percentile(r['latencies_ms'], 0.5):.1f} ms p99 {percentile(r['latencies_ms'], 0.99):.1f} ms "
                 f"max {max(r['latencies_ms'], default=float('nan')):.1f} ms ({len(r['latencies_ms'])} probes)"
-                + (f", {len(r['evaluations'])} evaluations seen" if rules else ""),
+                + (
+                    f", {len(r['evaluations'])} evaluations seen, the rules' thread {r['rules_cores'] * 100:.2f}% of a core"
+                    if rules
+                    else ""
+                ),
                 flush=True,
             )
     diffs = [a - b for a, b in zip(with_rules, without)]
@@ -247,6 +269,12 @@ def main() -> None:
         f"{statistics.median(with_rules):.3f} cores with the rules, {statistics.median(without):.3f} without: "
         f"the rules cost {statistics.median(diffs) * 100:.2f}% of one core (per run: "
         + ", ".join(f"{d * 100:.2f}%" for d in diffs)
+        + ")"
+    )
+    print(
+        f"the rules' thread (their evaluations' CPU, its DuckDB reads included): "
+        f"{statistics.median(threads) * 100:.2f}% of one core at the median ("
+        + ", ".join(f"{t * 100:.2f}%" for t in threads)
         + ")"
     )
     for group, times in sorted(by_group.items()):

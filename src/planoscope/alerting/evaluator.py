@@ -68,6 +68,7 @@ class GroupStatus:
     evaluation_s: float = 0.0
     evaluations: int = 0
     failures: int = 0  # rule evaluations that failed
+    cpu_s: float = 0.0  # CPU its evaluations took on the rules' thread, in all
     samples: SlidingSamples = field(default_factory=SlidingSamples)  # what its rules read, kept between evaluations
 
 
@@ -177,6 +178,13 @@ class RuleEvaluator:
                 sender.send(to_send)
 
     def _evaluate(self, g: GroupStatus, ts: int) -> tuple[list[tuple[dict, float]], list[dict]]:
+        cpu = time.thread_time()
+        try:
+            return self._evaluate_rules(g, ts)
+        finally:
+            g.cpu_s += time.thread_time() - cpu
+
+    def _evaluate_rules(self, g: GroupStatus, ts: int) -> tuple[list[tuple[dict, float]], list[dict]]:
         made = MemoryStorage()
         g.samples.evaluating(StoredSamples(self.store, self.instances(), self.limits))
         queryable = Overlay(PanelSeries(g.samples, self.store, self.limits.max_series), made)
@@ -269,9 +277,15 @@ class RuleEvaluator:
             "Duration of a group's last evaluation",
             labels=["rule_group"],
         )
+        cpu = CounterMetricFamily(
+            "planoscope_rule_group_cpu_seconds",
+            "CPU a group's evaluations took on the rules' thread (its store reads' own threads aside)",
+            labels=["rule_group"],
+        )
         for g in self.groups:
             key = [f"{g.group.file};{g.group.name}"]
             runs.add_metric(key, g.evaluations)
+            cpu.add_metric(key, g.cpu_s)
             failed.add_metric(key, g.failures)
             took.add_metric(key, g.evaluation_s)
         sent = CounterMetricFamily(
@@ -281,7 +295,7 @@ class RuleEvaluator:
         for sender in self.senders:
             sent.add_metric([sender.url], sender.sent)
             errors.add_metric([sender.url], sender.failed)
-        return [runs, failed, took, *((sent, errors) if self.senders else ())]
+        return [runs, failed, took, cpu, *((sent, errors) if self.senders else ())]
 
     def generator_url(self, rule: Rule) -> str:
         from urllib.parse import quote
