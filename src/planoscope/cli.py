@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -367,7 +368,8 @@ def demo(
     except ValueError as e:
         fail(f"bad value for --backfill: {e}")
     seed = random.SystemRandom().randrange(1_000_000) if seed is None else seed
-    sim = Simulation(rate=rate, mix=shares, seed=seed)
+    # A storm of 429s from a minute in: the shipped rules fire an alert within minutes of a first look.
+    sim = Simulation(rate=rate, mix=shares, seed=seed, opening_at=time.time())
     setup_process(settings)
     sys.exit(asyncio.run(_demo(settings, sim, protocol, envoy_port, brightstaff_port, backfill_s)))
 

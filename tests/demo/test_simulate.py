@@ -1042,3 +1042,21 @@ def test_a_simulated_minute_is_stored_once_and_typed(minute):
         if svc == "plano(llm)" and "http.status_code" in a:  # the first llm.model wins, the int status is typed
             assert (row["LlmModel"], row["HttpStatusCode"]) == (a["llm.model"], a["http.status_code"])
             assert row["SpanAttributes"]["llm.model"] == a["llm.model"]
+
+
+def test_a_live_demo_opens_with_a_rate_limit_storm_on_the_busiest_model():
+    """So that Plano's 429 rule fires within minutes of a first look, whatever the seed."""
+    t0 = 1_767_225_600
+    plain, live = Simulation(rate=5, seed=3), Simulation(rate=5, seed=3, opening_at=t0)
+    for s in (t0 + 30, t0 + 59, t0 + 241):
+        assert live.conditions(s) == plain.conditions(s)
+    for s in (t0 + 60, t0 + 150, t0 + 239):
+        storm = dict(live.conditions(s).model_429)
+        assert storm.get("openai/gpt-4o") == 0.45, s
+    # The storm's 429s, in the spans: the busiest model's calls are rate-limited about half the time.
+    calls = [
+        first(sp) for t in live.traces(t0 + 90, t0 + 150) for svc, sp in t.spans
+        if svc == "plano(llm)" and first(sp).get("llm.model") == "openai/gpt-4o"
+    ]  # fmt: skip
+    limited = sum(1 for a in calls if a.get("http.status_code") == 429)
+    assert len(calls) > 20 and 0.3 < limited / len(calls) < 0.7, (len(calls), limited)

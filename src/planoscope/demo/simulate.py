@@ -77,6 +77,10 @@ _BURST_MEAN = 1 + BURST_CHANCE * (sum(BURST_S) / 2 / 60) * (sum(BURST_X) / 2 - 1
 INCIDENT_WINDOW_S, INCIDENT_S = 240, (45.0, 120.0)
 INCIDENTS = (("rate_limit", 0.4), ("outage", 0.35), ("slow", 0.25))
 OUTAGE_TARGETS = (("openai", 0.4), ("anthropic", 0.3), ("groq", 0.15), ("gemini", 0.1), ("arch", 0.05))
+# The live demo's first minutes: a rate-limit storm on the busiest model from a minute after it
+# starts, for 3 minutes, so that Plano's 429 rule (over 10 % in 5 minutes, for 1 minute) fires
+# about 3 minutes in whatever the seed, where the random incidents may take a quarter of an hour.
+OPENING_AFTER_S, OPENING_S, OPENING_LEVEL = 60.0, 180.0, 0.45
 
 
 @dataclass(frozen=True)
@@ -124,14 +128,27 @@ class Simulation:
     """Plano's traffic at ``rate`` requests (traces) per second on average.
 
     ``mix`` gives the share of each kind of request (``parse_mix``); ``steady`` turns off
-    bursts, drift and incidents (a constant Poisson rate, for benchmarks). Seconds are Unix
-    seconds.
+    bursts, drift and incidents (a constant Poisson rate, for benchmarks); ``opening_at`` adds a
+    rate-limit storm a minute after it (``OPENING_*``). Seconds are Unix seconds.
     """
 
-    def __init__(self, rate: float = 5.0, mix: dict[str, float] | None = None, seed: int = 0, steady: bool = False):
+    def __init__(
+        self,
+        rate: float = 5.0,
+        mix: dict[str, float] | None = None,
+        seed: int = 0,
+        steady: bool = False,
+        opening_at: float | None = None,
+    ):
         if rate <= 0:
             raise ValueError("rate must be above zero")
         self.rate, self.seed, self.steady = rate, seed, steady
+        # ``opening_at`` (unix s: when a live demo starts): the storm of its first minutes.
+        busiest = max(MODELS.values(), key=lambda m: m.weight).name
+        start = None if opening_at is None else opening_at + OPENING_AFTER_S
+        self._opening = (
+            None if start is None else Incident("rate_limit", busiest, OPENING_LEVEL, start, start + OPENING_S)
+        )
         self.mix = normalize_mix(mix or DEFAULT_MIX)
         self._phase = random.Random(f"{seed}:phase").uniform(0, 2 * math.pi)
         self._sessions = max(4, int(rate * 30))  # live conversations per 10-minute window
@@ -159,7 +176,9 @@ class Simulation:
         if self.steady:
             return []
         window = second // INCIDENT_WINDOW_S
-        found = (_incident(self.seed, w) for w in (window - 1, window))
+        found = [_incident(self.seed, w) for w in (window - 1, window)]
+        if self._opening is not None:
+            found.append(self._opening)
         return [i for i in found if i.start_s <= second < i.end_s]
 
     def conditions(self, second: int) -> Conditions:
