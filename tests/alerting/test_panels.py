@@ -40,7 +40,12 @@ def test_the_shipped_rules_concern_the_panels_of_what_they_watch(dashboards):
     found = {r.name: concerned_panels(r, dashboards) for g in load_files(["plano"]) for r in g.rules}
     assert found == {
         "PlanoLLMFailureRatioHigh": ["llm_failure_ratio", "brightstaff:6"],
-        "PlanoUpstream429s": ["llm_failure_ratio", "llm_upstream_429_per_second", "brightstaff:6"],
+        "PlanoUpstream429s": [
+            "rate_limited_per_second",
+            "llm_failure_ratio",
+            "llm_upstream_429_per_second",
+            "brightstaff:6",
+        ],
         "PlanoLLMLatencyP95High": ["llm_latency_ms", "brightstaff:5"],
         # Inferred: its histogram is the one the TTFT panel's PromQL reads.
         "PlanoLLMTimeToFirstTokenP95High": ["llm_ttft_ms"],
