@@ -67,6 +67,33 @@ SCRAPED_SERIES = 1000
 console = Console()
 
 
+def append_history(store: DuckDBStore, job: str, times: np.ndarray, names, labels, values_at) -> int:
+    """Samples of the series ``names`` (a metric name each, or one for all) with ``labels`` (their
+    JSON) at ``times`` (unix s) for ``job``, as a scrape writes them: an hour at a time in time
+    order; ``values_at(chunk)`` gives a chunk's values, by time, then series. The samples written."""
+    n = len(labels)
+    names = np.asarray(names, dtype=object) if not isinstance(names, str) else np.full(n, names, dtype=object)
+    written = 0
+    for lo in range(0, len(times), 3600 // SCRAPE_S):
+        chunk = times[lo : lo + 3600 // SCRAPE_S]
+        values = values_at(chunk)
+        k = len(chunk)
+        store.append_samples(
+            pa.Table.from_arrays(
+                [
+                    pa.array(np.repeat((chunk * 1e6).astype("datetime64[us]"), n)),
+                    pa.array([job] * (n * k)),
+                    pa.array(np.tile(names, k)),
+                    pa.array(np.tile(labels, k)),
+                    pa.array(values.ravel()),
+                ],
+                schema=SCHEMA,
+            )
+        )
+        written += values.size
+    return written
+
+
 def span_metric_history(store: DuckDBStore, end: float, buckets: list[float]) -> int:
     """7 days of the span metrics' samples, every 15 s, for every group of spans in the store,
     written in time order an hour at a time, as the sampling of /metrics writes them."""
@@ -95,26 +122,15 @@ def span_metric_history(store: DuckDBStore, end: float, buckets: list[float]) ->
     label_json = np.array([json.dumps(ls, sort_keys=True) for _, ls, _ in series], dtype=object)
     finals = np.array([v for _, _, v in series], dtype=np.float64)
     times = np.arange(end - WEEK_S, end + 1, SCRAPE_S, dtype=np.float64)
-    written = 0
-    for lo in range(0, len(times), 3600 // SCRAPE_S):
-        chunk = times[lo : lo + 3600 // SCRAPE_S]
-        share = (chunk - times[0]) / (times[-1] - times[0])
-        k, n = len(chunk), len(series)
-        values = np.outer(share, finals).round()  # by time, then series: as scrapes write them
-        store.append_samples(
-            pa.Table.from_arrays(
-                [
-                    pa.array(np.repeat((chunk * 1e6).astype("datetime64[us]"), n)),
-                    pa.array(["planoscope"] * (n * k)),
-                    pa.array(np.tile(metric, k)),
-                    pa.array(np.tile(label_json, k)),
-                    pa.array(values.ravel()),
-                ],
-                schema=SCHEMA,
-            )
-        )
-        written += values.size
-    return written
+    # by time, then series: counters climbing to their final values
+    return append_history(
+        store,
+        "planoscope",
+        times,
+        metric,
+        label_json,
+        lambda chunk: np.outer((chunk - times[0]) / (times[-1] - times[0]), finals).round(),
+    )
 
 
 def _le(b: float) -> str:
@@ -131,25 +147,14 @@ def scraped_history(store: DuckDBStore, end: float) -> int:
         for i in range(SCRAPED_SERIES)
     ]
     label_json = np.array([json.dumps(ls, sort_keys=True) for ls in labels], dtype=object)
-    written = 0
-    for lo in range(0, len(times), 3600 // SCRAPE_S):
-        chunk = times[lo : lo + 3600 // SCRAPE_S]
-        k, n = len(chunk), SCRAPED_SERIES
-        values = np.outer(chunk - times[0], rates).round()
-        store.append_samples(
-            pa.Table.from_arrays(
-                [
-                    pa.array(np.repeat((chunk * 1e6).astype("datetime64[us]"), n)),
-                    pa.array(["envoy"] * (n * k)),
-                    pa.array(["envoy_cluster_upstream_rq_total"] * (n * k)),
-                    pa.array(np.tile(label_json, k)),
-                    pa.array(values.ravel()),
-                ],
-                schema=SCHEMA,
-            )
-        )
-        written += values.size
-    return written
+    return append_history(
+        store,
+        "envoy",
+        times,
+        "envoy_cluster_upstream_rq_total",
+        label_json,
+        lambda chunk: np.outer(chunk - times[0], rates).round(),
+    )
 
 
 def queries() -> list[str]:

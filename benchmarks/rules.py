@@ -41,7 +41,6 @@ from pathlib import Path
 import grpc
 import httpx
 import numpy as np
-import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
@@ -50,10 +49,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingest import cpu_seconds, start_server  # noqa: E402  (the ingest benchmark's parts)
-from planoscope.scrape.scraper import SCHEMA  # noqa: E402
 from planoscope.store import DuckDBStore  # noqa: E402
+from promql import SCRAPE_S, append_history  # noqa: E402  (the PromQL benchmark's history writer)
 
-SCRAPE_S = 15
 MARK = "rules-bench.json"
 
 
@@ -96,26 +94,12 @@ def self_metric_history(data_dir: str, series: list[tuple[str, str, float, bool]
         labels = np.array([ls for _, ls, _, _ in series], dtype=object)
         finals = np.array([v for _, _, v, _ in series], dtype=np.float64)
         counter = np.array([c for _, _, _, c in series])
-        written = 0
-        for lo in range(0, len(times), 3600 // SCRAPE_S):
-            chunk = times[lo : lo + 3600 // SCRAPE_S]
+
+        def values_at(chunk: np.ndarray) -> np.ndarray:  # counters climb to their values; gauges hold theirs
             share = (chunk - times[0] + SCRAPE_S) / (end - times[0])
-            values = np.where(counter, np.outer(share, finals).round(), finals)  # by time, then series
-            k, n = len(chunk), len(series)
-            store.append_samples(
-                pa.Table.from_arrays(
-                    [
-                        pa.array(np.repeat((chunk * 1e6).astype("datetime64[us]"), n)),
-                        pa.array(["planoscope"] * (n * k)),
-                        pa.array(np.tile(names, k)),
-                        pa.array(np.tile(labels, k)),
-                        pa.array(values.ravel()),
-                    ],
-                    schema=SCHEMA,
-                )
-            )
-            written += values.size
-        return written
+            return np.where(counter, np.outer(share, finals).round(), finals)
+
+        return append_history(store, "planoscope", times, names, labels, values_at)
     finally:
         store.close()
 
