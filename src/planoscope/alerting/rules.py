@@ -20,13 +20,11 @@ from pathlib import Path
 import yaml
 
 from ..promql import PromQLError, parse
-from ..promql.syntax import Expr, value_type
+from ..promql.syntax import Expr, parse_duration, value_type
 from .template import Template, TemplateError
 
 PLANO = "plano"
 PLANO_FILE = Path(__file__).with_name("plano.rules.yml")
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _GROUP_KEYS = {"name", "interval", "limit", "rules"}
@@ -63,17 +61,6 @@ class Group:
     rules: tuple[Rule, ...]
     interval_ms: int | None = None
     limit: int = 0  # at most this many alerts or series per rule; 0: no limit
-
-
-def parse_duration(text: object) -> int:
-    """A Prometheus duration (``30s``, ``1h30m``, ``0``) in milliseconds; ValueError otherwise."""
-    s = str(text)
-    m = _DURATION.match(s)
-    if s == "0":
-        return 0
-    if not s or not m:
-        raise ValueError(f"not a valid duration string: {s!r}")
-    return sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS_MS) if g)
 
 
 def resolve(path: str) -> Path:

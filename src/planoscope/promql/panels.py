@@ -21,7 +21,6 @@ panels, and only those its ``panel`` matchers accept: a panel's evaluation is a 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -32,14 +31,12 @@ from ..query.panels import Panel, PromQL
 from ..query.params import QueryError
 from ..store import SpanStore
 from .storage import STALE_NAN, Matcher, matches_all, metric_name
+from .syntax import parse_duration
 from .values import METRIC_NAME, EvalError
 
 PANEL_METRIC = "planoscope_panel"
 PANEL, WINDOW = "panel", "window"
 DEFAULT_WINDOW = "1m"
-
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000, "y": 31_536_000_000}
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 
 
 def native_panels() -> dict[str, Panel]:
@@ -49,10 +46,10 @@ def native_panels() -> dict[str, Panel]:
 
 def window_ms(text: str) -> int:
     """A Prometheus duration (``5m``, ``1h30m``) in ms; ``EvalError`` if it is none or zero."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise EvalError(f'{PANEL_METRIC}: window="{text}" is not a duration (e.g. 30s, 5m, 1h)')
-    ms = sum(int(n) * _UNITS_MS[u] for n, u in parts)
+    try:
+        ms = parse_duration(text)
+    except ValueError:
+        raise EvalError(f'{PANEL_METRIC}: window="{text}" is not a duration (e.g. 30s, 5m, 1h)') from None
     if ms <= 0:
         raise EvalError(f'{PANEL_METRIC}: window="{text}" must be positive')
     return ms

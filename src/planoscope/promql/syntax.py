@@ -7,6 +7,7 @@ Constructs that parse but that this engine does not evaluate are refused here, b
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +17,8 @@ from .storage import Matcher
 from .values import METRIC_NAME, ParseError, Unsupported
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 _MS = timedelta(milliseconds=1)
 
 
@@ -121,6 +124,18 @@ COMPARISONS = {"==", "!=", ">", "<", ">=", "<="}
 _EXTRA = [
     pp.Function("holt_winters", [pp.ValueType.Matrix, pp.ValueType.Scalar, pp.ValueType.Scalar], pp.ValueType.Vector)
 ]
+
+
+def parse_duration(text: object) -> int:
+    """A Prometheus duration (``30s``, ``1h30m``, ``0``; units largest first, as Prometheus's
+    ``model.ParseDuration``) in milliseconds; ValueError otherwise."""
+    s = str(text)
+    if s == "0":
+        return 0
+    m = _DURATION.match(s)
+    if not s or not m:
+        raise ValueError(f"not a valid duration string: {s!r}")
+    return sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS_MS) if g)
 
 
 def _register_extra() -> None:

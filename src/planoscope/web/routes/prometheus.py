@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
 from dataclasses import replace
 from datetime import datetime
@@ -28,6 +27,7 @@ from fastapi.responses import JSONResponse
 from ...promql import Engine, Limits, PromQLError, parse, render
 from ...promql.panels import PanelSeries
 from ...promql.syntax import VectorSelector, unwrap
+from ...promql.syntax import parse_duration as prometheus_duration
 from ...query.params import MAX_POINTS
 from ...store import StoreError
 from ..deps import promql_series
@@ -44,8 +44,6 @@ BUILD_INFO = {
     "goVersion": "go1.22.4",
 }
 STATUS = {"bad_data": 400, "execution": 422, "timeout": 503, "unavailable": 503}
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_UNITS_MS = (365 * 86_400_000, 7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000, 1)
 # Prometheus's "all time" for series and label listings without start/end, within every store's timestamps.
 MIN_MS, MAX_MS = 0, 4_102_444_800_000  # 2100-01-01
 
@@ -75,9 +73,10 @@ def parse_duration(name: str, value: str) -> int:
         if math.isfinite(seconds) and abs(seconds) < 2**53 / 1000:
             return round(seconds * 1000)
     except ValueError:
-        m = _DURATION.match(value)
-        if value and m:
-            return sum(int(g) * unit for g, unit in zip(m.groups(), _UNITS_MS) if g)
+        try:
+            return prometheus_duration(value)
+        except ValueError:
+            pass
     raise BadData(f'invalid parameter "{name}": cannot parse "{value}" to a valid duration')
 
 
