@@ -9,6 +9,7 @@ import contextlib
 import ipaddress
 import logging
 import sys
+import threading
 from datetime import timedelta
 
 from prometheus_client import Gauge
@@ -162,6 +163,8 @@ class Planoscope:
             raise StartupError(str(e)) from None
         except OSError as e:  # the journal cannot be read
             raise StartupError(f"cannot read the journal in {journal.directory}: {e.strerror or e}") from None
+        if store.samples_head is not None:  # PromQL's last hours in memory, read while the rest starts
+            threading.Thread(target=store.samples_head.ensure_loaded, name="samples-head", daemon=True).start()
         self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
         self.scraper = scraper = Scraper(
             writer,

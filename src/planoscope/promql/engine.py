@@ -47,6 +47,7 @@ from .values import (
     ParseError,
     Sample,
     Scalar,
+    Selection,
     Series,
     Steps,
     Timeout,
@@ -275,37 +276,39 @@ class Evaluator:
         pinned = {"at": at.ms, "start": self.start_ms, "end": self.end_ms}[at.kind]
         return np.full(len(times), pinned - offset, np.int64)
 
-    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
-        """The matching series with samples in ``[start_ms, end_ms]``, sorted by label set."""
-        out = []
-        for raw_labels, ts, vs in self.queryable.select(matchers, int(start_ms), int(end_ms)):
-            if not matches_all(raw_labels, matchers):
-                continue
-            ts = np.asarray(ts, np.int64)
-            vs = np.asarray(vs, np.float64)
-            lo, hi = np.searchsorted(ts, start_ms, "left"), np.searchsorted(ts, end_ms, "right")
-            if hi > lo:
-                out.append((labels_of(raw_labels), ts[lo:hi], vs[lo:hi]))
-        self.series += len(out)
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection:
+        """The matching series with samples in ``[start_ms, end_ms]``, sorted by label set. A
+        Queryable with ``select_block`` may answer it whole (see ``storage.Queryable``)."""
+        start_ms, end_ms = int(start_ms), int(end_ms)
+        block = getattr(self.queryable, "select_block", None)
+        found = block(matchers, start_ms, end_ms) if block else None
+        if found is None:
+            out = []
+            for raw_labels, ts, vs in self.queryable.select(matchers, start_ms, end_ms):
+                if not matches_all(raw_labels, matchers):
+                    continue
+                ts = np.asarray(ts, np.int64)
+                vs = np.asarray(vs, np.float64)
+                lo, hi = np.searchsorted(ts, start_ms, "left"), np.searchsorted(ts, end_ms, "right")
+                if hi > lo:
+                    out.append((labels_of(raw_labels), ts[lo:hi], vs[lo:hi]))
+            out.sort(key=lambda s: s[0])
+            found = Selection.of(out)
+        self.series += len(found)
         if self.series > self.limits.max_series:
             raise LimitExceeded(TOO_MANY_SERIES)
-        self.charge(sum(len(ts) for _, ts, _ in out))
-        out.sort(key=lambda s: s[0])
-        return out
+        self.charge(len(found.ts))
+        return found
 
     def instant_vector(self, e: VectorSelector, times: np.ndarray) -> tuple[Steps, np.ndarray]:
         """The selector at each step, and the timestamps of the samples it took (for timestamp())."""
         refs = self.at_times(e.at, e.offset, times)
         found = self.select(e.matchers, refs.min() - self.lookback_ms, refs.max())
-        labels = [ls for ls, _, _ in found]
         self.reserve(len(found), len(times))
-        if not found:
+        if not len(found):
             empty = Steps.empty(len(times))
             return empty, np.zeros(empty.values.shape, np.int64)
-        starts = np.zeros(len(found) + 1, np.int64)
-        np.cumsum([len(ts) for _, ts, _ in found], out=starts[1:])
-        ts = np.concatenate([ts for _, ts, _ in found])
-        vs = np.concatenate([vs for _, _, vs in found])
+        ts, vs, starts = found.ts, found.values, found.starts
         # The last sample at or before each step, if it is within the lookback and not a marker.
         idx = search(ts, starts, refs, "right") - 1
         present = idx >= starts[:-1, None]
@@ -314,19 +317,13 @@ class Evaluator:
         present &= sample_ts >= (refs - self.lookback_ms)[None, :]
         values = vs[idx]
         present &= ~is_stale(values)
-        return Steps(labels, values, present), sample_ts
+        return Steps(found.labels, values, present), sample_ts
 
     def range_vector(self, e: MatrixSelector, times: np.ndarray) -> Windows:
         refs = self.at_times(e.selector.at, e.selector.offset, times)
         found = self.select(e.selector.matchers, refs.min() - e.range, refs.max())
-        labels, ts_parts, val_parts = [], [], []
-        for ls, ts, vs in found:
-            keep = ~is_stale(vs)
-            labels.append(ls)
-            ts_parts.append(ts[keep])
-            val_parts.append(vs[keep])
-        self.reserve(len(labels), len(refs))
-        return windows(labels, ts_parts, val_parts, refs, e.range)
+        self.reserve(len(found), len(refs))
+        return windows(found.without(is_stale(found.values)), refs, e.range)
 
     def subquery(self, e: Subquery, times: np.ndarray) -> Windows:
         refs = self.at_times(e.at, e.offset, times)
@@ -335,33 +332,25 @@ class Evaluator:
         first = -(-(int(refs.min()) - e.range) // step) * step
         inner = np.arange(first, int(refs.max()) + 1, step, dtype=np.int64)
         if len(inner) == 0:
-            return windows([], [], [], refs, e.range)
+            return windows(Selection.of([]), refs, e.range)
         val = self.eval(e.expr, inner)
         if isinstance(val, np.ndarray):  # a scalar subquery: one series without labels
             val = Steps([()], val[None, :], np.ones((1, len(inner)), bool))
-        labels, ts_parts, val_parts = [], [], []
-        for i, ls in enumerate(val.labels):
-            p = val.present[i]
-            if p.any():
-                labels.append(ls)
-                ts_parts.append(inner[p])
-                val_parts.append(val.values[i][p])
-        self.reserve(len(labels), len(refs))
-        return windows(labels, ts_parts, val_parts, refs, e.range)
+        series = [
+            (ls, inner[val.present[i]], val.values[i][val.present[i]])
+            for i, ls in enumerate(val.labels)
+            if val.present[i].any()
+        ]
+        self.reserve(len(series), len(refs))
+        return windows(Selection.of(series), refs, e.range)
 
 
-def windows(labels, ts_parts, val_parts, refs: np.ndarray, range_ms: int) -> Windows:
+def windows(found: Selection, refs: np.ndarray, range_ms: int) -> Windows:
     """Windows ``[ref - range, ref]`` (both ends included) over each series' samples."""
-    n = len(labels)
-    sizes = np.array([len(t) for t in ts_parts], np.int64)
-    starts = np.zeros(n + 1, np.int64)
-    np.cumsum(sizes, out=starts[1:])
-    ts = np.concatenate(ts_parts) if n else np.empty(0, np.int64)
-    vs = np.concatenate(val_parts) if n else np.empty(0)
     first = refs - range_ms
-    lo = search(ts, starts, first, "left")
-    hi = search(ts, starts, refs, "right")
-    return Windows(labels, ts, vs, starts, lo, hi, first, refs.copy(), range_ms)
+    lo = search(found.ts, found.starts, first, "left")
+    hi = search(found.ts, found.starts, refs, "right")
+    return Windows(found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms)
 
 
 def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str) -> np.ndarray:

@@ -64,6 +64,14 @@ class PanelSeries:
         self.base, self.store, self.max_series = base, store, max_series
         self.panels = native_panels()
 
+    def select_block(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int):
+        """The base's whole answer (see ``StoredSamples.select_block``), for what ``select``
+        leaves to the base."""
+        if metric_name(matchers) == PANEL_METRIC:
+            return None
+        block = getattr(self.base, "select_block", None)
+        return block(matchers, start_ms, end_ms) if block else None
+
     def select(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
     ) -> Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]:

@@ -37,7 +37,7 @@ from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
 from .samples_clickhouse import ClickHouseSamples
 from .samples_duckdb import DuckDBSamples
 from .storage import Matcher, is_valid_label_name, matches_all, metric_name
-from .values import METRIC_NAME, LimitExceeded
+from .values import METRIC_NAME, Labels, LimitExceeded, Selection, labels_of
 
 JOB, INSTANCE = "job", "instance"
 # The Target of the samples planoscope's own rules write (recording rules, ALERTS): their labels
@@ -68,6 +68,7 @@ class StoredSamples:
         self.instances = dict(instances or {})
         self.limits = limits or Limits()
         self.sql = ClickHouseSamples(store) if store.dialect == "clickhouse" else DuckDBSamples(store)
+        self.head = store.samples_head  # the last hours in memory (DuckDB), or None
 
     def select(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
@@ -75,8 +76,9 @@ class StoredSamples:
         names, job = self._pushdown([matchers], start_ms, end_ms)
         if names == []:
             return []
+        source = self._source(start_ms)
         wanted, samples = {}, 0
-        candidates = self._candidates(names, job, start_ms, end_ms)
+        candidates = self._candidates(names, job, start_ms, end_ms, source)
         for key, labels, n in candidates:
             if matches_all(labels, matchers):
                 wanted[key], samples = labels, samples + n
@@ -85,13 +87,69 @@ class StoredSamples:
         if not wanted:
             return []
         keys = list(wanted) if len(wanted) < len(candidates) else None  # None: all that the filters select
-        table = self.sql.samples(names, job, start_ms, end_ms, keys)
+        table = source.samples(names, job, start_ms, end_ms, keys)
         return self._series(table, wanted)
 
-    def _candidates(self, names, job, start_ms: int, end_ms: int) -> list[tuple[int, dict[str, str], int]]:
+    def select_block(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection | None:
+        """``select`` whole, for a range the store's samples head holds (None otherwise: the
+        engine calls ``select``): the matching series sorted by label set, with their samples in
+        the range. Which series match is worked out once per set of series in the head."""
+        head = self.head
+        if head is None:
+            return None
+        head.ensure_loaded()
+        if not head.covers(start_ms):
+            return None
+        names, job = self._pushdown([matchers], start_ms, end_ms)
+        matched = self._matched(head, matchers, names, job) if names != [] else []
+        series, samples = [], 0
+        for (labels, _), (ts, vs) in zip(matched, head.views([k for _, k in matched], start_ms, end_ms)):
+            if len(ts):
+                series.append((labels, ts, vs))
+                samples += len(ts)
+        if len(series) > self.limits.max_series:
+            raise LimitExceeded(TOO_MANY_SERIES)
+        if samples > self.limits.max_samples:
+            raise LimitExceeded(TOO_MANY_SAMPLES)
+        return Selection.of(series)
+
+    def _matched(self, head, matchers, names, job) -> list[tuple[Labels, int]]:
+        """(label set, head key) of the head's series ``matchers`` match, sorted by label set."""
+        memo_key = (
+            "select",
+            tuple(matchers),
+            tuple(names) if names is not None else None,
+            job,
+            tuple(sorted(self.instances.items())),
+        )
+        hit = head.memo.get(memo_key)
+        if hit is not None and hit[0] == head.generation:
+            return hit[1]
+        generation, rows = head.catalog(names, job)
+        matched = []
+        for key, name, target, labels in rows:
+            ls = series_labels(name, target, json.loads(labels), self.instances.get(target))
+            if matches_all(ls, matchers):
+                matched.append((labels_of(ls), key))
+        matched.sort()
+        head.memo[memo_key] = (generation, matched)
+        return matched
+
+    def _source(self, start_ms: int):
+        """Where a read from ``start_ms`` on is answered: the store's samples head (in memory) when
+        it holds them all, else its SQL."""
+        head = self.head
+        if head is not None:
+            head.ensure_loaded()
+            if head.covers(start_ms):
+                return head
+        return self.sql
+
+    def _candidates(self, names, job, start_ms: int, end_ms: int, source=None) -> list[tuple[int, dict[str, str], int]]:
         """(key, labels, samples) of the series the pushed-down filters select: at most
         ``limits.max_series`` (more: ``LimitExceeded``, before any sample is read)."""
-        rows = self.sql.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
+        source = source or self._source(start_ms)
+        rows = source.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
         if len(rows) > self.limits.max_series:
             raise LimitExceeded(TOO_MANY_SERIES)
         return [

@@ -237,6 +237,40 @@ def render(value: Value) -> dict:
 
 
 @dataclass
+class Selection:
+    """What a selector read: series ``i`` (label set ``labels[i]``, sorted) has the samples
+    ``ts/values[starts[i]:starts[i+1]]`` (at least one), ascending in time, one a millisecond."""
+
+    labels: list[Labels]
+    ts: np.ndarray  # int64 ms, all series one after another
+    values: np.ndarray
+    starts: np.ndarray  # (n + 1,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def of(cls, series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> Selection:
+        """From (labels, ts, values) per series, in order."""
+        starts = np.zeros(len(series) + 1, np.int64)
+        np.cumsum([len(t) for _, t, _ in series], out=starts[1:])
+        if not series:
+            return cls([], np.empty(0, np.int64), np.empty(0), starts)
+        ts = np.concatenate([t for _, t, _ in series])
+        vs = np.concatenate([v for _, _, v in series])
+        return cls([ls for ls, _, _ in series], ts, vs, starts)
+
+    def without(self, drop: np.ndarray) -> Selection:
+        """The same series without the samples where ``drop`` (a mask over all samples) is set
+        (a series may be left with none)."""
+        if not drop.any():
+            return self
+        kept = np.zeros(len(self.starts), np.int64)
+        np.cumsum(np.add.reduceat((~drop).astype(np.int64), self.starts[:-1]), out=kept[1:])
+        return Selection(self.labels, self.ts[~drop], self.values[~drop], kept)
+
+
+@dataclass
 class Windows:
     """A range vector at every step: series ``i``'s samples are ``ts/values[starts[i]:starts[i+1]]``
     (staleness markers removed) and its window at step ``t`` is ``[lo[i, t], hi[i, t])`` of those flat

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from .attributes import stored_str
 from .fill import Estimate, Fill, Progress, fillable
+from .head import SamplesHead
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 from .spanstore import StoreError, Totals
 
@@ -74,6 +75,7 @@ class DuckDBStore:
         except duckdb.Error as e:
             raise StoreError(f"cannot open {self.path}: {str(e).splitlines()[0]}") from None
         self._local = threading.local()
+        self.samples_head = SamplesHead(self._recent_samples)
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         try:
@@ -354,6 +356,23 @@ class DuckDBStore:
             con.execute("INSERT INTO samples SELECT * FROM _samples")
         finally:
             con.unregister("_samples")
+        self.samples_head.append(rows)
+
+    def _recent_samples(self, since: datetime) -> tuple[list[tuple], pa.Table]:
+        """The samples from ``since`` on, for ``samples_head``: the series (key, MetricName,
+        Target, Labels) and their samples (k, t: ms, v) by series and time."""
+        key = "hash(MetricName, Target, Labels)"
+        series = self.query(
+            f"SELECT {key}, MetricName, Target, Labels FROM samples WHERE Timestamp >= ?"
+            " GROUP BY MetricName, Target, Labels",
+            [since],
+        )
+        samples = self.read_arrow(
+            f"SELECT {key} AS k, epoch_us(Timestamp) // 1000 AS t, Value AS v FROM samples"
+            " WHERE Timestamp >= ? ORDER BY k, t",
+            [since],
+        )
+        return series, samples
 
     def delete_before(self, table: str, cutoff: datetime, limit: int) -> int:
         """Delete at most ``limit`` rows of ``table`` (otel_traces or samples) whose Timestamp is
@@ -365,7 +384,10 @@ class DuckDBStore:
             f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE Timestamp < ? LIMIT ?)",
             [cutoff, limit],
         )
-        return con.fetchall()[0][0]
+        deleted = con.fetchall()[0][0]
+        if table == "samples" and deleted:
+            self.samples_head.trim(cutoff)
+        return deleted
 
     def oldest(self) -> tuple[datetime | None, datetime | None]:
         """The earliest Timestamp of the stored spans and of the stored samples."""

@@ -29,6 +29,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from .fill import Estimate, Progress
+from .head import SamplesHead
 
 Totals = tuple  # (series, observations, sum, buckets): metrics.cumulative.Totals
 
@@ -45,6 +46,9 @@ class SpanStore(Protocol):
     dialect: str  # the SQL ``read`` takes: "duckdb" or "clickhouse"
     failed: bool  # a start that failed: close without writing anything more
     attribute_maps: bool  # append_spans needs the batches' schema.STRING_MAPS (Decoder(maps=True))
+    # The last hours of the samples in memory (DuckDB: one process owns the file), or None (a
+    # ClickHouse store, which other instances write to).
+    samples_head: SamplesHead | None
 
     def describe(self) -> dict:
         """What /healthz shows of the store: its kind and where it is (never a password)."""

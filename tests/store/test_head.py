@@ -1,0 +1,130 @@
+"""The DuckDB store's samples head (``store.head``): the last hours of ``samples`` in memory. A
+PromQL query over them answers exactly what the table answers (samples stored before the start,
+appended since, out of order, deleted by retention, new series), and past its limit, or before
+its window, the table answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pytest
+
+from planoscope.promql import Engine, render
+from planoscope.promql.samples import StoredSamples
+from planoscope.scrape.scraper import SCHEMA
+from planoscope.store import DuckDBStore
+
+NOW_MS = int(time.time()) // 15 * 15 * 1000
+START_MS = NOW_MS - 2 * 3600 * 1000  # inside the head's window (3 h)
+INSTANCES = {"envoy": "127.0.0.1:9901"}
+QUERIES = [
+    "rate(rq_total[1m])",
+    'sum by (code) (rate(rq_total{job="envoy"}[5m]))',
+    "histogram_quantile(0.9, sum by (le) (rate(lat_bucket[5m])))",
+    '{__name__=~"rq_total|temp", code!="500"}',
+    "max_over_time(temp[10m])",
+    'count({__name__=~".+"})',
+]
+
+
+def _table(rows: list[tuple]) -> pa.Table:
+    return pa.table([pa.array([r[k] for r in rows]) for k in range(5)], schema=SCHEMA)
+
+
+def _at(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)
+
+
+def _scrapes(first: int, last: int) -> pa.Table:
+    """Scrapes ``first`` … ``last - 1`` (15 s apart from START_MS) of a counter (a reset at 300),
+    a histogram and a gauge."""
+    rows = []
+    for i in range(first, last):
+        ts = _at(START_MS + i * 15_000 + i % 4)
+        rows.append((ts, "envoy", "rq_total", json.dumps({"code": "200"}), float(i * 3 if i < 300 else i - 300)))
+        rows.append((ts, "envoy", "rq_total", json.dumps({"code": "500"}), float(i // 7)))
+        for le, share in (("0.1", 0.4), ("1", 0.8), ("+Inf", 1.0)):
+            rows.append((ts, "envoy", "lat_bucket", json.dumps({"le": le}), float(int(i * 5 * share))))
+        rows.append((ts, "envoy", "temp", "{}", 20.0 + i % 11))
+    return _table(rows)
+
+
+def _answers(store: DuckDBStore, *, head: bool) -> list:
+    q = StoredSamples(store, INSTANCES)
+    if not head:
+        q.head = None
+    engine = Engine()
+    return [render(engine.range_query(q, e, START_MS, NOW_MS, 30_000)) for e in QUERIES]
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Samples of the first 90 minutes stored before the store opens; the rest appended after."""
+    s = DuckDBStore(tmp_path)
+    s.append_samples(_scrapes(0, 360))
+    s.close()
+    s = DuckDBStore(tmp_path)
+    s.append_samples(_scrapes(360, 420))
+    yield s
+    s.close()
+
+
+def test_a_query_of_the_last_hours_reads_the_head_and_answers_as_the_table(store):
+    head = store.samples_head
+    assert not head.covers(START_MS)  # not read yet: the table answers
+    store.samples_head.ensure_loaded()
+    assert head.covers(START_MS)
+    # 420 scrapes of 6 series, those appended since the start (also in the table) taken once
+    assert head.held == 420 * 6
+    # after the start: a sample late (before the series' last), and a scrape again at its time
+    store.append_samples(_table([(_at(START_MS + 400 * 15_000 + 7_000), "envoy", "temp", "{}", 99.0)]))
+    store.append_samples(_scrapes(419, 420))
+    assert head.held == 420 * 6 + 1  # the late sample in its place; the repeated scrape taken once
+    assert StoredSamples(store, INSTANCES).select_block([], START_MS, NOW_MS) is not None
+    with_head, from_table = _answers(store, head=True), _answers(store, head=False)
+    assert all(a["result"] for a in with_head), "every query selects something: the comparison proves something"
+    assert with_head == from_table
+
+
+def test_a_new_series_is_seen_by_the_next_query(store):
+    store.samples_head.ensure_loaded()
+    before = _answers(store, head=True)
+    store.append_samples(_table([(_at(NOW_MS - 60_000), "envoy", "temp", '{"room": "b"}', 3.0)]))
+    after = _answers(store, head=True)
+    assert len(after[3]["result"]) == len(before[3]["result"]) + 1  # the selector by regex
+    assert after == _answers(store, head=False)
+
+
+def test_retention_drops_from_the_head_what_it_deletes(store):
+    head = store.samples_head
+    head.ensure_loaded()
+    cutoff = _at(START_MS + 3600 * 1000)
+    deleted = store.delete_before("samples", cutoff, 10**9)
+    assert deleted == 240 * 6
+    assert head.held == 180 * 6
+    assert head.covers(START_MS + 3600 * 1000) and not head.covers(START_MS)
+    q = StoredSamples(store, INSTANCES)
+    found = q.select_block([], START_MS + 3600 * 1000, NOW_MS)
+    assert len(found.ts) == 180 * 6 and found.ts.min() >= START_MS + 3600 * 1000
+    assert _answers(store, head=True) == _answers(store, head=False)
+
+
+def test_past_its_limit_the_head_gives_up_and_the_table_answers(store):
+    head = store.samples_head
+    head.max_samples = 1000
+    head.ensure_loaded()
+    assert not head.covers(NOW_MS) and head.held == 0
+    store.append_samples(_scrapes(419, 420))  # given up: appends are not kept either
+    assert head.held == 0
+    assert StoredSamples(store, INSTANCES).select_block([], START_MS, NOW_MS) is None
+    assert _answers(store, head=True) == _answers(store, head=False)
+
+
+def test_a_range_before_its_window_reads_the_table(store):
+    store.samples_head.ensure_loaded()
+    four_hours_ago = NOW_MS - 4 * 3600 * 1000
+    assert not store.samples_head.covers(four_hours_ago)
+    assert StoredSamples(store, INSTANCES).select_block([], four_hours_ago, NOW_MS) is None
