@@ -215,6 +215,13 @@ class Planoscope:
                 "The LLM spend per hour the alerting rules allow (llm_cost_budget_usd_per_hour)",
                 registry=web_app.state.registry,
             ).set(s.llm_cost_budget_usd_per_hour)
+        if store.samples_head is not None:
+            head = store.samples_head
+            Gauge(
+                "planoscope_samples_head_samples",
+                "Samples of the last hours held in memory for PromQL (0 until read on start, or past its limit)",
+                registry=web_app.state.registry,
+            ).set_function(lambda: head.held if head.loaded else 0)
         external_url = s.external_url or f"http://{bound_address(web_sock)}"
         senders: list = [Alertmanager(url) for url in s.alertmanager_url]
         senders += [

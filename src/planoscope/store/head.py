@@ -3,9 +3,10 @@ Prometheus keeps its head block, so a query over them (a dashboard's last hour) 
 instead of scanning, hashing and sorting rows.
 
 It holds, from ``covered_from`` (ms) on, every sample the table holds: the store appends a
-committed insert here (``append``) and trims what retention deletes (``trim``); until the first
-``ensure_loaded`` has read the table's last ``window`` it covers nothing, and appends made while
-that read ran are merged with it (a series' sample at the same time taken once). Past
+committed insert here (``append``) and trims what retention deletes (``trim``); until
+``ensure_loaded`` (on start, in the background) has read the table's last ``window`` it covers
+nothing, and what was appended since the store opened is merged with that read (a series' sample
+at one time taken once). Past
 ``max_samples`` it gives up (covers nothing again, and drops what it held): a store of more
 series than that reads from the table, as before.
 
@@ -231,9 +232,14 @@ class SamplesHead:
             if self._series:
                 self._bound(max(int(s.ts[s.n - 1]) for s in self._series if s.n))
 
+    @property
+    def loaded(self) -> bool:
+        """Whether it holds the window (read on start, and not given up)."""
+        return self._state == "loaded"
+
     def covers(self, start_ms: int) -> bool:
         """Whether every stored sample from ``start_ms`` on is here."""
-        return self._state == "loaded" and start_ms >= self.covered_from
+        return self.loaded and start_ms >= self.covered_from
 
     def _selected(self, names: list[str] | None, job: str | None) -> list[int]:
         ids = range(len(self._series)) if names is None else [i for n in names for i in self._by_name.get(n, ())]
