@@ -210,3 +210,26 @@ def test_render_in_the_http_api_shapes():
     # Go's FormatFloat: 'f' below 1e21, 'e' from there on.
     assert render(Engine().instant_query(store, "time() * 1e20", 1500))["result"][1] == "150000000000000000000"
     assert render(Engine().instant_query(store, "time() * 1e21", 1500))["result"][1] == "1.5e+21"
+
+
+def test_series_with_the_same_sample_times_are_searched_once_and_the_others_on_their_own():
+    from planoscope.promql.engine import same_times, search
+
+    scrape = [0, 15_000, 30_000, 45_000]
+    parts = [
+        scrape,  # 0
+        [0, 20_000, 30_000, 45_000],  # 1: the same length and ends as a scrape, other times
+        scrape,  # 2
+        [],  # 3: none left (its staleness markers removed)
+        [5_000, 45_000],  # 4
+        scrape,  # 5
+    ]
+    starts = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum([len(p) for p in parts], out=starts[1:])
+    ts = np.concatenate([np.array(p, np.int64) for p in parts])
+    groups = sorted(sorted(g.tolist()) for g in same_times(ts, starts))
+    assert groups == [[0, 2, 5], [1], [3], [4]]
+    at = np.array([-1, 0, 10_000, 20_000, 45_000, 99_000], np.int64)
+    for side in ("left", "right"):
+        expected = np.array([np.searchsorted(np.array(p, np.int64), at, side) + starts[i] for i, p in enumerate(parts)])
+        assert (search(ts, starts, at, side) == expected).all()

@@ -348,17 +348,50 @@ class Evaluator:
 def windows(found: Selection, refs: np.ndarray, range_ms: int) -> Windows:
     """Windows ``[ref - range, ref]`` (both ends included) over each series' samples."""
     first = refs - range_ms
-    lo = search(found.ts, found.starts, first, "left")
-    hi = search(found.ts, found.starts, refs, "right")
+    groups = same_times(found.ts, found.starts)
+    lo = search(found.ts, found.starts, first, "left", groups)
+    hi = search(found.ts, found.starts, refs, "right", groups)
     return Windows(found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms)
 
 
-def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str) -> np.ndarray:
+def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str, groups=None) -> np.ndarray:
     """``np.searchsorted`` of ``at`` (T,) in each series' part of ``ts``, as flat indices (n, T).
-    (One call per series: faster than one call over all series shifted into bands, measured.)"""
+    Series with the same sample times (the series of one scrape all have them: ``groups``, default
+    ``same_times``) are searched once; the rest one call a series (faster than one call over all
+    series shifted into bands, measured)."""
     out = np.empty((len(starts) - 1, len(at)), np.int64)
-    for i in range(len(starts) - 1):
-        out[i] = np.searchsorted(ts[starts[i] : starts[i + 1]], at, side) + starts[i]
+    for members in same_times(ts, starts) if groups is None else groups:
+        first = members[0]
+        found = np.searchsorted(ts[starts[first] : starts[first + 1]], at, side)
+        out[members] = found[None, :] + starts[members][:, None]
+    return out
+
+
+def same_times(ts: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
+    """The series (indices) grouped by their sample times: each group's series have equal ``ts``."""
+    n = len(starts) - 1
+    if n == 0:
+        return []
+    sizes = np.diff(starts)
+    if len(ts) == 0:
+        return [np.arange(n)]
+    key = np.stack(
+        [sizes, np.where(sizes > 0, ts[np.minimum(starts[:-1], len(ts) - 1)], 0), ts[np.maximum(starts[1:] - 1, 0)]],
+        axis=1,
+    )
+    _, inverse = np.unique(key, axis=0, return_inverse=True)
+    order = np.argsort(inverse.ravel(), kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(inverse.ravel()[order])) + 1)
+    out = []
+    for members in groups:
+        size = int(sizes[members[0]])
+        if len(members) == 1 or size == 0:
+            out.append(members)
+            continue
+        rows = ts[starts[members][:, None] + np.arange(size)[None, :]]
+        same = (rows == rows[0]).all(axis=1)
+        out.append(members[same])
+        out.extend(np.array([m]) for m in members[~same])  # same ends and length, other times
     return out
 
 

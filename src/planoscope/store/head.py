@@ -190,7 +190,7 @@ class SamplesHead:
             since = int(self._clock() * 1000) - self.window_ms
             t0 = time.perf_counter()
             self._merge(*self._read_table(_EPOCH + since * _MS), since)
-            log.info(
+            log.debug(
                 "PromQL's head: %s samples of %s series in %.1f s",
                 f"{self.held:,}",
                 f"{len(self._series):,}",
