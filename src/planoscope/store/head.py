@@ -215,7 +215,10 @@ class SamplesHead:
             if self._state != "loading":
                 return
             for lo, hi in zip(bounds, ends):
-                s = self._get(named[keys[lo]])
+                key = named.get(int(keys[lo]))
+                if key is None:  # a series new since the listing: appended here as it was stored
+                    continue
+                s = self._get(key)
                 old_t, old_v = s.ts[: s.n], s.vs[: s.n]
                 t = np.concatenate([ts[lo:hi], old_t])
                 v = np.concatenate([vs[lo:hi], old_v])
