@@ -34,8 +34,6 @@ MAX_SAMPLES = 10_000  # promqltest.DefaultMaxSamplesPerQuery
 PAT_LOAD = re.compile(r"^load\s+(.+?)$")
 PAT_EVAL_INSTANT = re.compile(r"^eval(?:_(fail|ordered))?\s+instant\s+(?:at\s+(.+?))?\s+(.+)$")
 PAT_EVAL_RANGE = re.compile(r"^eval(?:_(fail))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$")
-PAT_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
-_UNITS = [365 * 86400_000, 7 * 86400_000, 86400_000, 3600_000, 60_000, 1000, 1]
 
 
 class ScriptError(Exception):
@@ -56,13 +54,11 @@ def almost_equal(a: float, b: float) -> bool:
 
 
 def parse_duration(s: str) -> int:
-    """Prometheus's model.ParseDuration, in ms."""
-    if s == "0":
-        return 0
-    m = PAT_DURATION.match(s)
-    if not s or not m:
-        raise ScriptError(f"not a valid duration string: {s!r}")
-    return sum(int(g) * u for g, u in zip(m.groups(), _UNITS) if g)
+    """Prometheus's model.ParseDuration, in ms (the engine's), a script's error otherwise."""
+    try:
+        return syntax.parse_duration(s)
+    except ValueError as e:
+        raise ScriptError(str(e)) from None
 
 
 # --- series descriptions: metric{l="v"} 1+2x3 _ stale … -------------------------------------------
