@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from ..store import SpanStore
+from ..store.head import SERIES_KEY as KEY
 
 _EPOCH = datetime(1970, 1, 1)
-KEY = "hash(MetricName, Target, Labels)"  # a series' key: 64 bits, for its samples to carry instead of its labels
 
 
 def _at(ms: int) -> datetime:

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from .attributes import stored_str
 from .fill import Estimate, Fill, Progress, fillable
-from .head import SamplesHead
+from .head import SamplesHead, recent_samples
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 from .spanstore import StoreError, Totals
 
@@ -75,7 +75,7 @@ class DuckDBStore:
         except duckdb.Error as e:
             raise StoreError(f"cannot open {self.path}: {str(e).splitlines()[0]}") from None
         self._local = threading.local()
-        self.samples_head = SamplesHead(self._recent_samples)
+        self.samples_head = SamplesHead(lambda since: recent_samples(self, since))
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         try:
@@ -357,22 +357,6 @@ class DuckDBStore:
         finally:
             con.unregister("_samples")
         self.samples_head.append(rows)
-
-    def _recent_samples(self, since: datetime) -> tuple[list[tuple], pa.Table]:
-        """The samples from ``since`` on, for ``samples_head``: the series (key, MetricName,
-        Target, Labels) and their samples (k, t: ms, v) by series and time."""
-        key = "hash(MetricName, Target, Labels)"
-        series = self.query(
-            f"SELECT {key}, MetricName, Target, Labels FROM samples WHERE Timestamp >= ?"
-            " GROUP BY MetricName, Target, Labels",
-            [since],
-        )
-        samples = self.read_arrow(
-            f"SELECT {key} AS k, epoch_us(Timestamp) // 1000 AS t, Value AS v FROM samples"
-            " WHERE Timestamp >= ? ORDER BY k, t",
-            [since],
-        )
-        return series, samples
 
     def delete_before(self, table: str, cutoff: datetime, limit: int) -> int:
         """Delete at most ``limit`` rows of ``table`` (otel_traces or samples) whose Timestamp is

@@ -36,6 +36,8 @@ log = logging.getLogger("planoscope.store")
 
 WINDOW_MS = 3 * 3600 * 1000  # a dashboard's last hour, its rate windows and lookback, with room
 MAX_SAMPLES = 20_000_000  # ~16 bytes each: 320 MB, with the series' own overhead beside
+# A series' key in the DuckDB ``samples`` table: 64 bits its samples carry instead of its labels.
+SERIES_KEY = "hash(MetricName, Target, Labels)"
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 _NEVER = np.iinfo(np.int64).max
@@ -288,6 +290,22 @@ class SamplesHead:
         t = np.concatenate([t for _, t, _ in views]) if views else np.empty(0, np.int64)
         v = np.concatenate([v for _, _, v in views]) if views else np.empty(0)
         return pa.table({"k": k, "t": t, "v": v})
+
+
+def recent_samples(store, since: datetime) -> tuple[list[tuple], pa.Table]:
+    """A DuckDB store's samples from ``since`` on, as ``SamplesHead`` reads them: the series (key,
+    MetricName, Target, Labels) and their samples (k, t: ms, v) by series and time."""
+    series = store.query(
+        f"SELECT {SERIES_KEY}, MetricName, Target, Labels FROM samples WHERE Timestamp >= ?"
+        " GROUP BY MetricName, Target, Labels",
+        [since],
+    )
+    samples = store.read_arrow(
+        f"SELECT {SERIES_KEY} AS k, epoch_us(Timestamp) // 1000 AS t, Value AS v FROM samples"
+        " WHERE Timestamp >= ? ORDER BY k, t",
+        [since],
+    )
+    return series, samples
 
 
 def _ms(at: datetime) -> int:
