@@ -73,12 +73,15 @@ class StoredSamples:
     def select(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
     ) -> Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+        found = self.select_block(matchers, start_ms, end_ms)
+        if found is not None:  # the head's: one path for every read it covers
+            bounds = zip(found.labels, found.starts[:-1], found.starts[1:])
+            return [(dict(ls), found.ts[a:b], found.values[a:b]) for ls, a, b in bounds]
         names, job = self._pushdown([matchers], start_ms, end_ms)
         if names == []:
             return []
-        source = self._source(start_ms)
         wanted, samples = {}, 0
-        candidates = self._candidates(names, job, start_ms, end_ms, source)
+        candidates = self._candidates(names, job, start_ms, end_ms)
         for key, labels, n in candidates:
             if matches_all(labels, matchers):
                 wanted[key], samples = labels, samples + n
@@ -87,7 +90,7 @@ class StoredSamples:
         if not wanted:
             return []
         keys = list(wanted) if len(wanted) < len(candidates) else None  # None: all that the filters select
-        table = source.samples(names, job, start_ms, end_ms, keys)
+        table = self.sql.samples(names, job, start_ms, end_ms, keys)
         return self._series(table, wanted)
 
     def select_block(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection | None:
@@ -135,21 +138,10 @@ class StoredSamples:
         head.memo[memo_key] = (generation, matched)
         return matched
 
-    def _source(self, start_ms: int):
-        """Where a read from ``start_ms`` on is answered: the store's samples head (in memory) when
-        it holds them all, else its SQL."""
-        head = self.head
-        if head is not None:
-            head.ensure_loaded()
-            if head.covers(start_ms):
-                return head
-        return self.sql
-
-    def _candidates(self, names, job, start_ms: int, end_ms: int, source=None) -> list[tuple[int, dict[str, str], int]]:
+    def _candidates(self, names, job, start_ms: int, end_ms: int) -> list[tuple[int, dict[str, str], int]]:
         """(key, labels, samples) of the series the pushed-down filters select: at most
         ``limits.max_series`` (more: ``LimitExceeded``, before any sample is read)."""
-        source = source or self._source(start_ms)
-        rows = source.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
+        rows = self.sql.series(names, job, start_ms, end_ms, self.limits.max_series + 1)
         if len(rows) > self.limits.max_series:
             raise LimitExceeded(TOO_MANY_SERIES)
         return [

@@ -10,8 +10,9 @@ at one time taken once). Past
 ``max_samples`` it gives up (covers nothing again, and drops what it held): a store of more
 series than that reads from the table, as before.
 
-It answers ``series`` and ``samples`` as the PromQL samples' SQL does (``promql.samples_duckdb``),
-its own numbers as series keys; ``StoredSamples`` asks it first when it ``covers`` a range. Only
+Readers list its series (``catalog``: its own numbers as keys, with the stored name, target and
+labels) and take views of their samples in a range (``views``); ``promql.StoredSamples`` reads a
+range from it when it ``covers`` it. Only
 the DuckDB store has one: one process owns that file, so nothing is written behind its back. A
 ClickHouse store is shared by instances, and reads the table.
 
@@ -252,20 +253,6 @@ class SamplesHead:
             return list(ids)
         return [i for i in ids if self._series[i].target in (job, "")]  # the rules' rows: job in Labels
 
-    def series(self, names, job, start_ms: int, end_ms: int, limit: int) -> list[tuple]:
-        """As the SQL's: at most ``limit`` of (key, MetricName, Target, Labels, samples in the range)."""
-        out = []
-        with self._lock:
-            for i in self._selected(names, job):
-                s = self._series[i]
-                t = s.ts[: s.n]
-                n = int(np.searchsorted(t, end_ms, "right") - np.searchsorted(t, start_ms, "left"))
-                if n:
-                    out.append((i, s.name, s.target, s.labels, n))
-                    if len(out) == limit:
-                        break
-        return out
-
     def catalog(self, names: list[str] | None, job: str | None) -> tuple[int, list[tuple[int, str, str, str]]]:
         """The generation, and the series of ``names`` (None: all) and ``job`` (None: any) as
         (key, MetricName, Target, Labels), whatever their samples' times."""
@@ -280,16 +267,6 @@ class SamplesHead:
         """Each series' samples in ``[start_ms, end_ms]`` (ts ms, values), in the order of ``keys``."""
         with self._lock:
             return [self._series[i].view(start_ms, end_ms) for i in keys]
-
-    def samples(self, names, job, start_ms: int, end_ms: int, keys: list[int] | None) -> pa.Table:
-        """As the SQL's: the samples (k, t: ms, v) of the series (of ``keys``, if given), by series then time."""
-        with self._lock:
-            ids = sorted(keys) if keys is not None else self._selected(names, job)
-            views = [(i, *self._series[i].view(start_ms, end_ms)) for i in ids]
-        k = np.repeat(np.array([i for i, _, _ in views], np.int64), [len(t) for _, t, _ in views])
-        t = np.concatenate([t for _, t, _ in views]) if views else np.empty(0, np.int64)
-        v = np.concatenate([v for _, _, v in views]) if views else np.empty(0)
-        return pa.table({"k": k, "t": t, "v": v})
 
 
 def recent_samples(store, since: datetime) -> tuple[list[tuple], pa.Table]:
