@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 from planoscope.demo.brightstaff import BrightstaffStats, FakeBrightstaff
 from planoscope.demo.simulate import Simulation
@@ -13,11 +14,12 @@ from planoscope.demo.simulate import Simulation
 
 class Brightstaff:
     """brightstaff's metrics of simulated traffic (``rate`` requests a second, from 30 s ago to
-    15 minutes on), counted as the real clock passes each fact, on ``port`` (0: a free one)."""
+    15 minutes on), counted as ``clock`` (Unix ns; the real one by default) passes each fact, on
+    ``port`` (0: a free one)."""
 
-    def __init__(self, rate: float = 5, seed: int = 19, port: int = 0):
-        self.stats = BrightstaffStats()
-        now = int(time.time())
+    def __init__(self, rate: float = 5, seed: int = 19, port: int = 0, clock: Callable[[], int] = time.time_ns):
+        self.stats = BrightstaffStats(clock)
+        now = clock() // 1_000_000_000
         self.stats.track(Simulation(rate=rate, seed=seed).traces(now - 30, now + 900))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)

@@ -4,10 +4,12 @@ Prometheus scrapes planoscope's /metrics as planoscope samples it in process; th
 Plano's brightstaff dashboard (and span-metric ones, and ``up``) go to both as ``query_range`` over the same
 window, and must give the same series with values that agree.
 
-The fakes start once both scrapers are running (until then both are refused), so that both
-histories begin within one scrape of each other: a rate over a window longer than the history
-(the dashboard's ``[5m]``, ``[15m]``) is the increase seen divided by the window, and a history a
-few seconds longer on one side would show as that many per cent.
+The fakes start once both scrapers are running (until then both are refused), and their clock
+stands still until both scrapers have read them: both histories then begin with the same values,
+and what the fakes count afterwards is seen by both. A rate over a window longer than the history
+(the dashboard's ``[5m]``, ``[15m]``) is the increase seen divided by the window: were one history
+to begin a scrape later than the other, the events of that second (one request of a model chosen
+five times in the test, 20 % of its level) would be missing from all its points.
 
 Tolerance: the two scrapers still read the same counters at different instants, up to one scrape
 interval (1 s) apart, so each window's samples differ by what changed in those slivers: for a rate
@@ -57,16 +59,31 @@ EXTRA_QUERIES = [
 ]
 
 
-class Envoy(FakeTarget):
-    """An Envoy-format endpoint whose rate-limit counter climbs 4 a second from its start."""
+class HeldClock:
+    """Unix ns that stands still until ``release()``, then runs on from where it stood."""
 
-    def __init__(self, port: int):
-        self.t0 = time.time()
+    def __init__(self):
+        self.held_ns = time.time_ns()
+        self.behind_ns: int | None = None
+
+    def __call__(self) -> int:
+        return self.held_ns if self.behind_ns is None else time.time_ns() - self.behind_ns
+
+    def release(self) -> None:
+        self.behind_ns = time.time_ns() - self.held_ns
+
+
+class Envoy(FakeTarget):
+    """An Envoy-format endpoint whose rate-limit counter climbs 4 a second of ``clock`` from its start."""
+
+    def __init__(self, port: int, clock: HeldClock):
+        self.clock = clock
+        self.t0 = clock()
         super().__init__(port)
 
     @property
     def counter(self) -> int:
-        return int((time.time() - self.t0) * 4)
+        return int((self.clock() - self.t0) / 1e9 * 4)
 
     @counter.setter
     def counter(self, value) -> None:
@@ -110,7 +127,12 @@ def both(module_server_factory, tmp_path_factory):
         },
     )
     _wait(lambda: prom.query('up{job="planoscope"} == 1', time.time()), 60, "Prometheus scraping planoscope")
-    envoy, brightstaff = Envoy(envoy_port), Brightstaff(port=brightstaff_port)
+    clock = HeldClock()
+    envoy, brightstaff = Envoy(envoy_port, clock), Brightstaff(port=brightstaff_port, clock=clock)
+    scraped = 'count(up{job=~"envoy|brightstaff"} == 1) == 2'
+    _wait(lambda: prom.query(scraped, time.time()), 30, "Prometheus scraping the fakes")
+    _wait(lambda: _instant(srv.web_url + "/prometheus", scraped), 30, "planoscope scraping the fakes")
+    clock.release()
     stop = threading.Event()
     sender = threading.Thread(target=_send_spans, args=(srv.grpc_target, stop), daemon=True)
     sender.start()
@@ -124,6 +146,12 @@ def both(module_server_factory, tmp_path_factory):
         prom.close()
         envoy.close()
         brightstaff.close()
+
+
+def _instant(url: str, query: str) -> list[dict]:
+    r = httpx.get(url + "/api/v1/query", params={"query": query}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["data"]["result"]
 
 
 def _range(url: str, query: str, start: int, end: int) -> dict[tuple, dict[float, float]]:
