@@ -233,3 +233,76 @@ def test_series_with_the_same_sample_times_are_searched_once_and_the_others_on_t
     for side in ("left", "right"):
         expected = np.array([np.searchsorted(np.array(p, np.int64), at, side) + starts[i] for i, p in enumerate(parts)])
         assert (search(ts, starts, at, side) == expected).all()
+
+
+def _prometheus_extrapolated_rate(ts, vs, range_start, range_end, is_counter, is_rate, range_s):
+    """Prometheus 2.53's ``extrapolatedRate`` for one window's samples, line by line."""
+    if len(ts) < 2:
+        return None
+    result = vs[-1] - vs[0]
+    if is_counter:
+        for prev, cur in zip(vs, vs[1:]):
+            if cur < prev:
+                result += prev
+    to_start, to_end = (ts[0] - range_start) / 1000, (range_end - ts[-1]) / 1000
+    sampled = (ts[-1] - ts[0]) / 1000
+    average = sampled / (len(ts) - 1)
+    threshold = average * 1.1
+    extrapolate_to = sampled
+    if to_start >= threshold:
+        to_start = average / 2
+    if is_counter and result > 0 and vs[0] >= 0:
+        to_zero = sampled * (vs[0] / result)
+        if to_zero < to_start:
+            to_start = to_zero
+    extrapolate_to += to_start
+    if to_end >= threshold:
+        to_end = average / 2
+    extrapolate_to += to_end
+    factor = extrapolate_to / sampled
+    if is_rate:
+        factor /= range_s
+    return result * factor
+
+
+@pytest.mark.parametrize("fn", ["rate", "increase", "delta"])
+def test_the_rate_family_per_group_of_same_times_equals_prometheus_per_window(fn):
+    """Series of one scrape share their windows' terms of time (computed once per group); each
+    window's answer must still be Prometheus's own, for counters that reset, start from zero
+    inside a window (the extrapolation stops at zero), start high, or have gaps."""
+    from dataclasses import replace
+
+    from planoscope.promql.engine import windows
+    from planoscope.promql.rate import extrapolated_rate
+    from planoscope.promql.values import Selection
+
+    scrape = np.arange(0, 20 * 15_000, 15_000, dtype=np.int64)
+    rng = np.random.default_rng(19)
+    values = [
+        np.cumsum(rng.integers(0, 5, len(scrape))).astype(float),  # from zero, rising
+        1e6 + np.cumsum(rng.integers(0, 5, len(scrape))).astype(float),  # started long ago
+        np.concatenate([np.arange(10.0) * 3, np.arange(10.0) * 2]),  # a reset half-way
+        np.concatenate([[0.0, 0.0, 0.0], np.arange(17.0) * 7]),  # starts counting in a window
+        np.full(len(scrape), 5.0),  # flat
+    ]
+    gappy = scrape[[0, 1, 2, 6, 7, 8, 15, 19]]
+    series = [((("__name__", "c"), ("i", str(i))), scrape, v) for i, v in enumerate(values)]
+    series.append(((("__name__", "c"), ("i", "gaps")), gappy, np.arange(len(gappy)) * 4.0))
+    found = Selection.of(series)
+    refs = np.arange(30_000, 300_001, 10_000, dtype=np.int64)
+    w = windows(found, refs, 60_000)
+    assert sorted(len(g) for g in w.groups) == [1, 5]
+    is_counter, is_rate = fn != "delta", fn == "rate"
+    grouped, ok = extrapolated_rate(is_counter, is_rate)(w, [], refs)
+    alone, ok_alone = extrapolated_rate(is_counter, is_rate)(replace(w, groups=None), [], refs)
+    assert (ok == ok_alone).all() and np.array_equal(grouped[ok], alone[ok])
+    zeroed = 0
+    for i, (_, ts, vs) in enumerate(series):
+        for j, ref in enumerate(refs):
+            inside = (ts >= ref - 60_000) & (ts <= ref)
+            want = _prometheus_extrapolated_rate(ts[inside], vs[inside], ref - 60_000, ref, is_counter, is_rate, 60)
+            assert ok[i, j] == (want is not None), (i, ref)
+            if want is not None:
+                assert grouped[i, j] == pytest.approx(want, rel=1e-12, abs=1e-12), (i, ref)
+                zeroed += is_counter and vs[inside][0] == 0 and vs[inside][-1] > 0
+    assert zeroed or not is_counter  # the zero clamp was exercised

@@ -128,3 +128,43 @@ def test_a_range_before_its_window_reads_the_table(store):
     four_hours_ago = NOW_MS - 4 * 3600 * 1000
     assert not store.samples_head.covers(four_hours_ago)
     assert StoredSamples(store, INSTANCES).select_block([], four_hours_ago, NOW_MS) is None
+
+
+def test_views_cut_each_series_at_the_range_whatever_the_series_before_it():
+    """A view's bounds start from the series before's (the series of one scrape share their
+    times): series of other times, and ranges ending exactly on a sample, must still be cut as
+    two binary searches would."""
+    import numpy as np
+
+    from planoscope.store.head import SamplesHead
+
+    head = SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+    times = {
+        "g": [500, 1_000, 2_000, 3_000],
+        "a": [1_000, 2_000, 3_000, 4_000],
+        "b": [1_000, 2_000, 3_000, 4_000],
+        "c": [1_500, 2_500, 3_500],
+        "d": [4_000, 5_000],
+        "f": [1_000, 2_000, 3_000, 4_000, 5_000, 6_000],
+    }
+    rows = sorted((t, name) for name, ts in times.items() for t in ts)
+    head.append(
+        pa.table(
+            {
+                "Timestamp": pa.array([t * 1000 for t, _ in rows], pa.timestamp("us")),
+                "Target": ["job"] * len(rows),
+                "MetricName": [name for _, name in rows],
+                "Labels": ["{}"] * len(rows),
+                "Value": [float(t) for t, _ in rows],
+            }
+        )
+    )
+    keys = [next(k for k, name, _, _ in head.catalog([n], None)[1] if name == n) for n in times]
+    for start, end in [(2_000, 3_000), (1_999, 3_001), (0, 10_000), (4_000, 4_000), (3_001, 3_999), (6_001, 9_000)]:
+        for order in (keys, keys[::-1], [keys[1], keys[3], keys[2], keys[5], keys[4]]):
+            got = head.views(order, start, end)
+            for key, (ts, vs) in zip(order, got):
+                name = list(times)[keys.index(key)]
+                want = np.array([t for t in times[name] if start <= t <= end], np.int64)
+                assert ts.tolist() == want.tolist(), (name, start, end)
+                assert vs.tolist() == want.astype(float).tolist()

@@ -351,7 +351,7 @@ def windows(found: Selection, refs: np.ndarray, range_ms: int) -> Windows:
     groups = same_times(found.ts, found.starts)
     lo = search(found.ts, found.starts, first, "left", groups)
     hi = search(found.ts, found.starts, refs, "right", groups)
-    return Windows(found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms)
+    return Windows(found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms, groups)
 
 
 def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str, groups=None) -> np.ndarray:
@@ -412,6 +412,7 @@ def _repeat(value, steps: int):
             np.repeat(value.first, steps),
             np.repeat(value.last, steps),
             value.range,
+            value.groups,
         )
     return value
 

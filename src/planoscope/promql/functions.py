@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import quantile as q
+from .rate import extrapolated_rate, instant_value
 from .regex import RegexError, compile_anchored
 from .storage import is_valid_label_name
 from .syntax import Call, MatrixSelector, Subquery, VectorSelector, unwrap
@@ -29,6 +30,7 @@ from .values import (
     Steps,
     Unsupported,
     Windows,
+    at,
     drop_name,
     get,
     merge,
@@ -540,18 +542,11 @@ def _count_over_time(w: Windows, scalars, times):
 
 
 def _last_over_time(w: Windows, scalars, times):
-    return _at(w.values, w.hi - 1), np.ones(w.lo.shape, bool)
+    return at(w.values, w.hi - 1), np.ones(w.lo.shape, bool)
 
 
 def _present_over_time(w: Windows, scalars, times):
     return np.ones(w.lo.shape), np.ones(w.lo.shape, bool)
-
-
-def _at(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``arr[idx]`` where idx may point outside for empty windows (masked by the caller)."""
-    if len(arr) == 0:
-        return np.zeros(idx.shape, arr.dtype)
-    return arr[np.clip(idx, 0, len(arr) - 1)]
 
 
 def _prefix(flags: np.ndarray) -> np.ndarray:
@@ -579,90 +574,13 @@ def _resets(w: Windows, scalars, times):
     return counts.astype(np.float64), np.ones(w.lo.shape, bool)
 
 
-def _extrapolated_rate(is_counter: bool, is_rate: bool):
-    """Prometheus's ``extrapolatedRate``: the increase between the first and last sample (counter
-    resets added back), extrapolated towards the window's ends — by at most half the average sample
-    interval, and for counters never below zero."""
-
-    def fn(w: Windows, scalars, times):
-        shape = w.lo.shape
-        lo, hi = w.lo.ravel(), w.hi.ravel()
-        ok = hi - lo >= 2
-        out = np.zeros(lo.shape)
-        sel = np.flatnonzero(ok)
-        if len(sel) == 0:
-            return out.reshape(shape), ok.reshape(shape)
-        first, after = lo[sel], hi[sel]
-        v, ts = w.values, w.ts
-        first_v, last_v = v[first], v[after - 1]
-        first_t, last_t = ts[first], ts[after - 1]
-        result = last_v - first_v
-        if is_counter:
-            result = _add_resets(v, first, after, result)
-        steps = shape[1]
-        range_start = w.first[sel % steps]
-        range_end = w.last[sel % steps]
-        to_start = (first_t - range_start) / 1000.0
-        to_end = (range_end - last_t) / 1000.0
-        sampled = (last_t - first_t) / 1000.0
-        average = sampled / (after - first - 1)
-        threshold = average * 1.1
-        to_start = np.where(to_start >= threshold, average / 2, to_start)
-        if is_counter:
-            # Counters start at zero: extrapolate no further back than where this one would be 0.
-            with np.errstate(all="ignore"):
-                to_zero = sampled * (first_v / result)
-            to_start = np.where((result > 0) & (first_v >= 0) & (to_zero < to_start), to_zero, to_start)
-        interval = sampled + to_start
-        to_end = np.where(to_end >= threshold, average / 2, to_end)
-        interval = interval + to_end
-        factor = interval / sampled
-        if is_rate:
-            factor = factor / (w.range / 1000.0)
-        out[sel] = result * factor
-        return out.reshape(shape), ok.reshape(shape)
-
-    return fn
-
-
-def _add_resets(v: np.ndarray, lo: np.ndarray, hi: np.ndarray, result: np.ndarray) -> np.ndarray:
-    """Adds, in order, the value before each drop inside each window (a counter reset)."""
-    drops = np.flatnonzero(v[1:] < v[:-1]) + 1
-    if len(drops) == 0:
-        return result
-    a = np.searchsorted(drops, lo + 1, "left")
-    b = np.searchsorted(drops, hi, "left")
-    n = b - a
-    result = result.copy()
-    for k in range(int(n.max())):
-        act = np.flatnonzero(n > k)
-        result[act] += v[drops[a[act] + k] - 1]
-    return result
-
-
-def _instant_value(is_rate: bool):
-    def fn(w: Windows, scalars, times):
-        lo, hi = w.lo, w.hi
-        ok = hi - lo >= 2
-        last, prev = _at(w.values, hi - 1), _at(w.values, hi - 2)
-        interval = _at(w.ts, hi - 1) - _at(w.ts, hi - 2)
-        ok &= interval != 0
-        if is_rate:
-            out = np.where(last < prev, last, last - prev) / (np.where(interval == 0, 1, interval) / 1000.0)
-        else:
-            out = last - prev
-        return out, ok
-
-    return fn
-
-
 def _linear_regression(w: Windows, intercept_ms: np.ndarray):
     """Least squares over each window (Kahan sums, as Prometheus's ``linearRegression``), with x in
     seconds from ``intercept_ms`` (one per window). Returns slope, intercept."""
     walk = Lockstep(w.lo, w.hi)
     icpt = intercept_ms.ravel()[walk.order]
     sx, cx, sy, cy, sxy, cxy, sx2, cx2 = (walk.zeros() for _ in range(8))
-    init_y = _at(w.values, walk.lo)
+    init_y = at(w.values, walk.lo)
     const_y = np.ones(len(walk.order), bool)
     for k, m, pos in walk:
         y = w.values[pos]
@@ -687,7 +605,7 @@ def _linear_regression(w: Windows, intercept_ms: np.ndarray):
 
 def _deriv(w: Windows, scalars, times):
     # Relative to the first sample's time, which keeps the sums small (Prometheus issue 2674).
-    slope, _ = _linear_regression(w, _at(w.ts, w.lo))
+    slope, _ = _linear_regression(w, at(w.ts, w.lo))
     return slope, w.hi - w.lo >= 2
 
 
@@ -840,11 +758,11 @@ FUNCTIONS: dict[str, Impl] = {
     "absent": _absent,
     "absent_over_time": _absent_over_time,
     "histogram_quantile": _histogram_quantile,
-    "rate": over_range(_extrapolated_rate(is_counter=True, is_rate=True)),
-    "increase": over_range(_extrapolated_rate(is_counter=True, is_rate=False)),
-    "delta": over_range(_extrapolated_rate(is_counter=False, is_rate=False)),
-    "irate": over_range(_instant_value(is_rate=True)),
-    "idelta": over_range(_instant_value(is_rate=False)),
+    "rate": over_range(extrapolated_rate(is_counter=True, is_rate=True)),
+    "increase": over_range(extrapolated_rate(is_counter=True, is_rate=False)),
+    "delta": over_range(extrapolated_rate(is_counter=False, is_rate=False)),
+    "irate": over_range(instant_value(is_rate=True)),
+    "idelta": over_range(instant_value(is_rate=False)),
     "changes": over_range(_changes),
     "resets": over_range(_resets),
     "deriv": over_range(_deriv),

@@ -285,9 +285,30 @@ class Windows:
     first: np.ndarray  # (T,) range start, ms
     last: np.ndarray  # (T,) range end, ms
     range: int  # ms
+    # Series (indices) with the same sample times and so the same windows, if known (``engine.same_times``).
+    groups: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def counts(self) -> np.ndarray:
         return self.hi - self.lo
+
+    def representatives(self) -> tuple[np.ndarray, np.ndarray]:
+        """One series of each group (G,), and each series' group (n,): every series its own
+        group when the groups are not known."""
+        if self.groups is None:
+            every = np.arange(len(self.labels))
+            return every, every
+        reps = np.array([g[0] for g in self.groups], np.int64)
+        of = np.empty(len(self.labels), np.int64)
+        for i, members in enumerate(self.groups):
+            of[members] = i
+        return reps, of
+
+
+def at(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``arr[idx]`` where idx may point outside for empty windows (masked by the caller)."""
+    if len(arr) == 0:
+        return np.zeros(idx.shape, arr.dtype)
+    return arr.take(idx, mode="clip")

@@ -81,10 +81,23 @@ class _Series:
             self.n = keep
         return i
 
-    def view(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
-        ts = self.ts[: self.n]
-        lo, hi = np.searchsorted(ts, start_ms, "left"), np.searchsorted(ts, end_ms, "right")
-        return ts[lo:hi], self.vs[lo:hi]
+    def bounds(self, start_ms: int, end_ms: int, guess: tuple[int, int]) -> tuple[int, int]:
+        """Where ``[start_ms, end_ms]`` starts and ends in the samples (two binary searches),
+        ``guess`` if it is right: the series of one scrape have the same times, so the bounds of
+        the one before are usually this one's, and checking them costs four comparisons."""
+        n, ts = self.n, self.ts
+        lo, hi = guess
+        if (
+            lo <= n
+            and hi <= n
+            and (lo == 0 or ts[lo - 1] < start_ms)
+            and (lo == n or ts[lo] >= start_ms)
+            and (hi == 0 or ts[hi - 1] <= end_ms)
+            and (hi == n or ts[hi] > end_ms)
+        ):
+            return guess
+        ts = ts[:n]
+        return int(ts.searchsorted(start_ms, "left")), int(ts.searchsorted(end_ms, "right"))
 
 
 def _room(a: np.ndarray, size: int) -> np.ndarray:
@@ -265,8 +278,13 @@ class SamplesHead:
 
     def views(self, keys: list[int], start_ms: int, end_ms: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each series' samples in ``[start_ms, end_ms]`` (ts ms, values), in the order of ``keys``."""
+        out, bounds = [], (0, 0)
         with self._lock:
-            return [self._series[i].view(start_ms, end_ms) for i in keys]
+            for i in keys:
+                series = self._series[i]
+                bounds = lo, hi = series.bounds(start_ms, end_ms, bounds)
+                out.append((series.ts[lo:hi], series.vs[lo:hi]))
+        return out
 
 
 def recent_samples(store, since: datetime) -> tuple[list[tuple], pa.Table]:
