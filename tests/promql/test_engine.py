@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -306,3 +308,26 @@ def test_the_rate_family_per_group_of_same_times_equals_prometheus_per_window(fn
                 assert grouped[i, j] == pytest.approx(want, rel=1e-12, abs=1e-12), (i, ref)
                 zeroed += is_counter and vs[inside][0] == 0 and vs[inside][-1] > 0
     assert zeroed or not is_counter  # the zero clamp was exercised
+
+
+def test_sum_adds_the_series_one_after_another_as_prometheus_does():
+    """Float addition depends on its order: ``sum`` must add the series in their order (by label
+    set), one at a time, as Prometheus's aggregation does, not in pairs."""
+    store = MemoryStorage()
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal(300) / 3
+    values[5] = -0.0
+    for i, v in enumerate(values):
+        store.add({"__name__": "g", "i": f"{i:03d}"}, [0], [v])
+    expected = values[0]
+    for v in values[1:]:
+        expected = expected + v
+    pairwise = float(np.sum(values))
+    assert pairwise != expected  # the order shows in these values
+    (got,) = Engine().instant_query(store, "sum(g)", 0).samples
+    assert got.v == expected
+    store = MemoryStorage()
+    store.add({"__name__": "z"}, [0], [-0.0])
+    store.add({"__name__": "z", "i": "absent"}, [MIN * 10], [1.0])
+    (only,) = Engine().instant_query(store, "sum(z)", 0).samples
+    assert only.v == 0 and math.copysign(1, only.v) == -1  # a lone -0 stays -0

@@ -58,11 +58,10 @@ def aggregate(ev: Evaluator, e: Aggregate, times: np.ndarray) -> Steps:
 
 
 def _sum(v: np.ndarray, p: np.ndarray):
-    acc, seen = np.zeros(v.shape[1]), np.zeros(v.shape[1], bool)
-    for x, here in zip(v, p):
-        acc = np.where(here, np.where(seen, acc + x, x), acc)
-        seen |= here
-    return acc, seen
+    # Added series after series, as Prometheus adds them (an accumulation is sequential, where a
+    # numpy sum may add in pairs); -0.0 where a series is absent leaves any sum as it was.
+    with np.errstate(invalid="ignore"):  # inf + -inf: NaN, as in Prometheus
+        return np.cumsum(np.where(p, v, -0.0), axis=0)[-1], p.any(axis=0)
 
 
 def _avg(v: np.ndarray, p: np.ndarray):
