@@ -163,8 +163,80 @@ def test_views_cut_each_series_at_the_range_whatever_the_series_before_it():
     for start, end in [(2_000, 3_000), (1_999, 3_001), (0, 10_000), (4_000, 4_000), (3_001, 3_999), (6_001, 9_000)]:
         for order in (keys, keys[::-1], [keys[1], keys[3], keys[2], keys[5], keys[4]]):
             got = head.views(order, start, end)
-            for key, (ts, vs) in zip(order, got):
+            for key, (ts, vs, _) in zip(order, got):
                 name = list(times)[keys.index(key)]
                 want = np.array([t for t in times[name] if start <= t <= end], np.int64)
                 assert ts.tolist() == want.tolist(), (name, start, end)
                 assert vs.tolist() == want.astype(float).tolist()
+
+
+def test_series_of_one_timeline_hold_the_same_times_through_appends_late_samples_and_trims():
+    """The head numbers the series' timelines so that queries need not compare their times: two
+    series of one timeline must hold the same times, whatever the appends (scrapes of some of
+    the series, late samples, repeated times) and trims; and a scrape's series share one."""
+    import numpy as np
+
+    from planoscope.store.head import SamplesHead
+
+    rng = np.random.default_rng(5)
+    head = SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+    names = [f"s{i}" for i in range(12)]
+
+    def append(rows):
+        head.append(
+            pa.table(
+                {
+                    "Timestamp": pa.array([t * 1000 for t, _ in rows], pa.timestamp("us")),
+                    "Target": ["job"] * len(rows),
+                    "MetricName": [n for _, n in rows],
+                    "Labels": ["{}"] * len(rows),
+                    "Value": [1.0] * len(rows),
+                }
+            )
+        )
+
+    t = 1_000
+    for step in range(60):
+        t += 1_000
+        scraped = [n for n in names if rng.random() < 0.9]
+        rows = [(t, n) for n in scraped]
+        if step % 7 == 3:  # a late sample, and a time some series already hold
+            rows += [(t - 1_500, scraped[0]), (t - 1_000, scraped[-1])]
+        append(rows)
+        if step % 20 == 19:
+            head.trim(datetime.fromtimestamp((t - 10_000) / 1000, UTC).replace(tzinfo=None))
+        keys = [k for k, _, _, _ in head.catalog(None, None)[1]]
+        views = head.views(keys, 0, 10**12)
+        by_timeline = {}
+        for ts, _, timeline in views:
+            by_timeline.setdefault(timeline, []).append(ts.tolist())
+        for timeline, all_ts in by_timeline.items():
+            assert all(ts == all_ts[0] for ts in all_ts), (step, timeline)
+    # Series scraped together share a timeline: here two, those scraped once more and the others.
+    head = SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+    for t in range(1_000, 6_000, 1_000):
+        append([(t, n) for n in names])
+    append([(6_000, n) for n in names[:5]])
+    keys = [k for k, _, _, _ in head.catalog(None, None)[1]]
+    timelines = [timeline for _, _, timeline in head.views(keys, 0, 10**12)]
+    assert len(set(timelines[:5])) == 1 and len(set(timelines[5:])) == 1 and timelines[0] != timelines[5]
+
+
+def test_the_start_up_read_puts_series_of_the_same_times_on_one_timeline(tmp_path):
+    s = DuckDBStore(tmp_path)
+    times = [START_MS + i * 15_000 for i in range(10)]
+    other = [*times[:4], times[4] + 1, *times[5:]]  # the same count and ends, one time apart
+    rows = [(_at(t), "envoy", name, "{}", 1.0) for name, ts in (("a", times), ("b", times), ("c", other)) for t in ts]
+    s.append_samples(_table(rows))
+    s.close()
+    s = DuckDBStore(tmp_path)
+    try:
+        head = s.samples_head
+        head.ensure_loaded()
+        rows = head.catalog(None, None)[1]
+        by_name = {name: key for key, name, _, _ in rows}
+        (a, b, c) = head.views([by_name["a"], by_name["b"], by_name["c"]], 0, NOW_MS + 1)
+        assert a[2] == b[2] != c[2]
+        assert a[0].tolist() == times and c[0].tolist() == other
+    finally:
+        s.close()

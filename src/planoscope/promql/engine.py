@@ -310,7 +310,7 @@ class Evaluator:
             return empty, np.zeros(empty.values.shape, np.int64)
         ts, vs, starts = found.ts, found.values, found.starts
         # The last sample at or before each step, if it is within the lookback and not a marker.
-        idx = search(ts, starts, refs, "right") - 1
+        idx = search(ts, starts, refs, "right", found.groups) - 1
         present = idx >= starts[:-1, None]
         idx = np.maximum(idx, 0)
         sample_ts = ts[idx]
@@ -348,7 +348,7 @@ class Evaluator:
 def windows(found: Selection, refs: np.ndarray, range_ms: int) -> Windows:
     """Windows ``[ref - range, ref]`` (both ends included) over each series' samples."""
     first = refs - range_ms
-    groups = same_times(found.ts, found.starts)
+    groups = found.groups if found.groups is not None else same_times(found.ts, found.starts)
     lo = search(found.ts, found.starts, first, "left", groups)
     hi = search(found.ts, found.starts, refs, "right", groups)
     return Windows(found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms, groups)

@@ -105,16 +105,17 @@ class StoredSamples:
             return None
         names, job = self._pushdown([matchers], start_ms, end_ms)
         matched = self._matched(head, matchers, names, job) if names != [] else []
-        series, samples = [], 0
-        for (labels, _), (ts, vs) in zip(matched, head.views([k for _, k in matched], start_ms, end_ms)):
+        series, timelines, samples = [], [], 0
+        for (labels, _), (ts, vs, timeline) in zip(matched, head.views([k for _, k in matched], start_ms, end_ms)):
             if len(ts):
                 series.append((labels, ts, vs))
+                timelines.append(timeline)
                 samples += len(ts)
         if len(series) > self.limits.max_series:
             raise LimitExceeded(TOO_MANY_SERIES)
         if samples > self.limits.max_samples:
             raise LimitExceeded(TOO_MANY_SAMPLES)
-        return Selection.of(series)
+        return Selection.of(series, timelines)
 
     def _matched(self, head, matchers, names, job) -> list[tuple[Labels, int]]:
         """(label set, head key) of the head's series ``matchers`` match, sorted by label set."""

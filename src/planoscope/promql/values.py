@@ -245,20 +245,28 @@ class Selection:
     ts: np.ndarray  # int64 ms, all series one after another
     values: np.ndarray
     starts: np.ndarray  # (n + 1,)
+    # Series (indices) with the same sample times, if the store knows them (else ``engine.same_times``).
+    groups: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     @classmethod
-    def of(cls, series: list[tuple[Labels, np.ndarray, np.ndarray]]) -> Selection:
-        """From (labels, ts, values) per series, in order."""
+    def of(cls, series: list[tuple[Labels, np.ndarray, np.ndarray]], timelines: list[int] | None = None) -> Selection:
+        """From (labels, ts, values) per series, in order; ``timelines``: a number per series,
+        the same for series with the same sample times (as the store's head keeps them)."""
         starts = np.zeros(len(series) + 1, np.int64)
         np.cumsum([len(t) for _, t, _ in series], out=starts[1:])
         if not series:
             return cls([], np.empty(0, np.int64), np.empty(0), starts)
         ts = np.concatenate([t for _, t, _ in series])
         vs = np.concatenate([v for _, _, v in series])
-        return cls([ls for ls, _, _ in series], ts, vs, starts)
+        groups = None
+        if timelines is not None:
+            _, inverse = np.unique(np.asarray(timelines, np.int64), return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            groups = np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)
+        return cls([ls for ls, _, _ in series], ts, vs, starts, groups)
 
     def without(self, drop: np.ndarray) -> Selection:
         """The same series without the samples where ``drop`` (a mask over all samples) is set

@@ -23,6 +23,7 @@ trimming and an out-of-order sample make new arrays).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -45,13 +46,14 @@ _NEVER = np.iinfo(np.int64).max
 
 
 class _Series:
-    __slots__ = ("name", "target", "labels", "ts", "vs", "n")
+    __slots__ = ("name", "target", "labels", "ts", "vs", "n", "timeline")
 
     def __init__(self, name: str, target: str, labels: str):
         self.name, self.target, self.labels = name, target, labels
         self.ts = np.empty(16, np.int64)
         self.vs = np.empty(16, np.float64)
         self.n = 0
+        self.timeline = 0  # series of one timeline hold the same sample times (0: none yet)
 
     def add(self, t: int, v: float) -> int:
         """Add one sample; how many the series holds more (0: same time, the value replaced)."""
@@ -129,6 +131,7 @@ class SamplesHead:
         self._ids: dict[tuple[str, str, str], int] = {}
         self._by_name: dict[str, list[int]] = {}
         self.held = 0
+        self._timelines = itertools.count(1)
         # Bumped whenever the set of series changes: ``memo`` holds readers' work that depends on
         # that set alone (which series a selector matches), valid while the generation is.
         self.generation = 0
@@ -148,9 +151,16 @@ class SamplesHead:
         labels = rows.column("Labels").to_pylist()
         values = rows.column("Value").to_numpy()
         with self._lock:
-            added = 0
+            added, moved = 0, {}
             for i, key in enumerate(zip(names, targets, labels)):
-                added += self._get(key).add(int(ts[i]), float(values[i]))
+                series, t = self._get(key), int(ts[i])
+                after = series.n == 0 or t > series.ts[series.n - 1]
+                grew = series.add(t, float(values[i]))
+                if after:  # the series of a timeline given the same time stay one timeline
+                    series.timeline = moved.setdefault((series.timeline, t), next(self._timelines))
+                elif grew:  # a late sample: times of its own
+                    series.timeline = next(self._timelines)
+                added += grew
             self.held += added
             self._bound(int(ts.max()))
 
@@ -246,10 +256,24 @@ class SamplesHead:
                     _room(v[last], int(last.sum()) + 16),
                     int(last.sum()),
                 )
+            self._regroup()
             self.held = sum(s.n for s in self._series)
             self.covered_from, self._state = since, "loaded"
             if self._series:
                 self._bound(max(int(s.ts[s.n - 1]) for s in self._series if s.n))
+
+    def _regroup(self) -> None:
+        """Timelines from the series' times as they are (after the start-up read)."""
+        seen: dict[tuple[int, bytes], tuple[int, np.ndarray]] = {}
+        for series in self._series:
+            ts = series.ts[: series.n]
+            key = (series.n, ts[:1].tobytes() + ts[-1:].tobytes())
+            found = seen.get(key)
+            if found is not None and np.array_equal(found[1], ts):
+                series.timeline = found[0]
+            else:
+                series.timeline = next(self._timelines)
+                seen.setdefault(key, (series.timeline, ts))
 
     @property
     def loaded(self) -> bool:
@@ -276,14 +300,17 @@ class SamplesHead:
             ]
             return self.generation, rows
 
-    def views(self, keys: list[int], start_ms: int, end_ms: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Each series' samples in ``[start_ms, end_ms]`` (ts ms, values), in the order of ``keys``."""
-        out, bounds = [], (0, 0)
+    def views(self, keys: list[int], start_ms: int, end_ms: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Each series' samples in ``[start_ms, end_ms]`` (ts ms, values) and its timeline (the
+        series of one timeline have the same times), in the order of ``keys``."""
+        out, bounds, of_timeline = [], (0, 0), {}
         with self._lock:
             for i in keys:
                 series = self._series[i]
-                bounds = lo, hi = series.bounds(start_ms, end_ms, bounds)
-                out.append((series.ts[lo:hi], series.vs[lo:hi]))
+                bounds = of_timeline.get(series.timeline) or series.bounds(start_ms, end_ms, bounds)
+                of_timeline[series.timeline] = bounds
+                lo, hi = bounds
+                out.append((series.ts[lo:hi], series.vs[lo:hi], series.timeline))
         return out
 
 
