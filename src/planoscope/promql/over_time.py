@@ -68,17 +68,18 @@ def _window_sums(w: Windows) -> tuple[np.ndarray, np.ndarray]:
     return total.reshape(w.lo.shape), ~exact.reshape(w.lo.shape)
 
 
-def _redo(w: Windows, redo: np.ndarray) -> Windows:
-    """The windows to compute the slow, exact way (the others left empty)."""
-    return Windows(w.labels, w.ts, w.values, w.starts, w.lo, np.where(redo, w.hi, w.lo), w.first, w.last, w.range)
+def _redone(w: Windows, fast: np.ndarray, redo: np.ndarray, exact) -> tuple[np.ndarray, np.ndarray]:
+    """``fast``, with the windows of ``redo`` computed the slow, exact way by ``exact(windows)``
+    (the other windows left empty for it)."""
+    if redo.any():
+        only = Windows(w.labels, w.ts, w.values, w.starts, w.lo, np.where(redo, w.hi, w.lo), w.first, w.last, w.range)
+        fast = np.where(redo, exact(only)[0], fast)
+    return fast, np.ones(w.lo.shape, bool)
 
 
 def sum_over_time(w: Windows, scalars, times):
     total, redo = _window_sums(w)
-    if redo.any():
-        exact, _ = _kahan_sum_over_time(_redo(w, redo))
-        total = np.where(redo, exact, total)
-    return total, np.ones(w.lo.shape, bool)
+    return _redone(w, total, redo, _kahan_sum_over_time)
 
 
 def _kahan_sum_over_time(w: Windows):
@@ -92,11 +93,7 @@ def _kahan_sum_over_time(w: Windows):
 
 def avg_over_time(w: Windows, scalars, times):
     total, redo = _window_sums(w)
-    mean = total / np.maximum(w.hi - w.lo, 1)
-    if redo.any():
-        exact, _ = _incremental_mean(_redo(w, redo))
-        mean = np.where(redo, exact, mean)
-    return mean, np.ones(w.lo.shape, bool)
+    return _redone(w, total / np.maximum(w.hi - w.lo, 1), redo, _incremental_mean)
 
 
 def _incremental_mean(w: Windows):
