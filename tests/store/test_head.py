@@ -9,6 +9,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -16,6 +17,7 @@ from planoscope.promql import Engine, render
 from planoscope.promql.samples import StoredSamples
 from planoscope.scrape.scraper import SCHEMA
 from planoscope.store import DuckDBStore
+from planoscope.store.head import SamplesHead
 
 NOW_MS = int(time.time()) // 15 * 15 * 1000
 START_MS = NOW_MS - 2 * 3600 * 1000  # inside the head's window (3 h)
@@ -36,6 +38,16 @@ def _table(rows: list[tuple]) -> pa.Table:
 
 def _at(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)
+
+
+def _empty_head() -> SamplesHead:
+    """A head on its own, whose table holds nothing: only what is appended to it."""
+    return SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+
+
+def _samples(rows: list[tuple[int, str, float]]) -> pa.Table:
+    """Rows of samples from (ms, metric name, value), of one target and no labels."""
+    return _table([(_at(t), "job", name, "{}", v) for t, name, v in rows])
 
 
 def _scrapes(first: int, last: int) -> pa.Table:
@@ -131,14 +143,10 @@ def test_a_range_before_its_window_reads_the_table(store):
 
 
 def test_views_cut_each_series_at_the_range_whatever_the_series_before_it():
-    """A view's bounds start from the series before's (the series of one scrape share their
-    times): series of other times, and ranges ending exactly on a sample, must still be cut as
-    two binary searches would."""
-    import numpy as np
-
-    from planoscope.store.head import SamplesHead
-
-    head = SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+    """A view's bounds are searched once per timeline (the series of one scrape share their
+    times): series of other times, in any order, and ranges ending exactly on a sample, must
+    each be cut as two binary searches in their own times would."""
+    head = _empty_head()
     times = {
         "g": [500, 1_000, 2_000, 3_000],
         "a": [1_000, 2_000, 3_000, 4_000],
@@ -147,18 +155,7 @@ def test_views_cut_each_series_at_the_range_whatever_the_series_before_it():
         "d": [4_000, 5_000],
         "f": [1_000, 2_000, 3_000, 4_000, 5_000, 6_000],
     }
-    rows = sorted((t, name) for name, ts in times.items() for t in ts)
-    head.append(
-        pa.table(
-            {
-                "Timestamp": pa.array([t * 1000 for t, _ in rows], pa.timestamp("us")),
-                "Target": ["job"] * len(rows),
-                "MetricName": [name for _, name in rows],
-                "Labels": ["{}"] * len(rows),
-                "Value": [float(t) for t, _ in rows],
-            }
-        )
-    )
+    head.append(_samples(sorted((t, name, float(t)) for name, ts in times.items() for t in ts)))
     keys = [next(k for k, name, _, _ in head.catalog([n], None)[1] if name == n) for n in times]
     for start, end in [(2_000, 3_000), (1_999, 3_001), (0, 10_000), (4_000, 4_000), (3_001, 3_999), (6_001, 9_000)]:
         for order in (keys, keys[::-1], [keys[1], keys[3], keys[2], keys[5], keys[4]]):
@@ -174,26 +171,12 @@ def test_series_of_one_timeline_hold_the_same_times_through_appends_late_samples
     """The head numbers the series' timelines so that queries need not compare their times: two
     series of one timeline must hold the same times, whatever the appends (scrapes of some of
     the series, late samples, repeated times) and trims; and a scrape's series share one."""
-    import numpy as np
-
-    from planoscope.store.head import SamplesHead
-
     rng = np.random.default_rng(5)
-    head = SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+    head = _empty_head()
     names = [f"s{i}" for i in range(12)]
 
     def append(rows):
-        head.append(
-            pa.table(
-                {
-                    "Timestamp": pa.array([t * 1000 for t, _ in rows], pa.timestamp("us")),
-                    "Target": ["job"] * len(rows),
-                    "MetricName": [n for _, n in rows],
-                    "Labels": ["{}"] * len(rows),
-                    "Value": [1.0] * len(rows),
-                }
-            )
-        )
+        head.append(_samples([(t, n, 1.0) for t, n in rows]))
 
     t = 1_000
     for step in range(60):
@@ -213,7 +196,7 @@ def test_series_of_one_timeline_hold_the_same_times_through_appends_late_samples
         for timeline, all_ts in by_timeline.items():
             assert all(ts == all_ts[0] for ts in all_ts), (step, timeline)
     # Series scraped together share a timeline: here two, those scraped once more and the others.
-    head = SamplesHead(lambda since: ([], pa.table({"k": [], "t": [], "v": []})), clock=lambda: 1_000)
+    head = _empty_head()
     for t in range(1_000, 6_000, 1_000):
         append([(t, n) for n in names])
     append([(6_000, n) for n in names[:5]])

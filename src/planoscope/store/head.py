@@ -43,6 +43,7 @@ SERIES_KEY = "hash(MetricName, Target, Labels)"
 _EPOCH = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 _NEVER = np.iinfo(np.int64).max
+APPENDED, LATE, REPLACED = "appended", "late", "replaced"  # what ``_Series.add`` did
 
 
 class _Series:
@@ -56,7 +57,8 @@ class _Series:
         self.timeline = 0  # series of one timeline hold the same sample times (0: none yet)
 
     def add(self, t: int, v: float) -> int:
-        """Add one sample; how many the series holds more (0: same time, the value replaced)."""
+        """Add one sample: ``APPENDED`` after the last, ``LATE`` before it, or ``REPLACED`` (the
+        value at that time)."""
         n = self.n
         if n and t <= self.ts[n - 1]:  # not after the last: rare, new arrays (views stay as they were)
             i = int(np.searchsorted(self.ts[:n], t))
@@ -67,12 +69,12 @@ class _Series:
             else:
                 ts, vs = np.insert(ts, i, t), np.insert(vs, i, v)
             self.ts, self.vs, self.n = _room(ts, len(ts) + 16), _room(vs, len(vs) + 16), len(ts)
-            return 0 if same else 1
+            return REPLACED if same else LATE
         if n == len(self.ts):
             self.ts, self.vs = _room(self.ts[:n], 2 * n), _room(self.vs[:n], 2 * n)
         self.ts[n], self.vs[n] = t, v
         self.n = n + 1
-        return 1
+        return APPENDED
 
     def drop_before(self, cutoff_ms: int) -> int:
         """Drop the samples before ``cutoff_ms``; how many."""
@@ -83,22 +85,9 @@ class _Series:
             self.n = keep
         return i
 
-    def bounds(self, start_ms: int, end_ms: int, guess: tuple[int, int]) -> tuple[int, int]:
-        """Where ``[start_ms, end_ms]`` starts and ends in the samples (two binary searches),
-        ``guess`` if it is right: the series of one scrape have the same times, so the bounds of
-        the one before are usually this one's, and checking them costs four comparisons."""
-        n, ts = self.n, self.ts
-        lo, hi = guess
-        if (
-            lo <= n
-            and hi <= n
-            and (lo == 0 or ts[lo - 1] < start_ms)
-            and (lo == n or ts[lo] >= start_ms)
-            and (hi == 0 or ts[hi - 1] <= end_ms)
-            and (hi == n or ts[hi] > end_ms)
-        ):
-            return guess
-        ts = ts[:n]
+    def bounds(self, start_ms: int, end_ms: int) -> tuple[int, int]:
+        """Where ``[start_ms, end_ms]`` starts and ends in the samples."""
+        ts = self.ts[: self.n]
         return int(ts.searchsorted(start_ms, "left")), int(ts.searchsorted(end_ms, "right"))
 
 
@@ -154,13 +143,12 @@ class SamplesHead:
             added, moved = 0, {}
             for i, key in enumerate(zip(names, targets, labels)):
                 series, t = self._get(key), int(ts[i])
-                after = series.n == 0 or t > series.ts[series.n - 1]
-                grew = series.add(t, float(values[i]))
-                if after:  # the series of a timeline given the same time stay one timeline
+                kind = series.add(t, float(values[i]))
+                if kind == APPENDED:  # the series of a timeline given the same time stay one timeline
                     series.timeline = moved.setdefault((series.timeline, t), next(self._timelines))
-                elif grew:  # a late sample: times of its own
+                elif kind == LATE:  # times of its own
                     series.timeline = next(self._timelines)
-                added += grew
+                added += kind != REPLACED
             self.held += added
             self._bound(int(ts.max()))
 
@@ -303,12 +291,13 @@ class SamplesHead:
     def views(self, keys: list[int], start_ms: int, end_ms: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
         """Each series' samples in ``[start_ms, end_ms]`` (ts ms, values) and its timeline (the
         series of one timeline have the same times), in the order of ``keys``."""
-        out, bounds, of_timeline = [], (0, 0), {}
+        out, of_timeline = [], {}
         with self._lock:
             for i in keys:
                 series = self._series[i]
-                bounds = of_timeline.get(series.timeline) or series.bounds(start_ms, end_ms, bounds)
-                of_timeline[series.timeline] = bounds
+                bounds = of_timeline.get(series.timeline)
+                if bounds is None:
+                    bounds = of_timeline[series.timeline] = series.bounds(start_ms, end_ms)
                 lo, hi = bounds
                 out.append((series.ts[lo:hi], series.vs[lo:hi], series.timeline))
         return out
