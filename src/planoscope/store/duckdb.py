@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 from .attributes import stored_str
 from .fill import Estimate, Fill, Progress, fillable
 from .head import SamplesHead, recent_samples
+from .metric_state import put_totals, state_ddl, state_table
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 from .spanstore import StoreError, Totals
 
@@ -112,7 +112,7 @@ class DuckDBStore:
             "CREATE TABLE IF NOT EXISTS planoscope_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)"
         )
         self._migrate()
-        self._con.execute(_metric_state_ddl("spanmetrics"))
+        self._con.execute(state_ddl("spanmetrics"))
         # Scraped Prometheus samples; Labels is one JSON object, as the span attributes are.
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS samples (Timestamp TIMESTAMP NOT NULL, Target VARCHAR NOT NULL,"
@@ -337,7 +337,7 @@ class DuckDBStore:
                 )
             for name, totals in (metric_totals or {}).items():
                 if totals:
-                    self._put_totals(name, totals)
+                    put_totals(self._con, name, totals)
             for key, value in (meta or {}).items():
                 if value is None:
                     con.execute("DELETE FROM planoscope_meta WHERE key = ?", [key])
@@ -391,12 +391,7 @@ class DuckDBStore:
                     pass
         return total
 
-    # Cumulative metric totals (span metrics, LLM metrics: metrics/cumulative.py) are snapshotted
-    # every few seconds with a watermark: the IngestedAt of the last commit they include. On
-    # start, the spans ingested after the watermark are replayed on top, so the totals are exact
-    # without writing them in every commit (~8 ms of DuckDB statement overhead each, a fifth of a
-    # 4,000-span commit). Each set of metrics keeps its own: table ``{name}_state``, meta keys
-    # ``{name}`` (the settings' fingerprint) and ``{name}_watermark``.
+    # The metric sets' totals and watermarks: see ``metric_state``.
 
     def save_metric_totals(
         self,
@@ -410,11 +405,11 @@ class DuckDBStore:
         con = self._con
         con.begin()
         try:
-            con.execute(_metric_state_ddl(name))
+            con.execute(state_ddl(name))
             if replace:
-                con.execute(f"DELETE FROM {_state_table(name)}")
+                con.execute(f"DELETE FROM {state_table(name)}")
             if totals:
-                self._put_totals(name, totals)
+                put_totals(self._con, name, totals)
             con.execute(
                 "INSERT OR REPLACE INTO planoscope_meta VALUES (?, ?), (?, ?)",
                 [name, fingerprint, f"{name}_watermark", watermark.isoformat() if watermark else ""],
@@ -424,28 +419,12 @@ class DuckDBStore:
             _rollback(con)
             raise
 
-    def _put_totals(self, name: str, totals: Sequence[Totals]) -> None:
-        series, calls, sums, buckets = zip(*totals)
-        rows = pa.table(
-            {
-                "series": pa.array(series, pa.string()),
-                "calls": pa.array(calls, pa.int64()),
-                "sum": pa.array(sums, pa.float64()),
-                "buckets": pa.array(buckets, pa.list_(pa.int64())),
-            }
-        )
-        self._con.register("_totals", rows)
-        try:
-            self._con.execute(f"INSERT OR REPLACE INTO {_state_table(name)} SELECT * FROM _totals")
-        finally:
-            self._con.unregister("_totals")
-
     def metric_totals(self, fingerprint: str, name: str = "spanmetrics") -> tuple[list[tuple], datetime | None] | None:
         """(totals, watermark) of the metric set ``name`` stored for ``fingerprint``, or None if
         stored for other settings or never."""
         if self.meta(name) != fingerprint:
             return None
-        rows = self._con.execute(f"SELECT * FROM {_state_table(name)}").fetchall()
+        rows = self._con.execute(f"SELECT * FROM {state_table(name)}").fetchall()
         mark = self.meta(f"{name}_watermark")
         return [tuple(r) for r in rows], (datetime.fromisoformat(mark) if mark else None)
 
@@ -543,24 +522,6 @@ class DuckDBStore:
             log.warning("checkpoint on close failed: %s", e)
         finally:
             self._con.close()
-
-
-def _state_table(name: str) -> str:
-    """The table of the metric set ``name``'s totals. The name is planoscope's own (spanmetrics,
-    llmmetrics), never from input; checked all the same, as it goes into SQL."""
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"not a metric set name: {name!r}")
-    return f"{name}_state"
-
-
-def _metric_state_ddl(name: str) -> str:
-    """Per series: its observations (``calls``), their sum (in the family's unit: milliseconds
-    for span metrics, as the name says) and the per-bucket counts."""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {_state_table(name)} ("
-        " series VARCHAR PRIMARY KEY, calls BIGINT NOT NULL, sum_ms DOUBLE NOT NULL,"
-        " buckets BIGINT[] NOT NULL)"
-    )
 
 
 def _rendered_labels(reader: pa.RecordBatchReader, n: int) -> Iterator[pa.RecordBatch]:
