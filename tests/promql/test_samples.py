@@ -148,3 +148,25 @@ def test_listings(store):
     assert q.label_values("no such", [], *span) == []
     assert q.series([[Matcher("__name__", "=", "rq_total")]], T0 + 10**8, T0 + 2 * 10**8) == []  # out of range
     assert q.label_names([], T0 + 10**8, T0 + 2 * 10**8) == []
+
+
+def test_samples_written_out_of_time_order_or_twice_read_in_time_order_the_later_kept(tmp_path):
+    """DuckDB's samples are read as written (no ORDER BY) and put in series order by a stable
+    sort: a series written late (a backfill) is sorted by time, and of two samples in one
+    millisecond the one written later is kept, as a TSDB keeps."""
+    s = open_store("duckdb", tmp_path)
+
+    def write(rows):
+        s.append_samples(pa.table([pa.array([r[k] for r in rows]) for k in range(5)], schema=SCHEMA))
+
+    at = [EPOCH + timedelta(milliseconds=T0 + i * 15_000) for i in range(6)]
+    write([(at[i], "envoy", "up", "{}", 1.0) for i in (3, 4, 5)] + [(at[i], "envoy", "temp", "{}", i) for i in (0, 1)])
+    write([(at[i], "envoy", "up", "{}", 1.0) for i in (0, 1, 2)] + [(at[1], "envoy", "temp", "{}", 10.0)])
+    try:
+        found = StoredSamples(s, INSTANCES).select_block([], T0, T0 + 10**6)
+        assert [ls[0][1] for ls in found.labels] == ["temp", "up"]  # __name__, in label-set order
+        temp, up = (slice(a, b) for a, b in zip(found.starts[:-1], found.starts[1:]))
+        assert list(found.ts[up]) == [T0 + i * 15_000 for i in range(6)]
+        assert list(found.ts[temp]) == [T0, T0 + 15_000] and list(found.values[temp]) == [0.0, 10.0]
+    finally:
+        s.close()

@@ -95,7 +95,8 @@ def test_a_query_of_the_last_hours_reads_the_head_and_answers_as_the_table(store
     store.append_samples(_table([(_at(START_MS + 400 * 15_000 + 7_000), "envoy", "temp", "{}", 99.0)]))
     store.append_samples(_scrapes(419, 420))
     assert head.held == 420 * 6 + 1  # the late sample in its place; the repeated scrape taken once
-    assert StoredSamples(store, INSTANCES).select_block([], START_MS, NOW_MS) is not None
+    # the head answers (its timelines give the same-times groups; the table's answer has none)
+    assert StoredSamples(store, INSTANCES).select_block([], START_MS, NOW_MS).groups is not None
     with_head, from_table = _answers(store, head=True), _answers(store, head=False)
     assert all(a["result"] for a in with_head), "every query selects something: the comparison proves something"
     assert with_head == from_table
@@ -131,7 +132,7 @@ def test_past_its_limit_the_head_gives_up_and_the_table_answers(store):
     assert not head.covers(NOW_MS) and head.held == 0
     store.append_samples(_scrapes(419, 420))  # given up: appends are not kept either
     assert head.held == 0
-    assert StoredSamples(store, INSTANCES).select_block([], START_MS, NOW_MS) is None
+    assert StoredSamples(store, INSTANCES).select_block([], START_MS, NOW_MS).groups is None  # the table's
     assert _answers(store, head=True) == _answers(store, head=False)
 
 
@@ -139,7 +140,8 @@ def test_a_range_before_its_window_reads_the_table(store):
     store.samples_head.ensure_loaded()
     four_hours_ago = NOW_MS - 4 * 3600 * 1000
     assert not store.samples_head.covers(four_hours_ago)
-    assert StoredSamples(store, INSTANCES).select_block([], four_hours_ago, NOW_MS) is None
+    found = StoredSamples(store, INSTANCES).select_block([], four_hours_ago, NOW_MS)
+    assert found.groups is None and len(found.ts) == 420 * 6  # the table's answer, every sample
 
 
 def test_views_cut_each_series_at_the_range_whatever_the_series_before_it():

@@ -31,6 +31,8 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..store import SpanStore
 from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
@@ -74,35 +76,21 @@ class StoredSamples:
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
     ) -> Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]:
         found = self.select_block(matchers, start_ms, end_ms)
-        if found is not None:  # the head's: one path for every read it covers
-            bounds = zip(found.labels, found.starts[:-1], found.starts[1:])
-            return [(dict(ls), found.ts[a:b], found.values[a:b]) for ls, a, b in bounds]
-        names, job = self._pushdown([matchers], start_ms, end_ms)
-        if names == []:
-            return []
-        wanted, samples = {}, 0
-        candidates = self._candidates(names, job, start_ms, end_ms)
-        for key, labels, n in candidates:
-            if matches_all(labels, matchers):
-                wanted[key], samples = labels, samples + n
-        if samples > self.limits.max_samples:
-            raise LimitExceeded(TOO_MANY_SAMPLES)
-        if not wanted:
-            return []
-        keys = list(wanted) if len(wanted) < len(candidates) else None  # None: all that the filters select
-        table = self.sql.samples(names, job, start_ms, end_ms, keys)
-        return self._series(table, wanted)
+        bounds = zip(found.labels, found.starts[:-1], found.starts[1:])
+        return [(dict(ls), found.ts[a:b], found.values[a:b]) for ls, a, b in bounds]
 
-    def select_block(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection | None:
-        """``select`` whole, for a range the store's samples head holds (None otherwise: the
-        engine calls ``select``): the matching series sorted by label set, with their samples in
-        the range. Which series match is worked out once per set of series in the head."""
+    def select_block(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection:
+        """``select`` whole: the matching series sorted by label set, with their samples in the
+        range, from the store's samples head when it holds the range, else from the table."""
         head = self.head
-        if head is None:
-            return None
-        head.ensure_loaded()
-        if not head.covers(start_ms):
-            return None
+        if head is not None:
+            head.ensure_loaded()
+            if head.covers(start_ms):
+                return self._from_head(head, matchers, start_ms, end_ms)
+        return self._from_table(matchers, start_ms, end_ms)
+
+    def _from_head(self, head, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection:
+        """Which series match is worked out once per set of series in the head."""
         names, job = self._pushdown([matchers], start_ms, end_ms)
         matched = self._matched(head, matchers, names, job) if names != [] else []
         series, timelines, samples = [], [], 0
@@ -116,6 +104,31 @@ class StoredSamples:
         if samples > self.limits.max_samples:
             raise LimitExceeded(TOO_MANY_SAMPLES)
         return Selection.of(series, timelines)
+
+    def _from_table(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection:
+        """The series the pushed-down filters select are listed, with their numbers of samples,
+        and matched here; then the samples of those that match are read in the order the store
+        returns them (DuckDB: as written, in time order; no sort in SQL) and put in series order
+        by their place in the sorted list, a stable sort on small integers."""
+        names, job = self._pushdown([matchers], start_ms, end_ms)
+        if names == []:
+            return Selection.of([])
+        candidates = self._candidates(names, job, start_ms, end_ms)
+        wanted = sorted((labels_of(labels), key, n) for key, labels, n in candidates if matches_all(labels, matchers))
+        if sum(n for _, _, n in wanted) > self.limits.max_samples:
+            raise LimitExceeded(TOO_MANY_SAMPLES)
+        if not wanted:
+            return Selection.of([])
+        keys = [key for _, key, _ in wanted]
+        table = self.sql.samples(names, job, start_ms, end_ms, keys if len(keys) < len(candidates) else None)
+        # Each sample's series: its place in ``wanted`` (-1: a series written since the listing).
+        place = pc.index_in(table.column("k"), value_set=pa.array(keys, pa.uint64())).fill_null(-1).to_numpy()
+        ts = table.column("t").to_numpy().astype(np.int64, copy=False)
+        vs = table.column("v").to_numpy().astype(np.float64, copy=False)
+        if (place < 0).any():
+            listed = place >= 0
+            place, ts, vs = place[listed], ts[listed], vs[listed]
+        return _in_series_order([ls for ls, _, _ in wanted], place, ts, vs)
 
     def _matched(self, head, matchers, names, job) -> list[tuple[Labels, int]]:
         """(label set, head key) of the head's series ``matchers`` match, sorted by label set."""
@@ -149,21 +162,6 @@ class StoredSamples:
             (int(key), series_labels(name, target, json.loads(labels), self.instances.get(target)), int(n))
             for key, name, target, labels, n in rows
         ]
-
-    @staticmethod
-    def _series(table, wanted: dict[int, dict[str, str]]):
-        keys = table.column("k").to_numpy()
-        ts = table.column("t").to_numpy().astype(np.int64, copy=False)
-        vs = table.column("v").to_numpy().astype(np.float64, copy=False)
-        bounds = [0, *(np.flatnonzero(keys[1:] != keys[:-1]) + 1), len(keys)]
-        for lo, hi in zip(bounds, bounds[1:]):
-            labels = wanted.get(int(keys[lo]))
-            if labels is None:
-                continue
-            t, v = ts[lo:hi], vs[lo:hi]
-            last = np.ones(len(t), bool)  # two samples in one millisecond: the later one, as a TSDB keeps
-            last[:-1] = t[1:] != t[:-1]
-            yield labels, t[last], v[last]
 
     def series(self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int) -> list[dict[str, str]]:
         """The label sets of the series with a sample in ``[start_ms, end_ms]`` matching any of
@@ -230,3 +228,32 @@ class StoredSamples:
         jobs = {next((m.value for m in ms if m.name == JOB and m.op == "="), None) for ms in matcher_sets}
         job = jobs.pop() if len(jobs) == 1 else None
         return names, job
+
+
+def _in_series_order(labels: list[Labels], place: np.ndarray, ts: np.ndarray, vs: np.ndarray) -> Selection:
+    """The samples of the series ``labels`` (sample ``i`` is of series ``place[i]``), in the order
+    they were written, as a Selection: by series, then time. A stable sort on the series' places
+    (a radix sort while they fit 16 bits) keeps each series' samples as written, so samples
+    written in time order need no sort by time; any others get one (ties keep the written
+    order). Of two samples in one millisecond the one written later is kept, as a TSDB keeps."""
+    code = place.astype(np.uint16 if len(labels) <= 1 << 16 else np.int64)
+    order = np.argsort(code, kind="stable")
+    counts = np.bincount(code, minlength=len(labels))
+    code = np.repeat(np.arange(len(labels), dtype=code.dtype), counts)  # ``code[order]``, without a gather
+    ts, vs = ts[order], vs[order]
+    same = code[1:] == code[:-1]
+    if (same & (ts[1:] < ts[:-1])).any():
+        order = np.lexsort((ts, code))
+        code, ts, vs = code[order], ts[order], vs[order]
+        same = code[1:] == code[:-1]
+    dup = same & (ts[1:] == ts[:-1])
+    if dup.any():
+        keep = np.append(~dup, True)
+        code, ts, vs = code[keep], ts[keep], vs[keep]
+        counts = np.bincount(code, minlength=len(labels))
+    if not counts.all():  # a series whose samples retention deleted after the listing
+        labels = [ls for ls, c in zip(labels, counts) if c]
+        counts = counts[counts > 0]
+    starts = np.zeros(len(labels) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    return Selection(labels, ts, vs, starts)
