@@ -104,7 +104,9 @@ def test_a_kill_right_after_a_deletion_keeps_the_metrics(server_factory, tmp_pat
     """The old spans are deleted before the writer's periodic snapshot (every 10 s) would have
     included them: the deletion itself must snapshot first, or a restart would count fewer."""
     srv = server_factory(tmp_path / "d", "--retention", "5s")
-    now = time.time_ns()
+    # The span kept is a minute ahead, so a slow machine's test (over 5 s to the restart's count)
+    # does not see retention delete it too.
+    now = time.time_ns() + 60 * S
     sdk_export(srv, [llm_span(now)])
     old = [llm_span(now - 3 * HOUR + i * MS) for i in range(30)]
     sdk_export(srv, old[:15], protocol="http")
