@@ -60,7 +60,7 @@ def _port_free(address: str) -> bool:
 
 def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(demo_factory, tmp_path):
     started = time.time_ns()
-    srv = demo_factory(tmp_path / "data", "--rate", "20", "--seed", "4")
+    srv = demo_factory(tmp_path / "data", "--seed", "4")  # the default rate, as `make run`
     t0 = time.monotonic()
     written = 0
     while time.monotonic() - t0 < DATA_TIMEOUT_S:
@@ -115,7 +115,7 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
         assert _samples(srv, metric, target), (metric, target)
 
     out = "\n".join(srv.lines("out"))
-    assert "simulating Plano: 20 requests/s (llm 65%, agent 30%, routing 5%), seed 4, OTLP/grpc" in out
+    assert "simulating Plano: 5 requests/s (llm 65%, agent 30%, routing 5%), seed 4, OTLP/grpc" in out
     assert "backfilling 900 s" in out
     below = _descendants(srv.proc.pid)
     addresses = [srv.grpc_target, srv.http_traces_url, srv.web_url, srv.envoy_url, srv.brightstaff_url]
@@ -165,13 +165,21 @@ def test_demo_keeps_its_data_apart_and_backfills(demo_factory, tmp_path, monkeyp
     assert len(rows) >= 1000 and time.time_ns() - oldest > 100e9, (len(rows), oldest)
 
 
-def test_demo_backfills_an_empty_store_only(demo_factory, tmp_path):
-    srv = demo_factory(tmp_path / "demo", "--rate", "5", "--seed", "2")
-    assert "backfilling 900 s" in "\n".join(srv.lines("out"))
+def test_demo_backfills_an_empty_store_only_and_ctrl_c_ends_a_backfill(demo_factory, tmp_path):
+    srv = demo_factory(tmp_path / "demo", "--rate", "50", "--seed", "2")
+    assert "backfilling 900 s" in "\n".join(srv.lines("out"))  # 45,000 requests: minutes of work
     t0 = time.monotonic()
     while srv.healthz()["spans_written"] < 100 and time.monotonic() - t0 < DATA_TIMEOUT_S:
         time.sleep(0.2)
-    srv.stop()
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGINT)  # Ctrl-C while the past is still being sent
+    assert srv.stop() == 0
+    stopped_s = time.monotonic() - t0
+    summary = next(ln for ln in srv.lines("out") if ln.startswith("planoscope: simulated "))
+    acked = int(re.search(r"acknowledged (\d+)", summary).group(1))
+    assert "rejected 0, failed 0" in summary
+    assert 100 <= acked == len(read_spans(srv.data_dir)) < 100_000, summary  # what was made is kept
+    assert stopped_s < 20, f"Ctrl-C took {stopped_s:.1f} s to end the backfill"
     srv.start()  # the same data directory, now holding spans: a backfill would count them twice
     out = "\n".join(srv.lines("out"))
     assert "simulating Plano" in out and "backfilling" not in out

@@ -223,7 +223,7 @@ class Player:
         next_s = live_s - int(backfill_s)
         while True:
             now = self.clock()
-            while next_s <= now // 1_000_000_000:
+            while next_s <= now // 1_000_000_000 and not stop.is_set():  # Ctrl-C ends a backfill too
                 # A backfilled past was never seen by this Envoy or brightstaff, whose counters
                 # start now: counting it would show as one burst at the first scrape.
                 self.enqueue(self.sim.second(next_s), track=next_s >= live_s)
