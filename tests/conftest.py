@@ -920,8 +920,11 @@ ARGS = [
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # A deadline, not a speed goal: the suite runs three test files at once on two cores, and a
+    # page's redraw can wait seconds for the CPU (Playwright's default is 5 s).
+    expect.set_options(timeout=15_000)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
