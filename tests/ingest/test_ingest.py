@@ -28,6 +28,7 @@ from conftest import (
     SPAN_COLUMNS,
     TABLE_COLUMNS,
     TYPED_COLUMNS,
+    _wait,
     now_base_ns,
     read_spans,
     spans_by_id,
@@ -535,7 +536,9 @@ def ingested(module_server_factory, tmp_path_factory):
     expected: dict[str, dict[str, dict]] = {}
     for variant, transport in enumerate(TRANSPORTS, start=1):
         expected[transport] = send(transport, srv, variant, base)
-    health = srv.healthz()
+    # An export is acknowledged once journaled; the store's write follows within moments.
+    sent = sum(len(exp) for exp in expected.values())
+    health = _wait(lambda: (h := srv.healthz())["spans_written"] >= sent and h, 30, f"{sent} spans written")
     after = datetime.now(UTC).replace(tzinfo=None)
     srv.stop()
     rows = read_spans(data_dir)
