@@ -58,6 +58,13 @@ def _port_free(address: str) -> bool:
     return True
 
 
+def _acknowledged_all(srv) -> int:
+    """The spans the stopped demo says it sent and had acknowledged, none rejected or failed."""
+    summary = next(ln for ln in srv.lines("out") if ln.startswith("planoscope: simulated "))
+    assert "rejected 0, failed 0" in summary, summary
+    return int(re.search(r"acknowledged (\d+)", summary).group(1))
+
+
 def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(demo_factory, tmp_path):
     started = time.time_ns()
     srv = demo_factory(tmp_path / "data", "--seed", "4")  # the default rate, as `make run`
@@ -124,9 +131,7 @@ def test_demo_fills_the_store_within_seconds_and_ctrl_c_leaves_nothing_behind(de
     assert "planoscope: stopped" in srv.lines("out")
     assert not [p for p in below if _alive(p)], f"left behind: {below}"
     assert all(_port_free(a) for a in addresses), addresses
-    summary = next(ln for ln in srv.lines("out") if ln.startswith("planoscope: simulated "))
-    acked = int(re.search(r"acknowledged (\d+)", summary).group(1))
-    assert "rejected 0, failed 0" in summary
+    acked = _acknowledged_all(srv)
 
     rows = spans_by_id(read_spans(srv.data_dir))
     assert len(rows) == acked >= written
@@ -175,10 +180,8 @@ def test_demo_backfills_an_empty_store_only_and_ctrl_c_ends_a_backfill(demo_fact
     srv.proc.send_signal(signal.SIGINT)  # Ctrl-C while the past is still being sent
     assert srv.stop() == 0
     stopped_s = time.monotonic() - t0
-    summary = next(ln for ln in srv.lines("out") if ln.startswith("planoscope: simulated "))
-    acked = int(re.search(r"acknowledged (\d+)", summary).group(1))
-    assert "rejected 0, failed 0" in summary
-    assert 100 <= acked == len(read_spans(srv.data_dir)) < 100_000, summary  # what was made is kept
+    acked = _acknowledged_all(srv)
+    assert 100 <= acked == len(read_spans(srv.data_dir)) < 100_000, acked  # what was made is kept
     assert stopped_s < 20, f"Ctrl-C took {stopped_s:.1f} s to end the backfill"
     srv.start()  # the same data directory, now holding spans: a backfill would count them twice
     out = "\n".join(srv.lines("out"))

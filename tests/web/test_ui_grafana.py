@@ -113,7 +113,9 @@ def test_the_page_draws_the_rows_and_every_panel_as_the_api_answers(demo, page: 
     expect(page.locator(".row-heading")).to_have_text(ROWS)
     expect(page.locator(".panel")).to_have_count(15)
     infos = {p["id"]: p for p in _api(demo, "/api/v1/panels", dashboard="brightstaff") if p["kind"] != "row"}
-    drawn = {p["id"]: p for p in _board(demo)["panels"]}
+    drawn_range = parse_qs(urlparse(asked[-1]).query)  # the last load is the one drawn
+    board = _board(demo, start=drawn_range["start"][0], end=drawn_range["end"][0])
+    drawn = {p["id"]: p for p in board["panels"]}
     for panel_id, info in infos.items():
         el = page.locator(f'.panel[data-panel="{panel_id}"]')
         expect(el.locator("h2")).to_have_text(info["title"])
@@ -126,10 +128,7 @@ def test_the_page_draws_the_rows_and_every_panel_as_the_api_answers(demo, page: 
             assert el.locator(".legend tbody tr, .legend li").count() >= 1, info["title"]
     # The stat's tile takes its threshold's colour (Grafana's green below 1 %, yellow, red from 5 %).
     errors = next(p for p in infos.values() if p["title"] == "Errors — brightstaff 5xx rate")
-    drawn_range = parse_qs(urlparse(asked[-1]).query)  # the last load is the one drawn
-    board = _board(demo, start=drawn_range["start"][0], end=drawn_range["end"][0])
-    seen = next(p for p in board["panels"] if p["id"] == errors["id"])
-    value = seen["series"][0]["points"][0][1]
+    value = drawn[errors["id"]]["series"][0]["points"][0][1]
     want = "#73bf69" if value < 0.01 else "#fade2a" if value < 0.05 else "#f2495c"
     tile = page.locator(f'.panel[data-panel="{errors["id"]}"] .stat')
     assert tile.evaluate("e => e.style.getPropertyValue('--c')") == want
