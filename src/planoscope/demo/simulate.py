@@ -6,7 +6,7 @@ same seed replays the same traffic for the same time, any window can be made wit
 what came before it, and sending a window twice sends the same span ids (stored once).
 ``Player`` (export.py) plays a simulation in real time through Plano's batch exporters.
 
-What each request sends follows ``reference/plano-telemetry/README.md`` (spans.py has the
+What each request sends follows ``reference/plano-telemetry/README.md`` (request.py, llm_call.py and spans.py have the
 details); the gateway is configured in gateway.py. Three kinds of request:
 
 - llm: a direct call to the LLM listener, rooted at ``plano(llm)`` ``POST {path} {model}``
@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 from .export import OtlpExporter, Player, export_request, export_requests
 from .gateway import LISTENERS, MODELS, ROUTES
-from .spans import AGENT, LLM, ROUTING, Builder, Conditions, EnvoyCall, Fact, Session, Trace, pick
+from .request import Builder
+from .spans import AGENT, LLM, ROUTING, Conditions, EnvoyCall, Fact, Session, Trace, pick
 
 __all__ = [
     "AGENT",
