@@ -14,7 +14,6 @@ from .gateway import (
     QUALITY,
     ROUTES,
     SIGNALS,
-    TENANTS,
     Model,
 )
 from .spans import (
@@ -560,10 +559,3 @@ class LlmCallBuilder(SpanBuilder):
         if status == 200 and session:  # the response refreshes the session's binding
             self._fact(tr, end_ns, "brightstaff_session_binding_events_total", event="refresh")
             self._fact(tr, end_ns, "brightstaff_session_cache_events_total", outcome="store")
-
-    # --- request kinds ------------------------------------------------------------------------
-    def _who(self) -> tuple[str | None, str | None]:
-        rng = self.rng
-        tenant = rng.choice(TENANTS) if rng.random() < 0.5 else None
-        user = f"user_{rng.randint(1000, 1400)}" if rng.random() < 0.6 else None
-        return tenant, user

@@ -14,6 +14,7 @@ from .gateway import (
     MODELS,
     PROMPTS,
     ROUTES,
+    TENANTS,
     TOOLS,
     USER_AGENTS,
 )
@@ -40,6 +41,12 @@ from .spans import (
 
 class Builder(LlmCallBuilder):
     """Makes the traces of one second from that second's generator."""
+
+    def _who(self) -> tuple[str | None, str | None]:
+        rng = self.rng
+        tenant = rng.choice(TENANTS) if rng.random() < 0.5 else None
+        user = f"user_{rng.randint(1000, 1400)}" if rng.random() < 0.6 else None
+        return tenant, user
 
     def llm_request(self, start_ns: int, second: int) -> Trace:
         """A direct request to the LLM listener, rooted at ``plano(llm)`` (Envoy does not trace
