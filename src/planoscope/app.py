@@ -42,6 +42,7 @@ from .scrape.scraper import Scraper
 from .settings import Settings, scrape_target
 from .store import SpanStore, StoreError, open_store
 from .store.retention import Retention
+from .store.rollups import Compaction
 from .web.app import create_web_app
 from .web.routes import prometheus
 
@@ -166,6 +167,9 @@ class Planoscope:
         if store.samples_head is not None:  # PromQL's last hours in memory, read while the rest starts
             threading.Thread(target=store.samples_head.ensure_loaded, name="samples-head", daemon=True).start()
         self.retention = retention = await stack.enter_async_context(Retention(writer, store, s.retention))
+        rollups = getattr(store, "rollups", None)  # the samples thinned for long PromQL ranges (DuckDB)
+        if rollups is not None:
+            await stack.enter_async_context(Compaction(writer, store.compact_rollups))
         self.scraper = scraper = Scraper(
             writer,
             [scrape_target(t) for t in s.scrape],
@@ -222,6 +226,15 @@ class Planoscope:
                 "Samples of the last hours held in memory for PromQL (0 until read on start, or past its limit)",
                 registry=web_app.state.registry,
             ).set_function(lambda: head.held if head.loaded else 0)
+        if rollups is not None:
+            watermark = Gauge(
+                "planoscope_samples_rollup_watermark_seconds",
+                "Where the samples thinned for PromQL end, per resolution in seconds (0: none yet)",
+                ["resolution"],
+                registry=web_app.state.registry,
+            )
+            for r in rollups.resolutions:
+                watermark.labels(str(r // 1000)).set_function(lambda r=r: (rollups.watermark(r) or 0) / 1000)
         external_url = s.external_url or f"http://{bound_address(web_sock)}"
         senders: list = [Alertmanager(url) for url in s.alertmanager_url]
         senders += [

@@ -55,6 +55,7 @@ from .values import (
     Value,
     Vector,
     Windows,
+    at,
     drop_name,
     labels_of,
     merge,
@@ -219,8 +220,9 @@ class Evaluator:
 
     # --- evaluation --------------------------------------------------------------------------
 
-    def eval(self, e: Expr, times: np.ndarray):
-        """The value of ``e`` at each of ``times`` (ms): Steps, a float array, Windows or a str."""
+    def eval(self, e: Expr, times: np.ndarray, thinned: bool = False):
+        """The value of ``e`` at each of ``times`` (ms): Steps, a float array, Windows or a str.
+        ``thinned``: a range vector may be read from the store's rollups (``range_vector``)."""
         if _time.monotonic() > self.deadline:
             raise Timeout("query timed out in expression evaluation")
         before = self.samples
@@ -229,7 +231,7 @@ class Evaluator:
             self.reserve(len(once) if isinstance(once, Steps | Windows) else 1, len(times))
             out = _repeat(once, len(times))
         else:
-            out = self._eval(e, times)
+            out = self._eval(e, times, thinned)
         self.samples = before
         self.charge(self._size(out))
         return out
@@ -240,17 +242,17 @@ class Evaluator:
             self._invariant[key] = step_invariant(e) and not isinstance(e, Number | String)
         return self._invariant[key]
 
-    def _eval(self, e: Expr, times: np.ndarray):
+    def _eval(self, e: Expr, times: np.ndarray, thinned: bool = False):
         if isinstance(e, Number):
             return np.full(len(times), e.value)
         if isinstance(e, String):
             return e.value
         if isinstance(e, Paren):
-            return self.eval(e.expr, times)
+            return self.eval(e.expr, times, thinned)
         if isinstance(e, VectorSelector):
             return self.instant_vector(e, times)[0]
         if isinstance(e, MatrixSelector):
-            return self.range_vector(e, times)
+            return self.range_vector(e, times, thinned)
         if isinstance(e, Subquery):
             return self.subquery(e, times)
         if isinstance(e, Unary):
@@ -300,10 +302,41 @@ class Evaluator:
         self.charge(len(found.ts))
         return found
 
+    def _thinned(
+        self, matchers: Sequence[Matcher], refs: np.ndarray, span_ms: int, times: np.ndarray, within: int | None = None
+    ):
+        """The store's rollups (``Selection.ordinal``) of what windows of ``span_ms`` ending at
+        ``refs`` read, or None: the store has none for that range, or no resolution is at most the
+        step and ``within`` (a range: a coarser one would leave its windows' edges inside buckets)."""
+        if len(times) < 2:
+            return None
+        fit = [
+            r for r in getattr(self.queryable, "rollup_resolutions", ()) if r <= min(within or r, times[1] - times[0])
+        ]
+        if not fit:
+            return None
+        r = max(fit)
+        start, end = (int(refs.min()) - span_ms) // r * r, int(refs.max()) // r * r + r - 1
+        return self.queryable.select_thinned(matchers, start, end, r)
+
+    def _count(self, found: Selection) -> None:
+        self.series += len(found)
+        if self.series > self.limits.max_series:
+            raise LimitExceeded(TOO_MANY_SERIES)
+        self.charge(len(found.ts))
+
     def instant_vector(self, e: VectorSelector, times: np.ndarray) -> tuple[Steps, np.ndarray]:
         """The selector at each step, and the timestamps of the samples it took (for timestamp())."""
         refs = self.at_times(e.at, e.offset, times)
-        found = self.select(e.matchers, refs.min() - self.lookback_ms, refs.max())
+        found = self._thinned(e.matchers, refs, self.lookback_ms, times)
+        if found is not None:
+            live = found.without(is_stale(found.values))
+            if exact(windows(live, refs, self.lookback_ms), left=False):
+                self._count(found)
+            else:
+                found = None
+        if found is None:
+            found = self.select(e.matchers, refs.min() - self.lookback_ms, refs.max())
         self.reserve(len(found), len(times))
         if not len(found):
             empty = Steps.empty(len(times))
@@ -319,8 +352,17 @@ class Evaluator:
         present &= ~is_stale(values)
         return Steps(found.labels, values, present), sample_ts
 
-    def range_vector(self, e: MatrixSelector, times: np.ndarray) -> Windows:
+    def range_vector(self, e: MatrixSelector, times: np.ndarray, thinned: bool = False) -> Windows:
+        """``thinned``: the caller needs of each window only what a rollup keeps (see
+        ``store.rollups``): it is read from them when every window's edges allow."""
         refs = self.at_times(e.selector.at, e.selector.offset, times)
+        found = self._thinned(e.selector.matchers, refs, e.range, times, within=e.range) if thinned else None
+        if found is not None:
+            w = windows(found.without(is_stale(found.values)), refs, e.range)
+            if exact(w):
+                self._count(found)
+                self.reserve(len(found), len(refs))
+                return w
         found = self.select(e.selector.matchers, refs.min() - e.range, refs.max())
         self.reserve(len(found), len(refs))
         return windows(found.without(is_stale(found.values)), refs, e.range)
@@ -348,10 +390,30 @@ class Evaluator:
 def windows(found: Selection, refs: np.ndarray, range_ms: int) -> Windows:
     """Windows ``[ref - range, ref]`` (both ends included) over each series' samples."""
     first = refs - range_ms
-    groups = found.groups if found.groups is not None else same_times(found.ts, found.starts)
+    groups = found.groups if found.groups is not None else same_times(found.ts, found.starts, found.ordinal)
     lo = search(found.ts, found.starts, first, "left", groups)
     hi = search(found.ts, found.starts, refs, "right", groups)
-    return Windows(found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms, groups)
+    return Windows(
+        found.labels, found.ts, found.values, found.starts, lo, hi, first, refs.copy(), range_ms, groups, found.ordinal
+    )
+
+
+def exact(w: Windows, left: bool = True) -> bool:
+    """Whether windows over a rollup's samples hold the raw windows' first and last samples: the
+    raw sample nearest inside each edge was kept (it is on the edge, or its ordinal follows the
+    kept one outside). ``left=False``: only the last (an instant vector's lookback)."""
+    o, starts = w.ordinal, w.starts
+    if o is None or len(starts) < 2:
+        return True
+    s0, s1 = starts[:-1, None], starts[1:, None]
+    lo, hi = w.lo, w.hi
+    right = (hi <= s0) | (hi >= s1) | (at(o, hi) == at(o, hi - 1) + 1) | (at(w.ts, hi - 1) == w.last[None, :])
+    if not right.all():
+        return False
+    if not left:
+        return True
+    prev = np.where(lo > s0, at(o, lo - 1), 0)
+    return bool(((lo >= s1) | (at(o, lo) == prev + 1) | (at(w.ts, lo) == w.first[None, :])).all())
 
 
 def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str, groups=None) -> np.ndarray:
@@ -367,8 +429,9 @@ def search(ts: np.ndarray, starts: np.ndarray, at: np.ndarray, side: str, groups
     return out
 
 
-def same_times(ts: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
-    """The series (indices) grouped by their sample times: each group's series have equal ``ts``."""
+def same_times(ts: np.ndarray, starts: np.ndarray, ordinal: np.ndarray | None = None) -> list[np.ndarray]:
+    """The series (indices) grouped by their sample times: each group's series have equal ``ts``
+    (and ``ordinal``, a rollup's: the same raw samples' times)."""
     n = len(starts) - 1
     if n == 0:
         return []
@@ -388,8 +451,11 @@ def same_times(ts: np.ndarray, starts: np.ndarray) -> list[np.ndarray]:
         if len(members) == 1 or size == 0:
             out.append(members)
             continue
-        rows = ts[starts[members][:, None] + np.arange(size)[None, :]]
+        where = starts[members][:, None] + np.arange(size)[None, :]
+        rows = ts[where]
         same = (rows == rows[0]).all(axis=1)
+        if ordinal is not None:
+            same &= (ordinal[where] == ordinal[where[0]]).all(axis=1)
         out.append(members[same])
         out.extend(np.array([m]) for m in members[~same])  # same ends and length, other times
     return out

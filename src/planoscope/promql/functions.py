@@ -400,12 +400,14 @@ def _native_histograms(name: str) -> Impl:
 # --- range-vector functions --------------------------------------------------------------------
 
 
-def over_range(fn, *, keep_name: bool = False) -> Impl:
+def over_range(fn, *, keep_name: bool = False, thinned: bool = False) -> Impl:
     """A function of a range vector (and scalar arguments): ``fn(windows, scalars, times)`` returns
-    (values, present), each (series, steps). Steps whose window is empty have no result."""
+    (values, present), each (series, steps). Steps whose window is empty have no result.
+    ``thinned``: ``fn`` reads of a window only its first and last samples, its counter resets and
+    its count (``Windows.counts``), which the store's rollups keep (``store.rollups``)."""
 
     def impl(ev: Evaluator, call: Call, times: np.ndarray) -> Steps:
-        args = _args(ev, call, times)
+        args = [ev.eval(a, times, thinned) for a in call.args]
         w = next(a for a in args if isinstance(a, Windows))
         scalars = [a for a in args if not isinstance(a, Windows)]
         values, present = fn(w, scalars, times)
@@ -478,13 +480,13 @@ FUNCTIONS: dict[str, Impl] = {
     "absent": _absent,
     "absent_over_time": _absent_over_time,
     "histogram_quantile": _histogram_quantile,
-    "rate": over_range(extrapolated_rate(is_counter=True, is_rate=True)),
-    "increase": over_range(extrapolated_rate(is_counter=True, is_rate=False)),
-    "delta": over_range(extrapolated_rate(is_counter=False, is_rate=False)),
+    "rate": over_range(extrapolated_rate(is_counter=True, is_rate=True), thinned=True),
+    "increase": over_range(extrapolated_rate(is_counter=True, is_rate=False), thinned=True),
+    "delta": over_range(extrapolated_rate(is_counter=False, is_rate=False), thinned=True),
     "irate": over_range(instant_value(is_rate=True)),
     "idelta": over_range(instant_value(is_rate=False)),
     "changes": over_range(changes),
-    "resets": over_range(resets),
+    "resets": over_range(resets, thinned=True),
     "deriv": over_range(deriv),
     "predict_linear": over_range(predict_linear),
     "holt_winters": over_range(holt_winters),
@@ -492,9 +494,9 @@ FUNCTIONS: dict[str, Impl] = {
     "avg_over_time": over_range(avg_over_time),
     "min_over_time": over_range(reduce(np.fmin)),
     "max_over_time": over_range(reduce(np.fmax)),
-    "count_over_time": over_range(count_over_time),
-    "last_over_time": over_range(last_over_time, keep_name=True),
-    "present_over_time": over_range(present_over_time),
+    "count_over_time": over_range(count_over_time, thinned=True),
+    "last_over_time": over_range(last_over_time, keep_name=True, thinned=True),
+    "present_over_time": over_range(present_over_time, thinned=True),
     "stddev_over_time": over_range(stddev_over_time),
     "stdvar_over_time": over_range(stdvar_over_time),
     "quantile_over_time": over_range(by_sorted_windows(row_quantiles)),

@@ -72,6 +72,17 @@ class PanelSeries:
         block = getattr(self.base, "select_block", None)
         return block(matchers, start_ms, end_ms) if block else None
 
+    @property
+    def rollup_resolutions(self) -> tuple[int, ...]:
+        return getattr(self.base, "rollup_resolutions", ())
+
+    def select_thinned(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution_ms: int):
+        """The base's rollups (see ``StoredSamples.select_thinned``), for what ``select`` leaves
+        to the base; a panel's series have none."""
+        if metric_name(matchers) == PANEL_METRIC:
+            return None
+        return self.base.select_thinned(matchers, start_ms, end_ms, resolution_ms)
+
     def select(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
     ) -> Iterable[tuple[dict[str, str], np.ndarray, np.ndarray]]:

@@ -21,7 +21,8 @@ def extrapolated_rate(is_counter: bool, is_rate: bool):
 
     def fn(w: Windows, scalars, times):
         lo, hi = w.lo, w.hi
-        ok = hi - lo >= 2
+        counts = w.counts()
+        ok = counts >= 2
         if not ok.any():
             return np.zeros(lo.shape), ok
         reps, of = w.representatives()
@@ -31,7 +32,7 @@ def extrapolated_rate(is_counter: bool, is_rate: bool):
             to_start = (first_t - w.first) / 1000.0
             to_end = (w.last - last_t) / 1000.0
             sampled = (last_t - first_t) / 1000.0
-            average = sampled / (g_hi - g_lo - 1)
+            average = sampled / (counts[reps] - 1)
             threshold = average * 1.1
             to_start = np.where(to_start >= threshold, average / 2, to_start)
             to_end = np.where(to_end >= threshold, average / 2, to_end)

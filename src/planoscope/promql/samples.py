@@ -38,7 +38,7 @@ from ..store import SpanStore
 from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
 from .samples_clickhouse import ClickHouseSamples
 from .samples_duckdb import DuckDBSamples
-from .storage import Matcher, is_valid_label_name, matches_all, metric_name
+from .storage import Matcher, is_stale, is_valid_label_name, matches_all, metric_name
 from .values import METRIC_NAME, Labels, LimitExceeded, Selection, labels_of
 
 JOB, INSTANCE = "job", "instance"
@@ -71,6 +71,8 @@ class StoredSamples:
         self.limits = limits or Limits()
         self.sql = ClickHouseSamples(store) if store.dialect == "clickhouse" else DuckDBSamples(store)
         self.head = store.samples_head  # the last hours in memory (DuckDB), or None
+        self.rollups = getattr(store, "rollups", None)  # the samples thinned per bucket (DuckDB), or None
+        self.rollup_resolutions = tuple(sorted(self.rollups.resolutions, reverse=True)) if self.rollups else ()
 
     def select(
         self, matchers: Sequence[Matcher], start_ms: int, end_ms: int
@@ -88,6 +90,72 @@ class StoredSamples:
             if head.covers(start_ms):
                 return self._from_head(head, matchers, start_ms, end_ms)
         return self._from_table(matchers, start_ms, end_ms)
+
+    def select_thinned(
+        self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution_ms: int
+    ) -> Selection | None:
+        """``select_block`` from the store's rollups (``store.rollups``: a subset of the samples,
+        with each one's ``ordinal``): at ``resolution_ms`` up to its watermark, then at the finer
+        resolutions up to theirs, then the raw samples. None when the rollups at
+        ``resolution_ms`` do not cover ``start_ms`` (``start_ms`` is a bucket's start)."""
+        names, job = self._pushdown([matchers], start_ms, end_ms)
+        if names == []:
+            return Selection.of([])
+        matched: list[tuple[Labels, int]] = []  # the catalog's series that match, by label set
+
+        def match() -> list[int]:
+            matched[:] = self._matched_rollups(matchers, names, job)
+            return [key for _, key in matched]
+
+        # In time order: raw samples before the rollups begin, rollups at ``resolution_ms`` up to
+        # their watermark, at each finer resolution up to its own, then the raw samples.
+        parts: list[tuple[int, pa.Table | Selection]] = []
+        since = start_ms
+        for r in (r for r in self.rollup_resolutions if r <= resolution_ms):
+            got = self.sql.rollups(r, since, end_ms + 1, match)
+            if got is None:
+                if r == resolution_ms:
+                    return None
+                continue
+            begins, watermark, rows = got
+            if begins > since:
+                parts.append((0, self.select_block(matchers, since, begins - 1)))
+            since = watermark
+            parts.append((r, rows))
+            if since > end_ms:
+                break
+        if since <= end_ms:
+            parts.append((0, self.select_block(matchers, since, end_ms)))
+        if sum(len(p.ts) if r == 0 else p.num_rows for r, p in parts) > self.limits.max_samples:
+            raise LimitExceeded(TOO_MANY_SAMPLES)
+        return _thinned_selection([ls for ls, _ in matched], parts)
+
+    def _matched_rollups(self, matchers, names, job) -> list[tuple[Labels, int]]:
+        """(label set, key) of the rollups' series ``matchers`` match, sorted by label set; worked
+        out once per catalog (``Rollups.series``)."""
+        rollups = self.rollups
+        memo_key = (
+            tuple(matchers),
+            tuple(names) if names is not None else None,
+            job,
+            tuple(sorted(self.instances.items())),
+        )
+        hit = rollups.memo.get(memo_key)
+        if hit is not None and hit[0] == rollups.generation:
+            return hit[1]
+        generation, rows = rollups.series(names, job)
+        matched = []
+        for key, name, target, labels in rows:
+            ls = series_labels(name, target, json.loads(labels), self.instances.get(target))
+            if matches_all(ls, matchers):
+                matched.append((labels_of(ls), key))
+        if len(matched) > self.limits.max_series:
+            raise LimitExceeded(TOO_MANY_SERIES)
+        matched.sort()
+        if len(rollups.memo) > 1000:
+            rollups.memo.clear()
+        rollups.memo[memo_key] = (generation, matched)
+        return matched
 
     def _from_head(self, head, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection:
         """Which series match is worked out once per set of series in the head."""
@@ -257,3 +325,78 @@ def _in_series_order(labels: list[Labels], place: np.ndarray, ts: np.ndarray, vs
     starts = np.zeros(len(labels) + 1, np.int64)
     np.cumsum(counts, out=starts[1:])
     return Selection(labels, ts, vs, starts)
+
+
+def _thinned_selection(catalog: list[Labels], parts: list[tuple[int, pa.Table | Selection]]) -> Selection:
+    """One Selection of ``parts`` in time order, each rollups (resolution, rows whose Code is a
+    place in ``catalog``) or raw samples (0, a Selection), with each sample's ``ordinal``: the
+    non-stale samples of its series before its bucket (from each bucket's BucketN), plus its Rank,
+    plus one. A raw sample is a bucket of its own."""
+    index = {ls: i for i, ls in enumerate(catalog)}  # sorted
+    extra = {ls for r, p in parts if r == 0 for ls in p.labels if ls not in index}  # series not thinned yet
+    labels = sorted([*catalog, *extra]) if extra else catalog
+    if extra:
+        index = {ls: i for i, ls in enumerate(labels)}
+    of_catalog = np.array([index[ls] for ls in catalog], np.int64)
+    # (place, ts, vs, rank, size, bucket) per part, and the order that puts each part's samples
+    # in time order within each series: the order written (the table's, thinned an hour after
+    # another), which DuckDB's parallel join leaves in a few sorted runs.
+    cols: list[tuple[np.ndarray, ...]] = []
+    orders: list[np.ndarray] = []
+    for i, (r, p) in enumerate(parts):
+        if r == 0:
+            n = len(p.ts)
+            place = np.repeat(np.array([index[ls] for ls in p.labels], np.int64), np.diff(p.starts))
+            bucket = np.arange(n, dtype=np.int64) * len(parts) + i  # every sample its own
+            cols.append((place, p.ts, p.values, np.zeros(n, np.int32), (~is_stale(p.values)).astype(np.int32), bucket))
+            orders.append(np.arange(n))
+        elif p.num_rows:
+            code = p.column("Code").to_numpy().astype(np.int64)
+            ts = p.column("Timestamp").to_numpy()
+            cols.append(
+                (
+                    of_catalog[code] if len(labels) > len(catalog) else code,
+                    ts,
+                    p.column("Value").to_numpy(),
+                    p.column("Rank").to_numpy(),
+                    p.column("BucketN").to_numpy(),
+                    ts // r * len(parts) + i,
+                )
+            )
+            orders.append(np.argsort(p.column("Row").to_numpy(), kind="stable"))
+    if not cols:
+        return Selection.of([])
+    place, ts, vs, rank, size, bucket = (np.concatenate([c[i] for c in cols]) for i in range(6))
+    if not len(ts):
+        return Selection.of([])
+    offsets = np.cumsum([0] + [len(c[0]) for c in cols[:-1]])
+    order = np.concatenate([o + k for o, k in zip(orders, offsets)])
+    # then by series, keeping that order: a stable radix sort while the places fit 16 bits
+    order = order[np.argsort(place[order].astype(np.uint16 if len(labels) <= 1 << 16 else np.int64), kind="stable")]
+    place, ts = place[order], ts[order]
+    same = place[1:] == place[:-1]
+    if (same & (ts[1:] < ts[:-1])).any():  # rollups made again after a late write: by time too
+        order = order[np.lexsort((ts, place))]
+        place, ts = place[order], ts[order]
+    vs, rank, size, bucket = vs[order], rank[order], size[order], bucket[order]
+    counts = np.bincount(place, minlength=len(labels))
+    starts = np.zeros(len(labels) + 1, np.int64)
+    np.cumsum(counts, out=starts[1:])
+    # ordinal[i] = ordinal[i-1] - rank[i-1] + rank[i], plus the size of the bucket left behind
+    # (a new bucket), from 1 at each series' first sample.
+    step = rank.astype(np.int64)
+    step[1:] -= rank[:-1]
+    step[1:] += np.where(bucket[1:] != bucket[:-1], size[:-1], 0)
+    firsts = starts[:-1][counts > 0]
+    step[firsts] = rank[firsts].astype(np.int64) + 1
+    ordinal = np.cumsum(step)
+    base = np.zeros(len(firsts), np.int64)
+    base[1:] = ordinal[firsts[1:] - 1]
+    ordinal -= np.repeat(base, counts[counts > 0])
+    if not counts.all():  # matched series without samples in the range
+        labels = [ls for ls, c in zip(labels, counts) if c]
+        starts = np.zeros(len(labels) + 1, np.int64)
+        np.cumsum(counts[counts > 0], out=starts[1:])
+    return Selection(
+        labels, ts.astype(np.int64, copy=False), vs.astype(np.float64, copy=False), starts, ordinal=ordinal
+    )

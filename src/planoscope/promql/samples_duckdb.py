@@ -72,3 +72,8 @@ class DuckDBSamples:
             f"SELECT {KEY} AS k, epoch_us(Timestamp) // 1000 AS t, Value AS v FROM samples WHERE {where}",
             args,
         )
+
+    def rollups(self, resolution_ms: int, start_ms: int, end_ms: int, match):
+        """The rollups of ``[start_ms, end_ms)`` of the series ``match()`` picks, with where they
+        begin and end (``store.rollups.Rollups.read``), or None: not covered."""
+        return self.store.read_rollups(resolution_ms, start_ms, end_ms, match)

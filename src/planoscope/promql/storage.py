@@ -14,24 +14,15 @@ only the samples it needs, so a SQL store can push down what it indexes — the 
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from ..store.staleness import STALE_NAN, STALE_NAN_BITS, is_stale  # noqa: F401 (the engine's, from here)
 from .regex import RegexError, compile_anchored
 from .values import METRIC_NAME, Labels, ParseError, labels_of
-
-# The NaN Prometheus writes when a series ends (a scrape target vanished); an ordinary NaN is a value.
-STALE_NAN_BITS = 0x7FF0000000000002
-STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
-
-
-def is_stale(values: np.ndarray) -> np.ndarray:
-    """Which of ``values`` (float64) are staleness markers."""
-    return np.ascontiguousarray(values, dtype=np.float64).view(np.uint64) == STALE_NAN_BITS
 
 
 @dataclass(frozen=True)

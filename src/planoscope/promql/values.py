@@ -247,6 +247,10 @@ class Selection:
     starts: np.ndarray  # (n + 1,)
     # Series (indices) with the same sample times, if the store knows them (else ``engine.same_times``).
     groups: list[np.ndarray] | None = None
+    # A store's rollup (``store.rollups``) is a subset of the raw samples: each non-stale one's
+    # place among its series' raw non-stale samples (consecutive where nothing was left out). None:
+    # every sample is here.
+    ordinal: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -275,7 +279,8 @@ class Selection:
             return self
         kept = np.zeros(len(self.starts), np.int64)
         np.cumsum(np.add.reduceat((~drop).astype(np.int64), self.starts[:-1]), out=kept[1:])
-        return Selection(self.labels, self.ts[~drop], self.values[~drop], kept)
+        ordinal = None if self.ordinal is None else self.ordinal[~drop]
+        return Selection(self.labels, self.ts[~drop], self.values[~drop], kept, ordinal=ordinal)
 
 
 @dataclass
@@ -295,12 +300,17 @@ class Windows:
     range: int  # ms
     # Series (indices) with the same sample times and so the same windows, if known (``engine.same_times``).
     groups: list[np.ndarray] | None = None
+    ordinal: np.ndarray | None = None  # of a rollup's samples (``Selection.ordinal``)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def counts(self) -> np.ndarray:
-        return self.hi - self.lo
+        """The raw samples in each window."""
+        if self.ordinal is None:
+            return self.hi - self.lo
+        lo, hi = self.lo, self.hi
+        return np.where(hi > lo, at(self.ordinal, hi - 1) - at(self.ordinal, lo) + 1, 0)
 
     def representatives(self) -> tuple[np.ndarray, np.ndarray]:
         """One series of each group (G,), and each series' group (n,): every series its own

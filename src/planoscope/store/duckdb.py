@@ -29,6 +29,7 @@ from .attributes import stored_str
 from .fill import Estimate, Fill, Progress, fillable
 from .head import SamplesHead, recent_samples
 from .metric_state import put_totals, state_ddl, state_table
+from .rollups import Rollups, ms_of
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 from .spanstore import StoreError, Totals
 
@@ -118,6 +119,7 @@ class DuckDBStore:
             "CREATE TABLE IF NOT EXISTS samples (Timestamp TIMESTAMP NOT NULL, Target VARCHAR NOT NULL,"
             " MetricName VARCHAR NOT NULL, Labels VARCHAR NOT NULL, Value DOUBLE NOT NULL)"
         )
+        self.rollups = Rollups(self._con)
         self._span_columns = [
             r[0]
             for r in self._con.execute(
@@ -349,11 +351,24 @@ class DuckDBStore:
             raise
 
     def append_samples(self, rows: pa.Table) -> None:
-        """Append scraped samples (the columns of ``samples``, in order) in one transaction."""
+        """Append scraped samples (the columns of ``samples``, in order) in one transaction; the
+        rollups of buckets they fall in are made again (``Rollups.invalidate``)."""
         con = self._con
+        covered = self.rollups.lowest_watermark()
+        oldest = None
+        if covered is not None and rows.num_rows:
+            oldest = pc.min(pc.cast(rows.column("Timestamp"), pa.timestamp("us"))).value // 1000
         con.register("_samples", rows)
+        con.begin()
         try:
+            if oldest is not None and oldest < covered:
+                self.rollups.invalidate(con, oldest)
             con.execute("INSERT INTO samples SELECT * FROM _samples")
+            con.commit()
+        except BaseException:
+            _rollback(con)
+            self.rollups.reload(con)
+            raise
         finally:
             con.unregister("_samples")
         self.samples_head.append(rows)
@@ -371,7 +386,20 @@ class DuckDBStore:
         deleted = con.fetchall()[0][0]
         if table == "samples" and deleted:
             self.samples_head.trim(cutoff)
+            self.rollups.trim(con, ms_of(cutoff))
         return deleted
+
+    def compact_rollups(self, now_ms: int) -> bool:
+        """Thin the next hour of complete buckets of samples (``Rollups.compact``); whether more is due."""
+        self._threads_for_ingest()
+        return self.rollups.compact(self._con, now_ms)
+
+    def read_rollups(self, resolution_ms: int, start_ms: int, end_ms: int, match):
+        """``Rollups.read`` on this thread's cursor, with all of DuckDB's threads."""
+        cur = self._cursor()
+        with self._threads_lock:
+            self._set_threads(cur, self.read_threads)
+        return self.rollups.read(cur, resolution_ms, start_ms, end_ms, match)
 
     def oldest(self) -> tuple[datetime | None, datetime | None]:
         """The earliest Timestamp of the stored spans and of the stored samples."""
