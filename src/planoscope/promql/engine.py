@@ -23,7 +23,7 @@ import numpy as np
 from planoscope.query.params import MAX_POINTS
 
 from . import aggregations, binary, functions
-from .storage import Matcher, Queryable, is_stale, matches_all
+from .storage import Matcher, Queryable, is_stale, matches_all, metric_name
 from .syntax import (
     Aggregate,
     At,
@@ -162,6 +162,27 @@ AT_UNSAFE = {
 }
 
 
+def cacheable(e: Expr, volatile: frozenset[str]) -> bool:
+    """Whether ``e`` reads stored samples only, at or before each step: no ``@``, no negative
+    offset, and every selector of a fixed metric name the queryable stores (not ``volatile``)."""
+    if isinstance(e, VectorSelector):
+        name = metric_name(e.matchers)
+        return e.at is None and e.offset >= 0 and name is not None and name not in volatile
+    if isinstance(e, MatrixSelector):
+        return cacheable(e.selector, volatile)
+    if isinstance(e, Subquery):
+        return e.at is None and e.offset >= 0 and cacheable(e.expr, volatile)
+    if isinstance(e, Call):
+        return all(cacheable(a, volatile) for a in e.args)
+    if isinstance(e, Aggregate):
+        return cacheable(e.expr, volatile) and (e.param is None or cacheable(e.param, volatile))
+    if isinstance(e, Binary):
+        return cacheable(e.lhs, volatile) and cacheable(e.rhs, volatile)
+    if isinstance(e, Unary | Paren):
+        return cacheable(e.expr, volatile)
+    return True
+
+
 def step_invariant(e: Expr) -> bool:
     """Whether the expression has one value whatever the step (its selectors are all pinned with
     ``@``), so it is evaluated once and repeated, as Prometheus's StepInvariantExpr."""
@@ -195,6 +216,7 @@ class Evaluator:
         self.series = 0
         self.deadline = _time.monotonic() + engine.limits.timeout_s
         self._invariant: dict[int, bool] = {}
+        self._cacheable: dict[int, bool] = {}
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -226,6 +248,14 @@ class Evaluator:
         if _time.monotonic() > self.deadline:
             raise Timeout("query timed out in expression evaluation")
         before = self.samples
+        key = self._cache_key(e, times)
+        if key is not None:
+            cache = self.queryable.cache
+            out = cache.get(key)
+            if out is not None:
+                self.charge(out.points())
+                return out
+            seq = cache.changes.seq
         if len(times) > 1 and self.is_invariant(e):
             once = self._eval(e, times[:1])
             self.reserve(len(once) if isinstance(once, Steps | Windows) else 1, len(times))
@@ -234,7 +264,30 @@ class Evaluator:
             out = self._eval(e, times, thinned)
         self.samples = before
         self.charge(self._size(out))
+        if key is not None and isinstance(out, Steps):
+            cache.put(key, seq, int(times.max()), out)
         return out
+
+    def _cache_key(self, e: Expr, times: np.ndarray):
+        """What ``e`` at ``times`` is kept under in the queryable's cache (``promql.cache``), or
+        None: no cache, not a range query, or not an aggregation or call of stored samples alone."""
+        if len(times) < 2 or not isinstance(e, Aggregate | Call) or getattr(self.queryable, "cache", None) is None:
+            return None
+        if id(e) not in self._cacheable:
+            self._cacheable[id(e)] = cacheable(e, getattr(self.queryable, "volatile_metrics", frozenset()))
+        if not self._cacheable[id(e)]:
+            return None
+        step = int(times[1] - times[0])
+        engine = self.engine
+        return (
+            e,
+            int(times[0]),
+            step,
+            len(times),
+            engine.lookback_ms,
+            engine.subquery_step_ms,
+            self.queryable.cache_scope,
+        )
 
     def is_invariant(self, e: Expr) -> bool:
         key = id(e)

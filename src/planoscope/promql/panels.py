@@ -72,9 +72,19 @@ class PanelSeries:
         block = getattr(self.base, "select_block", None)
         return block(matchers, start_ms, end_ms) if block else None
 
+    volatile_metrics = frozenset({PANEL_METRIC})  # computed from the spans at each query: never cached
+
     @property
     def rollup_resolutions(self) -> tuple[int, ...]:
         return getattr(self.base, "rollup_resolutions", ())
+
+    @property
+    def cache(self):
+        return getattr(self.base, "cache", None)
+
+    @property
+    def cache_scope(self):
+        return getattr(self.base, "cache_scope", ())
 
     def select_thinned(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int, resolution_ms: int):
         """The base's rollups (see ``StoredSamples.select_thinned``), for what ``select`` leaves

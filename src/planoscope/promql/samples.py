@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..store import SpanStore
+from .cache import ResultCache
 from .engine import TOO_MANY_SAMPLES, TOO_MANY_SERIES, Limits
 from .samples_clickhouse import ClickHouseSamples
 from .samples_duckdb import DuckDBSamples
@@ -66,8 +67,16 @@ class StoredSamples:
 
     indexed_labels = frozenset({METRIC_NAME, JOB})  # what select pushes down, with equality matchers
 
-    def __init__(self, store: SpanStore, instances: Mapping[str, str] | None = None, limits: Limits | None = None):
+    def __init__(
+        self,
+        store: SpanStore,
+        instances: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+        cache: ResultCache | None = None,
+    ):
         self.instances = dict(instances or {})
+        # Evaluated subexpressions kept across queries (``promql.cache``), per instance labels.
+        self.cache, self.cache_scope = cache, tuple(sorted(self.instances.items()))
         self.limits = limits or Limits()
         self.sql = ClickHouseSamples(store) if store.dialect == "clickhouse" else DuckDBSamples(store)
         self.head = store.samples_head  # the last hours in memory (DuckDB), or None

@@ -131,6 +131,7 @@ class ClickHouseStore:
     attribute_maps = True  # the exporter's Map columns are built at decode time (Decoder(maps=True))
     dialect = "clickhouse"
     samples_head = None  # other instances insert samples too: reads go to the table
+    sample_changes = None  # nor can it tell where they changed
 
     def __init__(self, url: str, data_dir: Path, retention_s: float = 0.0, table: str = schema.DEFAULT_TABLE):
         self.url = ClickHouseURL.parse(url)

@@ -30,6 +30,7 @@ from .fill import Estimate, Fill, Progress, fillable
 from .head import SamplesHead, recent_samples
 from .metric_state import put_totals, state_ddl, state_table
 from .rollups import Rollups, ms_of
+from .sample_changes import EVERYTHING, SampleChanges
 from .schema import ADDED_COLUMNS, DERIVED_COLUMNS, MACROS, duckdb_ddl
 from .spanstore import StoreError, Totals
 
@@ -77,6 +78,7 @@ class DuckDBStore:
             raise StoreError(f"cannot open {self.path}: {str(e).splitlines()[0]}") from None
         self._local = threading.local()
         self.samples_head = SamplesHead(lambda since: recent_samples(self, since))
+        self.sample_changes = SampleChanges()  # where the samples changed, for PromQL's cache
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         try:
@@ -353,15 +355,15 @@ class DuckDBStore:
     def append_samples(self, rows: pa.Table) -> None:
         """Append scraped samples (the columns of ``samples``, in order) in one transaction; the
         rollups of buckets they fall in are made again (``Rollups.invalidate``)."""
+        if not rows.num_rows:
+            return
         con = self._con
         covered = self.rollups.lowest_watermark()
-        oldest = None
-        if covered is not None and rows.num_rows:
-            oldest = pc.min(pc.cast(rows.column("Timestamp"), pa.timestamp("us"))).value // 1000
+        oldest = pc.min(pc.cast(rows.column("Timestamp"), pa.timestamp("us"))).value // 1000
         con.register("_samples", rows)
         con.begin()
         try:
-            if oldest is not None and oldest < covered:
+            if covered is not None and oldest < covered:
                 self.rollups.invalidate(con, oldest)
             con.execute("INSERT INTO samples SELECT * FROM _samples")
             con.commit()
@@ -372,6 +374,7 @@ class DuckDBStore:
         finally:
             con.unregister("_samples")
         self.samples_head.append(rows)
+        self.sample_changes.record(oldest)
 
     def delete_before(self, table: str, cutoff: datetime, limit: int) -> int:
         """Delete at most ``limit`` rows of ``table`` (otel_traces or samples) whose Timestamp is
@@ -385,6 +388,7 @@ class DuckDBStore:
         )
         deleted = con.fetchall()[0][0]
         if table == "samples" and deleted:
+            self.sample_changes.record(EVERYTHING)
             self.samples_head.trim(cutoff)
             self.rollups.trim(con, ms_of(cutoff))
         return deleted

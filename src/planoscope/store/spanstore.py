@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from .fill import Estimate, Progress
 from .head import SamplesHead
+from .sample_changes import SampleChanges
 
 Totals = tuple  # (series, observations, sum, buckets): metrics.cumulative.Totals
 
@@ -49,6 +50,8 @@ class SpanStore(Protocol):
     # The last hours of the samples in memory (DuckDB: one process owns the file), or None (a
     # ClickHouse store, which other instances write to).
     samples_head: SamplesHead | None
+    # Where the samples changed (DuckDB), for PromQL's cache of results; None: unknown (ClickHouse).
+    sample_changes: SampleChanges | None
 
     def describe(self) -> dict:
         """What /healthz shows of the store: its kind and where it is (never a password)."""

@@ -21,6 +21,7 @@ from ..ingest.writer import SpanWriter
 from ..metrics.cumulative import Cumulative
 from ..net.auth import Credentials, RequireAuth
 from ..promql import Limits
+from ..promql.cache import ResultCache
 from ..query.dashboards import DASHBOARDS, Dashboard, Dashboards
 from ..query.panels import DEFAULT_MAX_SERIES
 from ..query.params import QueryError
@@ -62,6 +63,8 @@ def create_web_app(
     app.state.dashboards = Dashboards(dashboards)
     app.state.rules = None  # the rule evaluator, when the process has one (routes/alerts.py)
     app.state.promql_limits = promql_limits or prometheus.limits(Limits().max_samples, Limits().max_series)
+    changes = getattr(store, "sample_changes", None)  # a store that knows where its samples changed
+    app.state.promql_cache = ResultCache(changes) if changes is not None else None
     app.add_middleware(ReadAfterWrite, writer=writer)  # inside the auth check, added after it
     if credentials is not None and credentials.required:
         app.add_middleware(RequireAuth, credentials=credentials, open_paths=frozenset({"/healthz"}))

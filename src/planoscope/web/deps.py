@@ -39,7 +39,7 @@ def promql_series(request: Request, limits: Limits | None = None) -> PanelSeries
     bounded by ``limits`` (default: the server's)."""
     state = request.app.state
     limits = limits or state.promql_limits
-    stored = StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, limits)
+    stored = StoredSamples(state.store, state.scraper.instances() if state.scraper else {}, limits, state.promql_cache)
     return PanelSeries(stored, state.store, limits.max_series)
 
 
