@@ -62,14 +62,27 @@ def _write(store, rows) -> None:
     store.append_samples(pa.table([pa.array([r[k] for r in rows]) for k in range(5)], schema=SCHEMA))
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = open_store("duckdb", tmp_path)
+def _filled(data_dir):
+    s = open_store("duckdb", data_dir)
     rng = np.random.default_rng(11)
     for h in range(HOURS):  # an hour a write, as a scrape writes them: in time order
         _write(s, _rows(rng, T0 + h * H, T0 + (h + 1) * H))
     while s.compact_rollups(T0 + (HOURS + 1) * H):
         pass
+    return s
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Read only: the tests that write have their own (``written``)."""
+    s = _filled(tmp_path_factory.mktemp("rollups"))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def written(tmp_path):
+    s = _filled(tmp_path)
     yield s
     s.close()
 
@@ -150,7 +163,8 @@ def test_queries_the_rollups_cannot_answer_read_the_raw_samples(store, query, st
     assert any(s < T0 + HOURS * H for s, _ in raw_reads)
 
 
-def test_a_late_write_and_retention_are_followed(store):
+def test_a_late_write_and_retention_are_followed(written):
+    store = written
     query, start, end = "sum by (code) (increase(rq_total[1h15s]))", T0 + 2 * H, T0 + HOURS * H
     before, _, _ = _both(store, query, start, end, H)
     # a backfilled sample in a thinned hour: a reset the rollups have not seen
