@@ -133,9 +133,9 @@ class Rollups:
         # added before the rollups that name it are committed (see ``read``).
         self._by_name: dict[str, list[tuple[int, str, str, str]]] = {}
         self._known: set[int] = set()
+        self.generation = 0  # bumped whenever the catalog grows
         self._add(con.execute(f"SELECT * FROM {SERIES_TABLE}").fetchall())
         self.memo: dict = {}  # readers' work on the catalog (which series a selector matches), by generation
-        self.thinned = 0  # raw samples thinned since start
 
     def watermark(self, resolution_ms: int) -> int | None:
         """Where the resolution's rollups end (ms), if it has any."""
@@ -182,7 +182,6 @@ class Rollups:
             con.rollback()
             self.reload(con)
             raise
-        self.thinned += len(ts)
         return len(todo) > 1 or end < due
 
     def invalidate(self, con: duckdb.DuckDBPyConnection, oldest_ms: int) -> None:
@@ -242,7 +241,7 @@ class Rollups:
             if int(key) not in self._known:
                 self._known.add(int(key))
                 self._by_name.setdefault(name, []).append((int(key), name, target, labels))
-        self.generation = getattr(self, "generation", 0) + 1
+        self.generation += 1
 
     def series(self, names: list[str] | None, job: str | None) -> tuple[int, list[tuple[int, str, str, str]]]:
         """The catalog's generation, and its series (Key, MetricName, Target, Labels) of ``names``
