@@ -113,7 +113,9 @@ class StoredSamples:
         matched: list[tuple[Labels, int]] = []  # the catalog's series that match, by label set
 
         def match() -> list[int]:
-            matched[:] = self._matched_rollups(matchers, names, job)
+            matched[:] = self._matched(self.rollups, matchers, names, job)
+            if len(matched) > self.limits.max_series:
+                raise LimitExceeded(TOO_MANY_SERIES)
             return [key for _, key in matched]
 
         # In time order: raw samples before the rollups begin, rollups at ``resolution_ms`` up to
@@ -138,33 +140,6 @@ class StoredSamples:
         if sum(len(p.ts) if r == 0 else p.num_rows for r, p in parts) > self.limits.max_samples:
             raise LimitExceeded(TOO_MANY_SAMPLES)
         return _thinned_selection([ls for ls, _ in matched], parts)
-
-    def _matched_rollups(self, matchers, names, job) -> list[tuple[Labels, int]]:
-        """(label set, key) of the rollups' series ``matchers`` match, sorted by label set; worked
-        out once per catalog (``Rollups.series``)."""
-        rollups = self.rollups
-        memo_key = (
-            tuple(matchers),
-            tuple(names) if names is not None else None,
-            job,
-            tuple(sorted(self.instances.items())),
-        )
-        hit = rollups.memo.get(memo_key)
-        if hit is not None and hit[0] == rollups.generation:
-            return hit[1]
-        generation, rows = rollups.series(names, job)
-        matched = []
-        for key, name, target, labels in rows:
-            ls = series_labels(name, target, json.loads(labels), self.instances.get(target))
-            if matches_all(ls, matchers):
-                matched.append((labels_of(ls), key))
-        if len(matched) > self.limits.max_series:
-            raise LimitExceeded(TOO_MANY_SERIES)
-        matched.sort()
-        if len(rollups.memo) > 1000:
-            rollups.memo.clear()
-        rollups.memo[memo_key] = (generation, matched)
-        return matched
 
     def _from_head(self, head, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Selection:
         """Which series match is worked out once per set of series in the head."""
@@ -207,8 +182,10 @@ class StoredSamples:
             place, ts, vs = place[listed], ts[listed], vs[listed]
         return _in_series_order([ls for ls, _, _ in wanted], place, ts, vs)
 
-    def _matched(self, head, matchers, names, job) -> list[tuple[Labels, int]]:
-        """(label set, head key) of the head's series ``matchers`` match, sorted by label set."""
+    def _matched(self, catalog, matchers, names, job) -> list[tuple[Labels, int]]:
+        """(label set, key) of the series ``matchers`` match in ``catalog`` (the head, or the
+        rollups: its ``catalog(names, job)``, kept in its ``memo`` while its ``generation`` is),
+        sorted by label set."""
         memo_key = (
             "select",
             tuple(matchers),
@@ -216,17 +193,17 @@ class StoredSamples:
             job,
             tuple(sorted(self.instances.items())),
         )
-        hit = head.memo.get(memo_key)
-        if hit is not None and hit[0] == head.generation:
+        hit = catalog.memo.get(memo_key)
+        if hit is not None and hit[0] == catalog.generation:
             return hit[1]
-        generation, rows = head.catalog(names, job)
+        generation, rows = catalog.catalog(names, job)
         matched = []
         for key, name, target, labels in rows:
             ls = series_labels(name, target, json.loads(labels), self.instances.get(target))
             if matches_all(ls, matchers):
                 matched.append((labels_of(ls), key))
         matched.sort()
-        head.memo[memo_key] = (generation, matched)
+        catalog.memo[memo_key] = (generation, matched)
         return matched
 
     def _candidates(self, names, job, start_ms: int, end_ms: int) -> list[tuple[int, dict[str, str], int]]:

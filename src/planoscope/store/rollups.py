@@ -134,8 +134,8 @@ class Rollups:
         self._by_name: dict[str, list[tuple[int, str, str, str]]] = {}
         self._known: set[int] = set()
         self.generation = 0  # bumped whenever the catalog grows
+        self.memo: dict = {}  # readers' work on the catalog (which series a selector matches), until it grows
         self._add(con.execute(f"SELECT * FROM {SERIES_TABLE}").fetchall())
-        self.memo: dict = {}  # readers' work on the catalog (which series a selector matches), by generation
 
     def watermark(self, resolution_ms: int) -> int | None:
         """Where the resolution's rollups end (ms), if it has any."""
@@ -242,8 +242,9 @@ class Rollups:
                 self._known.add(int(key))
                 self._by_name.setdefault(name, []).append((int(key), name, target, labels))
         self.generation += 1
+        self.memo = {}
 
-    def series(self, names: list[str] | None, job: str | None) -> tuple[int, list[tuple[int, str, str, str]]]:
+    def catalog(self, names: list[str] | None, job: str | None) -> tuple[int, list[tuple[int, str, str, str]]]:
         """The catalog's generation, and its series (Key, MetricName, Target, Labels) of ``names``
         (None: all) and target ``job`` (None: any; the rules' rows, target "", always)."""
         generation = self.generation
@@ -271,7 +272,7 @@ class Rollups:
         match: Callable[[], list[int]],
     ) -> tuple[int, int, pa.Table] | None:
         """The rollups of ``[start_ms, end_ms)`` at ``resolution_ms`` of the series ``match()`` picks
-        (from ``series``: it returns their keys, in the order it numbers them): rows (Code: that
+        (from ``catalog``: it returns their keys, in the order it numbers them): rows (Code: that
         number, Timestamp, Value, Rank, BucketN), with where they begin and end (CoveredFrom,
         Watermark: the raw samples answer before and after), in one snapshot; None when they end
         before ``start_ms``. ``match`` is called inside the snapshot: the catalog then names every
