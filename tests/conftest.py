@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -833,9 +834,19 @@ class FakeTarget:
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now for something to listen on later: below the kernel's ephemeral range, so
+    that no client's connection takes it meanwhile as its local port (a forwarder retrying a
+    backend that is down once connected to itself on the backend's port and held it)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    while True:
+        port = rng.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _wait(cond, timeout=10.0, what="condition"):
