@@ -36,21 +36,17 @@ the raw samples.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from .head import SERIES_KEY
+from .periodic import Periodic, Writer
 from .staleness import is_stale
-
-log = logging.getLogger("planoscope.store")
 
 RESOLUTIONS_MS = (300_000, 3_600_000)  # 5 minutes, an hour
 GRACE_MS = 60_000  # a bucket is thinned once a minute has passed since its end
@@ -297,37 +293,17 @@ class Rollups:
             cur.commit()
 
 
-class Writer(Protocol):
-    async def call(self, fn: Callable[[], Any]) -> Any: ...
-
-
-class Compaction:
+class Compaction(Periodic):
     """Async context manager running ``compact`` on the writer's thread: every ``interval`` s,
     and back to back (one hour of samples a call, ingest flowing between) while behind."""
 
+    name = "planoscope-rollups"
+    failed = "thinning the samples failed"  # queries read the raw samples meanwhile
+
     def __init__(self, writer: Writer, compact: Callable[[int], bool], interval: float = 30.0):
-        self.writer, self.compact, self.interval = writer, compact, interval
-        self._task: asyncio.Task | None = None
+        super().__init__(writer, interval)
+        self.compact = compact
 
-    async def __aenter__(self) -> Compaction:
-        self._task = asyncio.create_task(self._loop(), name="planoscope-rollups")
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                while await self.writer.call(lambda: self.compact(int(time.time() * 1000))):
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the next pass tries again; queries read the raw samples meanwhile
-                log.warning("thinning the samples failed: %s", e)
-            await asyncio.sleep(self.interval)
+    async def run_once(self) -> None:
+        while await self.writer.call(lambda: self.compact(int(time.time() * 1000))):
+            pass
