@@ -20,16 +20,10 @@ de-duplication window in step with what is in the store, hands each commit the n
 every metric set (ClickHouse keeps them with the position), and snapshots the metric totals into
 the store every ``snapshot_every`` seconds.
 
-An insert that fails is one of two things, and the apply thread never dies of either:
-- the store cannot be written (a full disk, an I/O error, memory, ClickHouse down: ``unwritable``):
-  the spans stay in the journal and the insert is retried with backoff, forever, without a
-  restart; ``health()`` says ``degraded`` meanwhile, and nothing is quarantined;
-- the store refuses these spans (DuckDB rejects the rows, or converting or aggregating them
-  raises): the group is retried record by record, and a record that fails on its own twice while
-  the store takes a write is quarantined (``Journal.quarantine``: its body kept for sending
-  again), logged once with its cause and counted; the rest goes in. On start, a journal record
-  that no longer decodes (settings changed) is quarantined the same way, so a restart never
-  fails on a journal record.
+An insert that fails never kills the apply thread (``committer.py`` says how a failed insert is
+told apart and what is quarantined): while the store cannot be written, the spans stay in the
+journal and the insert is retried with backoff, forever, without a restart; ``health()`` says
+``degraded`` meanwhile.
 """
 
 from __future__ import annotations
@@ -41,21 +35,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from prometheus_client.core import Metric
 
 from ..metrics.cumulative import Cumulative
 from ..store import SpanStore
+from .committer import Backlog, Committer, Journaled, WriterUnavailable, first_line
 from .decode import Decoder, SpanBatch
 from .dedupe import RecentSpans
 from .incidents import Incidents
 from .journal import Journal, JournalError
 from .records import HEADER_BYTES
+
+__all__ = ["JOURNAL_UNAVAILABLE", "SpanWriter", "WriterUnavailable"]
 
 log = logging.getLogger("planoscope.writer")
 
@@ -77,25 +72,9 @@ _STOP = object()
 _WAKE = object()  # a sync() is waiting: apply what is queued now
 
 
-class WriterUnavailable(RuntimeError):
-    """The spans could not be journaled; the client should retry."""
-
-
 # What a client is told when the journal cannot be written. The reason (and the journal's path)
 # goes to the server's log only: an unauthenticated sender learns nothing of its file system.
 JOURNAL_UNAVAILABLE = "planoscope cannot write its journal now (its log says why); retry later"
-
-
-def _canary_request() -> bytes:
-    """One ordinary span (what _probe prepares, never stores)."""
-    span = Span(trace_id=b"\x01" * 16, span_id=b"\x01" * 8, name="planoscope canary", kind=Span.SPAN_KIND_INTERNAL)
-    span.start_time_unix_nano, span.end_time_unix_nano = 1_700_000_000_000_000_000, 1_700_000_000_001_000_000
-    request = ExportTraceServiceRequest()
-    request.resource_spans.add().scope_spans.add().spans.append(span)
-    return request.SerializeToString()
-
-
-_CANARY = _canary_request()
 
 
 @dataclass
@@ -105,20 +84,6 @@ class _Pending:  # a request on its way into the journal
     fmt: str
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
-
-
-@dataclass
-class _Journaled:  # an acknowledged request on its way into DuckDB
-    batch: SpanBatch | None  # None: a request with nothing left to insert
-    start: int  # journal position of its record
-    end: int  # journal position after it
-    size: int  # bytes of its body counted in the backlog (0 for the journal's leftovers)
-    fmt: str | None = None  # the record, when it is at hand (on start); else read from the journal
-    body: bytes | None = None
-
-    @property
-    def rows(self) -> int:
-        return self.batch.table.num_rows if self.batch is not None else 0
 
 
 @dataclass
@@ -162,8 +127,6 @@ class SpanWriter:
         watermark: datetime | None = None,
     ):
         self.store = store
-        self.metrics = list(metrics)  # each counts every commit (see Cumulative)
-        self.recent = recent
         self.journal = journal
         self.decoder = decoder
         self.apply_spans = apply_spans
@@ -174,33 +137,26 @@ class SpanWriter:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # the apply thread's
         self._journal_thread = threading.Thread(target=self._journal_run, name="planoscope-journal", daemon=True)
         self._thread = threading.Thread(target=self._run, name="planoscope-writer", daemon=True)
-        # Never below the stored watermark: retention may have deleted the last spans ingested.
-        self._last_ingested = max(store.last_ingested() or datetime(1970, 1, 1), watermark or datetime(1970, 1, 1))
-        self._dirty: list[set[str]] = [set() for _ in self.metrics]  # per set: series changed since the last snapshot
         self._snapshot_at = time.monotonic()
         self._applied_at = 0.0  # monotonic time of the last insert (see READ_SPACING)
-        self.commits = 0
-        self.spans_written = 0
-        self.journaled = self.applied = store.journal_applied()  # journal positions
-        self._lock = threading.Lock()  # guards _backlog and _waiters
-        self._backlog = 0  # bytes of request bodies journaled and not yet in DuckDB
+        self.incidents = Incidents(self._redact)
+        self.backlog = Backlog()
+        self.committer = Committer(store, metrics, recent, journal, decoder, self.incidents, self.backlog, watermark)
+        self.journaled = self.committer.applied  # the journal position acknowledged
+        self._lock = threading.Lock()  # guards _waiters
         self._waiters: list[tuple[int, asyncio.Future, asyncio.AbstractEventLoop]] = []
         self._closing = threading.Event()  # on stop, a failed insert is left to the next start
         self._given_up = False  # an insert failed on stop: nothing after it may go in either
-        self._pending_spans = 0  # acknowledged, neither in DuckDB nor quarantined (guarded by _lock)
-        self.incidents = Incidents(self._redact)
-        self._in_doubt: int | None = None  # while recovering: the end of the store's insert in doubt
-        self._canary = _Journaled(decoder.decode_protobuf(_CANARY), 0, 0, 0)  # see _probe
 
     async def __aenter__(self) -> SpanWriter:
         """Insert the journal's leftovers and start; raises ``WriterUnavailable`` (the store cannot
         take them) or ``JournalError`` (the journal cannot be read, kept or written)."""
-        await asyncio.to_thread(self._recover)
+        await asyncio.to_thread(self.committer.recover, self.apply_spans)
         try:
             self.journal.open()
         except OSError as e:
             raise JournalError(f"cannot write the journal in {self.journal.directory}: {e.strerror or e}") from None
-        self.journaled = self.applied = max(self.applied, self.journal.position)
+        self.journaled = self.committer.applied = max(self.applied, self.journal.position)
         self._thread.start()
         self._journal_thread.start()
         return self
@@ -213,19 +169,32 @@ class SpanWriter:
         self.journal.close(self.applied)
 
     @property
+    def applied(self) -> int:
+        """The journal position the store has reached: every request before it is in, or quarantined."""
+        return self.committer.applied
+
+    @property
+    def commits(self) -> int:
+        return self.committer.commits
+
+    @property
+    def spans_written(self) -> int:
+        return self.committer.spans_written
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive() and self._journal_thread.is_alive()
 
     @property
     def backlog_bytes(self) -> int:
         """Bytes of requests acknowledged (journaled) whose spans are not in DuckDB yet."""
-        return self._backlog
+        return self.backlog.bytes
 
     @property
     def pending_spans(self) -> int:
         """Spans acknowledged (journaled) that are neither in DuckDB nor quarantined: after the
         stop, those the next start inserts from the journal."""
-        return self._pending_spans
+        return self.backlog.spans
 
     def health(self) -> dict:
         """The writer's part of /healthz: ``status`` ok, degraded (inserts fail, and the spans wait
@@ -313,62 +282,6 @@ class SpanWriter:
         self._queue.put(kind(payload, fut, loop))
         return await fut
 
-    # --- start: the journal's leftovers ---------------------------------------------------
-    def _recover(self) -> None:
-        """Insert the journal's records after the position DuckDB has, as if they arrived now."""
-        decode = {"protobuf": self.decoder.decode_protobuf, "json": self.decoder.decode_json}
-        group: list[_Journaled] = []
-        n = records = 0
-        # An insert the store may or may not have made when the process stopped: its records are
-        # inserted again as that one batch, which the store then stores once (SpanStore). Its
-        # spans are not checked against the recent ones: if it was made, the spans loaded from
-        # the store (RecentSpans) are its own, and dropping them would leave them uncounted.
-        in_doubt = self._in_doubt = self.store.journal_in_doubt()
-        if in_doubt is not None:
-            log.warning(
-                "the last insert before the stop (journal position %d) may or may not be in the store: "
-                "its records go in again as that one insert, which the store keeps once",
-                in_doubt,
-            )
-        for end, fmt, body in self.journal.replay(after=self.applied):
-            records += 1
-            record = _Journaled(None, end - HEADER_BYTES - len(body), end, 0, fmt, body)
-            try:
-                record.batch = decode[fmt](body)
-            except Exception as e:  # it decoded once: only changed settings (or a bug) get here
-                if group:  # the records before it go in first: positions are committed in order
-                    self._apply_recovered(group)
-                    group, n = [], 0
-                self._quarantine(record, f"it no longer decodes: {e}")
-                continue
-            with self._lock:
-                self._pending_spans += record.rows
-            group.append(record)
-            n += record.rows
-            if end == in_doubt or (n >= self.apply_spans and (in_doubt is None or end > in_doubt)):
-                self._apply_recovered(group)
-                group, n = [], 0
-        if group:
-            self._apply_recovered(group)
-        self._in_doubt = None
-        if records:
-            log.warning(
-                "inserted %d requests (%d spans) from the journal: acknowledged, and not yet in the "
-                "database when planoscope last stopped%s",
-                records - self.incidents.quarantined_records,
-                self.spans_written,
-                f"; {self.incidents.quarantined_records} quarantined" if self.incidents.quarantined_records else "",
-            )
-        self.journal.release(self.applied)
-
-    def _apply_recovered(self, group: list[_Journaled]) -> None:
-        error = self._insert(group)
-        if error is not None:
-            raise WriterUnavailable(
-                f"cannot insert the acknowledged spans its journal holds into the database "
-                f"({_first_line(error)}); they stay in {self.journal.directory} for the next start"
-            )
-
     # --- the journal thread ---------------------------------------------------------------
     def _journal_run(self) -> None:
         try:
@@ -415,7 +328,7 @@ class SpanWriter:
         try:
             end = self.journal.append([(p.fmt, p.body) for p in group])
         except Exception as e:  # JournalError, or anything unforeseen: nothing is acknowledged
-            self.incidents.journal.failed(_first_line(e), str(e))
+            self.incidents.journal.failed(first_line(e), str(e))
             for p in group:
                 _notify(p, WriterUnavailable(JOURNAL_UNAVAILABLE))
             return
@@ -423,11 +336,9 @@ class SpanWriter:
         records, position = [], end
         for p in reversed(group):  # each record's place in the journal, for a quarantine
             start = position - HEADER_BYTES - len(p.body)
-            records.append(_Journaled(p.batch, start, position, len(p.body)))
+            records.append(Journaled(p.batch, start, position, len(p.body)))
             position = start
-        with self._lock:
-            self._backlog += sum(r.size for r in records)
-            self._pending_spans += sum(r.rows for r in records)
+        self.backlog.add(sum(r.size for r in records), sum(r.rows for r in records))
         # In this order, so that a sync() after the answer waits for these spans.
         for r in reversed(records):
             self._queue.put(r)
@@ -449,7 +360,7 @@ class SpanWriter:
             if item is _WAKE:
                 self._wake_waiters()
                 continue
-            if not isinstance(item, _Journaled):
+            if not isinstance(item, Journaled):
                 self._run_job(item)
                 if time.monotonic() - self._snapshot_at >= self.snapshot_every:
                     self._snapshot()
@@ -461,7 +372,7 @@ class SpanWriter:
             deadline = time.monotonic() + self.apply_every
             while n < self.apply_spans:
                 now = time.monotonic()
-                if self._backlog >= self.apply_bytes:
+                if self.backlog.bytes >= self.apply_bytes:
                     wait = 0.0
                 elif self._waiters:  # a reader waits: insert now, but not more often than READ_SPACING
                     wait = min(deadline, self._applied_at + READ_SPACING) - now
@@ -476,7 +387,7 @@ class SpanWriter:
                     break
                 if item is _WAKE:
                     continue
-                if not isinstance(item, _Journaled):
+                if not isinstance(item, Journaled):
                     # At once, not after the group's insert (up to apply_every later): retention
                     # deletes in 10,000-row chunks, one job each. The waiting spans are not in
                     # DuckDB yet, so a delete cannot touch them nor the metric snapshot miss them.
@@ -495,13 +406,13 @@ class SpanWriter:
                 self._snapshot()
         self._snapshot()
 
-    def _apply(self, group: list[_Journaled]) -> None:
+    def _apply(self, group: list[Journaled]) -> None:
         """Commit the group's spans, retrying while the store cannot be written (they are
         acknowledged and stay in the journal until then). Groups go in strictly in journal
         order: the position committed with one says every record before it is in DuckDB."""
         delay = 0.5
         while not self._given_up:
-            error = self._insert(group)
+            error = self.committer.insert(group)
             if error is None:
                 break
             if self._closing.wait(delay):  # stopping: the journal keeps them for the next start
@@ -513,148 +424,12 @@ class SpanWriter:
         self.journal.release(self.applied)
         self._wake_waiters()
 
-    def _insert(self, group: list[_Journaled]) -> BaseException | None:
-        """One attempt at the group: committed whole, or else record by record with what the
-        store refuses quarantined. Returns None once everything is in (or quarantined), else the
-        error that says the store cannot be written now (what is in stays in)."""
-        group = [j for j in group if j.end > self.applied]  # a retry after some went in one by one
-        error = self._commit(group) if group else None
-        if error is not None and not self._unwritable(error):
-            error = self._isolate(group)
-        if error is None:
-            self.incidents.inserts.succeeded()
-            return None
-        rows, reason = sum(j.rows for j in group if j.end > self.applied), _first_line(error)
-        self.incidents.inserts.failed(
-            reason, f"insert of {rows} acknowledged spans failed (they stay in the journal and are retried): {reason}"
-        )
-        return error
-
-    def _isolate(self, group: list[_Journaled]) -> BaseException | None:
-        """Commit the records one by one; quarantine one that fails on its own twice for what it
-        holds while the store takes a write. None once all are in or set aside; else the error
-        that says the store cannot be written."""
-        for record in group:
-            if record.end <= self.applied:
-                continue
-            error = self._commit([record])
-            if error is not None and not self._unwritable(error):
-                error = self._commit([record])  # once more: a cause in the data fails again
-            if error is None:
-                continue
-            if self._unwritable(error):
-                return error
-            probe = self._probe()
-            if probe is not None:  # nothing would go in now: not this record's fault
-                return probe
-            try:
-                self._quarantine(record, _first_line(error))
-            except (OSError, JournalError) as e:  # cannot be kept: not quarantined, retried
-                return e
-        return None
-
-    def _quarantine(self, record: _Journaled, reason: str) -> None:
-        """Keep ``record`` in the journal's quarantine, then commit the position past it."""
-        fmt, body = (record.fmt, record.body) if record.body is not None else self.journal.read(record.start)
-        path = self.journal.quarantine(record.start, fmt, body, reason)
-        moved = _Journaled(None, record.start, record.end, record.size)
-        error = self._commit([moved])
-        if error is not None:
-            raise OSError(f"cannot commit the journal position past a quarantined record: {error}")
-        with self._lock:
-            self._pending_spans -= record.rows
-        self.incidents.quarantined(f"{self.journal.directory.name}/{path.parent.name}/{path.name}", record.rows, reason)
-        log.error(
-            "journal record at position %d (%d acknowledged spans) cannot be inserted: %s. It is kept in %s "
-            "(send it again once the cause is fixed); the rest goes on",
-            record.start,
-            record.rows,
-            reason,
-            path,
-        )
-
-    def _unwritable(self, error: BaseException) -> bool:
-        """Whether ``error`` says the store cannot be written now (retry) rather than that it refuses the spans."""
-        return isinstance(error, (OSError, MemoryError, JournalError)) or self.store.unwritable(error)
-
     def _wake_waiters(self) -> None:
         with self._lock:
             done = [w for w in self._waiters if w[0] <= self.applied]
             self._waiters = [w for w in self._waiters if w[0] > self.applied]
         for _, fut, loop in done:
             loop.call_soon_threadsafe(_settle, fut, None)
-
-    def _commit(self, group: list[_Journaled]) -> BaseException | None:
-        """One transaction for the group's new spans and the journal position after them; then
-        the metrics they add. Returns None once committed, else the error (nothing of the
-        group is then in).
-
-        Measured on 2 cores with DuckDB on one thread: a commit costs ~4 ms of CPU plus ~5 us a
-        span, so the apply thread gathers up to ``apply_every`` seconds of spans per commit. The
-        metrics are aggregated here, once per commit, off the decode thread, which is the busier
-        stage.
-        """
-        end = group[-1].end
-        try:
-            table, keys, deltas = self._prepare(group)
-            rows = table.num_rows if table is not None else 0
-            # Strictly increasing, so a snapshot's watermark splits commits cleanly.
-            now = datetime.now(UTC).replace(tzinfo=None)
-            ingested = max(now, self._last_ingested + timedelta(microseconds=1))
-            # Each set's new totals, installed once stored (a store may keep them with the position).
-            totals = [m.merge(d) for m, d in zip(self.metrics, deltas)]
-            by_set = {m.name: t for m, t in zip(self.metrics, totals)}
-            self.store.append_spans(table if rows else None, ingested, end, by_set)
-        except Exception as e:
-            return e
-        if rows:
-            self._last_ingested = ingested
-            for metrics, dirty, changed, new in zip(self.metrics, self._dirty, deltas, totals):
-                metrics.apply(new)
-                dirty.update(changed)
-            self.recent.add(keys)
-            self.commits += 1
-            self.spans_written += rows
-        with self._lock:
-            self._backlog -= sum(j.size for j in group)
-            self._pending_spans -= sum(j.rows for j in group)
-        self.applied = end  # last: a sync() that sees it finds the metrics counted too
-        return None
-
-    def _prepare(self, group: list[_Journaled]) -> tuple[pa.Table | None, list[bytes], list[dict]]:
-        """The group's spans not stored yet as one table, their keys and each metric set's deltas."""
-        batches = [j.batch for j in group if j.batch is not None]
-        if not batches:
-            return None, [], [{} for _ in self.metrics]
-        keys = [k for b in batches for k in b.keys]
-        # One chunk per column: the requests' tables are a chunk each (Plano's are small, tens of
-        # spans a service), and DuckDB's insert and the metrics paid per chunk and column. In
-        # process, 431,930 Plano spans in commits of 270 requests: the copy costs 0.7 us a span,
-        # the insert and the metrics 2.2 us less.
-        table = pa.concat_tables([b.table for b in batches]).combine_chunks()
-        dims = [pa.concat_arrays([b.dimensions[i] for b in batches]) for i in range(len(self.decoder.dimensions))]
-        in_doubt = self._in_doubt is not None and group[-1].end <= self._in_doubt  # see _recover
-        mask = self.recent.new_mask(keys, remembered=not in_doubt)
-        if mask is not None:  # duplicates of spans already stored (a client's retry): dropped
-            keep = pa.array(mask)
-            table = table.filter(keep)
-            dims = [d.filter(keep) for d in dims]
-            keys = [k for k, m in zip(keys, mask) if m]
-        table = self.decoder.estimate_costs(table)  # before the metrics: they count estimated cost
-        return table, keys, [m.deltas(table, dims) if table.num_rows else {} for m in self.metrics]
-
-    def _probe(self) -> BaseException | None:
-        """Whether a sound request would go in now, or else why not: the canary (a request made
-        at start, which decoded) is prepared as spans are, without being stored, and the journal
-        position is committed again unchanged. A record is quarantined only when this passes:
-        a failure that is not its own (a store that takes no write, a writer that can make
-        nothing ready) is waited out instead, so it never sets every record aside."""
-        try:
-            self._prepare([self._canary])
-            self.store.append_spans(None, datetime.now(UTC).replace(tzinfo=None), self.applied)
-        except Exception as e:
-            return e
-        return None
 
     def _run_job(self, item: _Samples | _Call) -> None:
         if isinstance(item, _Samples):
@@ -663,8 +438,7 @@ class SpanWriter:
         error: BaseException | None = None
         result = None
         try:
-            self._snapshot()
-            if any(self._dirty):
+            if not self._snapshot():
                 raise WriterUnavailable("could not snapshot the metrics first")
             result = item.fn()
         except Exception as e:
@@ -681,17 +455,9 @@ class SpanWriter:
             error = e
         item.loop.call_soon_threadsafe(_settle, item.future, error)
 
-    def _snapshot(self) -> None:
+    def _snapshot(self) -> bool:
         self._snapshot_at = time.monotonic()
-        for metrics, dirty in zip(self.metrics, self._dirty):
-            if not dirty:
-                continue
-            totals = [t for t in metrics.snapshot() if t[0] in dirty]
-            try:
-                self.store.save_metric_totals(totals, self._last_ingested, metrics.fingerprint, name=metrics.name)
-                dirty.clear()
-            except Exception as e:  # not fatal: the spans are stored and are replayed on start
-                log.warning("could not snapshot %s: %s", metrics.title, e)
+        return self.committer.snapshot()
 
 
 def _notify(p: _Pending, error: BaseException | None) -> None:
@@ -712,8 +478,3 @@ def _settle(fut: asyncio.Future, error: BaseException | None, result: Any = None
         fut.set_exception(error)
     else:
         fut.set_exception(WriterUnavailable(f"could not store: {error}"))
-
-
-def _first_line(error: BaseException | str | None) -> str:
-    text = str(error or "").strip()
-    return text.splitlines()[0] if text else type(error).__name__
