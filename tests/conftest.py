@@ -18,10 +18,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,6 +47,7 @@ from support.clickhouse_fixtures import (  # noqa: F401 (fixtures: a real ClickH
     clickhouse_server_factory,
     module_clickhouse_database,
 )
+from support.ports import free_port as _free_port  # noqa: F401 (the tests import it from here)
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 READY_TIMEOUT_S = 60
@@ -831,22 +830,6 @@ class FakeTarget:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-def _free_port() -> int:
-    """A port free now for something to listen on later: below the kernel's ephemeral range, so
-    that no client's connection takes it meanwhile as its local port (a forwarder retrying a
-    backend that is down once connected to itself on the backend's port and held it)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(10_000, low)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def _wait(cond, timeout=10.0, what="condition"):

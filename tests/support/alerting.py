@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -14,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+
+from support.ports import free_port
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
@@ -58,12 +59,6 @@ def serve(server_factory, tmp_path, target, rules_file, *extra, env=None):
         *extra,
         env=env,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(cond, timeout: float = 30.0, what: str = "condition"):

@@ -35,7 +35,6 @@ import hashlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -207,12 +206,6 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 class ClickHouseServerError(AssertionError):
     """The server did not start or stop as expected; the message carries its output."""
 
@@ -241,6 +234,8 @@ class ClickHouseServer:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> ClickHouseServer:
+        from support.ports import free_port  # here: this file also runs as the server's own script
+
         assert not self.running, "already running"
         fresh = not self.http_port
         for _ in range(3 if fresh else 1):  # a port taken between free_port() and the bind: new ports
