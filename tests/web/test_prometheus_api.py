@@ -230,8 +230,9 @@ def test_values_are_those_scraped(srv, targets):
     assert 0 < _value(srv, 'scrape_duration_seconds{job="brightstaff"}') < 1
     assert _value(srv, 'brightstaff_build_info{version="0.4.36"}') == 1
     # A range selector gives the stored samples themselves: those the native API lists (in
-    # microseconds; Prometheus's timestamps are whole milliseconds).
-    now = time.time()
+    # microseconds; Prometheus's timestamps are whole milliseconds). Until before the scrapes that
+    # may still be on their way in, so that both reads see the same samples.
+    now = time.time() - 5
     raw = _data(srv, "query", query=f"{RL}[10m]", time=f"{now:.3f}")["result"]
     assert len(raw) == 1 and raw[0]["metric"]["job"] == "envoy"
     stored = httpx.get(
