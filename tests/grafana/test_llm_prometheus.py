@@ -234,12 +234,11 @@ def test_calls_per_failure_class_are_exact(scraped, exported):
 
 
 def test_token_rates_agree_with_what_was_sent_per_second(scraped, exported):
-    prom, at, _, _, _ = scraped
+    prom, (at, per_s), _, _, _ = scraped  # per_s: the sends per second in the rate's window
     got = {
         (r["metric"][MODEL], r["metric"]["gen_ai_token_type"]): float(r["value"][1])
         for r in _query(prom, exported["Tokens / s"], at)
     }
-    per_s = 1 / TICK_S
     want: dict[tuple, float] = {}
     for call in CALLS:
         for key, kind in (("prompt_tokens", "input"), ("completion_tokens", "output")):
