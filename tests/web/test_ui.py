@@ -57,8 +57,8 @@ def test_all_six_panels_render_with_their_series(live, page):
         "Cumulative Request Count by Model",
     ]
     step = page.locator("body").get_attribute("data-step")
-    end = time.time()
-    q = f"start={end - 3600}&end={end}&step={step}"
+    start, end = page.locator("body").get_attribute("data-range").split(",")  # the page's hour
+    q = f"start={start}&end={end}&step={step}"
     for panel in ("llm_requests_per_second", "agent_requests_per_second", "llm_latency_ms"):
         names = _legend(page, panel)
         assert names and sorted(names) == sorted(_api_names(live, panel, q)), panel

@@ -89,10 +89,10 @@ def test_every_llm_panel_renders_the_apis_series(live, page):
     assert shown == [t.replace("\U0001f6a9", "").strip() for t in titles]
     expect(page.locator('[data-panel="llm_signals_quality"] h2 svg.flag-icon')).to_have_count(1)
     step = page.locator("body").get_attribute("data-step")
-    end = time.time()
+    start, end = page.locator("body").get_attribute("data-range").split(",")  # the page's hour
     for pid in board["panels"]:
         info = infos[pid]
-        data = _api(live, f"/api/v1/panels/{pid}", start=end - 3600, end=end, step=step)
+        data = _api(live, f"/api/v1/panels/{pid}", start=start, end=end, step=step)
         assert data["series"], pid
         panel = page.locator(f'[data-panel="{pid}"]')
         if info["kind"] == "timeseries":

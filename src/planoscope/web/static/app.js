@@ -445,6 +445,7 @@ async function refresh() {
     $("#empty").hidden = body.spans_stored > 0;
     document.body.dataset.loaded = String(Date.now());
     document.body.dataset.step = String(body.step);
+    document.body.dataset.range = `${start},${end}`;  // what was asked: a test asks the API the same
     $("#grid").setAttribute("aria-busy", "false");
     $("#status").textContent = `Updated ${fmtTime(Date.now() / 1000)} · step ${body.step}s`;
     if (alerts.error) $("#status").textContent += " · alerts not shown";
