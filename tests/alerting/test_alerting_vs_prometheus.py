@@ -15,7 +15,7 @@ import pytest
 from support.alerting import RULES, GaugeTarget, free_port, serve, wait_for
 
 PROMETHEUS = "/usr/bin/prometheus"
-SLACK_S = 1.5  # one evaluation interval (1 s) and one scrape interval (0.5 s)
+SLACK_S = 1.5  # one evaluation interval (1 s) and one scrape interval (0.5 s), plus the watch's polling
 
 
 @pytest.fixture
@@ -81,10 +81,12 @@ def test_prometheus_and_planoscope_fire_and_resolve_the_same_alerts_together(ser
 
     seen: dict[tuple[str, tuple, str], float] = {}  # (side, labels, state) → first time seen
     gone: dict[tuple[str, tuple], float] = {}
+    passes = [0.0]  # the longest pass over both sides: a change is seen up to one pass late
 
     def watch(until):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
+            began = time.monotonic()
             for side, url in sides.items():
                 now = time.monotonic()
                 current = _alerts(url)
@@ -96,6 +98,7 @@ def test_prometheus_and_planoscope_fire_and_resolve_the_same_alerts_together(ser
             if until():
                 return
             time.sleep(0.1)
+            passes[0] = max(passes[0], time.monotonic() - began)
         raise AssertionError(f"timed out: seen {sorted(seen)}")
 
     hot = (("alertname", "RoomHot"), ("room", "a"), ("severity", "page"))
@@ -107,10 +110,10 @@ def test_prometheus_and_planoscope_fire_and_resolve_the_same_alerts_together(ser
     for state in ("pending", "firing"):
         p, q = seen[("prometheus", hot, state)], seen[("planoscope", hot, state)]
         print(f"RoomHot {state}: planoscope - prometheus = {q - p:+.2f} s")
-        assert abs(p - q) <= SLACK_S, (state, q - p)
+        assert abs(p - q) <= SLACK_S + passes[0], (state, q - p, passes[0])
     resolved = gone[("planoscope", hot)] - gone[("prometheus", hot)]
     print(f"RoomHot resolved: planoscope - prometheus = {resolved:+.2f} s")
-    assert abs(resolved) <= SLACK_S
+    assert abs(resolved) <= SLACK_S + passes[0], (resolved, passes[0])
 
     # Same alerts in the same states (RoomWarm's pending ones included).
     def states(side):
