@@ -24,7 +24,8 @@ GENAI = "support chat/7 ü"  # a slash, a space, non-ASCII: URL-encoded in the p
 def live(request, module_server_factory, tmp_path_factory):
     srv = serve_on(request, module_server_factory, tmp_path_factory.mktemp("ui-sessions"))
     now = int(time.time())
-    spans = (span for t in Simulation(rate=4, seed=3).traces(now - 3600, now) for span in t.spans)
+    # 2 requests a second: ~800 sessions in the hour, pages of 50 to click through
+    spans = (span for t in Simulation(rate=2, seed=3).traces(now - 3600, now) for span in t.spans)
     for req in export_requests(spans):
         assert grpc_export(srv.grpc_target, req).partial_success.rejected_spans == 0
     t0 = (now - 120) * 10**9
