@@ -47,7 +47,6 @@ from support.clickhouse_fixtures import (  # noqa: F401 (fixtures: a real ClickH
     clickhouse_server_factory,
     module_clickhouse_database,
 )
-from support.ports import free_port as _free_port  # noqa: F401 (the tests import it from here)
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 READY_TIMEOUT_S = 60

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import httpx
 
-from conftest import _free_port, grpc_export, now_base_ns
+from conftest import grpc_export, now_base_ns
 from plano_llm import CLAUDE, GPT, Call, request
 from support.alerting import wait_for
+from support.ports import free_port
 
 
 def _alerts(srv):
@@ -28,7 +29,7 @@ def test_the_shipped_rules_see_planoscopes_own_series(server_factory, tmp_path):
         "--rules",
         "plano",
         "--scrape",
-        f"envoy=http://127.0.0.1:{_free_port()}/stats/prometheus",  # nobody listens
+        f"envoy=http://127.0.0.1:{free_port()}/stats/prometheus",  # nobody listens
         "--scrape-interval",
         "0.5s",
         "--evaluation-interval",

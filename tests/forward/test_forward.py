@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from conftest import _free_port, grpc_export, pb_request, pb_span, read_spans
+from conftest import grpc_export, pb_request, pb_span, read_spans
 from planoscope.forward.forwarder import parse_destination
 from support.clickhouse_fixtures import STORES
+from support.ports import free_port
 
 
 def _spans(rng: random.Random, n: int, base_ns: int) -> list:
@@ -105,7 +106,7 @@ def test_every_span_reaches_a_second_planoscope(request, server_factory, tmp_pat
 
 @pytest.mark.parametrize("store", STORES)
 def test_a_down_backend_loses_nothing_across_a_restart(request, server_factory, tmp_path, store):
-    port = _free_port()
+    port = free_port()
     url = f"grpc://127.0.0.1:{port}"
     front = _Front(request, server_factory, store, tmp_path / "a", "--forward-otlp", url)
     rng = random.Random(2)

@@ -16,10 +16,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import _free_port, _wait, grpc_export, pb_request, pb_span
+from conftest import _wait, grpc_export, pb_request, pb_span
 from planoscope.forward.forwarder import ForwardState, parse_destination
 from planoscope.net.otlp import parse_header
 from planoscope.settings import ConfigError, build_settings
+from support.ports import free_port
 
 PASSWORD = "pw-Zq8-never-shown"
 TOKEN = "otlp-token-0123456789abcdef"
@@ -54,7 +55,7 @@ def _everything_shown(srv, data_dir) -> str:
 
 
 def test_a_password_in_a_url_is_never_shown(server_factory, tmp_path):
-    port = _free_port()  # nothing listens: every attempt fails, and is logged and shown
+    port = free_port()  # nothing listens: every attempt fails, and is logged and shown
     url = f"http://user:{PASSWORD}@127.0.0.1:{port}/v1/traces"
     front = server_factory(tmp_path / "a", "--forward-otlp", url, "--auth-token", WEB_TOKEN, "--log-level", "debug")
     _send(front, 3)

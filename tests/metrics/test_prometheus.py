@@ -22,8 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FakeTarget, _free_port, grpc_export, pb_request, pb_span
+from conftest import FakeTarget, grpc_export, pb_request, pb_span
 from planoscope.settings import Settings
+from support.ports import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "plano-requests.json"
@@ -52,7 +53,7 @@ class Envoy(FakeTarget):
 
 class Prometheus:
     def __init__(self, tmp: Path, targets: dict[str, tuple[str, str]]):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         jobs = [
             {"job_name": job, "metrics_path": path, "static_configs": [{"targets": [hostport]}]}

@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import _free_port
 from planoscope.promql import Engine, MemoryStorage, Scalar, Vector
+from support.ports import free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -145,7 +145,7 @@ def prometheus(tmp_path_factory):
         capture_output=True,
     )
     (tmp / "prometheus.yml").write_text(json.dumps({"global": {"scrape_interval": "1h"}}))
-    port = _free_port()
+    port = free_port()
     log = open(tmp / "prometheus.log", "w")
     proc = subprocess.Popen(
         [

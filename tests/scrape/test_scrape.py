@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from conftest import RL, FakeTarget, Metrics, _free_port, _samples, _wait, grpc_export, now_base_ns, pb_request, pb_span
+from conftest import RL, FakeTarget, Metrics, _samples, _wait, grpc_export, now_base_ns, pb_request, pb_span
 from support.clickhouse_fixtures import STORES
+from support.ports import free_port
 
 
 def _json(srv, path, **params):
@@ -162,7 +163,7 @@ def _ingest_works(srv):
 def test_a_failing_target_is_reported_and_recovers(server_factory, tmp_path, targets, failure, error):
     bad, good = targets
     if failure == "refused":  # nothing listens there until the target "recovers"
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}/stats/prometheus"
     else:
         bad.mode = failure
@@ -210,7 +211,7 @@ def test_no_targets_and_no_samples_notices(server_factory, tmp_path):
     assert _json(srv, "/api/v1/targets") == []
     panel = _json(srv, "/api/v1/panels/rate_limited_per_second")
     assert panel["series"] == [] and "No Envoy scrape target" in panel["notice"]
-    port = _free_port()
+    port = free_port()
     srv2 = server_factory(tmp_path / "refused", "--scrape", f"http://127.0.0.1:{port}/stats/prometheus")
     panel = _json(srv2, "/api/v1/panels/rate_limited_per_second")
     assert "No samples" in panel["notice"] and f"127.0.0.1:{port}" in panel["notice"]

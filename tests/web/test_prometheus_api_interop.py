@@ -38,8 +38,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FakeTarget, _free_port, _wait, grpc_export, pb_request, pb_span
+from conftest import FakeTarget, _wait, grpc_export, pb_request, pb_span
 from support.brightstaff import Brightstaff
+from support.ports import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "metrics"))
 from test_prometheus import Prometheus  # noqa: E402  (a real Prometheus scraping the given targets)
@@ -106,7 +107,7 @@ def _send_spans(target: str, stop: threading.Event) -> None:
 
 @pytest.fixture(scope="module")
 def both(module_server_factory, tmp_path_factory):
-    envoy_port, brightstaff_port = _free_port(), _free_port()
+    envoy_port, brightstaff_port = free_port(), free_port()
     srv = module_server_factory(
         tmp_path_factory.mktemp("interop"),
         "--scrape",

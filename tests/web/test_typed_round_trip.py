@@ -22,6 +22,7 @@ from conftest import any_value, grpc_export, http_export_pb, http_post, now_base
 from planoscope.store.attributes import key_values as stored_key_values
 from planoscope.store.attributes import value_str
 from support.clickhouse_fixtures import STORES, serve_on
+from support.ports import free_port
 
 MS = 1_000_000
 NAN = float("nan")
@@ -271,7 +272,7 @@ def test_a_store_from_before_typed_values_still_reads_filters_and_forwards(serve
     import duckdb
     import pyarrow as pa
 
-    from conftest import _free_port, db_path, table_columns
+    from conftest import db_path, table_columns
     from planoscope.ingest.decode import Decoder
     from planoscope.store.schema import duckdb_ddl
 
@@ -293,7 +294,7 @@ def test_a_store_from_before_typed_values_still_reads_filters_and_forwards(serve
     con.execute("INSERT INTO otel_traces BY NAME SELECT * FROM old_rows")
     con.close()
 
-    port = _free_port()
+    port = free_port()
     url = f"grpc://127.0.0.1:{port}"
     # a destination that was forwarded to before these rows were written
     (old / "forward-state.json").write_text(json.dumps({"cursors": {url: "2025-01-01T00:00:00"}}))

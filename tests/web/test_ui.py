@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 
 from conftest import grpc_export, pb_request, pb_span
 from planoscope.demo.simulate import Simulation, export_requests
+from support.ports import free_port
 
 OUT = Path(__file__).resolve().parents[2] / "test-output"
 
@@ -139,11 +140,11 @@ def test_empty_store_tells_how_to_point_plano_here(server_factory, tmp_path, pag
 
 def test_rate_limited_panel_and_target_health(server_factory, tmp_path, page):
     """A scraped counter draws the rate-limited panel; the header shows each target's health."""
-    from conftest import FakeTarget, _free_port, _samples, _wait
+    from conftest import FakeTarget, _samples, _wait
 
     envoy = FakeTarget()
     try:
-        refused = f"http://127.0.0.1:{_free_port()}/stats/prometheus"
+        refused = f"http://127.0.0.1:{free_port()}/stats/prometheus"
         srv = server_factory(
             tmp_path / "data", "--scrape", f"envoy={envoy.url},gone={refused}", "--scrape-interval", "0.2s"
         )
